@@ -1,0 +1,95 @@
+"""The ``i2o`` command: simulate the screen, run the notebooks, build the book, fetch data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from i2o_utils.config import PROFILE_NAMES
+
+
+def _simulate(args) -> int:
+    from i2o_utils.data.simulate import simulate_screen
+
+    print(simulate_screen(args.out, profile=args.profile, seed=args.seed, null=args.null,
+                          overwrite=args.overwrite, progress=not args.quiet))
+    return 0
+
+
+def _params(pairs) -> dict:
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, v in (pairs or [])}
+
+
+def _run(args) -> int:
+    from i2o_utils.runner import NotebookFailed, run_notebooks
+
+    try:
+        run_notebooks(args.profile, select=args.notebooks or None, output_dir=args.output_dir,
+                      parameters=_params(args.parameter), data_dir=args.data_dir,
+                      results_dir=args.results_dir)
+    except NotebookFailed as e:
+        print(f"i2o run: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _book(args) -> int:
+    from i2o_utils.book import build_book
+
+    if not args.skip_run:
+        rc = _run(args)
+        if rc:
+            return rc
+    print(f"book: {build_book()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="i2o", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("simulate", help="generate the simulated screen in the bucket layout")
+    s.add_argument("--profile", choices=PROFILE_NAMES, default="quick")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default=None, help="data root (default: $I2O_DATA_DIR or ./data)")
+    s.add_argument("--null", action="store_true", help="omics independent of the images")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_simulate)
+
+    for name, func, helptext in (("run", _run, "execute the notebooks with papermill"),
+                                 ("book", _book, "execute the notebooks, then build the book")):
+        r = sub.add_parser(name, help=helptext)
+        r.add_argument("--profile", choices=PROFILE_NAMES, default="quick")
+        r.add_argument("notebooks", nargs="*", help="stems or numbers, e.g. 00 10_preprocess_omics")
+        r.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                       help="extra papermill parameter (YAML value)")
+        r.add_argument("--output-dir", default=None, help="executed copies (default book/executed)")
+        r.add_argument("--data-dir", default=None)
+        r.add_argument("--results-dir", default=None)
+        if name == "book":
+            r.add_argument("--skip-run", action="store_true", help="render the executed copies only")
+        r.set_defaults(func=func)
+
+    try:
+        from i2o_utils.data.cli_data import add_data_parser
+    except ImportError:
+        add_data_parser = None
+    if add_data_parser is not None:
+        add_data_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "output_dir", "unset") is None:
+        from i2o_utils.paths import EXECUTED_DIR
+
+        args.output_dir = EXECUTED_DIR
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

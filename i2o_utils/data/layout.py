@@ -1,0 +1,415 @@
+"""Read and write the authors' bucket layout (one reader for real and simulated data).
+
+The layout (``s3://image2omics``), as the authors' published reader code expects it:
+
+``data/ICF/<well>.h5`` (and ``data/RAW/<well>.h5`` for the simulated screen's uncorrected images)
+    attrs ``PLATE_BARCODE``, ``ROW``, ``COLUMN``, ``PLANE``; one group per channel (see
+    :data:`i2o_utils.config.CHANNELS`), each holding 2-D datasets ``fov_0`` ... ``fov_{F-1}``.
+``data/TILES/<well>.h5``
+    attrs ``ROW``, ``COLUMN``, ``INPUT_POINTER`` (path of the image file); datasets ``fov_i``
+    (tile corners in field ``i``), ``all_fovs/tile_coords`` (N x 2), ``all_fovs/fovs_indices``
+    (N x 2: field, tile index within the field), ``all_fovs/well_coords`` (N x 2: the well's ROW
+    and COLUMN on every row, as the authors' reader stacks them). A corner ``(r0, c0)`` indexes
+    the field's first and second array axes: the tile is ``img[r0:r0+s, c0:c0+s]`` (the authors'
+    reader slices ``img[x:x+s, y:y+s]`` with ``(x, y) = tile_coords[i]``).
+``data/GT/{transcriptomics,proteomics}_{m1,m2}.csv``
+    long format: ``plate_barcode, well_id, gene, fold, measured`` (``gene`` holds Ensembl ids for
+    transcripts and symbols for proteins).
+``data/metadata.csv``
+    ``well_id, PLATE_ID, target, cell_state, Column``: the imaging wells.
+
+Well ids: ``ROW`` and ``COLUMN`` are 1-based; the id is ``chr(ROW + 64)`` followed by the column
+(``G13``). Zero-padded ids (``A01``) parse too.
+
+Every writer here writes to a temporary name in the destination folder and renames, so an
+interrupted run never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from i2o_utils.config import CHANNELS
+
+N_ROWS_384, N_COLS_384 = 16, 24
+GT_COLUMNS = ("plate_barcode", "well_id", "gene", "fold", "measured")
+METADATA_COLUMNS = ("well_id", "PLATE_ID", "target", "cell_state", "Column")
+IMAGE_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
+FOLDS = ("train", "val", "test")
+
+_WELL_RE = re.compile(r"^\s*([A-Za-z])\s*0*(\d{1,2})\s*$")
+
+
+class LayoutError(ValueError):
+    """A file or table does not follow the bucket layout; the message names the file and fault."""
+
+
+# --------------------------------------------------------------------------------------------
+# well ids
+# --------------------------------------------------------------------------------------------
+def parse_well_id(well_id: str, *, where: str | os.PathLike | None = None) -> tuple[int, int]:
+    """``'G13'`` or ``'A01'`` -> ``(ROW, COLUMN)``, both 1-based, on a 384-well plate.
+
+    Raises
+    ------
+    LayoutError
+        If the id is not a row letter A-P followed by a column 1-24; ``where`` (a file name) is
+        included in the message.
+    """
+    m = _WELL_RE.match(str(well_id)) if isinstance(well_id, str) else None
+    loc = f" in {where}" if where else ""
+    if not m:
+        raise LayoutError(
+            f"malformed well id {well_id!r}{loc}: expected a row letter A-P and a column 1-24, "
+            "e.g. 'G13' or 'A01'"
+        )
+    row = ord(m.group(1).upper()) - 64
+    col = int(m.group(2))
+    if not (1 <= row <= N_ROWS_384 and 1 <= col <= N_COLS_384):
+        raise LayoutError(f"well id {well_id!r}{loc} is outside a 384-well plate (A-P, 1-24)")
+    return row, col
+
+
+def format_well_id(row: int, column: int, *, padded: bool = False) -> str:
+    """``(7, 13)`` -> ``'G13'`` (the authors' form: ``chr(ROW + 64)`` + column)."""
+    row, column = int(row), int(column)
+    if not (1 <= row <= N_ROWS_384 and 1 <= column <= N_COLS_384):
+        raise LayoutError(f"ROW={row}, COLUMN={column} is outside a 384-well plate")
+    return f"{chr(row + 64)}{column:02d}" if padded else f"{chr(row + 64)}{column}"
+
+
+def normalise_well_id(well_id: str, *, where: str | os.PathLike | None = None) -> str:
+    """Any accepted spelling -> the authors' form (``'a01'`` -> ``'A1'``)."""
+    return format_well_id(*parse_well_id(well_id, where=where))
+
+
+def image_file_name(prefix: str, plate: str, row: int, column: int, plane: int = 1,
+                    timestamp: str = "20230101T000000", eln: str = "SIM") -> str:
+    """The authors' per-well file name, e.g. ``ICF.X7.Y13.P1.<timestamp>.<ELN>_<PLATE>.h5``."""
+    return f"{prefix}.X{int(row)}.Y{int(column)}.P{int(plane)}.{timestamp}.{eln}_{plate}.h5"
+
+
+# --------------------------------------------------------------------------------------------
+# atomic writes
+# --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike, **kwargs) -> Path:
+    """``df.to_csv`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, **kwargs)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------------------------
+# per-well images
+# --------------------------------------------------------------------------------------------
+@dataclass
+class WellImages:
+    """The fields of one well: ``fields`` has shape (F, 3, H, W) in :data:`CHANNELS` order."""
+
+    plate: str
+    row: int
+    column: int
+    fields: np.ndarray
+    plane: int = 1
+    path: Path | None = None
+
+    @property
+    def well_id(self) -> str:
+        return format_well_id(self.row, self.column)
+
+
+def write_well_images(path: str | os.PathLike, plate: str, row: int, column: int,
+                      fields: np.ndarray, plane: int = 1, compression: str | None = "gzip") -> Path:
+    """Write one well's fields, shape (F, 3, H, W), in the bucket's per-well HDF5 form."""
+    fields = np.asarray(fields)
+    if fields.ndim != 4 or fields.shape[1] != len(CHANNELS):
+        raise LayoutError(f"{path}: fields must have shape (F, 3, H, W), got {fields.shape}")
+    if fields.dtype not in IMAGE_DTYPES:
+        raise LayoutError(f"{path}: image dtype {fields.dtype} not one of {[str(d) for d in IMAGE_DTYPES]}")
+    format_well_id(row, column)
+    opts = {"compression": compression, "compression_opts": 1, "shuffle": True} if compression == "gzip" else {}
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["PLATE_BARCODE"] = str(plate)
+        f.attrs["ROW"] = int(row)
+        f.attrs["COLUMN"] = int(column)
+        f.attrs["PLANE"] = int(plane)
+        for c, name in enumerate(CHANNELS):
+            g = f.create_group(name)
+            for i in range(fields.shape[0]):
+                g.create_dataset(f"fov_{i}", data=fields[i, c], **opts)
+    return Path(path)
+
+
+def _fov_names(group: h5py.Group) -> list[str]:
+    names = [k for k in group.keys() if re.fullmatch(r"fov_\d+", k)]
+    return sorted(names, key=lambda k: int(k.split("_")[1]))
+
+
+def _open_h5(path: Path) -> h5py.File:
+    if not path.exists():
+        raise LayoutError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise LayoutError(f"{path}: not a readable HDF5 file (corrupt or truncated?): {e}") from e
+
+
+def read_well_attrs(path: str | os.PathLike) -> dict:
+    """The attributes of a per-well image file (PLATE_BARCODE, ROW, COLUMN, PLANE) and its fields."""
+    path = Path(path)
+    with _open_h5(path) as f:
+        missing = [a for a in ("PLATE_BARCODE", "ROW", "COLUMN") if a not in f.attrs]
+        if missing:
+            raise LayoutError(f"{path}: missing attribute(s) {missing}")
+        first = f[CHANNELS[0]] if CHANNELS[0] in f else None
+        return {
+            "plate": _as_str(f.attrs["PLATE_BARCODE"]),
+            "row": int(f.attrs["ROW"]),
+            "column": int(f.attrs["COLUMN"]),
+            "plane": int(f.attrs.get("PLANE", 1)),
+            "n_fields": len(_fov_names(first)) if first is not None else 0,
+            "path": path,
+        }
+
+
+def _as_str(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def read_well_images(path: str | os.PathLike, fields: Sequence[int] | None = None,
+                     dtypes: Sequence[np.dtype] = IMAGE_DTYPES) -> WellImages:
+    """Read a per-well image file (ICF or RAW) and check it against the layout.
+
+    Parameters
+    ----------
+    path
+        The HDF5 file of one well.
+    fields
+        Field indices to read; ``None`` for all.
+    dtypes
+        Accepted pixel dtypes.
+
+    Raises
+    ------
+    LayoutError
+        Naming the file and the fault: unreadable file, missing attribute or channel group,
+        no fields, fields of unequal shape across channels or fields, wrong dtype.
+    """
+    path = Path(path)
+    with _open_h5(path) as f:
+        missing = [a for a in ("PLATE_BARCODE", "ROW", "COLUMN") if a not in f.attrs]
+        if missing:
+            raise LayoutError(f"{path}: missing attribute(s) {missing}")
+        absent = [c for c in CHANNELS if c not in f]
+        if absent:
+            raise LayoutError(f"{path}: missing channel group(s) {absent}; found {sorted(f.keys())}")
+        names = _fov_names(f[CHANNELS[0]])
+        if not names:
+            raise LayoutError(f"{path}: channel {CHANNELS[0]!r} holds no fov_i datasets")
+        for c in CHANNELS[1:]:
+            if _fov_names(f[c]) != names:
+                raise LayoutError(f"{path}: channel {c!r} has fields {_fov_names(f[c])}, expected {names}")
+        if fields is not None:
+            want = [f"fov_{i}" for i in fields]
+            bad = [n for n in want if n not in names]
+            if bad:
+                raise LayoutError(f"{path}: no field(s) {bad}")
+            names = want
+        shape = dtype = None
+        arrays = []
+        for n in names:
+            per_channel = []
+            for c in CHANNELS:
+                ds = f[c][n]
+                if ds.ndim != 2:
+                    raise LayoutError(f"{path}: {c}/{n} is {ds.ndim}-D, expected a 2-D field")
+                if ds.dtype not in [np.dtype(d) for d in dtypes]:
+                    raise LayoutError(f"{path}: {c}/{n} has dtype {ds.dtype}, expected one of "
+                                      f"{[str(np.dtype(d)) for d in dtypes]}")
+                if shape is None:
+                    shape, dtype = ds.shape, ds.dtype
+                elif ds.shape != shape or ds.dtype != dtype:
+                    raise LayoutError(f"{path}: {c}/{n} is {ds.shape} {ds.dtype}, but the first field "
+                                      f"is {shape} {dtype}: all fields must share shape and dtype")
+                per_channel.append(ds[()])
+            arrays.append(np.stack(per_channel))
+        return WellImages(plate=_as_str(f.attrs["PLATE_BARCODE"]), row=int(f.attrs["ROW"]),
+                          column=int(f.attrs["COLUMN"]), plane=int(f.attrs.get("PLANE", 1)),
+                          fields=np.stack(arrays), path=path)
+
+
+def list_well_files(folder: str | os.PathLike) -> list[Path]:
+    """The ``.h5`` files of a folder, sorted; temporary ``.part`` files are ignored."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LayoutError(f"{folder}: no such folder")
+    return sorted(p for p in folder.glob("*.h5") if not p.name.startswith("."))
+
+
+def index_wells(folder: str | os.PathLike) -> pd.DataFrame:
+    """One row per well file: plate, row, column, well_id, plane, n_fields, path (attrs only)."""
+    rows = [read_well_attrs(p) for p in list_well_files(folder)]
+    df = pd.DataFrame(rows, columns=["plate", "row", "column", "plane", "n_fields", "path"])
+    df.insert(3, "well_id", [format_well_id(r, c) for r, c in zip(df["row"], df["column"])])
+    return df
+
+
+# --------------------------------------------------------------------------------------------
+# per-well tiles
+# --------------------------------------------------------------------------------------------
+@dataclass
+class WellTiles:
+    """Tile corners of one well. ``tile_coords[i] = (r0, c0)``; ``fovs_indices[i] = (field, k)``."""
+
+    row: int
+    column: int
+    input_pointer: str
+    tile_coords: np.ndarray
+    fovs_indices: np.ndarray
+    path: Path | None = None
+
+    @property
+    def n_tiles(self) -> int:
+        return int(self.tile_coords.shape[0])
+
+
+def write_well_tiles(path: str | os.PathLike, row: int, column: int, input_pointer: str | os.PathLike,
+                     corners_per_field: Sequence[np.ndarray]) -> Path:
+    """Write a TILES file from the tile corners (k x 2 arrays of (r0, c0)) of each field."""
+    format_well_id(row, column)
+    corners = [np.asarray(c, dtype=np.int64).reshape(-1, 2) for c in corners_per_field]
+    tile_coords = np.concatenate(corners) if corners else np.zeros((0, 2), np.int64)
+    fovs_indices = np.concatenate(
+        [np.stack([np.full(len(c), i), np.arange(len(c))], axis=1) for i, c in enumerate(corners)]
+    ).astype(np.int64) if corners else np.zeros((0, 2), np.int64)
+    well_coords = np.tile(np.array([[row, column]], dtype=np.int64), (len(tile_coords), 1))
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["ROW"] = int(row)
+        f.attrs["COLUMN"] = int(column)
+        f.attrs["INPUT_POINTER"] = str(input_pointer)
+        for i, c in enumerate(corners):
+            f.create_dataset(f"fov_{i}", data=c)
+        g = f.create_group("all_fovs")
+        g.create_dataset("tile_coords", data=tile_coords)
+        g.create_dataset("fovs_indices", data=fovs_indices)
+        g.create_dataset("well_coords", data=well_coords)
+    return Path(path)
+
+
+def read_well_tiles(path: str | os.PathLike) -> WellTiles:
+    """Read a TILES file; raises :class:`LayoutError` naming the file and the missing piece."""
+    path = Path(path)
+    with _open_h5(path) as f:
+        missing = [a for a in ("ROW", "COLUMN", "INPUT_POINTER") if a not in f.attrs]
+        if missing:
+            raise LayoutError(f"{path}: missing attribute(s) {missing}")
+        for k in ("all_fovs/tile_coords", "all_fovs/fovs_indices"):
+            if k not in f:
+                raise LayoutError(f"{path}: missing dataset {k!r}")
+        tc = f["all_fovs/tile_coords"][()].reshape(-1, 2).astype(np.int64)
+        fi = f["all_fovs/fovs_indices"][()].reshape(-1, 2).astype(np.int64)
+        if len(tc) != len(fi):
+            raise LayoutError(f"{path}: tile_coords has {len(tc)} rows but fovs_indices {len(fi)}")
+        return WellTiles(row=int(f.attrs["ROW"]), column=int(f.attrs["COLUMN"]),
+                         input_pointer=_as_str(f.attrs["INPUT_POINTER"]), tile_coords=tc,
+                         fovs_indices=fi, path=path)
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------
+def _require_columns(df: pd.DataFrame, required: Sequence[str], path) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise LayoutError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+
+
+def read_metadata(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read ``metadata.csv`` (imaging wells); adds integer ``ROW`` and ``COLUMN`` columns.
+
+    ``well_id`` is normalised to the authors' form; a malformed id or a missing column raises
+    :class:`LayoutError` naming the file.
+    """
+    from i2o_utils.paths import bucket_paths
+
+    path = Path(path) if path is not None else bucket_paths()["metadata"]
+    if not path.exists():
+        raise LayoutError(f"{path}: no such file")
+    df = pd.read_csv(path, dtype={"well_id": str, "PLATE_ID": str, "target": str, "cell_state": str})
+    _require_columns(df, METADATA_COLUMNS, path)
+    rc = [parse_well_id(w, where=path) for w in df["well_id"]]
+    df["well_id"] = [format_well_id(r, c) for r, c in rc]
+    df["ROW"] = [r for r, _ in rc]
+    df["COLUMN"] = [c for _, c in rc]
+    dup = df.duplicated(["PLATE_ID", "well_id"])
+    if dup.any():
+        first = df.loc[dup, ["PLATE_ID", "well_id"]].iloc[0].tolist()
+        raise LayoutError(f"{path}: duplicated well {first[1]} on plate {first[0]}")
+    df["cell_state"] = df["cell_state"].str.lower()
+    return df
+
+
+def write_metadata(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    _require_columns(df, METADATA_COLUMNS, path)
+    return write_csv_atomic(df[list(METADATA_COLUMNS)], path)
+
+
+def gt_path(omics: str, stimulus: str, root: str | os.PathLike | None = None) -> Path:
+    from i2o_utils.paths import bucket_paths
+
+    return bucket_paths(root)["gt"] / f"{omics}_{stimulus.lower()}.csv"
+
+
+def read_gt(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a GT long-format CSV; well ids are normalised, missing columns raise."""
+    path = Path(path)
+    if not path.exists():
+        raise LayoutError(f"{path}: no such file")
+    df = pd.read_csv(path, dtype={"plate_barcode": str, "well_id": str, "gene": str, "fold": str})
+    _require_columns(df, GT_COLUMNS, path)
+    ids = {w: normalise_well_id(w, where=path) for w in df["well_id"].unique()}
+    df["well_id"] = df["well_id"].map(ids)
+    if df["measured"].isna().any():
+        bad = df.loc[df["measured"].isna()].iloc[0]
+        raise LayoutError(f"{path}: missing 'measured' value for gene {bad['gene']} in well "
+                          f"{bad['well_id']} of plate {bad['plate_barcode']}")
+    return df
+
+
+def write_gt(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a GT long-format CSV (extra columns such as ``predicted`` are kept after the five)."""
+    _require_columns(df, GT_COLUMNS, path)
+    cols = list(GT_COLUMNS) + [c for c in df.columns if c not in GT_COLUMNS]
+    return write_csv_atomic(df[cols], path)
+
+
+def gt_to_matrix(df: pd.DataFrame, value: str = "measured") -> pd.DataFrame:
+    """Long GT -> wide (index (plate_barcode, well_id), columns gene)."""
+    return df.pivot_table(index=["plate_barcode", "well_id"], columns="gene", values=value,
+                          aggfunc="first", sort=True)

@@ -1,0 +1,542 @@
+"""The simulated screen: a generative model of the paper's experiment with known truth.
+
+The simulator writes what an instrument and the omics cores would hand over, in the bucket's
+layout (see :mod:`i2o_utils.data.layout`), so that this project's own preprocessing runs on it:
+
+* **raw** (uncorrected) images per well in ``data/RAW`` (uint16, three channels, vignetting,
+  plate-level intensity shifts, touching cells, Poisson-Gaussian noise);
+* ``data/metadata.csv`` for the imaging wells;
+* raw omics in ``data/OMICS_RAW``: negative-binomial RNA counts with varying library sizes, and
+  TMT-like protein intensities with multiplex batches, both with plate effects and with lowly
+  expressed genes that the expression filter should remove;
+* the truth in ``simulation/``: which genes are driven by the visible cell state and how strongly,
+  the true nucleus centres, the latent state of every well.
+
+Generative model
+----------------
+Every well has a latent cell state ``z = mu_stimulus + effect(perturbation, stimulus) + noise``
+with ``latent_visible`` dimensions rendered into the images and ``latent_hidden`` dimensions that
+reach only the omics. Imaging wells and omics wells are different physical wells: they share only
+the perturbation-and-stimulus effect, exactly the signal that the paper's label protocol lets a
+model learn. Visible dimensions set, per cell around the well's state: nucleus size (0), cell size
+and elongation (1), actin intensity and fibre texture (2), mitochondrial mass and perinuclear
+clustering (3).
+
+A gene's log expression is ``base + w_visible . z_visible + w_hidden . z_hidden + plate effect``;
+``kind`` is ``visible`` (non-zero ``w_visible``), ``hidden`` (only ``w_hidden``), ``noise`` (none)
+or ``low`` (too lowly expressed to pass the filter). With ``null=True`` the omics wells draw their
+perturbation effects independently of the imaging wells', so images carry no information about
+the omics and every predictability claim should fail.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from i2o_utils.config import CONTROL, M1_REVERTING, M2_REVERTING, STIMULI, Profile, get_profile
+from i2o_utils.data import layout
+from i2o_utils.data.genes import KNOCKOUT_POOL, make_ensembl_ids, make_symbols
+from i2o_utils.paths import bucket_paths
+
+SCREEN_FILE = "SCREEN.json"
+SIMULATOR_VERSION = 1
+
+# Generative constants (one place; the docstring above explains their roles).
+_STIMULUS_MEAN = {"m1": np.array([1.0, 0.8, -0.9, 0.9]), "m2": np.array([-1.0, -0.8, 0.9, -0.9])}
+_STRONG_FRACTION = 0.6  # knock-outs with a clear phenotype
+_EFFECT_SD_STRONG = 1.0
+_EFFECT_SD_WEAK = 0.15
+_WELL_SD = 0.3
+_RNA_DISPERSION = 0.08
+_PROTEIN_MULT_SD = 0.08
+_PLATE_EFFECT_SD = 0.35
+_TMT_EFFECT_SD = 0.25
+
+
+@dataclass
+class ScreenSummary:
+    """What :func:`simulate_screen` wrote."""
+
+    root: Path
+    profile: str
+    seed: int
+    null: bool
+    n_imaging_wells: int
+    n_omics_wells: int
+    n_transcripts: int
+    n_proteins: int
+    seconds: float
+    bytes_on_disk: int
+    skipped: bool = False
+
+    def __str__(self) -> str:
+        state = "already present" if self.skipped else f"generated in {self.seconds:.1f} s"
+        return (f"simulated screen ({self.profile}, seed {self.seed}{', NULL' if self.null else ''}) "
+                f"at {self.root}: {self.n_imaging_wells} imaging wells, {self.n_omics_wells} omics "
+                f"wells, {self.n_transcripts} transcripts, {self.n_proteins} proteins; "
+                f"{self.bytes_on_disk / 2**20:.1f} MiB; {state}")
+
+
+# --------------------------------------------------------------------------------------------
+# design: targets, plates, latent states
+# --------------------------------------------------------------------------------------------
+def knockout_targets(n: int) -> list[str]:
+    """The first ``n`` knock-out targets (STAT1 and STAT6 always included)."""
+    if n < 2:
+        raise ValueError("the screen needs at least the two reverting controls STAT1 and STAT6")
+    if n > len(KNOCKOUT_POOL):
+        raise ValueError(f"at most {len(KNOCKOUT_POOL)} knock-outs are available, asked for {n}")
+    return list(KNOCKOUT_POOL[:n])
+
+
+def perturbation_effects(targets: list[str], d_visible: int, d_hidden: int,
+                         rng: np.random.Generator) -> dict[tuple[str, str], np.ndarray]:
+    """Latent effect of each (target, stimulus); NT is zero, STAT1/STAT6 revert M1/M2."""
+    d = d_visible + d_hidden
+    eff: dict[tuple[str, str], np.ndarray] = {}
+    mu = {s: _stimulus_mean(s, d) for s in STIMULI}
+    for t in targets:
+        strong = rng.random() < _STRONG_FRACTION
+        sd = _EFFECT_SD_STRONG if strong else _EFFECT_SD_WEAK
+        base = rng.normal(0, sd, d)
+        for s in STIMULI:
+            eff[(t, s)] = base + rng.normal(0, 0.3 * sd, d)  # perturbation x stimulus interaction
+    # Reverting controls: the knock-out moves the stimulated state most of the way to the other one.
+    eff[(M1_REVERTING, "m1")] = 0.8 * (mu["m2"] - mu["m1"]) + rng.normal(0, 0.05, d)
+    eff[(M1_REVERTING, "m2")] = rng.normal(0, _EFFECT_SD_WEAK, d)
+    eff[(M2_REVERTING, "m2")] = 0.8 * (mu["m1"] - mu["m2"]) + rng.normal(0, 0.05, d)
+    eff[(M2_REVERTING, "m1")] = rng.normal(0, _EFFECT_SD_WEAK, d)
+    for s in STIMULI:
+        eff[(CONTROL, s)] = np.zeros(d)
+    return eff
+
+
+def _stimulus_mean(stimulus: str, d: int) -> np.ndarray:
+    m = np.zeros(d)
+    v = _STIMULUS_MEAN[stimulus]
+    m[: min(d, len(v))] = v[: min(d, len(v))]
+    return m
+
+
+def plate_design(profile: Profile, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Plate maps of the imaging wells and of the omics wells.
+
+    Per stimulus there are ``omics_plates_per_stimulus`` omics plates (one transcriptomics and one
+    proteomics plate at each position) and ``imaging_plates_per_omics_plate`` imaging plates per
+    omics plate. Every plate holds each knock-out ``wells_per_knockout`` times plus NT controls, at
+    random positions of a 384-well plate.
+
+    Returns
+    -------
+    imaging, omics : pandas.DataFrame
+        ``imaging``: PLATE_ID, well_id, ROW, COLUMN, target, cell_state, omics_plate, replicate.
+        ``omics``: omics, plate_barcode, omics_plate, well_id, ROW, COLUMN, target, cell_state.
+    """
+    sc = profile.screen
+    targets = knockout_targets(sc.n_knockouts)
+    content = [t for t in targets for _ in range(sc.wells_per_knockout)] + [CONTROL] * sc.nt_wells_per_plate
+    if len(content) > 384:
+        raise ValueError(f"{len(content)} wells do not fit a 384-well plate")
+
+    def place(plate_rng):
+        pos = plate_rng.choice(384, size=len(content), replace=False)
+        order = plate_rng.permutation(len(content))
+        rows, cols = pos // 24 + 1, pos % 24 + 1
+        return [(int(r), int(c), content[k]) for r, c, k in zip(rows, cols, order)]
+
+    img_rows, om_rows = [], []
+    n_img = 0
+    for s in STIMULI:
+        for j in range(sc.omics_plates_per_stimulus):
+            pairing = f"{s.upper()}_P{j + 1}"
+            for omics, prefix in (("transcriptomics", "RNA"), ("proteomics", "PRT")):
+                for r, c, t in place(rng):
+                    om_rows.append((omics, f"{prefix}_{pairing}", pairing, layout.format_well_id(r, c), r, c, t, s))
+            for k in range(sc.imaging_plates_per_omics_plate):
+                n_img += 1
+                barcode = f"IMG{n_img:02d}_{s.upper()}"
+                for r, c, t in place(rng):
+                    img_rows.append((barcode, layout.format_well_id(r, c), r, c, t, s, pairing, k))
+    imaging = pd.DataFrame(img_rows, columns=["PLATE_ID", "well_id", "ROW", "COLUMN", "target",
+                                              "cell_state", "omics_plate", "replicate"])
+    omics = pd.DataFrame(om_rows, columns=["omics", "plate_barcode", "omics_plate", "well_id", "ROW",
+                                           "COLUMN", "target", "cell_state"])
+    return imaging.sort_values(["PLATE_ID", "ROW", "COLUMN"], ignore_index=True), \
+        omics.sort_values(["omics", "plate_barcode", "ROW", "COLUMN"], ignore_index=True)
+
+
+def well_latents(wells: pd.DataFrame, effects: dict, d: int, rng: np.random.Generator) -> np.ndarray:
+    """Latent state of each well: stimulus mean + perturbation effect + well noise."""
+    z = np.stack([_stimulus_mean(s, d) + effects[(t, s)] for t, s in zip(wells["target"], wells["cell_state"])])
+    return z + rng.normal(0, _WELL_SD, z.shape)
+
+
+# --------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------
+def vignetting(shape: tuple[int, int], strength: float, centre: tuple[float, float]) -> np.ndarray:
+    """Multiplicative shading: 1 at the optical centre falling to ``1 - strength`` at the corners."""
+    h, w = shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((y - centre[0]) / (h / 2)) ** 2 + ((x - centre[1]) / (w / 2)) ** 2
+    return (1.0 - strength * np.clip(r2 / 2.0, 0, 1.5)).astype(np.float32)
+
+
+def _cell_positions(n: int, shape: tuple[int, int], min_dist: float, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``n`` centres with a minimum spacing (cells may touch, nuclei do not overlap)."""
+    h, w = shape
+    pts: list[np.ndarray] = []
+    tries = 0
+    while len(pts) < n and tries < 30 * n + 30:
+        tries += 1
+        p = rng.uniform([2, 2], [h - 2, w - 2])
+        if all(np.sum((p - q) ** 2) >= min_dist**2 for q in pts):
+            pts.append(p)
+    return np.array(pts).reshape(-1, 2)
+
+
+def render_field(z_visible: np.ndarray, shape: tuple[int, int], cells_per_field: float,
+                 nucleus_diameter: float, cell_diameter: float,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free fluorescence of one field (3, H, W) float32 and the true nucleus centres (N, 2).
+
+    Channel order follows :data:`i2o_utils.config.CHANNELS`: Hoechst, MitoTracker, phalloidin.
+    """
+    z = np.zeros(4)
+    z[: min(4, len(z_visible))] = z_visible[:4]
+    h, w = shape
+    img = np.zeros((3, h, w), np.float32)
+    n = rng.poisson(cells_per_field)
+    nuc_r_mean = 0.5 * nucleus_diameter * np.exp(0.13 * z[0])
+    cell_r_mean = 0.5 * cell_diameter * np.exp(0.13 * z[1])
+    centres = _cell_positions(n, shape, min_dist=1.15 * cell_r_mean, rng=rng)
+    elong_mean = 1.0 + 0.35 / (1 + np.exp(-1.5 * z[1]))
+    actin_gain = np.exp(0.3 * z[2])
+    fibre_contrast = 0.5 / (1 + np.exp(-1.5 * z[2]))
+    mito_mass = np.exp(0.3 * z[3])
+    mito_spread = 0.35 + 0.45 / (1 + np.exp(1.5 * z[3]))  # high z3: mitochondria cluster near nucleus
+    half = int(np.ceil(cell_r_mean * 1.6)) + 3
+    puncta = np.zeros((h, w), np.float32)
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
+    for cy, cx in centres:
+        nuc_r = nuc_r_mean * np.exp(rng.normal(0, 0.08))
+        cell_r = max(cell_r_mean * np.exp(rng.normal(0, 0.1)), 1.3 * nuc_r)
+        el = elong_mean * np.exp(rng.normal(0, 0.08))
+        th = rng.uniform(0, np.pi)
+        ct, st = np.cos(th), np.sin(th)
+        u = (xx * ct + yy * st)
+        v = (-xx * st + yy * ct)
+        # nucleus: a soft ellipse, slightly off the cell centre along the long axis
+        off = rng.normal(0, 0.15 * nuc_r)
+        nu, nv = u - off, v
+        nr2 = (nu / (nuc_r * 1.1)) ** 2 + (nv / (nuc_r / 1.1)) ** 2
+        nucleus = 1.0 / (1.0 + np.exp((np.sqrt(nr2) - 1.0) * 8.0))
+        chrom = 1.0 + 0.15 * np.sin(0.9 * nu + rng.uniform(0, 6)) * np.sin(0.8 * nv)
+        # cell body: ellipse elongated by `el`
+        cr = np.sqrt((u / (cell_r * el)) ** 2 + (v / (cell_r / el)) ** 2)
+        body = 1.0 / (1.0 + np.exp((cr - 1.0) * 7.0))
+        cortex = np.exp(-((cr - 0.92) ** 2) / 0.012) * body
+        fibres = 0.5 * (1 + np.sin(2 * np.pi * v / max(2.5, 0.25 * cell_r) + rng.uniform(0, 6)))
+        actin = actin_gain * (0.35 * body + 0.55 * cortex + fibre_contrast * fibres * body)
+        # mitochondria: puncta around the nucleus, blurred once per field below
+        k = rng.poisson(14 * mito_mass)
+        if k:
+            ang = rng.uniform(0, 2 * np.pi, k)
+            rad = nuc_r + np.abs(rng.normal(0, mito_spread * (cell_r - nuc_r) + 0.5, k))
+            pu, pv = rad * np.cos(ang) * el, rad * np.sin(ang) / el
+            py_, px_ = cy + pu * st + pv * ct, cx + pu * ct - pv * st
+            ok = (py_ >= 0) & (py_ < h - 0.5) & (px_ >= 0) & (px_ < w - 0.5)
+            np.add.at(puncta, (np.rint(py_[ok]).astype(int), np.rint(px_[ok]).astype(int)), 1.0)
+        y0, x0 = int(round(cy)) - half, int(round(cx)) - half
+        ys, xs = slice(max(y0, 0), min(y0 + 2 * half + 1, h)), slice(max(x0, 0), min(x0 + 2 * half + 1, w))
+        py, px = slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0)
+        img[0, ys, xs] += (nucleus * chrom)[py, px] * 1.0
+        img[2, ys, xs] += actin[py, px] * 0.5
+    sig = np.sqrt((0.12 * nucleus_diameter) ** 2 + 0.6)
+    img[1] = ndimage.gaussian_filter(puncta, sig) * (2 * np.pi * sig**2) * 0.6
+    img = ndimage.gaussian_filter(img, sigma=(0, 0.7, 0.7))
+    return img, centres
+
+
+def acquire(signal: np.ndarray, shading: np.ndarray, gains: np.ndarray, rng: np.random.Generator,
+            offset: float = 100.0, read_noise: float = 6.0) -> np.ndarray:
+    """Camera model: shading x gain x signal, Poisson photon noise, Gaussian read noise, offset."""
+    expected = signal * gains[:, None, None] * shading[None] + 20.0 * shading[None]
+    counts = rng.poisson(np.maximum(expected, 0)).astype(np.float32)
+    counts += rng.normal(offset, read_noise, counts.shape).astype(np.float32)
+    return np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+
+
+# --------------------------------------------------------------------------------------------
+# omics
+# --------------------------------------------------------------------------------------------
+def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator) -> pd.DataFrame:
+    """Per-gene kind, base log expression and loadings on the latent state."""
+    sc = profile.screen
+    kinds = np.array(["noise"] * n_genes, dtype=object)
+    perm = rng.permutation(n_genes)
+    n_vis, n_hid, n_low = (int(round(f * n_genes)) for f in
+                           (sc.frac_visible_genes, sc.frac_hidden_genes, sc.frac_low_genes))
+    kinds[perm[:n_vis]] = "visible"
+    kinds[perm[n_vis:n_vis + n_hid]] = "hidden"
+    kinds[perm[n_vis + n_hid:n_vis + n_hid + n_low]] = "low"
+    dv, dh = sc.latent_visible, sc.latent_hidden
+    wv = np.zeros((n_genes, dv))
+    wh = np.zeros((n_genes, dh))
+    vis = kinds == "visible"
+    hid = kinds == "hidden"
+    # loadings: strength varies over genes so predictability ranges from weak to strong
+    strength = rng.uniform(0.15, 0.7, n_genes)
+    wv[vis] = rng.normal(0, 1, (vis.sum(), dv)) / np.sqrt(dv) * strength[vis, None]
+    wh[hid] = rng.normal(0, 1, (hid.sum(), dh)) / np.sqrt(dh) * strength[hid, None]
+    df = pd.DataFrame({"kind": kinds, "strength": np.where(vis | hid, strength, 0.0)})
+    for i in range(dv):
+        df[f"w_visible_{i}"] = wv[:, i]
+    for i in range(dh):
+        df[f"w_hidden_{i}"] = wh[:, i]
+    return df
+
+
+def _loadings(prog: pd.DataFrame) -> np.ndarray:
+    return prog.filter(regex=r"^w_(visible|hidden)_\d+$").to_numpy()
+
+
+def expected_r2(prog: pd.DataFrame, effects: dict, targets: list[str], d_visible: int,
+                noise_var: np.ndarray, wells_per_label: int = 2, null: bool = False) -> pd.DataFrame:
+    """Fraction of each gene's label variance across perturbations (per stimulus) that the visible
+    state explains: what a perfect image model could reach. ``noise_var`` is the per-gene variance
+    of one omics well's log value around its group mean (well noise and measurement noise)."""
+    w = _loadings(prog)
+    wv = w[:, :d_visible]
+    out = {}
+    for s in STIMULI:
+        zbar = np.stack([effects[(t, s)] for t in targets])  # group means (stimulus mean is constant)
+        vis = zbar[:, :d_visible] @ wv.T
+        tot = zbar @ w.T
+        var_vis = vis.var(axis=0)
+        var_tot = tot.var(axis=0) + (noise_var + (w**2).sum(1) * _WELL_SD**2) / wells_per_label
+        r2 = np.where(var_tot > 0, var_vis / var_tot, 0.0)
+        out[f"r2_expected_{s}"] = np.zeros_like(r2) if null else r2
+    df = pd.DataFrame(out)
+    df["r2_expected"] = df[[f"r2_expected_{s}" for s in STIMULI]].mean(axis=1)
+    return df
+
+
+def simulate_rna(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Negative-binomial counts (wells x genes) and the per-gene log-scale noise variance."""
+    n_genes = len(prog)
+    base = rng.normal(np.log(60), 1.3, n_genes)
+    base[prog["kind"].to_numpy() == "low"] = np.log(rng.uniform(0.01, 0.08, (prog["kind"] == "low").sum()))
+    plates = wells["plate_barcode"].to_numpy()
+    plate_eff = {p: rng.normal(0, _PLATE_EFFECT_SD, n_genes) for p in np.unique(plates)}
+    log_mu = base[None] + z @ _loadings(prog).T + np.stack([plate_eff[p] for p in plates])
+    lib = np.exp(rng.normal(0, 0.35, len(wells)))[:, None]
+    mu = lib * np.exp(log_mu)
+    r = 1.0 / _RNA_DISPERSION
+    counts = rng.negative_binomial(r, r / (r + mu))
+    noise_var = 1.0 / np.exp(base) + _RNA_DISPERSION
+    return counts.astype(np.int32), noise_var
+
+
+def simulate_protein(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame, tmt_plex: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TMT-like intensities (wells x proteins) with multiplex batches; returns the batch ids too."""
+    n = len(prog)
+    base = rng.normal(np.log(2e4), 1.2, n)
+    low = prog["kind"].to_numpy() == "low"
+    plates = wells["plate_barcode"].to_numpy()
+    batch = np.empty(len(wells), dtype=object)
+    for p in np.unique(plates):
+        idx = np.flatnonzero(plates == p)
+        order = rng.permutation(len(idx))
+        for k, i in enumerate(idx[order]):
+            batch[i] = f"{p}_TMT{k // tmt_plex + 1:02d}"
+    plate_eff = {p: rng.normal(0, _PLATE_EFFECT_SD, n) for p in np.unique(plates)}
+    tmt_eff = {b: rng.normal(0, _TMT_EFFECT_SD, n) for b in np.unique(batch)}
+    loading = rng.normal(0, 0.1, len(wells))[:, None]  # sample loading differences (vsn calibrates)
+    log_i = (base[None] + z @ _loadings(prog).T + np.stack([plate_eff[p] for p in plates])
+             + np.stack([tmt_eff[b] for b in batch]) + loading)
+    intensity = np.exp(log_i + rng.normal(0, _PROTEIN_MULT_SD, log_i.shape)) + rng.normal(0, 300, log_i.shape)
+    intensity = np.maximum(intensity, 0)
+    # low-abundance proteins: mostly below detection (0 = not quantified)
+    detect = rng.random(intensity.shape) < np.where(low, 0.06, 0.995)[None]
+    intensity = np.where(detect, intensity, 0.0).astype(np.float32)
+    noise_var = np.full(n, _PROTEIN_MULT_SD**2 + _TMT_EFFECT_SD**2 * 0)
+    return intensity, batch.astype(str), noise_var
+
+
+def _write_h5ad(path: Path, x: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame) -> None:
+    import anndata as ad
+
+    obs = obs.reset_index(drop=True).astype({c: str for c in obs.columns if obs[c].dtype == object})
+    obs.index = pd.Index([f"{p}:{w}" for p, w in zip(obs["plate_barcode"], obs["well_id"])], name="sample")
+    a = ad.AnnData(X=x, obs=obs, var=var)
+    with layout.atomic_path(path) as tmp:
+        a.write_h5ad(tmp)
+
+
+# --------------------------------------------------------------------------------------------
+# the whole screen
+# --------------------------------------------------------------------------------------------
+def _dir_size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def read_screen_info(root: str | Path | None = None) -> dict | None:
+    """The ``SCREEN.json`` of a data root, or ``None`` if there is none."""
+    root = Path(root) if root is not None else bucket_paths()["root"]
+    f = root / SCREEN_FILE
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def _clear_simulated(root: Path) -> None:
+    bp = bucket_paths(root)
+    for key in ("raw", "icf", "tiles", "gt", "omics_raw", "simulation"):
+        if bp[key].exists():
+            shutil.rmtree(bp[key])
+    for f in (bp["metadata"], root / SCREEN_FILE):
+        if f.exists():
+            f.unlink()
+
+
+def simulate_screen(out: str | Path | None = None, profile: str | Profile = "quick", seed: int = 0,
+                    null: bool = False, overwrite: bool = False, progress: bool = True) -> ScreenSummary:
+    """Generate the simulated screen into a data root (bucket layout).
+
+    Parameters
+    ----------
+    out
+        Data root; default :func:`i2o_utils.paths.data_dir`.
+    profile
+        Profile name or object; its :class:`~i2o_utils.config.ScreenConfig` sets the scale.
+    seed
+        Everything is deterministic for a seed.
+    null
+        Omics independent of the images (a null screen).
+    overwrite
+        Regenerate even if the root already holds this exact screen. A root holding a different
+        simulated screen is regenerated; a root holding non-simulated data is never touched.
+    progress
+        Show a progress bar over wells.
+    """
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    sc = prof.screen
+    root = Path(out) if out is not None else bucket_paths()["root"]
+    bp = bucket_paths(root)
+    want = {"source": "simulated", "profile": prof.name, "seed": int(seed), "null": bool(null),
+            "simulator_version": SIMULATOR_VERSION, "screen": prof.to_dict()["screen"]}
+    info = read_screen_info(root)
+    if info is not None and not overwrite and all(info.get(k) == v for k, v in want.items()):
+        return ScreenSummary(root, prof.name, seed, null, info["n_imaging_wells"], info["n_omics_wells"],
+                             sc.n_transcripts, sc.n_proteins, 0.0, _dir_size(root), skipped=True)
+    if info is None and (bp["metadata"].exists() or bp["icf"].exists() or bp["omics_raw"].exists()):
+        raise FileExistsError(f"{root} holds data that were not simulated (no {SCREEN_FILE}); "
+                              "choose another output folder for the simulated screen")
+    t0 = time.perf_counter()
+    _clear_simulated(root)
+    for key in ("raw", "omics_raw", "simulation"):
+        bp[key].mkdir(parents=True, exist_ok=True)
+
+    ss = np.random.SeedSequence(seed)
+    design_ss, effect_ss, omics_ss, image_ss = ss.spawn(4)
+    rng = np.random.default_rng(design_ss)
+    imaging, omics = plate_design(prof, rng)
+    targets = sorted(set(imaging["target"]))
+    d = sc.latent_visible + sc.latent_hidden
+    eff_rng = np.random.default_rng(effect_ss)
+    effects = perturbation_effects(targets, sc.latent_visible, sc.latent_hidden, eff_rng)
+    omics_effects = perturbation_effects(targets, sc.latent_visible, sc.latent_hidden, eff_rng) if null else effects
+    z_img = well_latents(imaging, effects, d, eff_rng)
+    z_om = well_latents(omics, omics_effects, d, eff_rng)
+
+    # omics ------------------------------------------------------------------------------------
+    orng = np.random.default_rng(omics_ss)
+    n_t, n_p = sc.n_transcripts, sc.n_proteins
+    symbols = make_symbols(n_t, orng, include=tuple(targets[:]))  # targets are measured genes too
+    ens = make_ensembl_ids(n_t, orng)
+    prot_idx = np.sort(orng.choice(n_t, size=min(n_p, n_t), replace=False))
+    truth = []
+    for omics_name, names, syms in (("transcriptomics", ens, symbols),
+                                    ("proteomics", [symbols[i] for i in prot_idx], [symbols[i] for i in prot_idx])):
+        sel = omics["omics"] == omics_name
+        wells = omics.loc[sel].reset_index(drop=True)
+        prog = gene_programme(len(names), prof, orng)
+        if omics_name == "transcriptomics":
+            x, noise_var = simulate_rna(wells, z_om[sel.to_numpy()], prog, orng)
+            obs = wells[["plate_barcode", "omics_plate", "well_id", "target", "cell_state"]]
+        else:
+            x, batch, noise_var = simulate_protein(wells, z_om[sel.to_numpy()], prog, sc.tmt_plex, orng)
+            obs = wells[["plate_barcode", "omics_plate", "well_id", "target", "cell_state"]].assign(tmt_batch=batch)
+        var = pd.DataFrame({"symbol": syms}, index=pd.Index(names, name="gene"))
+        _write_h5ad(bp["omics_raw"] / f"{omics_name}.h5ad", x, obs, var)
+        r2 = expected_r2(prog, effects, targets, sc.latent_visible, noise_var, prof.omics.wells_per_label, null)
+        t = pd.concat([pd.DataFrame({"omics": omics_name, "gene": names, "symbol": syms}), prog, r2], axis=1)
+        t["predictable"] = (t["kind"] == "visible") & (not null)
+        truth.append(t)
+    layout.write_csv_atomic(pd.concat(truth, ignore_index=True), bp["simulation"] / "truth_genes.csv")
+    eff_rows = [{"target": t, "cell_state": s, **{f"z{i}": v for i, v in enumerate(e)}}
+                for (t, s), e in sorted(effects.items())]
+    layout.write_csv_atomic(pd.DataFrame(eff_rows), bp["simulation"] / "perturbation_effects.csv")
+    lat = pd.concat([
+        imaging[["PLATE_ID", "well_id", "target", "cell_state"]].rename(columns={"PLATE_ID": "plate"}).assign(kind="imaging"),
+        omics[["plate_barcode", "well_id", "target", "cell_state"]].rename(columns={"plate_barcode": "plate"}).assign(kind="omics"),
+    ], ignore_index=True)
+    zz = np.concatenate([z_img, z_om])
+    for i in range(d):
+        lat[f"z{i}"] = zz[:, i]
+    with layout.atomic_path(bp["simulation"] / "latent.parquet") as tmp:
+        lat.to_parquet(tmp, index=False)
+
+    # images -----------------------------------------------------------------------------------
+    shape = (sc.field_size, sc.field_size)
+    plates = sorted(imaging["PLATE_ID"].unique())
+    prng = np.random.default_rng(image_ss.spawn(1)[0])
+    plate_optics = {}
+    for p in plates:
+        centre = (shape[0] / 2 + prng.normal(0, 0.06 * shape[0]), shape[1] / 2 + prng.normal(0, 0.06 * shape[1]))
+        strength = prng.uniform(0.35, 0.5)
+        gains = np.array([1800.0, 1400.0, 1600.0]) * np.exp(prng.normal(0, 0.15, 3))
+        plate_optics[p] = (vignetting(shape, strength, centre), gains)
+    well_seeds = image_ss.spawn(len(imaging))
+    nuclei_rows = []
+    bar = tqdm(total=len(imaging), desc="simulating wells", unit="well", disable=not progress)
+    for i, w in enumerate(imaging.itertuples(index=False)):
+        wrng = np.random.default_rng(well_seeds[i])
+        shading, gains = plate_optics[w.PLATE_ID]
+        fields = np.empty((sc.fields_per_well, 3, *shape), np.uint16)
+        for f in range(sc.fields_per_well):
+            signal, centres = render_field(z_img[i, : sc.latent_visible], shape, sc.cells_per_field,
+                                           sc.nucleus_diameter_px, sc.cell_diameter_px, wrng)
+            fields[f] = acquire(signal, shading, gains, wrng)
+            for y, x in centres:
+                nuclei_rows.append((w.PLATE_ID, w.well_id, f, float(y), float(x)))
+        name = layout.image_file_name("RAW", w.PLATE_ID, w.ROW, w.COLUMN)
+        layout.write_well_images(bp["raw"] / name, w.PLATE_ID, w.ROW, w.COLUMN, fields)
+        bar.update(1)
+    bar.close()
+    nuc = pd.DataFrame(nuclei_rows, columns=["plate", "well_id", "fov", "y", "x"])
+    with layout.atomic_path(bp["simulation"] / "nuclei_truth.parquet") as tmp:
+        nuc.to_parquet(tmp, index=False)
+    shading_rows = [{"plate": p, "strength": float(1 - plate_optics[p][0].min())} for p in plates]
+    layout.write_csv_atomic(pd.DataFrame(shading_rows), bp["simulation"] / "shading.csv")
+
+    meta = imaging.assign(Column=imaging["COLUMN"])[list(layout.METADATA_COLUMNS) + ["omics_plate", "replicate"]]
+    layout.write_csv_atomic(meta, bp["metadata"])
+
+    seconds = time.perf_counter() - t0
+    info = {**want, "n_imaging_wells": len(imaging), "n_omics_wells": len(omics),
+            "n_imaging_plates": len(plates), "targets": targets, "seconds": round(seconds, 2)}
+    with layout.atomic_path(root / SCREEN_FILE) as tmp:
+        tmp.write_text(json.dumps(info, indent=1))
+    return ScreenSummary(root, prof.name, seed, null, len(imaging), len(omics), n_t, n_p, seconds,
+                         _dir_size(root))

@@ -1,0 +1,165 @@
+"""The bucket layout: round trips, well ids, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from i2o_utils.config import CHANNELS
+from i2o_utils.data import layout
+from i2o_utils.data.layout import LayoutError
+
+
+@pytest.mark.parametrize("wid, expected", [("G13", (7, 13)), ("A01", (1, 1)), ("A1", (1, 1)),
+                                           ("p24", (16, 24)), (" B07 ", (2, 7))])
+def test_parse_well_id_accepts_both_styles(wid, expected):
+    assert layout.parse_well_id(wid) == expected
+
+
+@pytest.mark.parametrize("wid", ["Q1", "A25", "A0", "AA1", "13G", "", "A-1", "G1.5"])
+def test_parse_well_id_rejects_malformed(wid):
+    with pytest.raises(LayoutError, match="well id"):
+        layout.parse_well_id(wid, where="plate.csv")
+
+
+def test_malformed_well_id_names_the_file():
+    with pytest.raises(LayoutError, match="plate.csv"):
+        layout.parse_well_id("Z99", where="plate.csv")
+
+
+def test_format_is_the_authors_form():
+    assert layout.format_well_id(7, 13) == "G13" == chr(7 + 64) + "13"
+    assert layout.format_well_id(1, 1, padded=True) == "A01"
+    assert layout.normalise_well_id("a01") == "A1"
+
+
+def _fields(f=2, h=20, w=24, dtype=np.uint16, seed=0):
+    return np.random.default_rng(seed).integers(0, 4000, (f, 3, h, w)).astype(dtype)
+
+
+def test_well_images_round_trip(tmp_path):
+    fields = _fields()
+    p = layout.write_well_images(tmp_path / layout.image_file_name("ICF", "PL1", 7, 13), "PL1", 7, 13, fields)
+    assert p.name == "ICF.X7.Y13.P1.20230101T000000.SIM_PL1.h5"
+    w = layout.read_well_images(p)
+    assert (w.plate, w.row, w.column, w.plane, w.well_id) == ("PL1", 7, 13, 1, "G13")
+    np.testing.assert_array_equal(w.fields, fields)
+    with h5py.File(p) as f:  # the authors' structure, literally
+        assert set(f.keys()) == set(CHANNELS)
+        assert sorted(f[CHANNELS[0]].keys()) == ["fov_0", "fov_1"]
+        assert f.attrs["PLATE_BARCODE"] == "PL1" and f.attrs["ROW"] == 7 and f.attrs["COLUMN"] == 13
+    np.testing.assert_array_equal(layout.read_well_images(p, fields=[1]).fields[0], fields[1])
+    idx = layout.index_wells(tmp_path)
+    assert idx[["plate", "well_id", "n_fields"]].values.tolist() == [["PL1", "G13", 2]]
+
+
+def test_missing_channel_group_is_named(tmp_path):
+    p = layout.write_well_images(tmp_path / "w.h5", "P", 1, 1, _fields())
+    with h5py.File(p, "a") as f:
+        del f[CHANNELS[1]]
+    with pytest.raises(LayoutError, match=r"w\.h5.*missing channel group.*MitoTracker"):
+        layout.read_well_images(p)
+
+
+def test_wrong_dtype_is_named(tmp_path):
+    p = layout.write_well_images(tmp_path / "w.h5", "P", 1, 1, _fields())
+    with h5py.File(p, "a") as f:
+        del f[CHANNELS[2]]["fov_1"]
+        f[CHANNELS[2]].create_dataset("fov_1", data=np.zeros((20, 24), np.int32))
+    with pytest.raises(LayoutError, match=r"w\.h5.*Alexa 647.*fov_1 has dtype int32"):
+        layout.read_well_images(p)
+
+
+def test_unequal_field_shapes_are_named(tmp_path):
+    p = layout.write_well_images(tmp_path / "w.h5", "P", 1, 1, _fields())
+    with h5py.File(p, "a") as f:
+        del f[CHANNELS[0]]["fov_1"]
+        f[CHANNELS[0]].create_dataset("fov_1", data=np.zeros((20, 23), np.uint16))
+    with pytest.raises(LayoutError, match=r"w\.h5.*fov_1 is \(20, 23\).*share shape"):
+        layout.read_well_images(p)
+
+
+def test_truncated_file_is_named(tmp_path):
+    p = layout.write_well_images(tmp_path / "w.h5", "P", 1, 1, _fields())
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 3])
+    with pytest.raises(LayoutError, match=r"w\.h5: not a readable HDF5 file"):
+        layout.read_well_images(p)
+
+
+def test_writer_refuses_bad_arrays_and_leaves_nothing(tmp_path):
+    with pytest.raises(LayoutError, match="shape"):
+        layout.write_well_images(tmp_path / "w.h5", "P", 1, 1, np.zeros((2, 20, 24), np.uint16))
+    with pytest.raises(LayoutError, match="dtype"):
+        layout.write_well_images(tmp_path / "w.h5", "P", 1, 1, np.zeros((1, 3, 4, 4), np.int64))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "t.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with layout.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+
+
+def test_tiles_round_trip_in_the_authors_form(tmp_path):
+    corners = [np.array([[0, 5], [10, 20]]), np.array([[3, 4]])]
+    p = layout.write_well_tiles(tmp_path / "t.h5", 7, 13, "/data/ICF/x.h5", corners)
+    t = layout.read_well_tiles(p)
+    assert (t.row, t.column, t.input_pointer, t.n_tiles) == (7, 13, "/data/ICF/x.h5", 3)
+    np.testing.assert_array_equal(t.tile_coords, [[0, 5], [10, 20], [3, 4]])
+    np.testing.assert_array_equal(t.fovs_indices, [[0, 0], [0, 1], [1, 0]])
+    with h5py.File(p) as f:
+        np.testing.assert_array_equal(f["all_fovs/well_coords"][()], [[7, 13]] * 3)
+        np.testing.assert_array_equal(f["fov_1"][()], [[3, 4]])
+
+
+def _metadata(**change):
+    df = pd.DataFrame({"well_id": ["A01", "G13"], "PLATE_ID": ["P1", "P1"], "target": ["NT", "STAT1"],
+                       "cell_state": ["M1", "m1"], "Column": [1, 13]})
+    return df.assign(**change)
+
+
+def test_metadata_round_trip_normalises(tmp_path):
+    p = layout.write_metadata(_metadata(), tmp_path / "metadata.csv")
+    m = layout.read_metadata(p)
+    assert m["well_id"].tolist() == ["A1", "G13"]
+    assert m["ROW"].tolist() == [1, 7] and m["COLUMN"].tolist() == [1, 13]
+    assert m["cell_state"].tolist() == ["m1", "m1"]
+
+
+def test_metadata_missing_column_is_named(tmp_path):
+    p = tmp_path / "metadata.csv"
+    _metadata().drop(columns="target").to_csv(p, index=False)
+    with pytest.raises(LayoutError, match=r"metadata\.csv: missing column\(s\) \['target'\]"):
+        layout.read_metadata(p)
+
+
+def test_metadata_malformed_and_duplicated_wells(tmp_path):
+    p = tmp_path / "metadata.csv"
+    _metadata(well_id=["A01", "Z7"]).to_csv(p, index=False)
+    with pytest.raises(LayoutError, match=r"well id 'Z7' in .*metadata\.csv"):
+        layout.read_metadata(p)
+    _metadata(well_id=["A01", "A1"]).to_csv(p, index=False)
+    with pytest.raises(LayoutError, match="duplicated well A1 on plate P1"):
+        layout.read_metadata(p)
+
+
+def test_gt_round_trip_and_matrix(tmp_path):
+    df = pd.DataFrame({"plate_barcode": ["P1"] * 4, "well_id": ["A01", "A01", "B2", "B2"],
+                       "gene": ["ENSG1", "ENSG2"] * 2, "fold": ["train"] * 4, "measured": [1.0, 2.0, 3.0, 4.0]})
+    p = layout.write_gt(df, layout.gt_path("transcriptomics", "M1", root=tmp_path))
+    assert p == tmp_path / "data" / "GT" / "transcriptomics_m1.csv"
+    back = layout.read_gt(p)
+    assert back["well_id"].tolist() == ["A1", "A1", "B2", "B2"]
+    m = layout.gt_to_matrix(back)
+    assert m.shape == (2, 2) and m.loc[("P1", "B2"), "ENSG2"] == 4.0
+    df.drop(columns="fold").to_csv(p, index=False)
+    with pytest.raises(LayoutError, match="missing column.*fold"):
+        layout.read_gt(p)
