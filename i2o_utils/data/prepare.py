@@ -11,11 +11,13 @@ SOURCES = ("simulated", "s3", "geo", "pride")
 
 def prepare_data(source: str = "simulated", profile: str = "quick", seed: int = 0, null: bool = False,
                  tier: str = "smoke", overwrite: bool = False, root: str | Path | None = None,
-                 progress: bool = True):
+                 progress: bool = True, **real_options):
     """Generate the simulated screen, or fetch a real source, into the data root.
 
     ``source="simulated"`` never touches the network. The real sources download only what their
-    manifest lists for ``tier``.
+    manifest lists for ``tier``; ``real_options`` go to
+    :func:`i2o_utils.data.real.prepare_real_data` (e.g. ``samples`` or ``column_map`` for the omics
+    import).
     """
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -25,8 +27,7 @@ def prepare_data(source: str = "simulated", profile: str = "quick", seed: int = 
 
         return simulate_screen(root, profile=profile, seed=seed, null=null, overwrite=overwrite,
                                progress=progress)
-    try:
-        from i2o_utils.data.download import prepare_real_data
-    except ImportError as e:  # pragma: no cover - present once the download module ships
-        raise NotImplementedError(f"source {source!r} is not available in this build: {e}") from e
-    return prepare_real_data(source=source, tier=tier, dest=root)
+    from i2o_utils.data.real import prepare_real_data
+
+    options = {k: v for k, v in real_options.items() if v is not None}
+    return prepare_real_data(source=source, tier=tier, dest=root, progress=progress, **options)

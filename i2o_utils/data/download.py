@@ -1,0 +1,732 @@
+"""Fetch the files of a manifest from S3 (unsigned boto3) or HTTPS (requests), reliably.
+
+Every file is downloaded to ``<name>.part`` beside its final path, checked against the manifest
+(checksum, else size) and only then renamed, so an interrupted run never leaves a file that
+looks complete. A later run resumes the ``.part`` with a byte range (HTTP ``Range`` / S3
+``GetObject`` ``Range``) and restarts from zero when the server ignores ranges. Transient faults
+(HTTP 5xx, 408, 429, connection resets, bodies cut short, timeouts) are retried with exponential
+backoff a bounded number of times; a checksum mismatch is an error, and the bad data are
+removed. A file already present whose checksum matches is skipped.
+
+Sources that publish no checksum (GEO) are checked by size; the SHA-256 of every such file is
+kept in a ledger (``.i2o_fetch_ledger.jsonl`` in the destination) so that a later run can still
+tell an intact file from a damaged one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+from urllib.parse import urlparse
+
+from tqdm.auto import tqdm
+
+from i2o_utils.data.manifests import (
+    DEFAULT_SMOKE_WELLS,
+    ManifestEntry,
+    ManifestError,
+    expand_listings,
+    manifest_path,
+    read_manifest,
+    rebase_url,
+    s3_client,
+    safe_destination,
+    split_s3_url,
+    validate_entries,
+)
+
+log = logging.getLogger(__name__)
+
+PART_SUFFIX = ".part"
+LEDGER_NAME = ".i2o_fetch_ledger.jsonl"
+MIB = 1 << 20
+RETRY_HTTP_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class FetchError(RuntimeError):
+    """A file could not be fetched (permanent error, checksum mismatch, or retries exhausted)."""
+
+
+class ChecksumMismatch(FetchError):
+    """The downloaded bytes do not match the manifest's checksum or size."""
+
+
+class _Transient(Exception):
+    """A fault worth retrying (the partial file is kept and resumed)."""
+
+
+class _RangeNotSatisfiable(Exception):
+    """The server says the requested range starts at or past the end of the object."""
+
+    def __init__(self, total: int | None):
+        super().__init__(f"range not satisfiable (object size {total})")
+        self.total = total
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """Knobs of a fetch.
+
+    Attributes
+    ----------
+    workers
+        Files downloaded at once (bounded thread pool).
+    max_attempts
+        Tries per file before it is reported as failed.
+    backoff, max_backoff
+        Seconds before retry ``k`` (1-based): ``min(max_backoff, backoff * 2**(k-1))``, +-25 % jitter.
+    timeout
+        ``(connect, read)`` seconds per request; a stalled body raises after ``read`` seconds.
+    chunk_size
+        Bytes read per chunk; an interrupted download keeps every whole chunk it received.
+    progress
+        Show a total and a per-file progress bar.
+    check_space
+        Refuse to start when the known bytes still to fetch exceed the free disk space.
+    """
+
+    workers: int = 4
+    max_attempts: int = 6
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    timeout: tuple[float, float] = (10.0, 60.0)
+    chunk_size: int = 256 << 10
+    progress: bool = True
+    check_space: bool = True
+
+
+@dataclass
+class FileResult:
+    """What happened to one file: ``status`` is ``fetched``, ``skipped`` or ``failed``."""
+
+    relative_path: str
+    status: str
+    bytes_downloaded: int = 0
+    verified_by: str = ""
+    """``sha256``/``sha1``/``md5``/``s3etag`` (upstream checksum), ``ledger`` (SHA-256 recorded at
+    an earlier download), ``size`` (no checksum published), or ``none``."""
+    attempts: int = 0
+    error: str = ""
+
+
+@dataclass(repr=False)
+class FetchSummary:
+    """The outcome of a fetch: one :class:`FileResult` per file."""
+
+    results: list[FileResult] = field(default_factory=list)
+    dest: Path | None = None
+
+    def _with(self, status: str) -> list[FileResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def fetched(self) -> list[FileResult]:
+        return self._with("fetched")
+
+    @property
+    def skipped(self) -> list[FileResult]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return self._with("failed")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_frame(self):
+        """The results as a DataFrame (one row per file)."""
+        import pandas as pd
+
+        return pd.DataFrame([r.__dict__ for r in self.results],
+                            columns=["relative_path", "status", "bytes_downloaded", "verified_by", "attempts", "error"])
+
+    def __str__(self) -> str:
+        nbytes = sum(r.bytes_downloaded for r in self.results)
+        weak = [r for r in self.results if r.status != "failed" and r.verified_by in ("size", "none")]
+        lines = [f"fetched {len(self.fetched)}, skipped {len(self.skipped)} (already intact), "
+                 f"failed {len(self.failed)}; {nbytes / MIB:.1f} MiB downloaded"
+                 + (f" into {self.dest}" if self.dest else "")]
+        if weak:
+            lines.append(f"{len(weak)} file(s) checked by size only: the source publishes no checksum")
+        for r in self.failed:
+            lines.append(f"  FAILED {r.relative_path}: {r.error}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"FetchSummary(fetched={len(self.fetched)}, skipped={len(self.skipped)}, "
+                f"failed={len(self.failed)}, dest={str(self.dest)!r})")
+
+    def raise_for_failures(self) -> None:
+        """Raise :class:`FetchError` listing the failed files, if any."""
+        if self.failed:
+            raise FetchError(str(self))
+
+
+# --------------------------------------------------------------------------------------------
+# checksums
+# --------------------------------------------------------------------------------------------
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (``sha256``, ``sha1`` or ``md5``)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def s3_multipart_etag(path: str | os.PathLike, part_size: int) -> str:
+    """The ETag S3 gives a multipart upload: MD5 of the parts' MD5 digests, ``-<parts>``."""
+    digests = []
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(part_size)
+            if not block:
+                break
+            digests.append(hashlib.md5(block).digest())
+    if not digests:
+        digests.append(hashlib.md5(b"").digest())
+    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def _etag_part_sizes(size: int, n_parts: int, hint: int | None) -> list[int]:
+    """Part sizes that could have produced ``n_parts`` parts: the server's hint, common client
+    defaults (8 MiB for the AWS CLI, 5/16/64 MiB), and the smallest whole MiB that fits."""
+    candidates = ([hint] if hint else []) + [8 * MIB, 16 * MIB, 5 * MIB, 64 * MIB, 100 * MIB]
+    if n_parts > 0:
+        candidates.append(max(1, math.ceil(size / n_parts / MIB)) * MIB)
+    out = []
+    for c in candidates:
+        if c and c not in out and math.ceil(size / c) == n_parts:
+            out.append(c)
+    return out
+
+
+def checksum_matches(path: str | os.PathLike, entry: ManifestEntry,
+                     part_size_hint: int | None = None) -> bool | None:
+    """Compare a local file with the entry's size and checksum.
+
+    Returns ``True``/``False``, or ``None`` when the entry carries no checksum (size matched or
+    unknown).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if entry.size is not None and size != entry.size:
+        return False
+    if not entry.checksum:
+        return None
+    kind = entry.checksum_type
+    if kind in ("sha256", "sha1", "md5"):
+        return file_digest(path, kind) == entry.checksum
+    if kind == "s3etag":
+        if "-" not in entry.checksum:
+            return file_digest(path, "md5") == entry.checksum
+        n = int(entry.checksum.split("-")[1])
+        return any(s3_multipart_etag(path, ps) == entry.checksum
+                   for ps in _etag_part_sizes(size, n, part_size_hint))
+    raise ManifestError(f"{entry.relative_path}: unknown checksum_type {kind!r}")
+
+
+class _Ledger:
+    """Append-only record of the SHA-256 of files fetched without an upstream checksum."""
+
+    def __init__(self, dest: Path):
+        self.path = dest / LEDGER_NAME
+        self._lock = threading.Lock()
+        self._records: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                    self._records[rec["relative_path"]] = rec
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by an interrupted write
+
+    def get(self, relative_path: str) -> dict | None:
+        return self._records.get(relative_path)
+
+    def record(self, entry: ManifestEntry, sha256: str, size: int) -> None:
+        rec = {"relative_path": entry.relative_path, "url": entry.url, "sha256": sha256, "size": size}
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            self._records[entry.relative_path] = rec
+
+
+# --------------------------------------------------------------------------------------------
+# transports
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Stream:
+    start: int
+    """Offset of the first byte of the body within the object (0 when the range was ignored)."""
+    total: int | None
+    chunks: Iterator[bytes]
+    close: Callable[[], None]
+
+
+def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
+    """``'bytes 100-199/1000'`` -> ``(100, 1000)``; ``'bytes */1000'`` -> ``(None, 1000)``."""
+    if not value or not value.startswith("bytes"):
+        return None, None
+    spec = value.split(None, 1)[-1]
+    rng, _, total = spec.partition("/")
+    start = int(rng.split("-")[0]) if rng and rng != "*" and rng.split("-")[0].isdigit() else None
+    return start, int(total) if total.isdigit() else None
+
+
+class _HttpTransport:
+    def __init__(self, base_url: str | None, opts: FetchOptions):
+        import requests
+        import urllib3
+
+        self.base_url, self.opts = base_url, opts
+        self._local = threading.local()
+        self.transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                          requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError,
+                          ConnectionError, TimeoutError)
+
+    def _session(self):
+        s = getattr(self._local, "session", None)
+        if s is None:
+            import requests
+
+            s = requests.Session()
+            s.headers["User-Agent"] = "i2o-data-fetch"
+            self._local.session = s
+        return s
+
+    def part_size_hint(self, entry: ManifestEntry) -> int | None:
+        return None
+
+    def open(self, entry: ManifestEntry, offset: int) -> _Stream:
+        url = rebase_url(entry.url, self.base_url)
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        try:
+            r = self._session().get(url, headers=headers, stream=True, timeout=self.opts.timeout)
+        except self.transient as e:
+            raise _Transient(f"{type(e).__name__}: {e}") from e
+        if r.status_code == 416:
+            r.close()
+            raise _RangeNotSatisfiable(_parse_content_range(r.headers.get("Content-Range"))[1])
+        if r.status_code in RETRY_HTTP_STATUS or r.status_code >= 500:
+            r.close()
+            raise _Transient(f"HTTP {r.status_code} from {url}")
+        if r.status_code == 206:
+            start, total = _parse_content_range(r.headers.get("Content-Range"))
+            if start is None:
+                r.close()
+                raise _Transient(f"HTTP 206 without a usable Content-Range from {url}")
+        elif r.status_code == 200:
+            start = 0
+            cl = r.headers.get("Content-Length", "")
+            total = int(cl) if cl.isdigit() else None
+        else:
+            r.close()
+            raise FetchError(f"HTTP {r.status_code} from {url}")
+        transient = self.transient
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                # raw bytes as sent: no transparent gunzip of .gz files served with Content-Encoding
+                yield from r.raw.stream(self.opts.chunk_size, decode_content=False)
+            except transient as e:
+                raise _Transient(f"connection broken mid-body: {type(e).__name__}: {e}") from e
+
+        return _Stream(start=start, total=total, chunks=chunks(), close=r.close)
+
+
+class _S3Transport:
+    def __init__(self, endpoint_url: str | None, opts: FetchOptions, client=None):
+        from botocore import exceptions as bex
+
+        self.opts = opts
+        self.client = client or s3_client(endpoint_url, max_pool_connections=max(10, opts.workers * 2),
+                                          connect_timeout=opts.timeout[0], read_timeout=opts.timeout[1])
+        self._bex = bex
+        self.transient = (bex.EndpointConnectionError, bex.ConnectionClosedError, bex.ReadTimeoutError,
+                          bex.ConnectTimeoutError, bex.ResponseStreamingError, bex.IncompleteReadError,
+                          bex.HTTPClientError, ConnectionError, TimeoutError)
+
+    def _classify(self, e: Exception, where: str):
+        if isinstance(e, self._bex.ClientError):
+            code = e.response.get("Error", {}).get("Code", "")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
+            if code == "InvalidRange" or status == 416:
+                return _RangeNotSatisfiable(None)
+            if status in RETRY_HTTP_STATUS or status >= 500 or code in ("SlowDown", "InternalError", "RequestTimeout"):
+                return _Transient(f"S3 {code or status} for {where}")
+            return FetchError(f"S3 {code or status} for {where}")
+        if isinstance(e, self.transient):
+            return _Transient(f"{type(e).__name__}: {e}")
+        return None
+
+    def part_size_hint(self, entry: ManifestEntry) -> int | None:
+        """Size of part 1 of a multipart object (to recompute its ETag); ``None`` if unknown."""
+        bucket, key = split_s3_url(entry.url)
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=key, PartNumber=1)
+            return int(head["ContentLength"])
+        except Exception:  # noqa: BLE001 - only a hint; verification falls back to common sizes
+            return None
+
+    def open(self, entry: ManifestEntry, offset: int) -> _Stream:
+        bucket, key = split_s3_url(entry.url)
+        kw = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            obj = self.client.get_object(Bucket=bucket, Key=key, **kw)
+        except Exception as e:  # noqa: BLE001 - classified below, unknown errors re-raised
+            err = self._classify(e, entry.url)
+            if err is None:
+                raise
+            raise err from e
+        start, total = _parse_content_range(obj.get("ContentRange"))
+        if start is None:
+            start, total = 0, int(obj["ContentLength"])
+        body = obj["Body"]
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from body.iter_chunks(self.opts.chunk_size)
+            except Exception as e:  # noqa: BLE001
+                err = self._classify(e, entry.url)
+                if err is None:
+                    raise
+                raise err from e
+
+        return _Stream(start=start, total=total, chunks=chunks(), close=body.close)
+
+
+# --------------------------------------------------------------------------------------------
+# one file
+# --------------------------------------------------------------------------------------------
+def part_path(target: Path) -> Path:
+    """The partial-download file beside ``target`` (``<name>.part``)."""
+    return target.with_name(target.name + PART_SUFFIX)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _Fetcher:
+    def __init__(self, dest: Path, opts: FetchOptions, transports: dict, ledger: _Ledger, total_bar):
+        self.dest, self.opts, self.transports, self.ledger = dest, opts, transports, ledger
+        self.total_bar = total_bar
+        self._bar_lock = threading.Lock()
+
+    def _transport(self, entry: ManifestEntry):
+        return self.transports["s3" if urlparse(entry.url).scheme == "s3" else "http"]
+
+    def _advance_total(self, n: int) -> None:
+        if self.total_bar is not None and n:
+            with self._bar_lock:
+                self.total_bar.update(n)
+
+    def _verify(self, path: Path, entry: ManifestEntry, transport) -> tuple[bool | None, str]:
+        hint = None
+        if entry.checksum_type == "s3etag" and "-" in entry.checksum:
+            hint = transport.part_size_hint(entry)
+        ok = checksum_matches(path, entry, part_size_hint=hint)
+        if ok is None:
+            return None, "size" if entry.size is not None else "none"
+        return ok, entry.checksum_type
+
+    def _intact(self, target: Path, entry: ManifestEntry, transport) -> tuple[bool, str]:
+        """Whether an existing final file can be kept (checksum, else the ledger's SHA-256)."""
+        ok, how = self._verify(target, entry, transport)
+        if ok is not None:
+            return ok, how
+        rec = self.ledger.get(entry.relative_path)
+        if rec and rec.get("url") == entry.url and rec.get("size") == target.stat().st_size:
+            return file_digest(target, "sha256") == rec.get("sha256"), "ledger"
+        return False, "no record"
+
+    def fetch(self, entry: ManifestEntry) -> FileResult:
+        res = FileResult(entry.relative_path, "failed")
+        try:
+            target = safe_destination(self.dest, entry.relative_path)
+            transport = self._transport(entry)
+            if target.exists():
+                ok, how = self._intact(target, entry, transport)
+                if ok:
+                    res.status, res.verified_by = "skipped", how
+                    self._advance_total(entry.size or 0)
+                    return res
+                log.info("%s: present but %s; fetching again", entry.relative_path,
+                         "not recorded" if how == "no record" else f"{how} does not match")
+                if how != "no record":
+                    target.unlink()  # known to be damaged: never leave it looking complete
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return self._download(entry, target, transport, res)
+        except (FetchError, ManifestError, OSError) as e:
+            res.status, res.error = "failed", f"{type(e).__name__}: {e}"
+            return res
+
+    def _download(self, entry: ManifestEntry, target: Path, transport, res: FileResult) -> FileResult:
+        part = part_path(target)
+        opts = self.opts
+        restarted_after_mismatch = False
+        resumed = False  # whether any byte of the partial file came from an earlier request
+        last_error = ""
+        bar = None
+        if opts.progress:
+            bar = tqdm(total=entry.size, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
+                       desc=Path(entry.relative_path).name[-40:], disable=not opts.progress)
+        counted = 0  # bytes credited to the total bar for this file
+        try:
+            for attempt in range(1, opts.max_attempts + 1):
+                res.attempts = attempt
+                try:
+                    offset = part.stat().st_size if part.exists() else 0
+                    if entry.size is not None and offset > entry.size:
+                        part.unlink()
+                        offset = 0
+                    try:
+                        stream = transport.open(entry, offset)
+                    except _RangeNotSatisfiable as e:
+                        if offset and (e.total is None or e.total == offset):
+                            stream = None  # the partial file already holds the whole object
+                            resumed = True
+                        else:
+                            part.unlink(missing_ok=True)
+                            raise _Transient("stale partial file longer than the object; restarting")
+                    if stream is not None:
+                        if stream.start not in (0, offset):
+                            stream.close()
+                            raise _Transient(f"server sent bytes from {stream.start}, asked for {offset}")
+                        mode = "ab" if stream.start == offset else "wb"
+                        resumed = resumed or (mode == "ab" and offset > 0)
+                        if offset and stream.start == 0:
+                            log.info("%s: server ignored the byte range; restarting from zero", entry.relative_path)
+                        if bar is not None:
+                            bar.reset(total=entry.size or stream.total)
+                            bar.update(stream.start)
+                        try:
+                            with open(part, mode) as f:
+                                for chunk in stream.chunks:
+                                    f.write(chunk)
+                                    res.bytes_downloaded += len(chunk)
+                                    if bar is not None:
+                                        bar.update(len(chunk))
+                                    have = f.tell()
+                                    if have > counted and entry.size:
+                                        self._advance_total(min(have, entry.size) - counted)
+                                        counted = min(have, entry.size)
+                                f.flush()
+                                os.fsync(f.fileno())
+                        finally:
+                            stream.close()
+                        expected = entry.size if entry.size is not None else stream.total
+                        got = part.stat().st_size
+                        if expected is not None and got < expected:
+                            raise _Transient(f"body ended at {got} of {expected} bytes")
+                        if expected is not None and got > expected:
+                            part.unlink()
+                            raise _Transient(f"received {got} bytes, expected {expected}; restarting")
+                    ok, how = self._verify(part, entry, transport)
+                    if ok is False:
+                        part.unlink(missing_ok=True)
+                        if resumed and not restarted_after_mismatch and attempt < opts.max_attempts:
+                            # a resumed file can mix two versions of the object: one clean retry
+                            restarted_after_mismatch, resumed = True, False
+                            last_error = f"{how} mismatch"
+                            log.warning("%s: %s mismatch; downloading once more from zero", entry.relative_path, how)
+                            continue
+                        raise ChecksumMismatch(f"{how} of the downloaded file does not match the manifest "
+                                               f"({entry.checksum or entry.size}); nothing kept")
+                    if ok is None:
+                        self.ledger.record(entry, file_digest(part, "sha256"), part.stat().st_size)
+                    os.replace(part, target)
+                    _fsync_dir(target.parent)
+                    if entry.size and counted < entry.size:
+                        self._advance_total(entry.size - counted)
+                    res.status, res.verified_by, res.error = "fetched", how, ""
+                    return res
+                except _Transient as e:
+                    last_error = str(e)
+                    if attempt < opts.max_attempts:
+                        delay = min(opts.max_backoff, opts.backoff * 2 ** (attempt - 1))
+                        delay *= random.uniform(0.75, 1.25)
+                        log.info("%s: %s; retry %d/%d in %.2f s", entry.relative_path, e, attempt,
+                                 opts.max_attempts - 1, delay)
+                        time.sleep(delay)
+            res.status, res.error = "failed", f"gave up after {opts.max_attempts} attempts: {last_error}"
+            return res
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+# --------------------------------------------------------------------------------------------
+# many files
+# --------------------------------------------------------------------------------------------
+def _check_free_space(entries: Sequence[ManifestEntry], dest: Path) -> None:
+    need = 0
+    for e in entries:
+        if e.size is None:
+            continue
+        target = safe_destination(dest, e.relative_path)
+        have = target.stat().st_size if target.exists() else 0
+        part = part_path(target)
+        have_part = part.stat().st_size if part.exists() else 0
+        need += max(0, e.size - max(have if have == e.size else 0, have_part))
+    probe = dest
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise FetchError(f"{dest}: {need / 2**30:.1f} GiB still to fetch but only {free / 2**30:.1f} GiB free")
+
+
+def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
+                  options: FetchOptions | None = None, s3_endpoint_url: str | None = None,
+                  http_base_url: str | None = None, s3=None) -> FetchSummary:
+    """Fetch concrete manifest entries (no listing rows) into ``dest``.
+
+    Every entry is checked before the first byte is downloaded: a malformed row or a path that
+    escapes ``dest`` raises :class:`~i2o_utils.data.manifests.ManifestError` and nothing is fetched.
+
+    Parameters
+    ----------
+    entries
+        Rows with ``s3://`` or ``http(s)://`` URLs.
+    dest
+        Destination folder (created if needed); ``relative_path`` is resolved under it.
+    options
+        :class:`FetchOptions`.
+    s3_endpoint_url, http_base_url
+        Endpoint overrides (S3-compatible server; scheme and host of HTTP URLs).
+    s3
+        A ready boto3 S3 client (optional).
+
+    Returns
+    -------
+    FetchSummary
+        fetched / skipped / failed per file (failures do not raise; see
+        :meth:`FetchSummary.raise_for_failures`).
+    """
+    opts = options or FetchOptions()
+    dest = Path(dest)
+    entries = list(entries)
+    validate_entries(entries, where="fetch list")
+    listing = [e.relative_path for e in entries if e.is_listing]
+    if listing:
+        raise ManifestError(f"listing rows must be expanded before fetching: {listing[:3]}")
+    for e in entries:
+        safe_destination(dest, e.relative_path)
+    if opts.workers < 1:
+        raise ValueError("workers must be >= 1")
+    dest.mkdir(parents=True, exist_ok=True)
+    if opts.check_space:
+        _check_free_space(entries, dest)
+    transports = {}
+    if any(urlparse(e.url).scheme == "s3" for e in entries):
+        transports["s3"] = _S3Transport(s3_endpoint_url, opts, client=s3)
+    if any(urlparse(e.url).scheme in ("http", "https") for e in entries):
+        transports["http"] = _HttpTransport(http_base_url, opts)
+    known = sum(e.size or 0 for e in entries)
+    total_bar = tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024,
+                     desc=f"total ({len(entries)} files)", disable=not opts.progress)
+    fetcher = _Fetcher(dest, opts, transports, _Ledger(dest), total_bar)
+    summary = FetchSummary(dest=dest)
+    pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="i2o-fetch")
+    try:
+        futures = {pool.submit(fetcher.fetch, e): e for e in entries}
+        for fut in as_completed(futures):
+            summary.results.append(fut.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        total_bar.close()
+    order = {e.relative_path: i for i, e in enumerate(entries)}
+    summary.results.sort(key=lambda r: order[r.relative_path])
+    return summary
+
+
+def fetch_manifest(manifest: str | os.PathLike | Sequence[ManifestEntry], dest: str | os.PathLike,
+                   tier: str = "smoke", *, options: FetchOptions | None = None,
+                   s3_endpoint_url: str | None = None, http_base_url: str | None = None,
+                   smoke_wells: int = DEFAULT_SMOKE_WELLS, s3=None) -> FetchSummary:
+    """Read (and validate) a manifest, expand its listing rows for ``tier``, fetch into ``dest``.
+
+    A malformed manifest is refused with :class:`~i2o_utils.data.manifests.ManifestError`
+    before any listing or download.
+    """
+    entries = read_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else list(manifest)
+    validate_entries(entries, where=str(manifest) if isinstance(manifest, (str, os.PathLike)) else "manifest")
+    for e in entries:
+        safe_destination(dest, e.relative_path)
+    client = None
+    if any(urlparse(e.url).scheme == "s3" for e in entries):
+        opts = options or FetchOptions()
+        client = s3 or s3_client(s3_endpoint_url, max_pool_connections=max(10, opts.workers * 2),
+                                 connect_timeout=opts.timeout[0], read_timeout=opts.timeout[1])
+    concrete = expand_listings(entries, tier, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
+                               s3=client, smoke_wells=smoke_wells)
+    return fetch_entries(concrete, dest, options=options, s3_endpoint_url=s3_endpoint_url,
+                         http_base_url=http_base_url, s3=client)
+
+
+def plan_source(source: str, tier: str, *, manifest: str | os.PathLike | None = None,
+                s3_endpoint_url: str | None = None, http_base_url: str | None = None,
+                smoke_wells: int = DEFAULT_SMOKE_WELLS) -> list[ManifestEntry]:
+    """The concrete files a fetch of ``source`` / ``tier`` would download (listing rows expanded
+    from the live source), without downloading anything: sizes for a disk-space estimate."""
+    path = Path(manifest) if manifest is not None else manifest_path(source)
+    entries = read_manifest(path)
+    return expand_listings(entries, tier, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
+                           smoke_wells=smoke_wells)
+
+
+def describe_plan(entries: Sequence[ManifestEntry]) -> str:
+    """Files and bytes per top-level folder of a fetch plan (unknown sizes counted apart)."""
+    groups: dict[str, list[ManifestEntry]] = {}
+    for e in entries:
+        top = "/".join(e.relative_path.split("/")[:2]) if "/" in e.relative_path else e.relative_path
+        groups.setdefault(top, []).append(e)
+    lines = []
+    for top, es in sorted(groups.items()):
+        known = sum(e.size for e in es if e.size is not None)
+        unknown = sum(e.size is None for e in es)
+        lines.append(f"  {top}: {len(es)} file(s), {known / 2**30:.3f} GiB"
+                     + (f" + {unknown} of unknown size" if unknown else ""))
+    known = sum(e.size for e in entries if e.size is not None)
+    unknown = sum(e.size is None for e in entries)
+    lines.append(f"total: {len(entries)} file(s), {known / 2**30:.3f} GiB"
+                 + (f" + {unknown} file(s) of unknown size" if unknown else ""))
+    return "\n".join(lines)
+
+
+def fetch_source(source: str, tier: str, dest: str | os.PathLike, *, manifest: str | os.PathLike | None = None,
+                 options: FetchOptions | None = None, s3_endpoint_url: str | None = None,
+                 http_base_url: str | None = None, smoke_wells: int = DEFAULT_SMOKE_WELLS) -> FetchSummary:
+    """Fetch one source (``s3``, ``geo`` or ``pride``) by its committed manifest (or ``manifest``)."""
+    path = Path(manifest) if manifest is not None else manifest_path(source)
+    return fetch_manifest(path, dest, tier, options=options, s3_endpoint_url=s3_endpoint_url,
+                          http_base_url=http_base_url, smoke_wells=smoke_wells)

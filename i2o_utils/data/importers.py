@@ -1,0 +1,484 @@
+"""Import upstream omics tables into the project's raw omics format (``data/OMICS_RAW/*.h5ad``).
+
+The image bucket (``s3://image2omics``) is already in the project's layout; the omics sources
+are not:
+
+* GEO ``GSE237485`` holds the transcriptomics as supplementary files. The importer reads the
+  standard form of a GEO count table: genes x samples, tab- or comma-separated, optionally
+  gzipped, one gene id column (Ensembl ids), optional symbol and annotation columns
+  (featureCounts' ``Chr``/``Start``/``End``/``Strand``/``Length``), one integer column per sample.
+* PRIDE ``PXD044522`` holds the proteomics. The importer reads a protein x sample intensity table:
+  a generic one (a protein or gene column plus one numeric column per sample) or MaxQuant's
+  ``proteinGroups.txt`` (``Gene names``, ``Reporter intensity corrected <channel> <experiment>``
+  columns; reverse hits, contaminants and site-only identifications removed).
+
+The exact upstream file names and column headers are not confirmed, so every column
+can be named explicitly, and a column that cannot be found raises :class:`OmicsImportError`
+naming it and listing the columns the file has.
+
+Samples are described by a sample sheet (CSV/TSV or DataFrame) with one row per sample column of
+the table: ``sample`` plus ``plate_barcode``, ``well_id``, ``target``, ``cell_state`` (and
+``tmt_batch`` for proteomics). GEO's series matrix (``*_series_matrix.txt.gz``) can be turned into
+such a sheet with :func:`samples_from_series_matrix` and a mapping of its characteristics.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from i2o_utils.data.layout import LayoutError, atomic_path, normalise_well_id
+
+log = logging.getLogger(__name__)
+
+OBS_COLUMNS: tuple[str, ...] = ("plate_barcode", "well_id", "target", "cell_state")
+"""Columns every raw omics table carries per sample (``tmt_batch`` is added for proteomics)."""
+OMICS_FILES = {"transcriptomics": "transcriptomics.h5ad", "proteomics": "proteomics.h5ad"}
+
+GENE_ID_CANDIDATES = ("gene_id", "geneid", "gene", "ensembl_gene_id", "ensembl_id", "ensembl", "id",
+                      "gene id", "gene_ids", "feature_id")
+SYMBOL_CANDIDATES = ("symbol", "gene_symbol", "gene_name", "genename", "hgnc_symbol", "gene name",
+                     "gene names", "external_gene_name")
+COUNT_ANNOTATION_COLUMNS = ("chr", "start", "end", "strand", "length", "description", "biotype",
+                            "gene_biotype", "gene_type", "entrezid", "entrez_id")
+PROTEIN_ID_CANDIDATES = ("protein ids", "majority protein ids", "protein_id", "protein", "accession",
+                         "uniprot", "uniprot_id", "protein.group", "protein.ids")
+PROTEIN_SYMBOL_CANDIDATES = ("gene names", "gene_names", "genes", "gene", "symbol", "gene_symbol",
+                             "gene_name", "gene name")
+MAXQUANT_FLAG_COLUMNS = ("reverse", "potential contaminant", "contaminant", "only identified by site")
+INTENSITY_PREFIXES = ("Reporter intensity corrected ", "Reporter intensity ", "LFQ intensity ", "Intensity ")
+_MQ_REPORTER = re.compile(r"^Reporter intensity(?: corrected)? (\d+) (.+)$")
+
+
+class OmicsImportError(ValueError):
+    """An upstream table or sample sheet cannot be imported; the message names file and column."""
+
+
+# --------------------------------------------------------------------------------------------
+# reading tables
+# --------------------------------------------------------------------------------------------
+def _read_text(path: Path) -> str:
+    """The text of a plain or gzipped file (gzip is detected by its magic bytes, not the name)."""
+    if not path.is_file():
+        raise OmicsImportError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    try:
+        if magic == b"\x1f\x8b":
+            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+                return f.read()
+        return path.read_text(encoding="utf-8", errors="replace")
+    except (OSError, EOFError) as e:
+        raise OmicsImportError(f"{path}: cannot be read (truncated or corrupt gzip?): {e}") from e
+
+
+def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
+    """Read a delimited table, plain or gzipped; the separator (tab or comma) is sniffed.
+
+    Comment lines starting with ``#`` are skipped (featureCounts writes one). All columns are read
+    as text first so identifiers keep their form; numeric columns are converted by the callers.
+    """
+    path = Path(path)
+    text = _read_text(path)
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines:
+        raise OmicsImportError(f"{path}: empty table")
+    if sep is None:
+        head = lines[0]
+        sep = "\t" if head.count("\t") >= max(1, head.count(",")) else ","
+    df = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep, dtype=str, keep_default_na=False,
+                     na_values=["", "NA", "NaN", "nan"], quoting=csv.QUOTE_MINIMAL)
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _find_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str], what: str,
+                 path, required: bool = True) -> str | None:
+    """The column named ``wanted`` (exactly), or the first candidate present (case-insensitive)."""
+    if wanted is not None:
+        if wanted not in df.columns:
+            raise OmicsImportError(f"{path}: column {wanted!r} ({what}) not found; columns are {list(df.columns)[:30]}")
+        return wanted
+    lower = {c.lower(): c for c in df.columns}
+    for cand in candidates:
+        if cand in lower:
+            return lower[cand]
+    if required:
+        raise OmicsImportError(f"{path}: no {what} column found (looked for {list(candidates)}); "
+                               f"columns are {list(df.columns)[:30]}; name it explicitly")
+    return None
+
+
+def _numeric(df: pd.DataFrame, columns: Sequence[str], path) -> pd.DataFrame:
+    out = {}
+    for c in columns:
+        v = pd.to_numeric(df[c], errors="coerce")
+        bad = v.isna() & df[c].notna()
+        if bad.any():
+            raise OmicsImportError(f"{path}: column {c!r} holds non-numeric value {df[c][bad].iloc[0]!r} "
+                                   f"(row {int(np.flatnonzero(bad.to_numpy())[0]) + 2})")
+        out[c] = v
+    return pd.DataFrame(out, index=df.index)
+
+
+def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None,
+                      symbol_column: str | None = None, sample_columns: Sequence[str] | None = None,
+                      strip_version: bool = True, sep: str | None = None) -> tuple[pd.DataFrame, pd.Series]:
+    """Read a GEO-style gene x sample count table.
+
+    Parameters
+    ----------
+    path
+        Tab- or comma-separated, optionally gzipped.
+    gene_column
+        Column of gene ids; default: the first of :data:`GENE_ID_CANDIDATES`, else the first column
+        when it is not numeric.
+    symbol_column
+        Column of gene symbols; default: the first of :data:`SYMBOL_CANDIDATES` if present.
+    sample_columns
+        Count columns; default: every other numeric column (annotation columns excluded).
+    strip_version
+        Drop Ensembl version suffixes (``ENSG00000223972.5`` -> ``ENSG00000223972``); genes that
+        then coincide are summed.
+
+    Returns
+    -------
+    counts, symbols
+        ``counts``: genes x samples (float64, non-negative); ``symbols``: per gene (may be empty).
+
+    Raises
+    ------
+    OmicsImportError
+        Naming the file and the column not found, or a non-numeric / negative value.
+    """
+    path = Path(path)
+    df = read_table(path, sep=sep)
+    lower = {c.lower(): c for c in df.columns}
+    gcol = None
+    if gene_column is None:
+        gcol = next((lower[c] for c in GENE_ID_CANDIDATES if c in lower), None)
+        if gcol is None:
+            first = df.columns[0]
+            if pd.to_numeric(df[first], errors="coerce").isna().all():
+                gcol = first
+        if gcol is None:
+            raise OmicsImportError(f"{path}: no gene id column found (looked for {list(GENE_ID_CANDIDATES)} "
+                                   f"or a non-numeric first column); columns are {list(df.columns)[:30]}")
+    else:
+        gcol = _find_column(df, gene_column, (), "gene id", path)
+    scol = _find_column(df, symbol_column, SYMBOL_CANDIDATES, "gene symbol", path, required=symbol_column is not None)
+    if sample_columns is not None:
+        missing = [c for c in sample_columns if c not in df.columns]
+        if missing:
+            raise OmicsImportError(f"{path}: sample column(s) {missing} not found; columns are {list(df.columns)[:30]}")
+        samples = list(sample_columns)
+    else:
+        skip = {gcol, scol} | {c for c in df.columns if c.lower() in COUNT_ANNOTATION_COLUMNS}
+        samples = []
+        for c in df.columns:
+            if c in skip:
+                continue
+            v = pd.to_numeric(df[c], errors="coerce")
+            if v.notna().all() or (v.notna() | df[c].isna()).all():
+                samples.append(c)
+            else:
+                raise OmicsImportError(f"{path}: column {c!r} is neither a known annotation column nor numeric "
+                                       f"(e.g. {df[c][v.isna() & df[c].notna()].iloc[0]!r}); pass sample_columns=")
+        if not samples:
+            raise OmicsImportError(f"{path}: no numeric sample columns found; columns are {list(df.columns)[:30]}")
+    genes = df[gcol].astype(str).str.strip()
+    if genes.eq("").any() or df[gcol].isna().any():
+        raise OmicsImportError(f"{path}: empty gene id in column {gcol!r} (row {int(np.flatnonzero((genes.eq('') | df[gcol].isna()).to_numpy())[0]) + 2})")
+    if strip_version:
+        genes = genes.str.replace(r"^(ENS[A-Z]*G\d{11})\.\d+$", r"\1", regex=True)
+    counts = _numeric(df, samples, path).fillna(0.0)
+    if (counts.to_numpy() < 0).any():
+        col = counts.columns[(counts < 0).any().to_numpy()][0]
+        raise OmicsImportError(f"{path}: negative count in column {col!r}")
+    counts.index = pd.Index(genes, name="gene")
+    symbols = (df[scol].fillna("").astype(str) if scol else pd.Series("", index=df.index))
+    symbols.index = counts.index
+    if counts.index.duplicated().any():
+        n = int(counts.index.duplicated().sum())
+        log.info("%s: %d duplicated gene ids (after version stripping) summed", path, n)
+        symbols = symbols.groupby(level=0).first()
+        counts = counts.groupby(level=0, sort=False).sum()
+        symbols = symbols.reindex(counts.index)
+    return counts, symbols.rename("symbol")
+
+
+def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = None,
+                       symbol_column: str | None = None, sample_columns: Sequence[str] | None = None,
+                       intensity_prefix: str | None = None, sep: str | None = None
+                       ) -> tuple[pd.DataFrame, pd.Series]:
+    """Read a protein x sample intensity table (generic, or MaxQuant's ``proteinGroups.txt``).
+
+    Proteins are indexed by gene symbol (the first of ``;``-separated symbols; the protein id
+    where a symbol is missing). Proteins sharing a symbol keep the one with the largest total
+    intensity. Missing intensities become 0.
+
+    Parameters
+    ----------
+    protein_column, symbol_column
+        Protein id and gene symbol columns (defaults: :data:`PROTEIN_ID_CANDIDATES`,
+        :data:`PROTEIN_SYMBOL_CANDIDATES`); at least one must be found.
+    sample_columns
+        Intensity columns; default: the columns starting with ``intensity_prefix``, else with the
+        first of :data:`INTENSITY_PREFIXES` that matches, else every other numeric column.
+
+    Returns
+    -------
+    intensities, protein_ids
+        proteins x samples (float64, >= 0), and the protein id of each row.
+    """
+    path = Path(path)
+    df = read_table(path, sep=sep)
+    for flag in MAXQUANT_FLAG_COLUMNS:
+        col = next((c for c in df.columns if c.lower() == flag), None)
+        if col is not None:
+            df = df[df[col].fillna("").astype(str).str.strip() != "+"]
+    pcol = _find_column(df, protein_column, PROTEIN_ID_CANDIDATES, "protein id", path, required=protein_column is not None)
+    scol = _find_column(df, symbol_column, PROTEIN_SYMBOL_CANDIDATES, "gene symbol", path, required=symbol_column is not None)
+    if pcol is None and scol is None:
+        raise OmicsImportError(f"{path}: neither a protein id column ({list(PROTEIN_ID_CANDIDATES)}) nor a "
+                               f"gene symbol column ({list(PROTEIN_SYMBOL_CANDIDATES)}) found; "
+                               f"columns are {list(df.columns)[:30]}")
+    if sample_columns is not None:
+        missing = [c for c in sample_columns if c not in df.columns]
+        if missing:
+            raise OmicsImportError(f"{path}: sample column(s) {missing} not found; columns are {list(df.columns)[:30]}")
+        samples = list(sample_columns)
+    else:
+        prefixes = [intensity_prefix] if intensity_prefix else list(INTENSITY_PREFIXES)
+        samples = []
+        for pre in prefixes:
+            samples = [c for c in df.columns if c.startswith(pre) and c != pre.strip()]
+            if pre == "Reporter intensity ":
+                samples = [c for c in samples if not c.startswith("Reporter intensity count")]
+            if samples:
+                break
+        if intensity_prefix and not samples:
+            raise OmicsImportError(f"{path}: no column starts with {intensity_prefix!r}; columns are {list(df.columns)[:30]}")
+        if not samples:
+            skip = {pcol, scol}
+            samples = [c for c in df.columns if c not in skip
+                       and pd.to_numeric(df[c], errors="coerce").notna().sum() == df[c].notna().sum()
+                       and df[c].notna().any()]
+        if not samples:
+            raise OmicsImportError(f"{path}: no intensity columns found; columns are {list(df.columns)[:30]}")
+    values = _numeric(df, samples, path).fillna(0.0)
+    if (values.to_numpy() < 0).any():
+        col = values.columns[(values < 0).any().to_numpy()][0]
+        raise OmicsImportError(f"{path}: negative intensity in column {col!r}")
+    pid = df[pcol].fillna("").astype(str).str.split(";").str[0].str.strip() if pcol else pd.Series("", index=df.index)
+    sym = df[scol].fillna("").astype(str).str.split(";").str[0].str.strip() if scol else pd.Series("", index=df.index)
+    key = sym.where(sym != "", pid)
+    keep = key != ""
+    values, key, pid = values[keep], key[keep], pid[keep]
+    values.index = pd.Index(key, name="protein")
+    pid.index = values.index
+    if values.index.duplicated().any():
+        order = values.sum(axis=1).to_numpy().argsort()[::-1]
+        values, pid = values.iloc[order], pid.iloc[order]
+        first = ~values.index.duplicated(keep="first")
+        log.info("%s: %d proteins share a symbol with a more abundant one; dropped", path, int((~first).sum()))
+        values, pid = values[first], pid[first]
+    return values, pid.rename("protein_id")
+
+
+# --------------------------------------------------------------------------------------------
+# samples
+# --------------------------------------------------------------------------------------------
+def read_series_matrix(path: str | os.PathLike) -> pd.DataFrame:
+    """The sample table of a GEO series matrix file: one row per sample.
+
+    Columns: ``title``, ``geo_accession``, ``source_name`` (where present) and one column per
+    ``key: value`` characteristic of ``!Sample_characteristics_ch1``.
+    """
+    path = Path(path)
+    fields: dict[str, list[str]] = {}
+    characteristics: list[list[str]] = []
+    for line in _read_text(path).splitlines():
+        if line.startswith("!series_matrix_table_begin"):
+            break
+        if not line.startswith("!Sample_"):
+            continue
+        key, *vals = next(csv.reader([line], delimiter="\t"))
+        key = key[len("!Sample_"):]
+        vals = [v.strip() for v in vals]
+        if key.startswith("characteristics"):
+            characteristics.append(vals)
+        elif key not in fields:
+            fields[key] = vals
+    if "geo_accession" not in fields:
+        raise OmicsImportError(f"{path}: no '!Sample_geo_accession' line: not a GEO series matrix file")
+    n = len(fields["geo_accession"])
+    out = pd.DataFrame({k: v for k, v in fields.items() if len(v) == n and k in ("title", "geo_accession", "source_name_ch1")})
+    out = out.rename(columns={"source_name_ch1": "source_name"})
+    for vals in characteristics:
+        for i, v in enumerate(vals[:n]):
+            k, sep, val = v.partition(":")
+            if sep:
+                col = k.strip()
+                if col not in out.columns:
+                    out[col] = pd.Series([None] * n, dtype=object)
+                out.loc[i, col] = val.strip()
+    return out
+
+
+def samples_from_series_matrix(path: str | os.PathLike, column_map: Mapping[str, str],
+                               sample_column: str = "title") -> pd.DataFrame:
+    """A sample sheet from a series matrix: ``column_map`` maps this project's obs columns
+    (``plate_barcode``, ``well_id``, ``target``, ``cell_state``[, ``tmt_batch``]) to the matrix's
+    columns; ``sample`` is taken from ``sample_column`` (the header the count table uses)."""
+    sm = read_series_matrix(path)
+    wanted = {"sample": sample_column, **dict(column_map)}
+    missing = [src for src in wanted.values() if src not in sm.columns]
+    if missing:
+        raise OmicsImportError(f"{path}: series matrix has no column(s) {missing}; columns are {list(sm.columns)}")
+    return pd.DataFrame({dst: sm[src].to_numpy() for dst, src in wanted.items()})
+
+
+def _normalise_cell_state(value: str, where: str) -> str:
+    v = str(value).strip().lower()
+    for state in ("m1", "m2"):
+        if v == state or re.search(rf"\b{state}\b", v):
+            return state
+    raise OmicsImportError(f"{where}: cell_state {value!r} is neither M1 nor M2")
+
+
+def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
+                 sample_column: str = "sample", where: str | None = None) -> pd.DataFrame:
+    """Read and check a sample sheet; returns it indexed by sample with the obs columns.
+
+    Raises
+    ------
+    OmicsImportError
+        Naming the sheet and each required column it lacks, a malformed well id, an unknown
+        cell state, or a duplicated sample.
+    """
+    where = where or (str(samples) if not isinstance(samples, pd.DataFrame) else "sample sheet")
+    df = read_table(Path(samples)) if not isinstance(samples, pd.DataFrame) else samples.copy()
+    required = [sample_column, *OBS_COLUMNS] + (["tmt_batch"] if omics == "proteomics" else [])
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise OmicsImportError(f"{where}: missing column(s) {missing}; found {list(df.columns)}")
+    df = df[required + [c for c in df.columns if c not in required]].copy()
+    df[sample_column] = df[sample_column].astype(str).str.strip()
+    dup = df[sample_column].duplicated()
+    if dup.any():
+        raise OmicsImportError(f"{where}: sample {df[sample_column][dup].iloc[0]!r} appears twice")
+    try:
+        df["well_id"] = [normalise_well_id(str(w), where=where) for w in df["well_id"]]
+    except LayoutError as e:
+        raise OmicsImportError(str(e)) from e
+    df["cell_state"] = [_normalise_cell_state(v, f"{where}, sample {s}") for v, s in zip(df["cell_state"], df[sample_column])]
+    for c in ("plate_barcode", "target") + (("tmt_batch",) if omics == "proteomics" else ()):
+        df[c] = df[c].astype(str).str.strip()
+        empty = df[c].isin(["", "nan", "None"])
+        if empty.any():
+            raise OmicsImportError(f"{where}: empty {c!r} for sample {df[sample_column][empty].iloc[0]!r}")
+    return df.set_index(sample_column)
+
+
+# --------------------------------------------------------------------------------------------
+# to AnnData
+# --------------------------------------------------------------------------------------------
+def to_anndata(values: pd.DataFrame, samples: pd.DataFrame, symbols: pd.Series, *, omics: str,
+               where: str = "table"):
+    """Features x samples table + sample sheet -> AnnData (samples x features) in the raw format.
+
+    Every sample column of the table must have a row in the sheet (matched on the sheet's index,
+    else on its ``geo_accession`` or ``title`` column); sheet rows without a table column are
+    ignored with a log line.
+    """
+    import anndata as ad
+
+    cols = [str(c) for c in values.columns]
+    index = samples.index.astype(str)
+    key = pd.Series(index, index=index)
+    best = set(cols) & set(index)
+    for alt in ("geo_accession", "title"):
+        if alt in samples.columns and len(set(cols) & set(samples[alt].astype(str))) > len(best):
+            key = pd.Series(index, index=samples[alt].astype(str).to_numpy())
+            best = set(cols) & set(key.index)
+    unmatched = [c for c in cols if c not in key.index]
+    if unmatched:
+        raise OmicsImportError(f"{where}: sample column(s) {unmatched[:10]} have no row in the sample sheet "
+                               f"({len(unmatched)} of {len(cols)} unmatched)")
+    extra = len(samples) - len(cols)
+    if extra > 0:
+        log.info("%s: %d sample sheet rows have no column in the table", where, extra)
+    obs_cols = list(OBS_COLUMNS) + (["tmt_batch"] if omics == "proteomics" else [])
+    obs = samples.loc[key.loc[cols].to_numpy(), obs_cols].copy()
+    obs.index = pd.Index(cols, name="sample")
+    obs = obs.astype(str)
+    dup = obs.duplicated(["plate_barcode", "well_id"])
+    if dup.any():
+        raise OmicsImportError(f"{where}: plate {obs['plate_barcode'][dup].iloc[0]} well "
+                               f"{obs['well_id'][dup].iloc[0]} is given to two samples")
+    X = values.to_numpy(dtype=np.float64).T
+    if omics == "transcriptomics" and np.allclose(X, np.round(X)):
+        X = np.round(X)
+    var = pd.DataFrame({"symbol": symbols.reindex(values.index).fillna("").astype(str).to_numpy()},
+                       index=pd.Index(values.index.astype(str), name="gene"))
+    if omics == "proteomics":
+        var["symbol"] = var["symbol"].where(var["symbol"] != "", var.index.to_series().to_numpy())
+    return ad.AnnData(X=X.astype(np.float32), obs=obs, var=var)
+
+
+def write_omics_raw(adata, omics: str, root: str | os.PathLike | None = None) -> Path:
+    """Write an AnnData to ``data/OMICS_RAW/<omics>.h5ad`` under a data root, atomically."""
+    from i2o_utils.paths import bucket_paths
+
+    if omics not in OMICS_FILES:
+        raise ValueError(f"omics must be one of {list(OMICS_FILES)}, got {omics!r}")
+    path = bucket_paths(Path(root) if root is not None else None)["omics_raw"] / OMICS_FILES[omics]
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+    return path
+
+
+def import_geo_counts(counts_path: str | os.PathLike, samples: str | os.PathLike | pd.DataFrame, *,
+                      root: str | os.PathLike | None = None, **read_kwargs) -> Path:
+    """GEO count table + sample sheet -> ``data/OMICS_RAW/transcriptomics.h5ad`` (raw counts).
+
+    ``read_kwargs`` go to :func:`read_count_matrix` (``gene_column``, ``symbol_column``,
+    ``sample_columns``, ...).
+    """
+    counts, symbols = read_count_matrix(counts_path, **read_kwargs)
+    sheet = read_samples(samples, omics="transcriptomics")
+    adata = to_anndata(counts, sheet, symbols, omics="transcriptomics", where=str(counts_path))
+    return write_omics_raw(adata, "transcriptomics", root)
+
+
+def import_pride_proteins(table_path: str | os.PathLike, samples: str | os.PathLike | pd.DataFrame | None = None,
+                          *, root: str | os.PathLike | None = None, **read_kwargs) -> Path:
+    """PRIDE protein table + sample sheet -> ``data/OMICS_RAW/proteomics.h5ad`` (raw intensities).
+
+    Where the sheet has no ``tmt_batch`` column and the table is MaxQuant's (columns
+    ``Reporter intensity corrected <channel> <experiment>``), the experiment names the batch.
+    """
+    values, protein_ids = read_protein_table(table_path, **read_kwargs)
+    if samples is None:
+        raise OmicsImportError(f"{table_path}: a sample sheet is needed (sample, plate_barcode, well_id, "
+                               "target, cell_state[, tmt_batch])")
+    sheet_df = samples.copy() if isinstance(samples, pd.DataFrame) else read_table(Path(samples))
+    if "tmt_batch" not in sheet_df.columns and "sample" in sheet_df.columns:
+        batches = sheet_df["sample"].astype(str).map(lambda s: (m.group(2) if (m := _MQ_REPORTER.match(s)) else None))
+        if batches.notna().all():
+            sheet_df = sheet_df.assign(tmt_batch=batches)
+    sheet = read_samples(sheet_df, omics="proteomics",
+                         where=None if isinstance(samples, pd.DataFrame) else str(samples))
+    adata = to_anndata(values, sheet, values.index.to_series(), omics="proteomics", where=str(table_path))
+    adata.var["protein_id"] = protein_ids.reindex(values.index).to_numpy()
+    return write_omics_raw(adata, "proteomics", root)
