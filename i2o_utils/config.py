@@ -88,6 +88,16 @@ class OmicsConfig:
     filter_rule: str = "all"
     """'all': keep a gene only if it passes on every plate (stricter); 'any': on at least one."""
     log_pseudocount: float = 1.0
+    log_base: float = 2.0
+    """RNA: ``log_base(normalised counts + log_pseudocount)`` before batch correction."""
+    size_factor_type: str = "ratio"
+    """DESeq2 size factors: 'ratio' (median-of-ratios over genes without zeros) or 'poscounts'."""
+    vsn_lts_quantile: float = 0.9
+    """vsn's least-trimmed-squares quantile (R default)."""
+    vsn_subsample: int = 0
+    """Fit vsn on this many random proteins (0 = all, R's default); the fit is applied to all."""
+    batch_design: str = "intercept"
+    """Effects kept by removeBatchEffect: 'intercept' (limma's default) or 'target' (perturbations)."""
     label_seeds: tuple[int, ...] = (0, 1)
     """One label seed per imaging plate paired with an omics plate (paper: two)."""
     wells_per_label: int = 2
@@ -100,7 +110,20 @@ class ImagingConfig:
     flatfield_percentile: float = 10.0
     flatfield_size: int = 250
     flatfield_sigma: float = 50.0
+    flatfield_method: str = "fast"
+    """'fast' (subsampled grid, within 1% of the literal filters) or 'exact' (minutes per plate)."""
+    dark_offset: float = 0.0
+    """Camera offset subtracted before the flat field (0: the paper's formula, I / F)."""
     tile_size: int = 128
+    nucleus_diameter_px: float | None = None
+    """Nucleus diameter for the LoG scale; None: the screen's ``nucleus_diameter_px``."""
+    border: str = "drop"
+    """Tiles reaching outside the field: 'drop' the nucleus, or 'pad' with zeros."""
+    tile_dtype: str = "uint8"
+    """Dtype of the tile store (uint8 or uint16); 1.0 = the channel's 99.9th percentile."""
+    scheduler: str = "local"
+    """'local' (LocalCluster), 'synchronous' (no cluster) or a dask scheduler address."""
+    n_workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -145,6 +168,8 @@ class FinetuneConfig:
     seed: int = 0
     embed_batch_tiles: int = 4096
     """Tiles per forward pass when caching the per-tile embeddings."""
+    standardize_embeddings: bool = True
+    """Standardise embedding dimensions (train wells) inside the linear head; folded back after."""
 
 
 @dataclass(frozen=True)
@@ -178,8 +203,8 @@ class Profile:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-    shrunk: tuple[str, ...] = ()
-    """Human-readable statements of what this profile shrank relative to the paper."""
+    note: str = ""
+    """What the profile is for, beyond the numbers (shown by :meth:`describe`)."""
 
     def with_overrides(self, **sections: dict[str, Any]) -> "Profile":
         """A copy with some fields replaced, e.g. ``with_overrides(pretrain={"steps": 10})``."""
@@ -197,6 +222,44 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def shrunk(self) -> tuple[str, ...]:
+        """Every setting that differs from the paper profile, as ``section.field: value (paper: x)``.
+
+        Computed, not written by hand, so it cannot drift from the numbers actually used.
+        """
+        if self.name == "paper":
+            return ()
+        ours, paper = self.to_dict(), _paper().to_dict()
+        out = []
+        for section, values in ours.items():
+            if not isinstance(values, dict):
+                continue
+            for key, value in values.items():
+                if value != paper[section][key]:
+                    out.append(f"{section}.{key}: {_fmt(value)} (paper: {_fmt(paper[section][key])})")
+        return tuple(out)
+
+    def describe(self) -> str:
+        """A short text naming the profile and listing what it changed relative to the paper."""
+        lines = [f"profile '{self.name}': {self.description}"]
+        if self.note:
+            lines.append(self.note)
+        if self.shrunk:
+            lines.append("differences from the paper's settings:")
+            lines += [f"  - {s}" for s in self.shrunk]
+        else:
+            lines.append("the paper's scale and hyperparameters, unchanged")
+        return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(_fmt(x) for x in v) + ")"
+    return str(v)
 
 
 def _paper() -> Profile:
@@ -241,16 +304,6 @@ def _quick() -> Profile:
         ),
         finetune=FinetuneConfig(wells_per_batch=64, tiles_per_well=32, lr=1e-3, max_epochs=100),
         inference=InferenceConfig(tiles_per_well=64, seeds=(0, 1, 2)),
-        shrunk=(
-            "38 knock-outs + NT instead of 156 + NT; 84 wells per plate instead of 384",
-            "1 field of 256x256 px per well instead of 16 of 1080x1080; cells drawn at half scale",
-            "2,000 transcripts and 500 proteins instead of 26,317 and 4,986",
-            "flat-field filter size and sigma scaled with the field (about 61 px, sigma 11.9)",
-            "64x64 tiles instead of 128x128",
-            "ResNet18 of width 16 (torchvision: 64) with dense layers 256 and 64 (paper: 1024, 128)",
-            "pre-training: K=48 wells of 12 groups, N=8 tiles, 300 steps",
-            "fine-tuning lr 1e-3 (paper 5e-5) on cached embeddings; inference N=64 tiles x 3 seeds",
-        ),
     )
 
 
@@ -258,6 +311,7 @@ def _smoke() -> Profile:
     return Profile(
         name="smoke",
         description="CI: a few wells per plate, every notebook in seconds.",
+        note="This profile checks that the pipeline runs, not what it finds: its numbers mean nothing.",
         screen=ScreenConfig(
             n_knockouts=6,
             wells_per_knockout=1,
@@ -270,7 +324,8 @@ def _smoke() -> Profile:
             n_transcripts=200,
             n_proteins=80,
         ),
-        imaging=ImagingConfig(flatfield_size=31, flatfield_sigma=6.0, tile_size=32),
+        imaging=ImagingConfig(flatfield_size=31, flatfield_sigma=6.0, tile_size=32,
+                              scheduler="synchronous", n_workers=1),
         pretrain=PretrainConfig(
             wells_per_batch=12,
             groups_per_batch=4,
@@ -283,7 +338,6 @@ def _smoke() -> Profile:
         finetune=FinetuneConfig(wells_per_batch=8, tiles_per_well=4, lr=1e-3, max_epochs=3, patience=2),
         inference=InferenceConfig(tiles_per_well=4, seeds=(0, 1)),
         evaluation=EvaluationConfig(n_splits=2),
-        shrunk=("everything: this profile checks that the pipeline runs, not what it finds",),
     )
 
 
