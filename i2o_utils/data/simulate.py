@@ -191,14 +191,19 @@ def vignetting(shape: tuple[int, int], strength: float, centre: tuple[float, flo
     return (1.0 - strength * np.clip(r2 / 2.0, 0, 1.5)).astype(np.float32)
 
 
-def _cell_positions(n: int, shape: tuple[int, int], min_dist: float, rng: np.random.Generator) -> np.ndarray:
-    """Up to ``n`` centres with a minimum spacing (cells may touch, nuclei do not overlap)."""
+def _cell_positions(n: int, shape: tuple[int, int], min_dist: float, rng: np.random.Generator,
+                    margin: float = 0.0) -> np.ndarray:
+    """Up to ``n`` centres with a minimum spacing (cells may touch, nuclei do not overlap).
+
+    Centres fall up to ``margin`` pixels beyond the field, as on a real plate where the field is
+    a window onto a continuous monolayer: cell density stays uniform up to the border.
+    """
     h, w = shape
     pts: list[np.ndarray] = []
     tries = 0
     while len(pts) < n and tries < 30 * n + 30:
         tries += 1
-        p = rng.uniform([2, 2], [h - 2, w - 2])
+        p = rng.uniform([-margin, -margin], [h + margin, w + margin])
         if all(np.sum((p - q) ** 2) >= min_dist**2 for q in pts):
             pts.append(p)
     return np.array(pts).reshape(-1, 2)
@@ -215,10 +220,11 @@ def render_field(z_visible: np.ndarray, shape: tuple[int, int], cells_per_field:
     z[: min(4, len(z_visible))] = z_visible[:4]
     h, w = shape
     img = np.zeros((3, h, w), np.float32)
-    n = rng.poisson(cells_per_field)
     nuc_r_mean = 0.5 * nucleus_diameter * np.exp(0.13 * z[0])
     cell_r_mean = 0.5 * cell_diameter * np.exp(0.13 * z[1])
-    centres = _cell_positions(n, shape, min_dist=1.15 * cell_r_mean, rng=rng)
+    margin = cell_r_mean
+    n = rng.poisson(cells_per_field * (h + 2 * margin) * (w + 2 * margin) / (h * w))
+    centres = _cell_positions(n, shape, min_dist=1.15 * cell_r_mean, rng=rng, margin=margin)
     elong_mean = 1.0 + 0.35 / (1 + np.exp(-1.5 * z[1]))
     actin_gain = np.exp(0.3 * z[2])
     fibre_contrast = 0.5 / (1 + np.exp(-1.5 * z[2]))
@@ -264,7 +270,8 @@ def render_field(z_visible: np.ndarray, shape: tuple[int, int], cells_per_field:
     sig = np.sqrt((0.12 * nucleus_diameter) ** 2 + 0.6)
     img[1] = ndimage.gaussian_filter(puncta, sig) * (2 * np.pi * sig**2) * 0.6
     img = ndimage.gaussian_filter(img, sigma=(0, 0.7, 0.7))
-    return img, centres
+    inside = (centres[:, 0] >= 0) & (centres[:, 0] < h) & (centres[:, 1] >= 0) & (centres[:, 1] < w)
+    return img, centres[inside]
 
 
 def acquire(signal: np.ndarray, shading: np.ndarray, gains: np.ndarray, rng: np.random.Generator,

@@ -1,0 +1,177 @@
+"""Interpretable morphology features per cell and per well (for the CCA of notebook 90).
+
+Segmentation, seeded by the nuclei centres of :func:`i2o_utils.imaging.nuclei.find_nuclei_centres`:
+
+* nuclei: the Otsu foreground of the Hoechst channel split among the centres by a watershed
+  on the smoothed Hoechst intensity (each foreground pixel goes to the centre it drains to);
+* cells: the Otsu foreground of the summed, smoothed MitoTracker and phalloidin channels
+  (united with the nuclei), split among the nuclei by a watershed on the distance to the
+  nearest nucleus, and limited to ``max_cell_radius`` px from the centre.
+
+Features (CellProfiler-like names, ``<Compartment>_<Kind>_<Measure>[_<Channel>]``):
+
+* ``Nuclei_AreaShape_*`` / ``Cells_AreaShape_*``: Area, Perimeter, Eccentricity,
+  MajorAxisLength, MinorAxisLength, FormFactor (4 pi area / perimeter^2), see
+  :func:`shape_features`;
+* ``Cells_Intensity_MeanIntensity_<ch>`` and ``Cells_Intensity_StdIntensity_<ch>`` for each
+  channel, ``Nuclei_Intensity_IntegratedIntensity_Hoechst`` (DNA content);
+* ``Cytoplasm_Intensity_CV_MitoTracker``: coefficient of variation of mitochondria signal
+  outside the nucleus (clustering);
+* ``Cells_Texture_Gradient_<ch>``: mean gradient magnitude over mean intensity in the cell
+  (edge density: actin fibres, mitochondrial network).
+
+Identity columns carry the ``Metadata_`` prefix, so features are "every other column".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+from i2o_utils.config import CHANNEL_SHORT
+from i2o_utils.imaging.nuclei import otsu_mask
+
+def segment_cells(field: np.ndarray, centres: np.ndarray, nucleus_diameter_px: float,
+                  max_cell_radius: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nucleus and cell label images seeded by the nuclei centres (label ``k + 1`` = centre ``k``).
+
+    Parameters
+    ----------
+    field
+        ``(3, H, W)`` corrected field (Hoechst, MitoTracker, phalloidin).
+    centres
+        ``(N, 2)`` nucleus centres.
+    nucleus_diameter_px
+        Typical nucleus diameter (sets the smoothing and the default cell radius).
+    max_cell_radius
+        Cells are cut at this distance from their centre (default 3 nucleus diameters).
+    """
+    centres = np.asarray(centres, dtype=np.int64).reshape(-1, 2)
+    h, w = field.shape[1:]
+    nuclei = np.zeros((h, w), np.int32)
+    cells = np.zeros((h, w), np.int32)
+    if len(centres) == 0:
+        return nuclei, cells
+    markers = np.zeros((h, w), np.int32)
+    markers[centres[:, 0], centres[:, 1]] = np.arange(1, len(centres) + 1)
+    smooth = max(1.0, nucleus_diameter_px / 8)
+    hoechst = ndi.gaussian_filter(field[0].astype(np.float32), smooth)
+    nuc_fg = otsu_mask(field[0], smoothing=smooth) | (markers > 0)
+    nuclei = watershed(-hoechst, markers, mask=nuc_fg)
+    cyto = ndi.gaussian_filter(field[1].astype(np.float32) + field[2].astype(np.float32), smooth)
+    cell_fg = otsu_mask(cyto, smoothing=0) | (nuclei > 0)
+    dist = ndi.distance_transform_edt(nuclei == 0)
+    radius = max_cell_radius if max_cell_radius is not None else 3.0 * nucleus_diameter_px
+    cells = watershed(dist, nuclei, mask=cell_fg & (dist <= radius))
+    return nuclei.astype(np.int32), cells.astype(np.int32)
+
+
+def shape_features(labels: np.ndarray, n: int, prefix: str) -> dict[str, np.ndarray]:
+    """Area and shape of labels ``1..n`` from image moments (vectorised over labels).
+
+    Area (pixels), Perimeter (the number of pixel edges between the object and the rest, times
+    pi/4, which makes it unbiased for boundaries of random orientation), MajorAxisLength and MinorAxisLength (of the ellipse with the same second moments,
+    as ``skimage.measure.regionprops``), Eccentricity and FormFactor (``4 pi area / perimeter^2``; 1 for a disk,
+    lower for ragged or elongated shapes). Empty labels give NaN.
+    """
+    lab = labels.ravel()
+    rr, cc = np.indices(labels.shape)
+    m00 = np.bincount(lab, minlength=n + 1)[1:n + 1].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mr = np.bincount(lab, rr.ravel(), n + 1)[1:n + 1] / m00
+        mc = np.bincount(lab, cc.ravel(), n + 1)[1:n + 1] / m00
+        mrr = np.bincount(lab, (rr.ravel() ** 2), n + 1)[1:n + 1] / m00 - mr**2
+        mcc = np.bincount(lab, (cc.ravel() ** 2), n + 1)[1:n + 1] / m00 - mc**2
+        mrc = np.bincount(lab, (rr * cc).ravel(), n + 1)[1:n + 1] / m00 - mr * mc
+        common = np.sqrt(((mrr - mcc) / 2) ** 2 + mrc**2)
+        l1, l2 = (mrr + mcc) / 2 + common, np.maximum((mrr + mcc) / 2 - common, 0)
+        major, minor = 4 * np.sqrt(l1), 4 * np.sqrt(l2)
+        ecc = np.sqrt(1 - l2 / l1)
+    padded = np.pad(labels, 1)
+    edges = np.zeros(n + 1)
+    for a, b in ((padded[1:, :], padded[:-1, :]), (padded[:, 1:], padded[:, :-1])):
+        diff = a != b
+        edges += np.bincount(a[diff], minlength=n + 1)[: n + 1]
+        edges += np.bincount(b[diff], minlength=n + 1)[: n + 1]
+    per = edges[1:n + 1] * (np.pi / 4)  # crack length -> unbiased for isotropic boundaries
+    empty = m00 == 0
+    out = {"Area": m00, "Perimeter": per, "MajorAxisLength": major, "MinorAxisLength": minor,
+           "Eccentricity": ecc}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["FormFactor"] = 4 * np.pi * m00 / per**2
+    return {f"{prefix}_AreaShape_{k}": np.where(empty, np.nan, v) for k, v in out.items()}
+
+
+def _label_mean_std(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of ``values`` over labels ``1..n`` (NaN for empty labels)."""
+    count = np.bincount(labels, minlength=n + 1)[1:n + 1].astype(np.float64)
+    v = values.astype(np.float64)
+    s1 = np.bincount(labels, v, n + 1)[1:n + 1]
+    s2 = np.bincount(labels, v * v, n + 1)[1:n + 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = s1 / count
+        return mean, np.sqrt(np.maximum(s2 / count - mean**2, 0.0))
+
+
+def cell_features(field: np.ndarray, centres: np.ndarray, nucleus_diameter_px: float,
+                  channel_names=CHANNEL_SHORT, max_cell_radius: float | None = None) -> pd.DataFrame:
+    """Interpretable features of every cell of one field (one row per centre, in order).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``Metadata_CentreRow``, ``Metadata_CentreCol`` and the features listed in the
+        module docstring; a cell whose segment is empty has NaN features.
+    """
+    centres = np.asarray(centres, dtype=np.int64).reshape(-1, 2)
+    n = len(centres)
+    nuclei, cells = segment_cells(field, centres, nucleus_diameter_px, max_cell_radius)
+    cols: dict[str, np.ndarray] = {"Metadata_CentreRow": centres[:, 0], "Metadata_CentreCol": centres[:, 1]}
+    if n == 0:
+        return pd.DataFrame(cols)
+    cols.update(shape_features(nuclei, n, "Nuclei"))
+    cols.update(shape_features(cells, n, "Cells"))
+    img = field.astype(np.float32)
+    cl, nl = cells.ravel(), nuclei.ravel()
+    cyto = np.where(nl > 0, 0, cl)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for c, name in enumerate(channel_names):
+            mean, std = _label_mean_std(img[c].ravel(), cl, n)
+            cols[f"Cells_Intensity_MeanIntensity_{name}"] = mean
+            cols[f"Cells_Intensity_StdIntensity_{name}"] = std
+            grad = np.hypot(ndi.sobel(img[c], 0), ndi.sobel(img[c], 1)) / 8.0
+            cols[f"Cells_Texture_Gradient_{name}"] = _label_mean_std(grad.ravel(), cl, n)[0] / mean
+        cols[f"Nuclei_Intensity_IntegratedIntensity_{channel_names[0]}"] = np.bincount(
+            nl, img[0].ravel(), n + 1)[1:]
+        m, sd = _label_mean_std(img[1].ravel(), cyto, n)
+        cols[f"Cytoplasm_Intensity_CV_{channel_names[1]}"] = sd / m
+    return pd.DataFrame(cols)
+
+
+def feature_columns(df: pd.DataFrame) -> list[str]:
+    """The feature columns of a table: every column without the ``Metadata_`` prefix."""
+    return [c for c in df.columns if not c.startswith("Metadata_")]
+
+
+def aggregate_wells(cells: pd.DataFrame, by: tuple[str, ...] = ("Metadata_Plate", "Metadata_Well"),
+                    statistic: str = "mean") -> pd.DataFrame:
+    """Per-well features: the ``statistic`` (mean or median) of each cell feature, plus the count.
+
+    Every ``Metadata_*`` column constant within a well is kept; ``Cells_Count`` is the number of
+    cells (rows) of the well.
+    """
+    if statistic not in ("mean", "median"):
+        raise ValueError(f"statistic must be 'mean' or 'median', got {statistic!r}")
+    by = list(by)
+    feats = [c for c in feature_columns(cells)]
+    g = cells.groupby(by, sort=False, dropna=False)
+    agg = getattr(g[feats], statistic)()
+    agg.insert(0, "Cells_Count", g.size())
+    meta = [c for c in cells.columns if c.startswith("Metadata_") and c not in by
+            and c not in ("Metadata_Field", "Metadata_Cell", "Metadata_CentreRow", "Metadata_CentreCol",
+                          "Metadata_InTile")]
+    if meta:
+        agg = g[meta].first().join(agg)
+    return agg.reset_index()

@@ -1,0 +1,344 @@
+"""The tile store: every cell-centred tile of the screen, ready for training.
+
+Layout of a store folder (written by :func:`write_plate_tiles` and :func:`finalise_store`)::
+
+    store.json              format, tile_size, dtype, channels, per-channel scale, plate files
+    wells.parquet           one row per well with tiles: plate, well_id, target, cell_state,
+                            n_tiles, start (first row in the plate array), + other metadata
+    index.parquet           one row per tile: plate, well_id, fov, row, col (nucleus centre),
+                            r0, c0 (tile corner in the field), i (row in the plate array)
+    plates/<plate>.h5       dataset ``tiles`` of shape (n, 3, s, s), uncompressed and contiguous:
+                            every tile is one contiguous block (the natural chunk), a well's
+                            tiles are consecutive rows
+
+``store.json`` is written last: a folder without it is not a store.
+
+dtype and scaling
+    Tiles are stored as ``uint8`` (default) or ``uint16``. A flat-field corrected intensity
+    ``I`` of channel ``c`` is stored as ``round(clip(I / scale[c], 0, 1) * M)``, ``M`` the
+    dtype's maximum (255 or 65535); ``scale[c]`` (in ``store.json``) is the 99.9th percentile
+    of the channel's corrected intensities over sampled fields of every plate.
+    :meth:`TileStore.to_float` maps stored values to float32 ``x / M`` in ``[0, 1]``.
+
+Reads
+    Each plate array is memory-mapped (its byte offset in the HDF5 file is read once), so
+    ``sample`` is one fancy-indexed read per well that touches only the pages of the drawn
+    tiles. A store written with compression or chunks is read through h5py instead. Maps are
+    opened lazily and per process, so a store can be handed to data-loader worker processes.
+
+Model code depends only on the interface of :class:`TileStore` (``wells``, ``tile_size``,
+``dtype``, ``sample``, ``read_well``, ``to_float``); :class:`InMemoryTileStore` implements the
+same interface on arrays, for tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from i2o_utils.data.layout import atomic_path
+from i2o_utils.imaging.tiles import dtype_max
+
+log = logging.getLogger(__name__)
+
+STORE_FORMAT = "i2o-tilestore"
+STORE_VERSION = 1
+WELL_COLUMNS = ("plate", "well_id", "target", "cell_state", "n_tiles", "start")
+INDEX_COLUMNS = ("plate", "well_id", "fov", "row", "col", "r0", "c0", "i")
+
+
+class TileStoreError(ValueError):
+    """A store folder is missing, incomplete or inconsistent; the message names the file."""
+
+
+def _to_float(x, m: int):
+    if isinstance(x, np.ndarray) or np.isscalar(x):
+        return np.asarray(x, dtype=np.float32) / np.float32(m)
+    return x.float() / m  # a torch tensor: stays on its device
+
+
+def _sample_indices(n_tiles: int, n: int, rng: np.random.Generator, where) -> np.ndarray:
+    """``n`` tile numbers of a well; ``where()`` names the well in messages."""
+    if n_tiles <= 0:
+        raise TileStoreError(f"{where()}: the well has no tiles")
+    if n_tiles >= n:
+        return rng.choice(n_tiles, size=n, replace=False)
+    log.info("%s: %d tiles for %d requested; sampling with replacement", where(), n_tiles, n)
+    return rng.choice(n_tiles, size=n, replace=True)
+
+
+class TileStore:
+    """Read a tile store folder (see the module docstring).
+
+    Parameters
+    ----------
+    root
+        The store folder (holding ``store.json``).
+
+    Attributes
+    ----------
+    wells : pandas.DataFrame
+        One row per well (position = well index): plate, well_id, target, cell_state, n_tiles, ...
+    tile_size : int
+    dtype : numpy.dtype
+        ``uint8`` or ``uint16``.
+    channels : list of str
+    scale : numpy.ndarray
+        Per-channel corrected intensity stored as the dtype's maximum.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        meta_path = self.root / "store.json"
+        if not meta_path.exists():
+            raise TileStoreError(f"{meta_path}: no such file (not a tile store, or an unfinished one)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != STORE_FORMAT:
+            raise TileStoreError(f"{meta_path}: format {meta.get('format')!r} is not {STORE_FORMAT!r}")
+        self.meta = meta
+        self.tile_size = int(meta["tile_size"])
+        self.dtype = np.dtype(meta["dtype"])
+        self.channels = list(meta["channels"])
+        self.scale = np.asarray(meta["scale"], dtype=np.float32)
+        self._max = dtype_max(self.dtype)
+        self.wells = pd.read_parquet(self.root / "wells.parquet").reset_index(drop=True)
+        missing = [c for c in WELL_COLUMNS if c not in self.wells.columns]
+        if missing:
+            raise TileStoreError(f"{self.root / 'wells.parquet'}: missing column(s) {missing}")
+        self._plate_files = {p: self.root / f for p, f in meta["plates"].items()}
+        absent = sorted(set(self.wells["plate"]) - set(self._plate_files))
+        if absent:
+            raise TileStoreError(f"{meta_path}: no plate file for plate(s) {absent}")
+        self._plate = self.wells["plate"].to_numpy()
+        self._start = self.wells["start"].to_numpy(np.int64)
+        self._n = self.wells["n_tiles"].to_numpy(np.int64)
+        self._files: dict[str, h5py.File] = {}
+        self._pid = os.getpid()
+
+    # -- file handles (lazy, per process) ---------------------------------------------------
+    def _dataset(self, plate: str):
+        """The plate's tile array: a read-only numpy memmap, or an h5py dataset if not mappable."""
+        if self._pid != os.getpid():
+            self._files, self._pid = {}, os.getpid()
+        arr = self._files.get(plate)
+        if arr is None:
+            path = self._plate_files[plate]
+            try:
+                with h5py.File(path, "r") as f:
+                    ds = f["tiles"]
+                    shape, dtype = ds.shape, ds.dtype
+                    offset = ds.id.get_offset() if ds.chunks is None and not ds.compression else None
+            except (OSError, KeyError) as e:
+                raise TileStoreError(f"{path}: not a readable tile array (corrupt or truncated?): {e}") from e
+            if offset is not None:
+                arr = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+            elif int(np.prod(shape)) == 0:
+                arr = np.zeros(shape, dtype)
+            else:
+                arr = h5py.File(path, "r")["tiles"]
+            self._files[plate] = arr
+        return arr
+
+    def close(self) -> None:
+        for a in self._files.values():
+            if isinstance(a, h5py.Dataset):
+                a.file.close()
+        self._files = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+    def __len__(self) -> int:
+        return len(self.wells)
+
+    @property
+    def index(self) -> pd.DataFrame:
+        """One row per tile: plate, well_id, fov, row, col, r0, c0, i."""
+        return pd.read_parquet(self.root / "index.parquet")
+
+    @property
+    def n_tiles(self) -> int:
+        return int(self._n.sum())
+
+    # -- reads -----------------------------------------------------------------------------
+    def read_well(self, i: int) -> np.ndarray:
+        """All tiles of well ``i``: ``(n_tiles, 3, s, s)`` in the store's dtype."""
+        i = int(i)
+        start, n = int(self._start[i]), int(self._n[i])
+        return np.array(self._dataset(self._plate[i])[start:start + n])
+
+    def read_tiles(self, i: int, tile_numbers: np.ndarray) -> np.ndarray:
+        """Tiles ``tile_numbers`` (0-based within well ``i``, any order, repeats allowed)."""
+        i = int(i)
+        tile_numbers = np.asarray(tile_numbers, dtype=np.int64)
+        if len(tile_numbers) and (tile_numbers.min() < 0 or tile_numbers.max() >= self._n[i]):
+            raise IndexError(f"well {i} ({self._plate[i]} {self.wells['well_id'].iat[i]}) has "
+                             f"{self._n[i]} tiles; asked for {tile_numbers.min()}..{tile_numbers.max()}")
+        arr = self._dataset(self._plate[i])
+        if isinstance(arr, np.ndarray):  # memory map: one fancy-indexed read of the drawn tiles
+            return arr[self._start[i] + tile_numbers]
+        unique, inverse = np.unique(tile_numbers, return_inverse=True)  # h5py wants increasing indices
+        return np.asarray(arr[self._start[i] + unique])[inverse]
+
+    def sample(self, well_idx: Sequence[int] | np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` random tiles from each well: ``(len(well_idx), n, 3, s, s)`` in the store's dtype.
+
+        Without replacement when the well has at least ``n`` tiles, else with replacement
+        (logged at INFO level). One read per well.
+        """
+        well_idx = np.asarray(well_idx, dtype=np.int64).reshape(-1)
+        s = self.tile_size
+        out = np.empty((len(well_idx), int(n), len(self.channels), s, s), dtype=self.dtype)
+        for k, i in enumerate(well_idx):
+            out[k] = self.read_tiles(i, _sample_indices(int(self._n[i]), int(n), rng, self._where(i)))
+        return out
+
+    def _where(self, i: int):
+        return lambda: f"plate {self._plate[i]}, well {self.wells['well_id'].iat[i]}"
+
+    def to_float(self, x):
+        """Stored integers -> float32 in [0, 1] (``x / 255`` or ``x / 65535``); numpy or torch."""
+        return _to_float(x, self._max)
+
+
+class InMemoryTileStore:
+    """The :class:`TileStore` interface over arrays held in memory (tests, small examples).
+
+    Parameters
+    ----------
+    wells
+        One row per well (plate, well_id, target, cell_state; ``n_tiles`` is filled in).
+    tiles
+        One ``(n_i, 3, s, s)`` uint8 or uint16 array per well.
+    """
+
+    def __init__(self, wells: pd.DataFrame, tiles: Sequence[np.ndarray]):
+        if len(wells) != len(tiles):
+            raise ValueError(f"{len(wells)} wells but {len(tiles)} tile arrays")
+        self._tiles = [np.asarray(t) for t in tiles]
+        dtypes = {t.dtype for t in self._tiles}
+        shapes = {t.shape[1:] for t in self._tiles}
+        if len(dtypes) != 1 or len(shapes) != 1:
+            raise ValueError(f"tile arrays differ in dtype {dtypes} or shape {shapes}")
+        self.dtype = dtypes.pop()
+        shape = shapes.pop()
+        self.tile_size = int(shape[-1])
+        self.channels = [f"channel_{c}" for c in range(shape[0])]
+        self._max = dtype_max(self.dtype)
+        self.wells = wells.reset_index(drop=True).copy()
+        self.wells["n_tiles"] = [len(t) for t in self._tiles]
+
+    def __len__(self) -> int:
+        return len(self.wells)
+
+    def read_well(self, i: int) -> np.ndarray:
+        return self._tiles[int(i)]
+
+    def sample(self, well_idx, n: int, rng: np.random.Generator) -> np.ndarray:
+        well_idx = np.asarray(well_idx, dtype=np.int64).reshape(-1)
+        return np.stack([self._tiles[i][_sample_indices(len(self._tiles[i]), int(n), rng, lambda: f"well {i}")]
+                         for i in well_idx])
+
+    def to_float(self, x):
+        return _to_float(x, self._max)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+def write_plate_tiles(path: str | os.PathLike, wells: Iterable[tuple[str, np.ndarray]], n_total: int,
+                      tile_size: int, dtype="uint8", n_channels: int = 3,
+                      compression: str | None = None, attrs: dict | None = None) -> list[tuple[str, int, int]]:
+    """Write one plate's tile array, well after well, atomically.
+
+    Parameters
+    ----------
+    path
+        The plate file (``plates/<plate>.h5``).
+    wells
+        ``(well_id, tiles)`` pairs in store order; ``tiles`` is ``(n_i, C, s, s)`` (an iterable,
+        so tiles can be loaded one well at a time and a plate never held in memory).
+    n_total
+        Total number of tiles of the plate (sum of ``n_i``).
+    compression
+        ``None`` (default): an uncompressed contiguous array that :class:`TileStore` memory-maps;
+        ``"lzf"`` or ``"gzip"``: one compressed chunk per tile, read through h5py (smaller, slower).
+    attrs
+        Attributes stored on the file.
+
+    Returns
+    -------
+    list of (well_id, start, n_tiles)
+    """
+    dtype = np.dtype(dtype)
+    dtype_max(dtype)
+    s = int(tile_size)
+    placed = []
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        chunked = bool(compression) and n_total > 0
+        ds = f.create_dataset("tiles", shape=(int(n_total), n_channels, s, s), dtype=dtype,
+                              chunks=(1, n_channels, s, s) if chunked else None,
+                              compression=compression if chunked else None)
+        start = 0
+        for well_id, tiles in wells:
+            tiles = np.asarray(tiles)
+            if tiles.shape[1:] != (n_channels, s, s) or tiles.dtype != dtype:
+                raise TileStoreError(f"{path}: well {well_id}: tiles are {tiles.shape} {tiles.dtype}, "
+                                     f"expected (n, {n_channels}, {s}, {s}) {dtype}")
+            if start + len(tiles) > n_total:
+                raise TileStoreError(f"{path}: more tiles than the {n_total} announced (at well {well_id})")
+            ds[start:start + len(tiles)] = tiles
+            placed.append((well_id, start, len(tiles)))
+            start += len(tiles)
+        if start != n_total:
+            raise TileStoreError(f"{path}: {start} tiles written, {n_total} announced")
+        f.attrs.update(attrs or {})
+    return placed
+
+
+def finalise_store(root: str | os.PathLike, wells: pd.DataFrame, index: pd.DataFrame,
+                   plate_files: dict[str, str], tile_size: int, dtype, scale: Sequence[float],
+                   channels: Sequence[str], extra: dict | None = None) -> Path:
+    """Write ``wells.parquet``, ``index.parquet`` and, last, ``store.json`` (atomically each).
+
+    ``wells`` must hold :data:`WELL_COLUMNS`; only wells with tiles are kept. ``plate_files``
+    maps plate to a path relative to ``root``.
+    """
+    root = Path(root)
+    missing = [c for c in WELL_COLUMNS if c not in wells.columns]
+    if missing:
+        raise TileStoreError(f"wells table: missing column(s) {missing}")
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise TileStoreError(f"index table: missing column(s) {missing}")
+    wells = wells.loc[wells["n_tiles"] > 0].reset_index(drop=True)
+    with atomic_path(root / "wells.parquet") as tmp:
+        wells.to_parquet(tmp, index=False)
+    with atomic_path(root / "index.parquet") as tmp:
+        index.reset_index(drop=True).to_parquet(tmp, index=False)
+    meta = {
+        "format": STORE_FORMAT,
+        "version": STORE_VERSION,
+        "tile_size": int(tile_size),
+        "dtype": np.dtype(dtype).name,
+        "channels": list(channels),
+        "scale": [float(x) for x in scale],
+        "to_float": f"stored / {dtype_max(dtype)}",
+        "stored_value": "round(clip(corrected / scale[channel], 0, 1) * dtype max)",
+        "plates": dict(plate_files),
+        "n_wells": int(len(wells)),
+        "n_tiles": int(wells["n_tiles"].sum()),
+        **(extra or {}),
+    }
+    with atomic_path(root / "store.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
+    return root
