@@ -1,0 +1,27 @@
+"""Omics preprocessing (notebook 10): expression filter, size factors, vsn, batch correction, labels.
+
+Arrays are samples (wells) x genes, as in AnnData. The vsn transformation itself is
+:func:`i2o_utils.omics.vsn.vsn` (fit and transform, like R's ``justvsn``); the package exports
+:func:`vsn_fit` so that ``i2o_utils.omics.vsn`` stays the module.
+"""
+
+from i2o_utils.omics._checks import OmicsInputError
+from i2o_utils.omics.batch import remove_batch_effect, sum_to_zero_contrasts
+from i2o_utils.omics.filter import detected_fraction_per_plate, filter_low_expression
+from i2o_utils.omics.labels import (Labels, apply_zscore, assign_labels, compute_labels, fit_zscore,
+                                    invert_zscore)
+from i2o_utils.omics.normalise import log_transform, normalize_counts, size_factors
+from i2o_utils.omics.pipeline import (GroundTruth, OmicsSets, build_ground_truth, compare_filter_rules,
+                                      gene_filter_summary, may_write_gt, preprocess_omics, preprocess_set,
+                                      raw_summary, read_all_omics_raw, read_omics_raw, write_gt_tables,
+                                      write_outputs)
+from i2o_utils.omics.vsn import VsnFit, mean_sd_trend, vsn_fit
+
+__all__ = [
+    "OmicsInputError", "remove_batch_effect", "sum_to_zero_contrasts", "detected_fraction_per_plate",
+    "filter_low_expression", "Labels", "apply_zscore", "assign_labels", "compute_labels", "fit_zscore",
+    "invert_zscore", "log_transform", "normalize_counts", "size_factors", "GroundTruth", "OmicsSets",
+    "build_ground_truth", "compare_filter_rules", "gene_filter_summary", "may_write_gt", "preprocess_omics",
+    "preprocess_set", "raw_summary", "read_all_omics_raw", "read_omics_raw", "write_gt_tables", "write_outputs",
+    "VsnFit", "mean_sd_trend", "vsn_fit",
+]

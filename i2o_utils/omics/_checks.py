@@ -1,0 +1,108 @@
+"""Input checks shared by the omics functions: every error names the sample, gene or column at fault."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+class OmicsInputError(ValueError):
+    """Omics input that cannot be processed; the message names the problem and where it is."""
+
+
+def _name(labels: Sequence[Any] | None, i: int, kind: str) -> str:
+    if labels is None:
+        return f"{kind} {i}"
+    return f"{kind} {labels[i]!r}"
+
+
+def as_matrix(x: Any, what: str = "x") -> tuple[np.ndarray, pd.Index | None, pd.Index | None]:
+    """A samples x genes array as float64, plus sample and gene labels when ``x`` is a DataFrame.
+
+    Raises
+    ------
+    OmicsInputError
+        If ``x`` is not 2-D, is empty, or has duplicated sample or gene labels.
+    """
+    index = columns = None
+    if isinstance(x, pd.DataFrame):
+        index, columns = x.index, x.columns
+        values = x.to_numpy(dtype=np.float64)
+    else:
+        try:
+            values = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise OmicsInputError(f"{what}: not a numeric matrix ({e})") from e
+    if values.ndim != 2:
+        raise OmicsInputError(f"{what}: expected a 2-D samples x genes matrix, got shape {values.shape}")
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise OmicsInputError(f"{what}: empty matrix of shape {values.shape}")
+    for labels, kind in ((index, "sample"), (columns, "gene")):
+        if labels is not None and labels.has_duplicates:
+            dup = labels[labels.duplicated()][0]
+            raise OmicsInputError(f"{what}: duplicated {kind} label {dup!r}")
+    return values, index, columns
+
+
+def check_no_inf(x: np.ndarray, what: str, samples=None, genes=None, allow_nan: bool = False) -> None:
+    """Raise naming the first sample and gene holding an inf (or a NaN unless ``allow_nan``)."""
+    bad = np.isinf(x) if allow_nan else ~np.isfinite(x)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        kind = "infinite" if np.isinf(x[i, j]) else "NaN"
+        raise OmicsInputError(
+            f"{what}: {kind} value in {_name(samples, i, 'sample')}, {_name(genes, j, 'gene')} "
+            f"({int(bad.sum())} non-finite values in all)"
+        )
+
+
+def check_counts(x: np.ndarray, what: str, samples=None, genes=None) -> None:
+    """Counts must be finite, non-negative integers, and no sample may be all zero."""
+    check_no_inf(x, what, samples, genes)
+    neg = x < 0
+    if neg.any():
+        i, j = np.argwhere(neg)[0]
+        raise OmicsInputError(f"{what}: negative count {x[i, j]:g} in {_name(samples, i, 'sample')}, "
+                              f"{_name(genes, j, 'gene')}; counts must be >= 0")
+    frac = x != np.floor(x)
+    if frac.any():
+        i, j = np.argwhere(frac)[0]
+        raise OmicsInputError(f"{what}: non-integer count {x[i, j]:g} in {_name(samples, i, 'sample')}, "
+                              f"{_name(genes, j, 'gene')}; raw counts are required")
+    check_no_empty_samples(x > 0, what, samples)
+
+
+def check_no_empty_samples(detected: np.ndarray, what: str, samples=None) -> None:
+    """Raise naming the samples in which nothing was detected."""
+    empty = ~detected.any(axis=1)
+    if empty.any():
+        idx = np.flatnonzero(empty)
+        names = ", ".join(_name(samples, i, "sample") for i in idx[:5])
+        more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
+        raise OmicsInputError(f"{what}: all-zero (or all-missing) sample(s): {names}{more}")
+
+
+def as_labels(labels: Any, n: int, what: str, samples=None) -> np.ndarray:
+    """One label per sample as a string array; raises if the length or the index does not match.
+
+    A :class:`pandas.Series` indexed like the samples is aligned by label (every sample must be
+    present); anything else must have exactly ``n`` entries. Missing labels raise.
+    """
+    if isinstance(labels, pd.Series) and samples is not None and not labels.index.equals(pd.RangeIndex(len(labels))):
+        missing = pd.Index(samples).difference(labels.index)
+        if len(missing):
+            raise OmicsInputError(f"{what}: no label for sample(s) {list(missing[:5])}")
+        if labels.index.has_duplicates:
+            raise OmicsInputError(f"{what}: duplicated sample(s) {list(labels.index[labels.index.duplicated()][:5])}")
+        labels = labels.reindex(samples)
+    arr = np.asarray(labels, dtype=object)
+    if arr.ndim != 1 or len(arr) != n:
+        raise OmicsInputError(f"{what}: {arr.shape[0] if arr.ndim else 1} labels for {n} samples; "
+                              "one label per sample is required")
+    na = pd.isna(arr)
+    if na.any():
+        i = int(np.flatnonzero(na)[0])
+        raise OmicsInputError(f"{what}: missing label for {_name(samples, i, 'sample')}")
+    return arr.astype(str)

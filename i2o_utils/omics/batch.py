@@ -1,0 +1,257 @@
+"""Batch correction as R limma's ``removeBatchEffect``.
+
+limma (genes x samples) does::
+
+    batch  <- as.factor(batch);  contrasts(batch)  <- contr.sum(levels(batch))
+    batch2 <- as.factor(batch2); contrasts(batch2) <- contr.sum(levels(batch2))
+    X.batch <- cbind(model.matrix(~batch)[, -1], model.matrix(~batch2)[, -1], covariates)
+    fit  <- lmFit(x, cbind(design, X.batch))          # design defaults to an intercept
+    beta <- fit$coefficients[, -(1:ncol(design))]; beta[is.na(beta)] <- 0
+    x - beta %*% t(X.batch)
+
+:func:`remove_batch_effect` does the same on samples x genes arrays:
+
+* factor levels are sorted (R's ``factor`` default); the sum-to-zero contrast of a factor with
+  levels ``1..K`` has ``K-1`` columns, column ``j`` is 1 on level ``j``, -1 on level ``K``;
+* covariates are used as given (limma does not centre them, so neither does this);
+* the least-squares fit is per gene; a gene with missing values (NaN) is fitted on its observed
+  samples, as ``lmFit`` does, and its NaNs stay NaN;
+* a column that is (numerically) a linear combination of the columns before it is not estimable
+  and its coefficient is dropped (R's ``lm.fit``: pivoted QR with tolerance 1e-7, aliased
+  coefficients NA, set to 0 by ``removeBatchEffect``). This happens, for example, when TMT
+  multiplexes are nested in plates: the plate contrast is then a sum of multiplex contrasts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from i2o_utils.omics._checks import OmicsInputError, as_labels, as_matrix, check_no_inf
+
+ALIAS_TOL = 1e-7
+"""R's ``lm.fit`` tolerance: a column whose norm after projection on the earlier columns is below
+this fraction of its own norm is aliased."""
+_FAST_PIVOT = 1e-4
+"""Per-gene normal equations are used for genes with missing values only when every Cholesky pivot
+keeps at least this fraction of its column's norm (so the fit is well conditioned); otherwise the
+gene is fitted by QR on its observed samples."""
+
+
+def sum_to_zero_contrasts(labels: Any, what: str = "batch", samples=None) -> tuple[np.ndarray, list[str]]:
+    """R's ``model.matrix(~f)[, -1]`` with ``contrasts(f) <- contr.sum(levels(f))``.
+
+    Returns
+    -------
+    (matrix, levels)
+        ``n x (K-1)`` contrast columns and the sorted levels (the last one is coded -1).
+    """
+    lab = as_labels(labels, len(labels), what, samples)
+    levels = sorted(set(lab))
+    idx = np.searchsorted(np.array(levels, dtype=object), lab.astype(object))
+    k = len(levels)
+    m = np.zeros((len(lab), max(k - 1, 0)))
+    for j in range(k - 1):
+        m[idx == j, j] = 1.0
+    if k > 1:
+        m[idx == k - 1, :] = -1.0
+    return m, levels
+
+
+def estimable_columns(X: np.ndarray, tol: float = ALIAS_TOL) -> np.ndarray:
+    """Columns of ``X`` kept by R's limited-pivoting QR: left to right, a column is dropped when its
+    norm after projection on the kept columns before it is below ``tol`` times its own norm.
+
+    Returns a boolean mask over the columns.
+    """
+    n, q = X.shape
+    keep = np.zeros(q, dtype=bool)
+    basis = np.zeros((n, 0))
+    for j in range(q):
+        v = X[:, j].astype(np.float64)
+        norm = np.linalg.norm(v)
+        if norm == 0:
+            continue
+        r = v.copy()
+        for _ in range(2):  # Gram-Schmidt twice: orthogonal to working precision
+            r -= basis @ (basis.T @ r)
+        rn = np.linalg.norm(r)
+        if rn >= tol * norm:
+            keep[j] = True
+            basis = np.column_stack([basis, r / rn])
+    return keep
+
+
+def _as_design(design: Any, n: int, samples) -> np.ndarray:
+    if design is None:
+        return np.ones((n, 1))
+    if isinstance(design, pd.DataFrame):
+        if samples is not None and not design.index.equals(pd.RangeIndex(n)) and not design.index.equals(samples):
+            missing = pd.Index(samples).difference(design.index)
+            if len(missing):
+                raise OmicsInputError(f"design: no row for sample(s) {list(missing[:5])}")
+            design = design.reindex(samples)
+        design = design.to_numpy(dtype=np.float64)
+    d = np.asarray(design, dtype=np.float64)
+    if d.ndim == 1:
+        d = d[:, None]
+    if d.ndim != 2 or d.shape[0] != n:
+        raise OmicsInputError(f"design: shape {d.shape} does not match {n} samples (one row per sample)")
+    if not np.isfinite(d).all():
+        raise OmicsInputError("design: contains NaN or inf")
+    return d
+
+
+def _as_covariates(covariates: Any, n: int, samples) -> np.ndarray:
+    if isinstance(covariates, (pd.DataFrame, pd.Series)) and samples is not None \
+            and not covariates.index.equals(pd.RangeIndex(n)):
+        missing = pd.Index(samples).difference(covariates.index)
+        if len(missing):
+            raise OmicsInputError(f"covariates: no value for sample(s) {list(missing[:5])}")
+        covariates = covariates.reindex(samples)
+    c = np.asarray(covariates, dtype=np.float64)
+    if c.ndim == 1:
+        c = c[:, None]
+    if c.ndim != 2 or c.shape[0] != n:
+        raise OmicsInputError(f"covariates: shape {c.shape} does not match {n} samples")
+    if not np.isfinite(c).all():
+        raise OmicsInputError("covariates: contains NaN or inf")
+    return c
+
+
+def batch_design(n: int, batch: Any = None, batch2: Any = None, covariates: Any = None,
+                 samples=None) -> np.ndarray:
+    """limma's ``X.batch``: sum-to-zero contrasts of ``batch`` and ``batch2``, then covariates."""
+    parts = []
+    if batch is not None:
+        parts.append(sum_to_zero_contrasts(as_labels(batch, n, "batch", samples), "batch")[0])
+    if batch2 is not None:
+        parts.append(sum_to_zero_contrasts(as_labels(batch2, n, "batch2", samples), "batch2")[0])
+    if covariates is not None:
+        parts.append(_as_covariates(covariates, n, samples))
+    return np.column_stack(parts) if parts else np.zeros((n, 0))
+
+
+def _fit_complete(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients for all columns of ``Y`` at once (``X`` of full column rank)."""
+    q, r = np.linalg.qr(X)
+    return np.linalg.solve(r, q.T @ Y)
+
+
+def _fit_one(X: np.ndarray, y: np.ndarray, obs: np.ndarray, tol: float) -> np.ndarray:
+    """One gene on its observed samples, aliased columns dropped (coefficient 0)."""
+    beta = np.zeros(X.shape[1])
+    Xo = X[obs]
+    keep = estimable_columns(Xo, tol)
+    if keep.any():
+        beta[keep] = np.linalg.lstsq(Xo[:, keep], y[obs], rcond=None)[0]
+    return beta
+
+
+def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float, chunk: int = 256,
+                 progress: bool = False) -> np.ndarray:
+    """Coefficients for genes with missing values: normal equations downdated by the missing rows
+    (Cholesky, batched), falling back to QR on the observed samples where that is ill conditioned."""
+    q = X.shape[1]
+    G = X.T @ X
+    out = np.zeros((q, len(genes_idx)))
+    Y0 = np.where(np.isnan(Y), 0.0, Y)
+    starts = range(0, len(genes_idx), chunk)
+    for s in tqdm(starts, desc="batch fit (genes with missing values)", unit="chunk",
+                  disable=not progress or len(starts) < 4):
+        gi = genes_idx[s:s + chunk]
+        Gs = np.broadcast_to(G, (len(gi), q, q)).copy()
+        for t, g in enumerate(gi):
+            miss = np.isnan(Y[:, g])
+            Xm = X[miss]
+            Gs[t] -= Xm.T @ Xm
+        rhs = (X.T @ Y0[:, gi]).T  # (genes, q)
+        diag = np.sqrt(np.maximum(np.einsum("gii->gi", Gs), 0))
+        ok = np.ones(len(gi), dtype=bool)
+        L = np.zeros_like(Gs)
+        try:
+            L = np.linalg.cholesky(Gs)
+        except np.linalg.LinAlgError:
+            ok[:] = False
+            for t in range(len(gi)):
+                try:
+                    L[t] = np.linalg.cholesky(Gs[t])
+                    ok[t] = True
+                except np.linalg.LinAlgError:
+                    pass
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.einsum("gii->gi", L) / diag
+        ok &= np.all(np.isfinite(ratio) & (ratio >= _FAST_PIVOT), axis=1)
+        if ok.any():
+            Lo = L[ok]
+            z = np.linalg.solve(Lo, rhs[ok][..., None])
+            out[:, s + np.flatnonzero(ok)] = np.linalg.solve(np.swapaxes(Lo, 1, 2), z)[..., 0].T
+        for t in np.flatnonzero(~ok):
+            g = gi[t]
+            out[:, s + t] = _fit_one(X, Y[:, g], ~np.isnan(Y[:, g]), tol)
+    return out
+
+
+def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariates: Any = None,
+                        design: Any = None, allow_nan: bool = False, tol: float = ALIAS_TOL,
+                        progress: bool = False) -> np.ndarray | pd.DataFrame:
+    """Remove batch effects as R limma's ``removeBatchEffect`` (samples x genes).
+
+    Parameters
+    ----------
+    x
+        Log-scale expression, samples x genes (array or DataFrame; a DataFrame comes back as one).
+    batch, batch2
+        One label per sample (e.g. omics plate; TMT multiplex). A Series indexed by sample is
+        aligned to ``x``'s index.
+    covariates
+        Numeric covariates to regress out, samples x c (not centred, as in limma).
+    design
+        Samples x p design matrix of effects to keep (default: an intercept, as limma).
+    allow_nan
+        Accept NaN (missing values, fitted per gene on the observed samples); inf always raises.
+    tol
+        Aliasing tolerance (R's ``lm.fit`` default 1e-7).
+    progress
+        Progress bar over genes with missing values.
+
+    Returns
+    -------
+    numpy.ndarray or pandas.DataFrame
+        ``x`` minus the fitted batch effects.
+
+    Raises
+    ------
+    OmicsInputError
+        Non-finite values (NaN only unless ``allow_nan``), duplicated sample or gene labels,
+        batch labels or design rows that do not match the samples, missing batch labels.
+    """
+    v, samples, genes = as_matrix(x, "x")
+    check_no_inf(v, "x", samples, genes, allow_nan=allow_nan)
+    n = v.shape[0]
+    D = _as_design(design, n, samples)
+    Xb = batch_design(n, batch, batch2, covariates, samples)
+    if Xb.shape[1] == 0:
+        out = v.copy()
+    else:
+        X = np.column_stack([D, Xb])
+        keep = estimable_columns(X, tol)
+        Xk = X[:, keep]
+        beta = np.zeros((X.shape[1], v.shape[1]))
+        nan_genes = np.flatnonzero(np.isnan(v).any(axis=0))
+        complete = np.setdiff1d(np.arange(v.shape[1]), nan_genes)
+        bk = np.zeros((Xk.shape[1], v.shape[1]))
+        if len(complete):
+            bk[:, complete] = _fit_complete(Xk, v[:, complete])
+        if len(nan_genes):
+            all_nan = np.isnan(v[:, nan_genes]).all(axis=0)
+            fit_idx = nan_genes[~all_nan]
+            if len(fit_idx):
+                bk[:, fit_idx] = _fit_missing(Xk, v, fit_idx, tol, progress=progress)
+        beta[keep] = bk
+        b_batch = beta[D.shape[1]:]
+        out = v - Xb @ b_batch
+    return pd.DataFrame(out, index=samples, columns=genes) if samples is not None else out

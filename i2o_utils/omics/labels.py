@@ -1,0 +1,244 @@
+"""The label protocol (paper: “Label Calculation”) and the per-gene z-scores of the model targets.
+
+Imaging wells and omics wells are different physical wells, so a well's label is built per group:
+
+1. group the omics wells of one omics layer by perturbation (``target``) and stimulus;
+2. draw two wells of the group at random (without replacement) and average their values;
+3. the average is the label of every imaging well of that perturbation and stimulus.
+
+There are two imaging plates per omics plate, so the draw is made once per label seed; an imaging
+plate's ``replicate`` (0 or 1 in ``metadata.csv``) selects the seed
+(``OmicsConfig.label_seeds[replicate]``), which gives each of the two imaging plates of an omics
+plate its own draw.
+
+Exactly, for one (omics, stimulus) set and seed ``s``: the groups are visited in sorted target
+order with one ``numpy.random.default_rng(s)``; a group of ``m`` omics wells (drawn over all omics
+plates of the stimulus, as the paper groups by perturbation and stimulus only) gets
+``rng.choice(m, size=min(2, m), replace=False)`` of its wells taken in (plate, well) order. The
+label is the mean of the drawn wells, gene by gene, ignoring missing values (protein intensities
+that were not quantified). A gene missing in every drawn well falls back to the mean over the
+whole group and, if missing in the whole group, to the gene's smallest observed value in the set
+(proteins go missing when they are low); such values are counted in the result.
+
+Model targets are z-scores per gene with the train fold's mean and standard deviation (ddof=1),
+undone after prediction (:func:`fit_zscore`, :func:`apply_zscore`, :func:`invert_zscore`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from i2o_utils.omics._checks import OmicsInputError, as_labels
+
+
+@dataclass
+class Labels:
+    """Labels of one (omics, stimulus) set.
+
+    Attributes
+    ----------
+    values
+        ``(n_seeds, n_targets, n_genes)`` label values.
+    targets, genes, seeds
+        The axes of ``values``.
+    draws
+        One row per drawn omics well: ``seed, target, sample`` (the omics sample's name).
+    n_fallback_group, n_fallback_min
+        Label values that fell back to the group mean / to the gene's minimum (missing data).
+    """
+
+    values: np.ndarray
+    targets: list[str]
+    genes: list[str]
+    seeds: list[int]
+    draws: pd.DataFrame
+    n_fallback_group: int = 0
+    n_fallback_min: int = 0
+    group_sizes: dict[str, int] = field(default_factory=dict)
+
+    def frame(self, seed_index: int) -> pd.DataFrame:
+        """Labels of one seed as a targets x genes DataFrame."""
+        return pd.DataFrame(self.values[seed_index], index=pd.Index(self.targets, name="target"),
+                            columns=pd.Index(self.genes, name="gene"))
+
+
+def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], wells_per_label: int = 2,
+                   samples: Sequence[str] | None = None, genes: Sequence[str] | None = None) -> Labels:
+    """Average ``wells_per_label`` randomly drawn omics wells per perturbation, once per seed.
+
+    Parameters
+    ----------
+    values
+        Omics wells x genes of one (omics, stimulus) set (normalised, batch-corrected, log
+        scale); NaN = missing. A DataFrame supplies ``samples`` and ``genes``.
+    targets
+        Perturbation of each omics well.
+    seeds
+        Label seeds (one per imaging replicate).
+    wells_per_label
+        Wells drawn per group (paper: 2).
+    samples, genes
+        Names of the wells (ordered as they should be drawn from) and of the genes.
+
+    Returns
+    -------
+    Labels
+    """
+    if isinstance(values, pd.DataFrame):
+        samples = list(values.index) if samples is None else list(samples)
+        genes = list(values.columns) if genes is None else list(genes)
+        x = values.to_numpy(dtype=np.float64)
+    else:
+        x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2:
+        raise OmicsInputError(f"label values: expected wells x genes, got shape {x.shape}")
+    if np.isinf(x).any():
+        raise OmicsInputError("label values: contain inf")
+    n, g = x.shape
+    samples = [str(s) for s in (samples if samples is not None else range(n))]
+    genes = [str(v) for v in (genes if genes is not None else range(g))]
+    if len(samples) != n or len(genes) != g:
+        raise OmicsInputError(f"label values: {n} x {g} matrix with {len(samples)} sample and {len(genes)} gene names")
+    if len(set(samples)) != n:
+        raise OmicsInputError("label values: duplicated sample names")
+    tg = as_labels(targets, n, "targets")
+    if wells_per_label < 1:
+        raise OmicsInputError(f"wells_per_label must be >= 1, got {wells_per_label}")
+    uniq = sorted(set(tg))
+    members = {t: np.flatnonzero(tg == t) for t in uniq}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are handled below
+        gene_min = np.nanmin(x, axis=0)
+        group_mean = np.stack([np.nanmean(x[members[t]], axis=0) for t in uniq])
+    out = np.empty((len(seeds), len(uniq), g))
+    draws = []
+    n_group = n_min = 0
+    for si, seed in enumerate(seeds):
+        rng = np.random.default_rng(int(seed))
+        for ti, t in enumerate(uniq):
+            idx = members[t]
+            pick = idx[rng.choice(len(idx), size=min(wells_per_label, len(idx)), replace=False)]
+            draws.extend((int(seed), t, samples[i]) for i in pick)
+            sub = x[pick]
+            obs = ~np.isnan(sub)
+            cnt = obs.sum(axis=0)
+            lab = np.where(cnt > 0, np.where(obs, sub, 0.0).sum(axis=0) / np.maximum(cnt, 1), np.nan)
+            miss = np.isnan(lab)
+            if miss.any():
+                fill = group_mean[ti]
+                use_min = miss & np.isnan(fill)
+                n_group += int((miss & ~use_min).sum())
+                n_min += int(use_min.sum())
+                lab = np.where(miss, np.where(use_min, gene_min, fill), lab)
+            out[si, ti] = lab
+    if np.isnan(out).any():
+        j = int(np.flatnonzero(np.isnan(out).any(axis=(0, 1)))[0])
+        raise OmicsInputError(f"label values: gene {genes[j]!r} has no observed value in any well")
+    return Labels(values=out, targets=uniq, genes=genes, seeds=[int(s) for s in seeds],
+                  draws=pd.DataFrame(draws, columns=["seed", "target", "sample"]),
+                  n_fallback_group=n_group, n_fallback_min=n_min,
+                  group_sizes={t: int(len(members[t])) for t in uniq})
+
+
+def assign_labels(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fold: pd.Series) -> pd.DataFrame:
+    """The GT long table of one set: each imaging well gets its group's label for its replicate's seed.
+
+    Parameters
+    ----------
+    labels
+        From :func:`compute_labels` (its ``seeds`` must be ``seeds``).
+    imaging
+        Imaging wells of this stimulus: ``PLATE_ID``, ``well_id``, ``target``, ``replicate``.
+    seeds
+        ``OmicsConfig.label_seeds``; replicate ``r`` uses ``seeds[r]``.
+    fold
+        Fold ('train'/'val'/'test') of each target (split 0).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``plate_barcode, well_id, gene, fold, measured`` (imaging plate and well; categorical
+        columns), ordered by plate, well and gene. Imaging wells whose perturbation has no omics
+        wells get no rows.
+    """
+    for col in ("PLATE_ID", "well_id", "target", "replicate"):
+        if col not in imaging.columns:
+            raise OmicsInputError(f"imaging metadata: missing column {col!r}")
+    rep = pd.to_numeric(imaging["replicate"], errors="coerce")
+    bad = rep.isna() | (rep < 0) | (rep >= len(seeds)) | (rep != np.floor(rep))
+    if bad.any():
+        r = imaging.loc[bad].iloc[0]
+        raise OmicsInputError(f"imaging metadata: replicate {r['replicate']} of plate {r['PLATE_ID']} well "
+                              f"{r['well_id']} is not one of 0..{len(seeds) - 1} (one per label seed)")
+    seed_index = {int(s): i for i, s in enumerate(labels.seeds)}
+    missing_seeds = [int(s) for s in seeds if int(s) not in seed_index]
+    if missing_seeds:
+        raise OmicsInputError(f"labels were computed without seed(s) {missing_seeds}")
+    t_index = {t: i for i, t in enumerate(labels.targets)}
+    have = imaging["target"].astype(str).map(t_index)
+    wells = imaging.loc[have.notna()].copy()
+    wells["_t"] = have[have.notna()].astype(int)
+    wells["_s"] = [seed_index[int(seeds[int(r)])] for r in rep[have.notna()]]
+    miss_fold = sorted(set(wells["target"].astype(str)) - set(fold.index.astype(str)))
+    if miss_fold:
+        raise OmicsInputError(f"no fold for target(s) {miss_fold[:5]}")
+    wells = wells.sort_values(["PLATE_ID", "ROW", "COLUMN"] if {"ROW", "COLUMN"} <= set(wells.columns)
+                              else ["PLATE_ID", "well_id"], kind="stable")
+    g = len(labels.genes)
+    vals = labels.values[wells["_s"].to_numpy(), wells["_t"].to_numpy()]  # (wells, genes)
+
+    def per_well(values) -> pd.Categorical:  # categorical columns: tens of millions of rows at paper scale
+        c = pd.Categorical(np.asarray(values, dtype=str))
+        return pd.Categorical.from_codes(np.repeat(c.codes, g), categories=c.categories)
+
+    return pd.DataFrame({
+        "plate_barcode": per_well(wells["PLATE_ID"]),
+        "well_id": per_well(wells["well_id"]),
+        "gene": pd.Categorical.from_codes(np.tile(np.arange(g, dtype=np.int32), len(wells)),
+                                          categories=pd.Index(labels.genes, dtype=object)),
+        "fold": per_well(fold.reindex(wells["target"].astype(str)).to_numpy()),
+        "measured": vals.reshape(-1).astype(np.float32),
+    })
+
+
+# --------------------------------------------------------------------------------------------
+# z-scores of the model targets (DESIGN.md section 7: train-fold mean/std, ddof=1)
+# --------------------------------------------------------------------------------------------
+def fit_zscore(y_train: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and standard deviation (ddof=1) of the train wells, wells x genes.
+
+    Raises
+    ------
+    OmicsInputError
+        Fewer than 2 train wells, non-finite values, or a gene constant over the train wells
+        (its z-score is undefined); the message names the gene.
+    """
+    names = list(y_train.columns) if isinstance(y_train, pd.DataFrame) else None
+    y = np.asarray(y_train, dtype=np.float64)
+    if y.ndim != 2 or y.shape[0] < 2:
+        raise OmicsInputError(f"z-score: need at least 2 train wells (wells x genes), got shape {y.shape}")
+    if not np.isfinite(y).all():
+        raise OmicsInputError("z-score: train values contain NaN or inf")
+    mean = y.mean(axis=0)
+    std = y.std(axis=0, ddof=1)
+    zero = ~(std > 0)
+    if zero.any():
+        j = int(np.flatnonzero(zero)[0])
+        who = names[j] if names is not None else j
+        raise OmicsInputError(f"z-score: gene {who!r} is constant over the train wells ({int(zero.sum())} such genes)")
+    return mean, std
+
+
+def apply_zscore(y: Any, mean: np.ndarray, std: np.ndarray):
+    """``(y - mean) / std`` per gene (keeps a DataFrame a DataFrame)."""
+    return (y - mean) / std
+
+
+def invert_zscore(z: Any, mean: np.ndarray, std: np.ndarray):
+    """``z * std + mean`` per gene: back to the label scale."""
+    return z * std + mean

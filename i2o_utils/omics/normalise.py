@@ -1,0 +1,148 @@
+"""RNA normalisation: DESeq2's median-of-ratios size factors and the log transform.
+
+The paper (“Normalization and batch correction”): raw counts are normalised with sample-specific
+size factors adapted from the median-of-ratios method of DESeq2, then log-transformed before batch
+correction. :func:`size_factors` follows DESeq2's ``estimateSizeFactorsForMatrix``
+(``type="ratio"``, no ``geoMeans``, no ``controlGenes``):
+
+.. math::
+
+    \\log g_j = \\frac{1}{n}\\sum_i \\log K_{ij}, \\qquad
+    s_i = \\exp\\Big(\\operatorname{median}_{j:\\,g_j > 0,\\ K_{ij} > 0}
+    \\big(\\log K_{ij} - \\log g_j\\big)\\Big)
+
+for samples ``i`` and genes ``j``: a gene with a zero in any sample has ``g_j = 0`` and takes no
+part. Like DESeq2, the ``"ratio"`` factors are not rescaled; ``type="poscounts"`` (DESeq2's
+alternative for sparse data: zeros left out of each gene's geometric mean, factors rescaled to a
+geometric mean of 1) is available too.
+
+Arrays are samples x genes, as in AnnData (DESeq2 works genes x samples).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from i2o_utils.omics._checks import OmicsInputError, as_matrix, check_counts, check_no_inf
+
+
+def _log_geo_means(counts: np.ndarray, type: str) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        lc = np.log(counts)
+    if type == "ratio":
+        return lc.mean(axis=0)  # -inf for any gene with a zero
+    lc[~np.isfinite(lc)] = 0.0
+    lg = lc.mean(axis=0)
+    lg[(counts == 0).all(axis=0)] = -np.inf
+    return lg
+
+
+def size_factors(counts: Any, type: str = "ratio") -> np.ndarray | pd.Series:
+    """DESeq2 median-of-ratios size factors, one per sample.
+
+    Parameters
+    ----------
+    counts
+        Raw counts, samples x genes (array or DataFrame; a DataFrame gives a Series indexed by
+        sample).
+    type
+        ``"ratio"`` (DESeq2's default: genes with a zero in any sample are left out) or
+        ``"poscounts"`` (zeros left out of each gene's geometric mean; factors scaled to a
+        geometric mean of 1).
+
+    Returns
+    -------
+    numpy.ndarray or pandas.Series
+        Size factors, shape (n_samples,).
+
+    Raises
+    ------
+    OmicsInputError
+        Non-finite, negative or non-integer counts; an all-zero sample; duplicated sample or gene
+        labels; no gene usable for the geometric means ("every gene contains at least one zero",
+        DESeq2's message); a sample with no usable gene.
+    """
+    if type not in ("ratio", "poscounts"):
+        raise OmicsInputError(f"size_factors: type must be 'ratio' or 'poscounts', got {type!r}")
+    k, samples, genes = as_matrix(counts, "counts")
+    check_counts(k, "counts", samples, genes)
+    sf = median_of_ratios(k, type, samples)
+    return pd.Series(sf, index=samples, name="size_factor") if samples is not None else sf
+
+
+def median_of_ratios(k: np.ndarray, type: str = "ratio", samples=None) -> np.ndarray:
+    """:func:`size_factors` on a float array already checked with ``check_counts``."""
+    if type == "ratio":
+        usable = (k > 0).all(axis=0)  # the genes whose log geometric mean is finite
+        if not usable.any():
+            raise OmicsInputError(
+                "counts: every gene contains at least one zero, cannot compute log geometric means "
+                "(median-of-ratios needs genes counted in every sample; consider type='poscounts')")
+        logk = np.log(k[:, usable])
+        logk -= logk.mean(axis=0)
+        return np.exp(np.median(logk, axis=1))
+    log_geo = _log_geo_means(k, type)
+    usable = np.isfinite(log_geo)
+    if not usable.any():
+        raise OmicsInputError("counts: every gene is zero in every sample")
+    ku = k[:, usable]
+    with np.errstate(divide="ignore"):
+        ratios = np.log(ku) - log_geo[usable]
+    ratios[ku <= 0] = np.nan
+    n_used = np.isfinite(ratios).sum(axis=1)
+    if (n_used == 0).any():
+        i = int(np.flatnonzero(n_used == 0)[0])
+        who = samples[i] if samples is not None else i
+        raise OmicsInputError(f"counts: sample {who!r} has no count > 0 among the genes used for the "
+                              "geometric means")
+    sf = np.exp(np.nanmedian(ratios, axis=1))
+    return sf / np.exp(np.mean(np.log(sf)))
+
+
+def normalize_counts(counts: Any, factors: Any | None = None, type: str = "ratio") -> np.ndarray | pd.DataFrame:
+    """Counts divided by their sample's size factor (DESeq2's ``counts(dds, normalized=TRUE)``).
+
+    Parameters
+    ----------
+    counts
+        Raw counts, samples x genes.
+    factors
+        Size factors, one per sample; computed with :func:`size_factors` when omitted.
+    type
+        Passed to :func:`size_factors` when ``factors`` is omitted.
+    """
+    k, samples, genes = as_matrix(counts, "counts")
+    check_counts(k, "counts", samples, genes)
+    if factors is None:
+        factors = size_factors(counts, type=type)
+    sf = np.asarray(factors.reindex(samples) if isinstance(factors, pd.Series) and samples is not None
+                    else factors, dtype=np.float64)
+    if sf.shape != (k.shape[0],):
+        raise OmicsInputError(f"size factors: {sf.shape[0] if sf.ndim else 1} values for {k.shape[0]} samples")
+    if not np.all(np.isfinite(sf) & (sf > 0)):
+        raise OmicsInputError("size factors must be finite and > 0 (a NaN here means a sample is missing "
+                              "from the factors' index)")
+    out = k / sf[:, None]
+    return pd.DataFrame(out, index=samples, columns=genes) if samples is not None else out
+
+
+def log_transform(x: Any, pseudocount: float = 1.0, base: float = 2.0) -> np.ndarray | pd.DataFrame:
+    """``log_base(x + pseudocount)`` of normalised counts (DESeq2's ``normTransform``: log2, +1).
+
+    Raises
+    ------
+    OmicsInputError
+        Non-finite or negative values, or a pseudocount <= 0.
+    """
+    if not pseudocount > 0:
+        raise OmicsInputError(f"log_transform: pseudocount must be > 0, got {pseudocount}")
+    v, samples, genes = as_matrix(x, "normalised counts")
+    check_no_inf(v, "normalised counts", samples, genes)
+    if (v < 0).any():
+        i, j = np.argwhere(v < 0)[0]
+        raise OmicsInputError(f"normalised counts: negative value at sample {i}, gene {j}")
+    out = np.log(v + pseudocount) / np.log(base)
+    return pd.DataFrame(out, index=samples, columns=genes) if samples is not None else out

@@ -1,0 +1,482 @@
+"""Notebook 10's pipeline: raw omics -> filtered, normalised, batch-corrected sets -> labels (GT).
+
+Per omics layer and stimulus (the paper normalises and corrects M1 and M2 plates separately):
+
+* transcriptomics: DESeq2 median-of-ratios size factors -> normalised counts -> expression filter
+  -> ``log2(normalised + pseudocount)`` -> ``remove_batch_effect(batch = omics plate)``;
+* proteomics: zero intensities are "not quantified" (NaN) -> expression filter (quantified in
+  enough wells; vsn values can be negative, so "> 0" means quantified) -> vsn (glog2) fitted to
+  the kept proteins -> ``remove_batch_effect(batch = omics plate, batch2 = TMT multiplex)``;
+  missing values stay missing.
+
+Each set becomes an AnnData (omics wells x kept genes) with layers ``raw``, ``normalised`` (log
+scale, before batch correction) and ``corrected`` (also ``X``); every gene of the input, kept or
+not, is listed in the gene table with the reason it was filtered.
+
+Labels (see :mod:`i2o_utils.omics.labels`) need the pairing of imaging and omics plates, which
+the simulated screen writes into ``metadata.csv`` (``omics_plate``, ``replicate``). The real
+data come with their GT tables already; without the pairing columns the GT tables are left as
+they are and only the omics present are normalised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from i2o_utils.config import CONTROL, OMICS, STIMULI, OmicsConfig
+from i2o_utils.data import layout
+from i2o_utils.omics._checks import OmicsInputError, check_counts, check_no_empty_samples, check_no_inf
+from i2o_utils.omics.batch import remove_batch_effect
+from i2o_utils.omics.filter import filter_low_expression
+from i2o_utils.omics.labels import Labels, assign_labels, compute_labels
+from i2o_utils.omics.normalise import median_of_ratios
+from i2o_utils.omics.vsn import vsn_fit
+from i2o_utils.paths import bucket_paths
+
+log = logging.getLogger(__name__)
+
+LAYERS = ("raw", "normalised", "corrected")
+OBS_REQUIRED = ("plate_barcode", "well_id", "target", "cell_state")
+PAIRING_COLUMNS = ("omics_plate", "replicate")
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+def read_omics_raw(omics: str, root: str | os.PathLike | None = None):
+    """Read and check ``data/OMICS_RAW/<omics>.h5ad``.
+
+    Returns
+    -------
+    anndata.AnnData
+        Wells sorted by plate, row and column; ``obs`` gains ``ROW`` and ``COLUMN``; well ids in
+        the authors' form.
+
+    Raises
+    ------
+    OmicsInputError
+        Naming the file and the fault: missing file or obs column, missing values in obs,
+        malformed or duplicated (plate, well), unknown stimulus, duplicated gene ids, a matrix that
+        does not match obs/var.
+    """
+    import anndata as ad
+
+    if omics not in OMICS:
+        raise OmicsInputError(f"unknown omics {omics!r}; expected one of {OMICS}")
+    path = bucket_paths(root)["omics_raw"] / f"{omics}.h5ad"
+    if not path.exists():
+        raise OmicsInputError(f"{path}: no such file")
+    try:
+        a = ad.read_h5ad(path)
+    except Exception as e:  # h5py/anndata raise many kinds for a broken file
+        raise OmicsInputError(f"{path}: not a readable AnnData file: {e}") from e
+    required = OBS_REQUIRED + (("tmt_batch",) if omics == "proteomics" else ())
+    missing = [c for c in required if c not in a.obs.columns]
+    if missing:
+        raise OmicsInputError(f"{path}: obs is missing column(s) {missing}; found {list(a.obs.columns)}")
+    obs = a.obs.copy()
+    for c in required:
+        na = obs[c].isna()
+        if na.any():
+            raise OmicsInputError(f"{path}: missing {c!r} for sample {obs.index[na.to_numpy()][0]!r}")
+        obs[c] = obs[c].astype(str)
+    try:
+        rc = [layout.parse_well_id(w, where=path) for w in obs["well_id"]]
+    except layout.LayoutError as e:
+        raise OmicsInputError(str(e)) from e
+    obs["well_id"] = [layout.format_well_id(r, c) for r, c in rc]
+    obs["ROW"] = [r for r, _ in rc]
+    obs["COLUMN"] = [c for _, c in rc]
+    dup = obs.duplicated(["plate_barcode", "well_id"])
+    if dup.any():
+        r = obs.loc[dup.to_numpy()].iloc[0]
+        raise OmicsInputError(f"{path}: duplicated well {r['well_id']} on plate {r['plate_barcode']}")
+    obs["cell_state"] = obs["cell_state"].str.lower()
+    bad = ~obs["cell_state"].isin(STIMULI)
+    if bad.any():
+        raise OmicsInputError(f"{path}: cell_state {obs['cell_state'][bad.to_numpy()].iloc[0]!r} of sample "
+                              f"{obs.index[bad.to_numpy()][0]!r} is not one of {STIMULI}")
+    if a.var_names.has_duplicates:
+        raise OmicsInputError(f"{path}: duplicated gene id {a.var_names[a.var_names.duplicated()][0]!r}")
+    obs.index = pd.Index([f"{p}:{w}" for p, w in zip(obs["plate_barcode"], obs["well_id"])], name="sample")
+    order = np.lexsort((obs["COLUMN"].to_numpy(), obs["ROW"].to_numpy(), obs["plate_barcode"].to_numpy()))
+    x = a.X
+    x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+    var = a.var.copy()
+    if "symbol" not in var.columns:
+        var["symbol"] = var.index.astype(str)
+    var.index = var.index.astype(str)
+    var.index.name = "gene"
+    out = ad.AnnData(X=x[order], obs=obs.iloc[order], var=var)
+    out.uns["source"] = str(path)
+    return out
+
+
+def read_all_omics_raw(root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Every omics layer present in ``data/OMICS_RAW`` (absent files are skipped)."""
+    folder = bucket_paths(root)["omics_raw"]
+    return {o: read_omics_raw(o, root) for o in OMICS if (folder / f"{o}.h5ad").exists()}
+
+
+def raw_summary(raw: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per (omics, stimulus) of the raw tables: plates, wells, genes, share of zeros."""
+    rows = []
+    for o, a in raw.items():
+        for s in STIMULI:
+            sel = (a.obs["cell_state"] == s).to_numpy()
+            if not sel.any():
+                continue
+            x = np.asarray(a.X[sel])
+            obs = a.obs.loc[sel]
+            rows.append({"omics": o, "stimulus": s, "plates": obs["plate_barcode"].nunique(),
+                         "wells": int(sel.sum()), "control_wells": int((obs["target"] == CONTROL).sum()),
+                         "targets": obs["target"].nunique(), "genes": a.n_vars,
+                         "zeros_%": round(100 * float((x == 0).mean()), 2),
+                         "tmt_batches": obs["tmt_batch"].nunique() if "tmt_batch" in obs.columns else 0})
+    return pd.DataFrame(rows, columns=["omics", "stimulus", "plates", "wells", "control_wells", "targets", "genes",
+                                       "zeros_%", "tmt_batches"])
+
+
+def compare_filter_rules(raw: Mapping[str, Any], cfg: OmicsConfig = OmicsConfig()) -> pd.DataFrame:
+    """Genes kept under both readings of the paper's filter ("all" plates / "any" plate) per set."""
+    rows = []
+    for o, a in raw.items():
+        for s in STIMULI:
+            sel = (a.obs["cell_state"] == s).to_numpy()
+            if not sel.any():
+                continue
+            x = np.asarray(a.X[sel])
+            detected = (x > 0) & np.isfinite(x)
+            plates = a.obs["plate_barcode"].to_numpy()[sel]
+            row = {"omics": o, "stimulus": s, "genes": a.n_vars}
+            for rule in ("all", "any"):
+                row[f"kept_{rule}"] = int(filter_low_expression(detected, plates, cfg.min_expressed_fraction,
+                                                                rule)["kept"].sum())
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["omics", "stimulus", "genes", "kept_all", "kept_any"])
+
+
+# --------------------------------------------------------------------------------------------
+# one set
+# --------------------------------------------------------------------------------------------
+def _design(obs: pd.DataFrame, kind: str) -> np.ndarray | None:
+    if kind == "intercept":
+        return None
+    if kind == "target":
+        t = obs["target"].astype(str).to_numpy()
+        levels = sorted(set(t))
+        d = np.zeros((len(t), len(levels)))
+        d[:, 0] = 1.0
+        for j, lev in enumerate(levels[1:], start=1):
+            d[t == lev, j] = 1.0
+        return d
+    raise OmicsInputError(f"batch_design must be 'intercept' or 'target', got {kind!r}")
+
+
+def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfig(), progress: bool = False):
+    """Filter, normalise and batch-correct one (omics, stimulus) set.
+
+    Parameters
+    ----------
+    raw
+        AnnData from :func:`read_omics_raw` (all stimuli; this set's wells are selected here).
+    omics, stimulus
+        Which set.
+    cfg
+        The profile's omics section.
+    progress
+        Progress bars on long loops.
+
+    Returns
+    -------
+    tuple
+        ``(adata, genes)``: AnnData of the set's wells x kept genes with layers
+        ``raw/normalised/corrected``; the gene table of all genes (``gene, symbol, kept, reason``
+        and detection fractions).
+    """
+    import anndata as ad
+
+    src = raw.uns.get("source", omics)
+    sel = (raw.obs["cell_state"] == stimulus).to_numpy()
+    if not sel.any():
+        raise OmicsInputError(f"{src}: no wells with cell_state {stimulus!r}")
+    obs = raw.obs.loc[sel].copy()
+    x_raw = raw.X[sel]
+    x = np.asarray(x_raw, dtype=np.float64)
+    samples, genes = obs.index, raw.var_names
+    plates = obs["plate_barcode"].to_numpy()
+    info: dict[str, Any] = {"omics": omics, "stimulus": stimulus}
+    if omics == "transcriptomics":
+        check_counts(x, f"{src} ({stimulus})", samples, genes)
+        detected = x > 0
+        sf = median_of_ratios(x, cfg.size_factor_type, samples)
+        obs["size_factor"] = sf
+        info.update(normalisation=f"DESeq2 median-of-ratios size factors (type={cfg.size_factor_type!r}), "
+                                  f"log{cfg.log_base:g}(normalised + {cfg.log_pseudocount:g})",
+                    n_genes_in_geometric_means=int(detected.all(axis=0).sum()))
+    elif omics == "proteomics":
+        check_no_inf(x, f"{src} ({stimulus})", samples, genes, allow_nan=True)
+        if (x < 0).any():
+            i, j = np.argwhere(x < 0)[0]
+            raise OmicsInputError(f"{src}: negative intensity {x[i, j]:g} in sample {samples[i]!r}, gene {genes[j]!r}")
+        y = np.where(x > 0, x, np.nan)
+        detected = ~np.isnan(y)
+        check_no_empty_samples(detected, f"{src} ({stimulus})", samples)
+    else:
+        raise OmicsInputError(f"unknown omics {omics!r}")
+    obs["n_detected"] = detected.sum(axis=1)
+    filt = filter_low_expression(detected, plates, cfg.min_expressed_fraction, cfg.filter_rule, genes=genes)
+    kept = filt["kept"].to_numpy()
+    if not kept.any():
+        raise OmicsInputError(f"{src} ({stimulus}): no gene passes the expression filter "
+                              f"(rule {cfg.filter_rule!r}, min fraction {cfg.min_expressed_fraction:.3f})")
+    if omics == "proteomics":
+        # detection does not depend on the normalisation, so vsn is fitted to the kept proteins
+        # only: proteins seen in a handful of wells make its likelihood degenerate
+        fit = vsn_fit(y[:, kept], lts_quantile=cfg.vsn_lts_quantile, subsample=cfg.vsn_subsample)
+        obs["vsn_offset"] = fit.offset
+        obs["vsn_log_scale"] = fit.log_scale
+        info.update(normalisation="vsn (arsinh with per-sample affine calibration, robust ML), glog2 scale",
+                    vsn_sigsq=fit.sigsq, vsn_hoffset=fit.hoffset, vsn_optimizer_status=fit.optimizer_status,
+                    vsn_rounds=fit.n_rounds, vsn_proteins_fitted=fit.n_fitted, vsn_evaluations=fit.n_evaluations)
+    if omics == "transcriptomics":
+        normalised = x[:, kept] if not kept.all() else x
+        normalised /= sf[:, None]  # x is no longer needed: normalise in place
+        normalised += cfg.log_pseudocount
+        np.log(normalised, out=normalised)
+        normalised /= np.log(cfg.log_base)
+        del x
+        corrected = remove_batch_effect(normalised, batch=plates, design=_design(obs, cfg.batch_design))
+        info["batch"] = "omics plate"
+    else:
+        normalised = fit.transform(y[:, kept])
+        corrected = remove_batch_effect(normalised, batch=plates, batch2=obs["tmt_batch"].to_numpy(),
+                                        design=_design(obs, cfg.batch_design), allow_nan=True, progress=progress)
+        info["batch"] = "omics plate + TMT multiplex"
+    info.update(batch_correction="limma removeBatchEffect (sum-to-zero contrasts)", batch_design=cfg.batch_design,
+                filter_rule=cfg.filter_rule, min_expressed_fraction=cfg.min_expressed_fraction,
+                n_genes=int(len(genes)), n_kept=int(kept.sum()))
+    var = raw.var.loc[kept].copy()
+    var["min_detected_fraction"] = filt["min_detected_fraction"].to_numpy()[kept]
+    var["max_detected_fraction"] = filt["max_detected_fraction"].to_numpy()[kept]
+    corrected32 = corrected.astype(np.float32)
+    raw32 = np.asarray(x_raw[:, kept] if not kept.all() else x_raw, dtype=np.float32)
+    adata = ad.AnnData(X=corrected32, obs=obs, var=var,
+                       layers={"raw": raw32, "normalised": normalised.astype(np.float32), "corrected": corrected32},
+                       uns={"preprocessing": info})
+    table = filt.reset_index().rename(columns={"index": "gene"})
+    table.insert(1, "symbol", raw.var["symbol"].to_numpy())
+    table.insert(0, "stimulus", stimulus)
+    table.insert(0, "omics", omics)
+    return adata, table
+
+
+@dataclass
+class OmicsSets:
+    """The preprocessed sets: ``data[(omics, stimulus)]`` AnnData, ``genes[(omics, stimulus)]`` table."""
+
+    data: dict[tuple[str, str], Any] = field(default_factory=dict)
+    genes: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+
+def preprocess_omics(raw: Mapping[str, Any], cfg: OmicsConfig = OmicsConfig(), progress: bool = True) -> OmicsSets:
+    """:func:`preprocess_set` for every omics layer in ``raw`` and every stimulus it holds."""
+    from tqdm.auto import tqdm
+
+    out = OmicsSets()
+    todo = [(o, s) for o in OMICS if o in raw for s in STIMULI if (raw[o].obs["cell_state"] == s).any()]
+    for o in OMICS:
+        if o not in raw:
+            out.notes.append(f"{o}: no raw table in data/OMICS_RAW, nothing to normalise")
+    for o, s in tqdm(todo, desc="omics sets", unit="set", disable=not progress):
+        out.data[(o, s)], out.genes[(o, s)] = preprocess_set(raw[o], o, s, cfg, progress=progress)
+    return out
+
+
+def gene_filter_summary(sets: OmicsSets) -> pd.DataFrame:
+    """Genes kept and filtered per set (one row per omics and stimulus)."""
+    rows = []
+    for (o, s), t in sets.genes.items():
+        info = sets.data[(o, s)].uns["preprocessing"]
+        rows.append({"omics": o, "stimulus": s, "wells": sets.data[(o, s)].n_obs,
+                     "plates": sets.data[(o, s)].obs["plate_barcode"].nunique(),
+                     "genes": len(t), "kept": int(t["kept"].sum()), "filtered": int((~t["kept"]).sum()),
+                     "kept_%": round(100 * t["kept"].mean(), 1), "rule": info["filter_rule"],
+                     "min_fraction": round(info["min_expressed_fraction"], 4)})
+    return pd.DataFrame(rows, columns=["omics", "stimulus", "wells", "plates", "genes", "kept", "filtered",
+                                       "kept_%", "rule", "min_fraction"])
+
+
+# --------------------------------------------------------------------------------------------
+# labels -> GT
+# --------------------------------------------------------------------------------------------
+@dataclass
+class GroundTruth:
+    """GT tables per set (``tables[(omics, stimulus)]``, bucket long format) and how they were made."""
+
+    tables: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    labels: dict[tuple[str, str], Labels] = field(default_factory=dict)
+    fold: pd.Series | None = None
+    note: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.tables)
+
+
+def _pairing_key(obs: pd.DataFrame) -> pd.Series:
+    return obs["omics_plate"].astype(str) if "omics_plate" in obs.columns else obs["plate_barcode"].astype(str)
+
+
+def check_pairing(metadata: pd.DataFrame, sets: OmicsSets, n_seeds: int) -> None:
+    """Check the imaging-omics plate pairing in ``metadata`` against the omics sets.
+
+    Every imaging plate must have one ``omics_plate``, one ``replicate`` in ``0..n_seeds-1`` and one
+    ``cell_state``, and its ``omics_plate`` must be an omics plate of that stimulus (matched against
+    the omics ``obs['omics_plate']`` when present, else ``obs['plate_barcode']``).
+    """
+    for col in PAIRING_COLUMNS:
+        if metadata[col].isna().any():
+            r = metadata.loc[metadata[col].isna()].iloc[0]
+            raise OmicsInputError(f"metadata.csv: missing {col!r} for plate {r['PLATE_ID']} well {r['well_id']}")
+    per_plate = metadata.groupby("PLATE_ID")[["omics_plate", "replicate", "cell_state"]].nunique()
+    for col in ("omics_plate", "replicate", "cell_state"):
+        bad = per_plate.index[per_plate[col] > 1]
+        if len(bad):
+            raise OmicsInputError(f"metadata.csv: imaging plate {bad[0]} has more than one {col!r}")
+    plates = metadata.drop_duplicates("PLATE_ID").set_index("PLATE_ID")
+    for plate, r in plates.iterrows():
+        rep = pd.to_numeric(pd.Series([r["replicate"]]), errors="coerce").iloc[0]
+        if not (pd.notna(rep) and float(rep).is_integer() and 0 <= rep < n_seeds):
+            raise OmicsInputError(f"metadata.csv: imaging plate {plate} has replicate {r['replicate']}; "
+                                  f"expected 0..{n_seeds - 1} (one per label seed)")
+        known = set()
+        for (o, s), a in sets.data.items():
+            if s == r["cell_state"]:
+                known |= set(_pairing_key(a.obs))
+        if known and str(r["omics_plate"]) not in known:
+            raise OmicsInputError(f"metadata.csv: imaging plate {plate} ({r['cell_state']}) pairs with omics plate "
+                                  f"{r['omics_plate']!r}, which is not among that stimulus's omics plates "
+                                  f"{sorted(known)}")
+
+
+def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig = OmicsConfig(),
+                       split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> GroundTruth:
+    """Labels of every set and the GT long tables of the imaging wells (fold = split 0).
+
+    Returns an empty :class:`GroundTruth` with a ``note`` when ``metadata`` lacks the pairing
+    columns (real data: their GT tables are given) or there are no omics sets.
+    """
+    from i2o_utils.evaluation.splits import split_perturbations
+
+    missing = [c for c in PAIRING_COLUMNS if c not in metadata.columns]
+    if missing:
+        return GroundTruth(note=f"metadata.csv has no {', '.join(missing)} column(s): the imaging plates are not "
+                                "paired with omics plates here, so no labels are computed and the GT tables in "
+                                "data/GT are left as they are (the real data ship them).")
+    if not sets:
+        return GroundTruth(note="no omics sets to label: data/GT is left as it is")
+    seeds = list(cfg.label_seeds)
+    check_pairing(metadata, sets, len(seeds))
+    fold = split_perturbations(metadata["target"].astype(str).unique(), seed=0, fractions=split_fractions)
+    gt = GroundTruth(fold=fold)
+    for (o, s), a in sets.data.items():
+        corrected = pd.DataFrame(a.layers["corrected"], index=a.obs_names, columns=a.var_names)
+        lab = compute_labels(corrected, a.obs["target"].to_numpy(), seeds, cfg.wells_per_label)
+        gt.labels[(o, s)] = lab
+        imaging = metadata.loc[metadata["cell_state"] == s]
+        gt.tables[(o, s)] = assign_labels(lab, imaging, seeds, fold)
+        a.uns["label_draws"] = lab.draws
+    gt.note = (f"labels: mean of {cfg.wells_per_label} omics wells drawn per (target, stimulus) with seeds "
+               f"{seeds} (imaging replicate r uses seed {seeds}[r]); fold = split 0 of the "
+               f"{len(fold)} perturbations ({', '.join(f'{k} {v}' for k, v in fold.value_counts().items())})")
+    return gt
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+def write_gt_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write one GT long table (bucket format) atomically; fast (pyarrow) for large tables."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    missing = [c for c in layout.GT_COLUMNS if c not in df.columns]
+    if missing:
+        raise OmicsInputError(f"{path}: GT table lacks column(s) {missing}")
+    cols = list(layout.GT_COLUMNS) + [c for c in df.columns if c not in layout.GT_COLUMNS]
+    table = pa.Table.from_pandas(df[cols], preserve_index=False)
+    with layout.atomic_path(path) as tmp:
+        try:  # unquoted like pandas' output; a value holding a comma or quote needs quoting
+            with open(tmp, "wb") as f:
+                f.write((",".join(cols) + "\n").encode())
+                pacsv.write_csv(table, f, write_options=pacsv.WriteOptions(include_header=False,
+                                                                           quoting_style="none"))
+        except pa.ArrowInvalid:
+            with open(tmp, "wb") as f:
+                f.write((",".join(cols) + "\n").encode())
+                pacsv.write_csv(table, f, write_options=pacsv.WriteOptions(include_header=False))
+    return Path(path)
+
+
+def may_write_gt(root: str | os.PathLike | None = None) -> tuple[bool, str]:
+    """GT tables are (re)written on a simulated screen or where none exist; real GT is never replaced."""
+    from i2o_utils.data.simulate import read_screen_info
+
+    bp = bucket_paths(root)
+    existing = sorted(bp["gt"].glob("*.csv")) if bp["gt"].exists() else []
+    info = read_screen_info(bp["root"])
+    if info is not None and info.get("source") == "simulated":
+        return True, "simulated screen: GT tables written from the label protocol"
+    if not existing:
+        return True, "no GT tables yet: written from the label protocol"
+    return False, f"{bp['gt']} already holds GT tables of non-simulated data: left unchanged"
+
+
+def write_outputs(sets: OmicsSets, gt: GroundTruth, out_dir: str | os.PathLike,
+                  root: str | os.PathLike | None = None) -> list[Path]:
+    """Write the sets (``{omics}_{stimulus}.h5ad``), gene tables (``genes_{omics}_{stimulus}.csv``)
+    to ``out_dir`` and the GT tables to ``data/GT`` (when :func:`may_write_gt` allows).
+
+    Every file is written to a temporary name and renamed; everything is computed before the first
+    write, so a failure leaves no half-written set.
+    """
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for (o, s), a in sets.data.items():
+        path = out_dir / f"{o}_{s}.h5ad"
+        a = a.copy()
+        if "label_draws" in a.uns:
+            a.uns["label_draws"] = a.uns["label_draws"].astype(str)
+        with layout.atomic_path(path) as tmp:
+            a.write_h5ad(tmp)
+        written.append(path)
+        table = sets.genes[(o, s)][["gene", "symbol", "kept", "reason", "n_plates_passed",
+                                    "min_detected_fraction", "max_detected_fraction"]]
+        written.append(layout.write_csv_atomic(table, out_dir / f"genes_{o}_{s}.csv"))
+    if gt:
+        ok, why = may_write_gt(root)
+        if ok:
+            written += write_gt_tables(gt, root)
+        else:
+            log.warning(why)
+    return written
+
+
+def write_gt_tables(gt: GroundTruth, root: str | os.PathLike | None = None) -> list[Path]:
+    """Write every GT table to ``data/GT`` (atomically, two at a time: pyarrow formats without the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(t, layout.gt_path(o, s, root)) for (o, s), t in gt.tables.items()]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1, 4))) as pool:
+        return list(pool.map(lambda job: write_gt_table(*job), jobs))
