@@ -1,0 +1,12 @@
+"""Evaluation of the predictions (paper: "Data splitting", "Metrics", Tables 1-4).
+
+* :mod:`~i2o_utils.evaluation.splits`: train/validation/test splits of the perturbations.
+* :mod:`~i2o_utils.evaluation.metrics`: SMAPE and r², vectorised over genes.
+* :mod:`~i2o_utils.evaluation.significance`: the one-sided tests against the mean predictor
+  (Mann–Whitney U, paired Wilcoxon), equal to scipy's per-gene results; Benjamini–Hochberg.
+* :mod:`~i2o_utils.evaluation.predictions`: readers of the prediction files and gene tables.
+* :mod:`~i2o_utils.evaluation.summaries`: per split, over splits, the fractions, the headline.
+* :mod:`~i2o_utils.evaluation.tables`: the paper's Tables 1-4.
+* :mod:`~i2o_utils.evaluation.truth`: recovery of the simulated screen's truth.
+* :mod:`~i2o_utils.evaluation.pipeline`: notebook 50 in a few calls.
+"""

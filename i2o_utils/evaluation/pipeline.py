@@ -1,0 +1,344 @@
+"""Notebook 50 in a few calls: load every input, evaluate, check, save.
+
+:func:`load_evaluation_inputs` gathers the predictions of every (omics, stimulus) that the
+fine-tuning step wrote, the gene tables of the omics step (denominators), the gene symbols,
+the screen's description and, on a simulated screen, the truth table.
+:func:`evaluate_screen` runs the per-gene evaluation and the aggregation over splits;
+:func:`save_evaluation` writes every table. The functions that turn results into sentences
+(:func:`evidence_markdown`, :func:`null_markdown`) keep the notebook free of logic.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from i2o_utils.config import OMICS, STIMULI
+from i2o_utils.data import layout
+from i2o_utils.evaluation.predictions import (
+    PredictionsMissing,
+    SplitPredictions,
+    attach_gt,
+    gene_table_path,
+    load_predictions,
+    predictions_dir,
+    read_gene_symbols,
+    read_gene_table,
+    read_screen_info,
+)
+from i2o_utils.evaluation.significance import TEST_LABELS, check_test
+from i2o_utils.evaluation.summaries import (
+    evaluate_splits,
+    null_by_shuffling,
+    predictability_fractions,
+    summarise_genes,
+)
+from i2o_utils.evaluation.truth import read_truth_genes, truth_path
+
+__all__ = ["EvaluationInputs", "EvaluationResult", "load_evaluation_inputs", "evaluate_screen",
+           "null_check", "compare_tests", "save_evaluation", "evidence_markdown", "null_markdown", "screen_label"]
+
+Key = tuple[str, str]
+
+
+def _span(values: list[int]) -> str:
+    lo, hi = min(values), max(values)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+@dataclass
+class EvaluationInputs:
+    """Everything the evaluation reads, per (omics, stimulus)."""
+
+    predictions: dict[Key, list[SplitPredictions]]
+    gene_tables: dict[Key, pd.DataFrame | None]
+    symbols: dict[str, pd.Series]
+    truth: pd.DataFrame | None
+    screen: dict
+    missing: list[Key] = field(default_factory=list)
+    gt_reports: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def overview(self) -> pd.DataFrame:
+        """One row per (omics, stimulus): splits, test wells per split, genes predicted and measured."""
+        rows = []
+        for (omics, stim), splits in self.predictions.items():
+            table = self.gene_tables.get((omics, stim))
+            wells = [s.n_wells for s in splits]
+            rows.append({
+                "omics": omics, "stimulus": stim, "splits": len(splits),
+                "test wells per split": _span(wells),
+                "test perturbations per split": _span([s.wells["target"].nunique() for s in splits]),
+                "genes predicted": splits[0].n_genes,
+                "genes measured (gene table)": len(table) if table is not None else np.nan,
+                "genes filtered": int((~table["kept"]).sum()) if table is not None else np.nan,
+            })
+        for omics, stim in self.missing:
+            rows.append({"omics": omics, "stimulus": stim, "splits": 0})
+        return pd.DataFrame(rows)
+
+    def truth_check(self) -> pd.DataFrame | None:
+        """Per split: predicted wells and genes missing from data/GT, and disagreements (None if unchecked)."""
+        if not self.gt_reports:
+            return None
+        return pd.DataFrame([{
+            "omics": r["omics"], "stimulus": r["stimulus"], "split": r["split"],
+            "wells missing from truth": len(r["wells_missing"]),
+            "genes missing from truth": len(r["genes_missing"]),
+            "values missing": r["n_cells_missing"], "values disagreeing": r["n_disagree"],
+            "examples": ", ".join((r["wells_missing"] + r["genes_missing"])[:3]),
+        } for r in self.gt_reports])
+
+
+def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = False,
+                           predictions_folder: str | os.PathLike | None = None,
+                           genes_folder: str | os.PathLike | None = None,
+                           data_root: str | os.PathLike | None = None) -> EvaluationInputs:
+    """Read the predictions, gene tables, symbols, screen description and truth.
+
+    Parameters
+    ----------
+    n_splits
+        Splits expected per (omics, stimulus); fewer found is noted (not an error), so a
+        partial run can still be evaluated and says so.
+    check_gt
+        Take the measured values from ``data/GT`` (the truth) and report predicted wells or
+        genes missing from it (:func:`~i2o_utils.evaluation.predictions.attach_gt`).
+
+    Raises
+    ------
+    PredictionsMissing
+        When no (omics, stimulus) has any prediction file.
+    """
+    folder = Path(predictions_folder) if predictions_folder is not None else predictions_dir()
+    preds: dict[Key, list[SplitPredictions]] = {}
+    tables: dict[Key, pd.DataFrame | None] = {}
+    missing: list[Key] = []
+    notes: list[str] = []
+    gt_reports: list[dict] = []
+    for omics in OMICS:
+        for stim in STIMULI:
+            try:
+                splits = load_predictions(omics, stim, folder)
+            except PredictionsMissing:
+                missing.append((omics, stim))
+                continue
+            if n_splits is not None and len(splits) < n_splits:
+                notes.append(f"{omics} {stim.upper()}: {len(splits)} of {n_splits} splits found")
+            path = gene_table_path(omics, stim, genes_folder)
+            if path.exists():
+                tables[(omics, stim)] = read_gene_table(path)
+            else:
+                tables[(omics, stim)] = None
+                notes.append(f"{omics} {stim.upper()}: no gene table ({path.name}); the denominator is "
+                             "the predicted genes only, filtered genes are not counted")
+            if check_gt:
+                gt_file = layout.gt_path(omics, stim, data_root)
+                if gt_file.exists():
+                    gt = layout.read_gt(gt_file)
+                    checked = []
+                    for s in splits:
+                        s2, report = attach_gt(s, gt)
+                        report.update(omics=omics, stimulus=stim)
+                        gt_reports.append(report)
+                        checked.append(s2)
+                    splits = checked
+                else:
+                    notes.append(f"{omics} {stim.upper()}: no GT table {gt_file}; measured values "
+                                 "taken from the prediction files")
+            preds[(omics, stim)] = splits
+    if not preds:
+        raise PredictionsMissing(f"{folder}: no prediction file at all; run the fine-tuning notebook first")
+    symbols = {o: read_gene_symbols(o, data_root) for o in {k[0] for k in preds}}
+    tpath = truth_path(data_root)
+    truth = read_truth_genes(tpath) if tpath.exists() else None
+    return EvaluationInputs(predictions=preds, gene_tables=tables, symbols=symbols, truth=truth,
+                            screen=read_screen_info(data_root), missing=missing, gt_reports=gt_reports,
+                            notes=notes)
+
+
+@dataclass
+class EvaluationResult:
+    """Per-split and per-gene results of every (omics, stimulus), and the fractions."""
+
+    test: str
+    alpha: float
+    fdr: float
+    per_split: pd.DataFrame
+    per_gene: pd.DataFrame
+    fractions: pd.DataFrame
+
+    @property
+    def test_label(self) -> str:
+        return TEST_LABELS[self.test]
+
+
+def evaluate_screen(inputs: EvaluationInputs, *, test: str = "mannwhitney", alpha: float = 0.05,
+                    fdr: float = 0.05, n_jobs: int = 1, progress: bool = True) -> EvaluationResult:
+    """Evaluate every (omics, stimulus) of ``inputs`` (per split, then over splits)."""
+    test = check_test(test)
+    per_split, per_gene = [], []
+    for key, splits in inputs.predictions.items():
+        ps = evaluate_splits(splits, test, n_jobs=n_jobs, progress=progress)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pg = summarise_genes(ps, inputs.gene_tables.get(key), alpha=alpha, fdr=fdr,
+                                 symbols=inputs.symbols.get(key[0]))
+        inputs.notes.extend(m for m in (str(w.message) for w in caught) if m not in inputs.notes)
+        per_split.append(ps)
+        per_gene.append(pg)
+    pg = pd.concat(per_gene, ignore_index=True)
+    return EvaluationResult(test=test, alpha=alpha, fdr=fdr, per_split=pd.concat(per_split, ignore_index=True),
+                            per_gene=pg, fractions=predictability_fractions(pg, fdr=fdr))
+
+
+def null_check(inputs: EvaluationInputs, *, test: str = "mannwhitney", alpha: float = 0.05,
+               fdr: float = 0.05, seed: int = 0, n_jobs: int = 1) -> pd.DataFrame:
+    """Fractions after shuffling the predictions across test wells (every (omics, stimulus))."""
+    parts = []
+    for key, splits in inputs.predictions.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, fr = null_by_shuffling(splits, inputs.gene_tables.get(key), test=test, alpha=alpha,
+                                      fdr=fdr, seed=seed, n_jobs=n_jobs)
+        parts.append(fr)
+    return pd.concat(parts, ignore_index=True)
+
+
+def compare_tests(inputs: EvaluationInputs, *, alpha: float = 0.05, fdr: float = 0.05,
+                  n_jobs: int = 1) -> pd.DataFrame:
+    """Both tests side by side: the paper's text (Mann–Whitney) and the released code (Wilcoxon).
+
+    One row per (omics, stimulus, test): percent significant with its interval, the BH count
+    and, on a simulated screen, precision and recall of the raw calls and the false-positive
+    rate of single split tests among non-visible genes.
+    """
+    from i2o_utils.evaluation.truth import truth_recovery
+
+    rows = []
+    for test in ("mannwhitney", "wilcoxon"):
+        res = evaluate_screen(inputs, test=test, alpha=alpha, fdr=fdr, n_jobs=n_jobs, progress=False)
+        fr = res.fractions[["omics", "stimulus", "test", "n_genes", "n_significant", "pct_significant",
+                            "pct_significant_lo", "pct_significant_hi", "n_significant_bh"]]
+        if inputs.truth is not None:
+            rec = truth_recovery(res.per_gene, inputs.truth, res.per_split)
+            rec = rec[rec["call"] == "raw"][["omics", "stimulus", "precision", "recall",
+                                             "split_tests_false_positive_rate"]]
+            fr = fr.merge(rec, on=["omics", "stimulus"], how="left")
+        rows.append(fr)
+    out = pd.concat(rows, ignore_index=True)
+    order = {k: i for i, k in enumerate((o, s) for o in OMICS for s in STIMULI)}
+    out["_order"] = [order.get(k, len(order)) for k in zip(out["omics"], out["stimulus"])]
+    out = out.sort_values(["_order", "test"], kind="mergesort", ignore_index=True).drop(columns="_order")
+    out["test"] = out["test"].map(TEST_LABELS)
+    return out
+
+
+def save_evaluation(out_dir: str | os.PathLike, result: EvaluationResult, **tables: pd.DataFrame | None) -> list[Path]:
+    """Write the per-gene (Parquet), per-split (Parquet) and fraction tables, and any ``tables``.
+
+    ``tables`` maps a file stem to a DataFrame (``None`` is skipped), written as CSV.
+    Every file is written atomically.
+    """
+    out_dir = Path(out_dir)
+    written = []
+    for name, df in (("per_gene", result.per_gene), ("per_split", result.per_split)):
+        path = out_dir / f"{name}.parquet"
+        with layout.atomic_path(path) as tmp:
+            df.to_parquet(tmp, index=False)
+        written.append(path)
+    written.append(layout.write_csv_atomic(result.fractions, out_dir / "fractions.csv"))
+    for stem, df in tables.items():
+        if df is not None:
+            written.append(layout.write_csv_atomic(df, out_dir / f"{stem}.csv"))
+    return written
+
+
+def evidence_markdown(conclusive: bool, messages: list[str], notes: list[str] | None = None) -> str:
+    """A short Markdown verdict: can this run's numbers be read as results, and why not."""
+    lines = []
+    if conclusive:
+        lines.append("**These numbers can be read as results** (enough test wells, genes and splits).")
+    else:
+        lines.append("**The data are too small to conclude.** The figures and tables below show that the "
+                     "evaluation runs; do not read the fractions as findings:")
+    lines += [f"- {m}" for m in messages]
+    if notes:
+        lines.append("")
+        lines.append("Input notes:")
+        lines += [f"- {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def null_markdown(screen: dict, result: EvaluationResult, null_fractions: pd.DataFrame) -> str:
+    """Markdown on calibration: the shuffled-prediction null and, on a null screen, the run itself."""
+    def row_text(r) -> str:
+        txt = (f"{r['omics']} {r['stimulus'].upper()}: {r['pct_significant']:.2f}% significant "
+               f"({r['n_significant']} of {r['n_genes']}), BH 5% FDR: {r['n_significant_bh']}")
+        if np.isfinite(r.get("pct_split_tests_below_alpha", np.nan)):
+            txt += (f"; single split tests with p < alpha: {r['pct_split_tests_below_alpha']:.1f}% "
+                    "(before the median over splits)")
+        return txt
+
+    def split_warning(fr: pd.DataFrame) -> list[str]:
+        rate = fr["pct_split_tests_below_alpha"] / 100
+        bad = fr[rate > 1.5 * result.alpha]
+        if bad.empty:
+            return []
+        return ["", f"**Single split tests reject far more often than alpha** (up to "
+                f"{100 * rate.max():.0f}% for alpha = {result.alpha}): the test treats the wells as "
+                "independent, but wells of one perturbation share their label; only the median over "
+                "splits brings the fraction down. Read fractions near alpha with care."]
+
+    lines = []
+    if screen.get("null"):
+        lines.append(f"**This is a null screen** (the images carry no signal about the omics): every "
+                     f"significant gene below is a false positive. Expected: at most alpha = {result.alpha} "
+                     "raw, and about 0 after Benjamini–Hochberg.")
+        fr = result.fractions.copy()
+        ps = result.per_split
+        fr["pct_split_tests_below_alpha"] = [
+            100.0 * float((g["pvalue"].dropna() < result.alpha).mean()) if g["pvalue"].notna().any() else np.nan
+            for g in (ps[(ps["omics"] == o) & (ps["stimulus"] == st)] for o, st in zip(fr["omics"], fr["stimulus"]))]
+        lines += [f"- {row_text(r)}" for _, r in fr.iterrows()]
+        margin = 3 * np.sqrt(result.alpha * (1 - result.alpha) / fr["n_tested"].clip(lower=1))
+        if (fr["pct_significant"] / 100 > result.alpha + margin).any():
+            lines.append("")
+            lines.append("**More genes are significant than alpha allows on a screen without signal:** "
+                         "the evaluation is not calibrated here, and its fractions on screens with "
+                         "signal overstate predictability.")
+        lines += split_warning(fr)
+        lines.append("")
+    lines.append(f"**Shuffled predictions** (each split's predictions permuted across its test wells, "
+                 f"{result.test_label}): the same evaluation on predictions that cannot know which well "
+                 f"they belong to. Expected: at most alpha = {result.alpha} raw, and about 0 after BH.")
+    lines += [f"- {row_text(r)}" for _, r in null_fractions.iterrows()]
+    if "pct_split_tests_below_alpha" in null_fractions:
+        lines += split_warning(null_fractions)
+    margin = 3 * np.sqrt(result.alpha * (1 - result.alpha) / null_fractions["n_tested"].clip(lower=1))
+    above = null_fractions[null_fractions["pct_significant"] / 100 > result.alpha + margin]
+    if len(above):
+        lines.append("")
+        lines.append("**The shuffled predictions are significant too often** in "
+                     + ", ".join(f"{o} {s.upper()}" for o, s in zip(above["omics"], above["stimulus"]))
+                     + ": the test wells there are too few or too alike (e.g. all of one perturbation, "
+                     "sharing one label) for shuffling to remove what the predictions know, so the "
+                     "check cannot tell whether the fractions above exceed chance.")
+    return "\n".join(lines)
+
+
+def screen_label(screen: dict) -> str:
+    """The data source in words, from SCREEN.json: e.g. 'simulated screen (seed 0, quick scale)'."""
+    src = str(screen.get("source", "unknown"))
+    if src == "simulated":
+        kind = "simulated null screen" if screen.get("null") else "simulated screen"
+        extra = [f"seed {screen['seed']}" if "seed" in screen else None,
+                 f"{screen['profile']} scale" if "profile" in screen else None]
+        extra = [e for e in extra if e]
+        return f"{kind} ({', '.join(extra)})" if extra else kind
+    return src + (" (null screen)" if screen.get("null") else "")

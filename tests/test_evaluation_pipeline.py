@@ -1,0 +1,124 @@
+"""Notebook 50's calls on a small results tree built here (predictions, gene tables, GT, truth)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_evaluation_predictions import make_prediction_file
+
+from i2o_utils.data import layout
+from i2o_utils.evaluation import pipeline
+from i2o_utils.evaluation.predictions import PredictionsMissing, gene_table_path, read_prediction_split
+from i2o_utils.evaluation.summaries import evidence_statement, headline_table
+from i2o_utils.evaluation.tables import paper_tables, table_files, tables_html
+from i2o_utils.evaluation.truth import truth_recovery
+
+GENES = tuple(f"G{i}" for i in range(12))
+
+
+@pytest.fixture()
+def roots(tmp_path, monkeypatch):
+    data, results = tmp_path / "data", tmp_path / "results"
+    monkeypatch.setenv("I2O_DATA_DIR", str(data))
+    monkeypatch.setenv("I2O_RESULTS_DIR", str(results))
+    folder = results / "40_finetune_omics" / "predictions"
+    for omics, stim in (("transcriptomics", "m1"), ("proteomics", "m2")):
+        for k in range(2):
+            make_prediction_file(folder, omics, stim, k, n_val=2, n_test=9, genes=GENES, seed=3)
+        table = pd.DataFrame({"gene": list(GENES) + ["LOW1", "LOW2"], "kept": [True] * 12 + [False] * 2,
+                              "reason": [""] * 12 + ["low expression"] * 2})
+        path = gene_table_path(omics, stim, results / "10_preprocess_omics")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)
+        # the truth: every well and gene of split 0 but the last gene
+        sp = read_prediction_split(folder / f"{omics}_{stim}_split00.h5ad")
+        rows = [(w.plate_barcode, w.well_id, g, "test", float(sp.measured[i, j]))
+                for i, w in enumerate(sp.wells.itertuples()) for j, g in enumerate(GENES[:-1])]
+        gt = pd.DataFrame(rows, columns=list(layout.GT_COLUMNS))
+        layout.write_gt(gt, layout.gt_path(omics, stim, data))
+    (data / "SCREEN.json").write_text(json.dumps({"source": "simulated", "profile": "smoke", "seed": 0,
+                                                  "null": False}))
+    (data / "simulation").mkdir()
+    pd.DataFrame({"omics": "transcriptomics", "gene": list(GENES),
+                  "kind": ["visible"] * 6 + ["noise"] * 6, "r2_expected": [0.5] * 6 + [0.0] * 6}
+                 ).to_csv(data / "simulation" / "truth_genes.csv", index=False)
+    return data, results
+
+
+def test_inputs_are_gathered_and_gaps_noted(roots):
+    inputs = pipeline.load_evaluation_inputs(n_splits=3, check_gt=True)
+    assert set(inputs.predictions) == {("transcriptomics", "m1"), ("proteomics", "m2")}
+    assert set(inputs.missing) == {("transcriptomics", "m2"), ("proteomics", "m1")}
+    assert any("2 of 3 splits" in n for n in inputs.notes)
+    ov = inputs.overview()
+    assert ov.loc[0, "genes measured (gene table)"] == 14 and ov.loc[0, "genes filtered"] == 2
+    check = inputs.truth_check()
+    assert (check["genes missing from truth"] == 1).all()
+    # the truth was written from split 0; split 1's file carries other measured values
+    assert check.set_index("split")["values disagreeing"].to_dict() == {0: 0, 1: 9 * 11}
+    assert pipeline.screen_label(inputs.screen) == "simulated screen (seed 0, smoke scale)"
+    assert inputs.truth is not None
+
+
+def test_evaluate_save_and_explain(roots):
+    data, results = roots
+    inputs = pipeline.load_evaluation_inputs(n_splits=2, check_gt=True)
+    result = pipeline.evaluate_screen(inputs, test="wilcoxon", progress=False)
+    pg = result.per_gene
+    assert len(pg) == 2 * 14  # filtered genes stay in
+    tm1 = pg[(pg["omics"] == "transcriptomics")].set_index("gene")
+    assert tm1.loc["LOW1", "category"] == "filtered (low/no expression)"
+    # the gene missing from the truth has no usable well in split 0: flagged, still counted
+    assert "no usable test well" in tm1.loc["G11", "flags"]
+    fr = result.fractions
+    assert (fr["n_genes"] == 14).all() and (fr["test"] == "wilcoxon").all()
+
+    ok, msgs = evidence_statement(fr, pg, profile="smoke", n_splits_expected=2)
+    text = pipeline.evidence_markdown(ok, msgs, inputs.notes)
+    assert not ok and "too small to conclude" in text
+
+    null = pipeline.null_check(inputs, test="wilcoxon")
+    assert len(null) == 2 and null["pct_split_tests_below_alpha"].between(0, 100).all()
+    both = pipeline.compare_tests(inputs)
+    assert len(both) == 4 and both["test"].str.contains("Mann–Whitney").sum() == 2
+    assert both["omics"].tolist() == ["transcriptomics"] * 2 + ["proteomics"] * 2
+    assert {"precision", "recall", "split_tests_false_positive_rate"} <= set(both.columns)
+    assert "Shuffled predictions" in pipeline.null_markdown(inputs.screen, result, null)
+    assert "null screen" in pipeline.null_markdown({"null": True}, result, null)
+    loose = null.assign(pct_split_tests_below_alpha=20.0)
+    assert "far more often than alpha" in pipeline.null_markdown({}, result, loose)
+    assert "far more often" not in pipeline.null_markdown({}, result, null.assign(pct_split_tests_below_alpha=4.0))
+
+    tabs = paper_tables(pg)
+    html = tables_html(tabs, pg)
+    assert "Table 1" in html and "Table 4" in html and "Wilcoxon" in html
+    out = results / "50_evaluate"
+    written = pipeline.save_evaluation(out, result, headline=headline_table(fr, "smoke", "simulated"),
+                                       truth_recovery=truth_recovery(pg, inputs.truth), null_shuffled=null,
+                                       absent=None, **table_files(tabs))
+    names = {p.name for p in written}
+    assert {"per_gene.parquet", "per_split.parquet", "fractions.csv", "headline.csv",
+            "truth_recovery.csv", "null_shuffled.csv", "table1_transcriptomics_m1.csv"} <= names
+    back = pd.read_parquet(out / "per_gene.parquet")
+    assert len(back) == len(pg) and {"p_median", "q", "r2_lo", "flags", "test"} <= set(back.columns)
+
+
+def test_no_predictions_at_all_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("I2O_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("I2O_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(PredictionsMissing, match="fine-tuning notebook"):
+        pipeline.load_evaluation_inputs()
+
+
+def test_without_gene_table_the_denominator_is_said_to_be_partial(roots):
+    data, results = roots
+    gene_table_path("proteomics", "m2", results / "10_preprocess_omics").unlink()
+    inputs = pipeline.load_evaluation_inputs()
+    assert inputs.gene_tables[("proteomics", "m2")] is None
+    assert any("no gene table" in n for n in inputs.notes)
+    result = pipeline.evaluate_screen(inputs, progress=False)
+    assert int(result.fractions.set_index("omics").loc["proteomics", "n_genes"]) == 12
+    assert np.isfinite(result.per_gene["p_median"]).any()
