@@ -163,3 +163,8 @@ def test_gt_round_trip_and_matrix(tmp_path):
     df.drop(columns="fold").to_csv(p, index=False)
     with pytest.raises(LayoutError, match="missing column.*fold"):
         layout.read_gt(p)
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    p = layout.write_csv_atomic(pd.DataFrame({"a": [1]}), tmp_path / "x.csv")
+    assert p.stat().st_mode & 0o044 == 0o044 or layout._UMASK & 0o044

@@ -47,6 +47,9 @@ METADATA_COLUMNS = ("well_id", "PLATE_ID", "target", "cell_state", "Column")
 IMAGE_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
 FOLDS = ("train", "val", "test")
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 _WELL_RE = re.compile(r"^\s*([A-Za-z])\s*0*(\d{1,2})\s*$")
 
 
@@ -112,6 +115,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual mode
         os.replace(tmp, path)
     finally:
         if tmp.exists():
