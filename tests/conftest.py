@@ -13,3 +13,14 @@ def smoke_screen(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke_screen")
     simulate_screen(root, profile="smoke", seed=0, progress=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny models run faster on one thread, and the test machine may be shared."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

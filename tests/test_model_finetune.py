@@ -16,12 +16,7 @@ from i2o_utils.model.finetune import (LabelError, align_labels, cache_tile_embed
                                       well_embeddings_cached, well_embeddings_uncached)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,7 @@ from i2o_utils.model.finetune import LabelError, cache_tile_embeddings
 from i2o_utils.model.predict import embedding_separation, finetune_and_predict, inference_embeddings
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

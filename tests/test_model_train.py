@@ -13,13 +13,7 @@ from i2o_utils.model.samplers import TripletBatchSampler, group_labels
 from i2o_utils.model.train import CHECKPOINT_NAME, load_backbone, pretrain
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread (and the machine may be shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_group_labels_by_perturbation_and_stimulus():

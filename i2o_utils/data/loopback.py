@@ -100,6 +100,10 @@ def s3_server(objects: Mapping[str, bytes] | None = None, bucket: str = "image2o
     server.start()
     url = f"http://{LOOPBACK}:{port}"
     try:
+        # moto keeps its buckets in process-wide state: start every server from an empty store
+        import requests
+
+        requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
         admin = boto3.client("s3", endpoint_url=url, aws_access_key_id="loopback",
                              aws_secret_access_key="loopback", region_name="us-east-1")
         admin.create_bucket(Bucket=bucket)
