@@ -118,6 +118,14 @@ def _find_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str]
     return None
 
 
+
+def _explicit_sample_columns(df: pd.DataFrame, sample_columns, path) -> list[str]:
+    """The sample columns a caller named, all of which must exist."""
+    missing = [c for c in sample_columns if c not in df.columns]
+    if missing:
+        raise OmicsImportError(f"{path}: sample column(s) {missing} not found; columns are {list(df.columns)[:30]}")
+    return list(sample_columns)
+
 def _numeric(df: pd.DataFrame, columns: Sequence[str], path) -> pd.DataFrame:
     out = {}
     for c in columns:
@@ -177,10 +185,7 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
         gcol = _find_column(df, gene_column, (), "gene id", path)
     scol = _find_column(df, symbol_column, SYMBOL_CANDIDATES, "gene symbol", path, required=symbol_column is not None)
     if sample_columns is not None:
-        missing = [c for c in sample_columns if c not in df.columns]
-        if missing:
-            raise OmicsImportError(f"{path}: sample column(s) {missing} not found; columns are {list(df.columns)[:30]}")
-        samples = list(sample_columns)
+        samples = _explicit_sample_columns(df, sample_columns, path)
     else:
         skip = {gcol, scol} | {c for c in df.columns if c.lower() in COUNT_ANNOTATION_COLUMNS}
         samples = []
@@ -253,10 +258,7 @@ def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = 
                                f"gene symbol column ({list(PROTEIN_SYMBOL_CANDIDATES)}) found; "
                                f"columns are {list(df.columns)[:30]}")
     if sample_columns is not None:
-        missing = [c for c in sample_columns if c not in df.columns]
-        if missing:
-            raise OmicsImportError(f"{path}: sample column(s) {missing} not found; columns are {list(df.columns)[:30]}")
-        samples = list(sample_columns)
+        samples = _explicit_sample_columns(df, sample_columns, path)
     else:
         prefixes = [intensity_prefix] if intensity_prefix else list(INTENSITY_PREFIXES)
         samples = []

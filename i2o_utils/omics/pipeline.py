@@ -125,21 +125,25 @@ def read_all_omics_raw(root: str | os.PathLike | None = None) -> dict[str, Any]:
     return {o: read_omics_raw(o, root) for o in OMICS if (folder / f"{o}.h5ad").exists()}
 
 
-def raw_summary(raw: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per (omics, stimulus) of the raw tables: plates, wells, genes, share of zeros."""
-    rows = []
+def _stimulus_sets(raw: Mapping[str, Any]):
+    """Yield (omics, stimulus, AnnData, well mask, values) for every set present in ``raw``."""
     for o, a in raw.items():
         for s in STIMULI:
             sel = (a.obs["cell_state"] == s).to_numpy()
-            if not sel.any():
-                continue
-            x = np.asarray(a.X[sel])
-            obs = a.obs.loc[sel]
-            rows.append({"omics": o, "stimulus": s, "plates": obs["plate_barcode"].nunique(),
-                         "wells": int(sel.sum()), "control_wells": int((obs["target"] == CONTROL).sum()),
-                         "targets": obs["target"].nunique(), "genes": a.n_vars,
-                         "zeros_%": round(100 * float((x == 0).mean()), 2),
-                         "tmt_batches": obs["tmt_batch"].nunique() if "tmt_batch" in obs.columns else 0})
+            if sel.any():
+                yield o, s, a, sel, np.asarray(a.X[sel])
+
+
+def raw_summary(raw: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per (omics, stimulus) of the raw tables: plates, wells, genes, share of zeros."""
+    rows = []
+    for o, s, a, sel, x in _stimulus_sets(raw):
+        obs = a.obs.loc[sel]
+        rows.append({"omics": o, "stimulus": s, "plates": obs["plate_barcode"].nunique(),
+                     "wells": int(sel.sum()), "control_wells": int((obs["target"] == CONTROL).sum()),
+                     "targets": obs["target"].nunique(), "genes": a.n_vars,
+                     "zeros_%": round(100 * float((x == 0).mean()), 2),
+                     "tmt_batches": obs["tmt_batch"].nunique() if "tmt_batch" in obs.columns else 0})
     return pd.DataFrame(rows, columns=["omics", "stimulus", "plates", "wells", "control_wells", "targets", "genes",
                                        "zeros_%", "tmt_batches"])
 
@@ -147,19 +151,14 @@ def raw_summary(raw: Mapping[str, Any]) -> pd.DataFrame:
 def compare_filter_rules(raw: Mapping[str, Any], cfg: OmicsConfig = OmicsConfig()) -> pd.DataFrame:
     """Genes kept under both readings of the paper's filter ("all" plates / "any" plate) per set."""
     rows = []
-    for o, a in raw.items():
-        for s in STIMULI:
-            sel = (a.obs["cell_state"] == s).to_numpy()
-            if not sel.any():
-                continue
-            x = np.asarray(a.X[sel])
-            detected = (x > 0) & np.isfinite(x)
-            plates = a.obs["plate_barcode"].to_numpy()[sel]
-            row = {"omics": o, "stimulus": s, "genes": a.n_vars}
-            for rule in ("all", "any"):
-                row[f"kept_{rule}"] = int(filter_low_expression(detected, plates, cfg.min_expressed_fraction,
-                                                                rule)["kept"].sum())
-            rows.append(row)
+    for o, s, a, sel, x in _stimulus_sets(raw):
+        detected = (x > 0) & np.isfinite(x)
+        plates = a.obs["plate_barcode"].to_numpy()[sel]
+        row = {"omics": o, "stimulus": s, "genes": a.n_vars}
+        for rule in ("all", "any"):
+            row[f"kept_{rule}"] = int(filter_low_expression(detected, plates, cfg.min_expressed_fraction,
+                                                            rule)["kept"].sum())
+        rows.append(row)
     return pd.DataFrame(rows, columns=["omics", "stimulus", "genes", "kept_all", "kept_any"])
 
 
