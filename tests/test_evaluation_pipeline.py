@@ -122,3 +122,11 @@ def test_without_gene_table_the_denominator_is_said_to_be_partial(roots):
     result = pipeline.evaluate_screen(inputs, progress=False)
     assert int(result.fractions.set_index("omics").loc["proteomics", "n_genes"]) == 12
     assert np.isfinite(result.per_gene["p_median"]).any()
+
+
+def test_truth_check_summary_sums_the_splits(roots):
+    inputs = pipeline.load_evaluation_inputs(n_splits=3, check_gt=True)
+    per_split, summary = inputs.truth_check(), inputs.truth_check_summary()
+    assert len(summary) == per_split.groupby(["omics", "stimulus"]).ngroups
+    assert summary["values disagreeing"].sum() == per_split["values disagreeing"].sum()
+    assert (summary["splits"] == per_split.groupby(["omics", "stimulus"], sort=False)["split"].nunique().values).all()

@@ -94,6 +94,17 @@ class EvaluationInputs:
             "examples": ", ".join((r["wells_missing"] + r["genes_missing"])[:3]),
         } for r in self.gt_reports])
 
+    def truth_check_summary(self) -> pd.DataFrame | None:
+        """:meth:`truth_check` summed over the splits: one row per (omics, stimulus)."""
+        check = self.truth_check()
+        if check is None:
+            return None
+        counts = ["wells missing from truth", "genes missing from truth", "values missing", "values disagreeing"]
+        out = check.groupby(["omics", "stimulus"], sort=False).agg(
+            splits=("split", "nunique"), **{c: (c, "sum") for c in counts},
+            examples=("examples", lambda e: ", ".join(x for x in e if x)[:80]))
+        return out.reset_index()
+
 
 def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = False,
                            predictions_folder: str | os.PathLike | None = None,
