@@ -116,6 +116,15 @@ def map_keys(state_dict: Mapping[str, torch.Tensor],
     return trunk, rest
 
 
+def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    """An ``nn.Linear`` holding the given weight (out x in) and bias."""
+    lin = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        lin.bias.copy_(bias)
+    return lin
+
+
 def build_authors_head(rest: Mapping[str, torch.Tensor]) -> nn.Sequential:
     """The authors' MLP head from its ``head.module.<i>`` and ``head.final`` tensors."""
     hidden: dict[int, dict[str, torch.Tensor]] = {}
@@ -142,19 +151,12 @@ def build_authors_head(rest: Mapping[str, torch.Tensor]) -> nn.Sequential:
         w = wb["weight"]
         if prev is not None and w.shape[1] != prev:
             raise CheckpointError(f"head.module.{i}.weight has {w.shape[1]} inputs, previous layer gives {prev}")
-        lin = nn.Linear(w.shape[1], w.shape[0])
-        with torch.no_grad():
-            lin.weight.copy_(w)
-            lin.bias.copy_(wb["bias"])
-        layers += [lin, nn.ReLU()]
+        layers += [_linear(w, wb["bias"]), nn.ReLU()]
         prev = w.shape[0]
     w = final["weight"]
     if prev is not None and w.shape[1] != prev:
         raise CheckpointError(f"head.final.weight has {w.shape[1]} inputs, the hidden layers give {prev}")
-    out = nn.Linear(w.shape[1], w.shape[0])
-    with torch.no_grad():
-        out.weight.copy_(w)
-        out.bias.copy_(final["bias"])
+    out = _linear(w, final["bias"])
     if not layers:
         # their final ReLU acts on the pooled features directly (non-negative already, kept for fidelity)
         layers.append(nn.ReLU())
