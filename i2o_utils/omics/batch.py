@@ -185,10 +185,8 @@ def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.einsum("gii->gi", L) / diag
         ok &= np.all(np.isfinite(ratio) & (ratio >= _FAST_PIVOT), axis=1)
-        if ok.any():
-            Lo = L[ok]
-            z = np.linalg.solve(Lo, rhs[ok][..., None])
-            out[:, s + np.flatnonzero(ok)] = np.linalg.solve(np.swapaxes(Lo, 1, 2), z)[..., 0].T
+        if ok.any():  # well conditioned (the Cholesky pivots say so): one LU solve per gene
+            out[:, s + np.flatnonzero(ok)] = np.linalg.solve(Gs[ok], rhs[ok][..., None])[..., 0].T
         for t in np.flatnonzero(~ok):
             g = gi[t]
             out[:, s + t] = _fit_one(X, Y[:, g], ~np.isnan(Y[:, g]), tol)
@@ -197,7 +195,7 @@ def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float
 
 def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariates: Any = None,
                         design: Any = None, allow_nan: bool = False, tol: float = ALIAS_TOL,
-                        progress: bool = False) -> np.ndarray | pd.DataFrame:
+                        progress: bool = False, out: np.ndarray | None = None) -> np.ndarray | pd.DataFrame:
     """Remove batch effects as R limma's ``removeBatchEffect`` (samples x genes).
 
     Parameters
@@ -217,6 +215,9 @@ def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariate
         Aliasing tolerance (R's ``lm.fit`` default 1e-7).
     progress
         Progress bar over genes with missing values.
+    out
+        A float64 array of ``x``'s shape to write the result into; it may be ``x`` itself (then
+        ``x`` is corrected in place and no second matrix is allocated). Arrays only.
 
     Returns
     -------
@@ -230,12 +231,18 @@ def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariate
         batch labels or design rows that do not match the samples, missing batch labels.
     """
     v, samples, genes = as_matrix(x, "x")
+    if out is not None and (samples is not None or not isinstance(out, np.ndarray) or out.shape != v.shape
+                            or out.dtype != np.float64):
+        raise OmicsInputError(f"remove_batch_effect: out must be a float64 array of shape {v.shape} "
+                              "(and x an array, not a DataFrame)")
     check_no_inf(v, "x", samples, genes, allow_nan=allow_nan)
     n = v.shape[0]
     D = _as_design(design, n, samples)
     Xb = batch_design(n, batch, batch2, covariates, samples)
+    if out is None:
+        out = np.empty_like(v)
     if Xb.shape[1] == 0:
-        out = v.copy()
+        out[...] = v
     else:
         X = np.column_stack([D, Xb])
         keep = estimable_columns(X, tol)
@@ -253,5 +260,6 @@ def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariate
                 bk[:, fit_idx] = _fit_missing(Xk, v, fit_idx, tol, progress=progress)
         beta[keep] = bk
         b_batch = beta[D.shape[1]:]
-        out = v - Xb @ b_batch
+        for j in range(0, v.shape[1], 4096):  # in blocks of genes: no second full-size matrix
+            np.subtract(v[:, j:j + 4096], Xb @ b_batch[:, j:j + 4096], out=out[:, j:j + 4096])
     return pd.DataFrame(out, index=samples, columns=genes) if samples is not None else out

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from i2o_utils.omics._checks import OmicsInputError, as_labels
+from i2o_utils.omics.gt import WellLabels
 
 
 @dataclass
@@ -145,8 +146,8 @@ def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], we
                   group_sizes={t: int(len(members[t])) for t in uniq})
 
 
-def assign_labels(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fold: pd.Series) -> pd.DataFrame:
-    """The GT long table of one set: each imaging well gets its group's label for its replicate's seed.
+def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fold: pd.Series) -> WellLabels:
+    """The GT table of one set, compact: each imaging well gets its group's label for its replicate's seed.
 
     Parameters
     ----------
@@ -161,10 +162,10 @@ def assign_labels(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], f
 
     Returns
     -------
-    pandas.DataFrame
-        ``plate_barcode, well_id, gene, fold, measured`` (imaging plate and well; categorical
-        columns), ordered by plate, well and gene. Imaging wells whose perturbation has no omics
-        wells get no rows.
+    WellLabels
+        Imaging wells ordered by plate, row and column (by plate and well id without ``ROW`` and
+        ``COLUMN``); :meth:`~WellLabels.frame` gives the long table, :meth:`~WellLabels.write_csv`
+        writes it. Imaging wells whose perturbation has no omics wells get no rows.
     """
     for col in ("PLATE_ID", "well_id", "target", "replicate"):
         if col not in imaging.columns:
@@ -189,21 +190,25 @@ def assign_labels(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], f
         raise OmicsInputError(f"no fold for target(s) {miss_fold[:5]}")
     wells = wells.sort_values(["PLATE_ID", "ROW", "COLUMN"] if {"ROW", "COLUMN"} <= set(wells.columns)
                               else ["PLATE_ID", "well_id"], kind="stable")
-    g = len(labels.genes)
-    vals = labels.values[wells["_s"].to_numpy(), wells["_t"].to_numpy()]  # (wells, genes)
+    n_targets = len(labels.targets)
+    table = pd.DataFrame({"plate_barcode": wells["PLATE_ID"].astype(str).to_numpy(),
+                          "well_id": wells["well_id"].astype(str).to_numpy(),
+                          "fold": fold.reindex(wells["target"].astype(str)).astype(str).to_numpy()})
+    return WellLabels(wells=table, label_index=wells["_s"].to_numpy() * n_targets + wells["_t"].to_numpy(),
+                      values=labels.values.reshape(-1, labels.values.shape[-1]), genes=labels.genes)
 
-    def per_well(values) -> pd.Categorical:  # categorical columns: tens of millions of rows at paper scale
-        c = pd.Categorical(np.asarray(values, dtype=str))
-        return pd.Categorical.from_codes(np.repeat(c.codes, g), categories=c.categories)
 
-    return pd.DataFrame({
-        "plate_barcode": per_well(wells["PLATE_ID"]),
-        "well_id": per_well(wells["well_id"]),
-        "gene": pd.Categorical.from_codes(np.tile(np.arange(g, dtype=np.int32), len(wells)),
-                                          categories=pd.Index(labels.genes, dtype=object)),
-        "fold": per_well(fold.reindex(wells["target"].astype(str)).to_numpy()),
-        "measured": vals.reshape(-1).astype(np.float32),
-    })
+def assign_labels(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fold: pd.Series) -> pd.DataFrame:
+    """The GT long table of one set (:func:`label_wells` expanded).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``plate_barcode, well_id, gene, fold, measured`` (imaging plate and well; categorical
+        columns), ordered by plate, well and gene. Imaging wells whose perturbation has no omics
+        wells get no rows.
+    """
+    return label_wells(labels, imaging, seeds, fold).frame()
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ Arrays are samples x genes, as in AnnData (DESeq2 works genes x samples).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -81,9 +82,10 @@ def median_of_ratios(k: np.ndarray, type: str = "ratio", samples=None) -> np.nda
             raise OmicsInputError(
                 "counts: every gene contains at least one zero, cannot compute log geometric means "
                 "(median-of-ratios needs genes counted in every sample; consider type='poscounts')")
-        logk = np.log(k[:, usable])
+        logk = _log_columns(k, np.flatnonzero(usable))
         logk -= logk.mean(axis=0)
-        return np.exp(np.median(logk, axis=1))
+        return np.exp(_row_medians(logk))
+    k = np.asarray(k, dtype=np.float64)
     log_geo = _log_geo_means(k, type)
     usable = np.isfinite(log_geo)
     if not usable.any():
@@ -100,6 +102,53 @@ def median_of_ratios(k: np.ndarray, type: str = "ratio", samples=None) -> np.nda
                               "geometric means")
     sf = np.exp(np.nanmedian(ratios, axis=1))
     return sf / np.exp(np.mean(np.log(sf)))
+
+
+_COMPILED_MIN_SIZE = 1_000_000
+"""Matrices with at least this many entries use the compiled (numba) kernels."""
+
+
+def _log_columns(k: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``log(k[:, cols])`` as float64 (``k`` >= 1 there)."""
+    if k.size < _COMPILED_MIN_SIZE:
+        return np.log(k[:, cols].astype(np.float64))
+    from i2o_utils.omics._kernels import log_columns
+
+    out = np.empty((k.shape[0], len(cols)))
+    log_columns(np.ascontiguousarray(k), cols.astype(np.int64), out)
+    return out
+
+
+def _row_medians(x: np.ndarray) -> np.ndarray:
+    if x.size < _COMPILED_MIN_SIZE:
+        return np.median(x, axis=1)
+    from i2o_utils.omics._kernels import row_medians
+
+    out = np.empty(x.shape[0])
+    row_medians(np.ascontiguousarray(x), out)
+    return out
+
+
+def log_normalised(k: np.ndarray, cols: np.ndarray, factors: np.ndarray, pseudocount: float = 1.0,
+                   base: float = 2.0) -> np.ndarray:
+    """``log_base(k[:, cols] / factors + pseudocount)`` as float64, in one pass over ``k``.
+
+    ``k`` are checked counts (samples x genes, any float or integer type), ``cols`` the genes to
+    keep, ``factors`` one size factor per sample (finite, > 0).
+    """
+    if not pseudocount >= np.finfo(np.float64).tiny:
+        raise OmicsInputError(f"log transform: pseudocount must be > 0, got {pseudocount}")
+    if not base > 0 or base == 1:
+        raise OmicsInputError(f"log transform: base must be > 0 and != 1, got {base}")
+    cols = np.asarray(cols, dtype=np.int64)
+    factors = np.asarray(factors, dtype=np.float64)
+    if k.size < _COMPILED_MIN_SIZE:
+        return np.log(k[:, cols] / factors[:, None] + pseudocount) / np.log(base)
+    from i2o_utils.omics._kernels import log_normalise
+
+    out = np.empty((k.shape[0], len(cols)))
+    log_normalise(np.ascontiguousarray(k), cols, factors, float(pseudocount), 1.0 / math.log(base), out)
+    return out
 
 
 def normalize_counts(counts: Any, factors: Any | None = None, type: str = "ratio") -> np.ndarray | pd.DataFrame:

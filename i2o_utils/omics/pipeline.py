@@ -35,8 +35,9 @@ from i2o_utils.data import layout
 from i2o_utils.omics._checks import OmicsInputError, check_counts, check_no_empty_samples, check_no_inf
 from i2o_utils.omics.batch import remove_batch_effect
 from i2o_utils.omics.filter import filter_low_expression
-from i2o_utils.omics.labels import Labels, assign_labels, compute_labels
-from i2o_utils.omics.normalise import median_of_ratios
+from i2o_utils.omics.gt import WellLabels
+from i2o_utils.omics.labels import Labels, compute_labels, label_wells
+from i2o_utils.omics.normalise import log_normalised, median_of_ratios
 from i2o_utils.omics.vsn import vsn_fit
 from i2o_utils.paths import bucket_paths
 
@@ -179,6 +180,19 @@ def _design(obs: pd.DataFrame, kind: str) -> np.ndarray | None:
     raise OmicsInputError(f"batch_design must be 'intercept' or 'target', got {kind!r}")
 
 
+def _take_columns32(x: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``x[:, cols]`` as float32 (no copy when that is all of ``x`` and already float32)."""
+    if len(cols) == x.shape[1]:
+        return np.asarray(x, dtype=np.float32)
+    if x.size < 1_000_000:
+        return np.asarray(x[:, cols], dtype=np.float32)
+    from i2o_utils.omics._kernels import take_columns
+
+    out = np.empty((x.shape[0], len(cols)), dtype=np.float32)
+    take_columns(np.ascontiguousarray(x), cols.astype(np.int64), out)
+    return out
+
+
 def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfig(), progress: bool = False):
     """Filter, normalise and batch-correct one (omics, stimulus) set.
 
@@ -207,12 +221,12 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     if not sel.any():
         raise OmicsInputError(f"{src}: no wells with cell_state {stimulus!r}")
     obs = raw.obs.loc[sel].copy()
-    x_raw = raw.X[sel]
-    x = np.asarray(x_raw, dtype=np.float64)
+    x_raw = np.asarray(raw.X[sel])
     samples, genes = obs.index, raw.var_names
     plates = obs["plate_barcode"].to_numpy()
     info: dict[str, Any] = {"omics": omics, "stimulus": stimulus}
     if omics == "transcriptomics":
+        x = x_raw if x_raw.dtype.kind == "f" else x_raw.astype(np.float64)  # counts: float32 holds them exactly
         check_counts(x, f"{src} ({stimulus})", samples, genes)
         detected = x > 0
         sf = median_of_ratios(x, cfg.size_factor_type, samples)
@@ -221,6 +235,7 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
                                   f"log{cfg.log_base:g}(normalised + {cfg.log_pseudocount:g})",
                     n_genes_in_geometric_means=int(detected.all(axis=0).sum()))
     elif omics == "proteomics":
+        x = np.asarray(x_raw, dtype=np.float64)
         check_no_inf(x, f"{src} ({stimulus})", samples, genes, allow_nan=True)
         if (x < 0).any():
             i, j = np.argwhere(x < 0)[0]
@@ -245,19 +260,19 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
         info.update(normalisation="vsn (arsinh with per-sample affine calibration, robust ML), glog2 scale",
                     vsn_sigsq=fit.sigsq, vsn_hoffset=fit.hoffset, vsn_optimizer_status=fit.optimizer_status,
                     vsn_rounds=fit.n_rounds, vsn_proteins_fitted=fit.n_fitted, vsn_evaluations=fit.n_evaluations)
+    kept_idx = np.flatnonzero(kept)
     if omics == "transcriptomics":
-        normalised = x[:, kept] if not kept.all() else x
-        normalised /= sf[:, None]  # x is no longer needed: normalise in place
-        normalised += cfg.log_pseudocount
-        np.log(normalised, out=normalised)
-        normalised /= np.log(cfg.log_base)
         del x
-        corrected = remove_batch_effect(normalised, batch=plates, design=_design(obs, cfg.batch_design))
+        values = log_normalised(x_raw, kept_idx, sf, cfg.log_pseudocount, cfg.log_base)
+        normalised32 = values.astype(np.float32)
+        remove_batch_effect(values, batch=plates, design=_design(obs, cfg.batch_design), out=values)
         info["batch"] = "omics plate"
     else:
-        normalised = fit.transform(y[:, kept])
-        corrected = remove_batch_effect(normalised, batch=plates, batch2=obs["tmt_batch"].to_numpy(),
-                                        design=_design(obs, cfg.batch_design), allow_nan=True, progress=progress)
+        values = fit.transform(y[:, kept] if not kept.all() else y)
+        del x, y
+        normalised32 = values.astype(np.float32)
+        remove_batch_effect(values, batch=plates, batch2=obs["tmt_batch"].to_numpy(),
+                            design=_design(obs, cfg.batch_design), allow_nan=True, progress=progress, out=values)
         info["batch"] = "omics plate + TMT multiplex"
     info.update(batch_correction="limma removeBatchEffect (sum-to-zero contrasts)", batch_design=cfg.batch_design,
                 filter_rule=cfg.filter_rule, min_expressed_fraction=cfg.min_expressed_fraction,
@@ -265,10 +280,11 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     var = raw.var.loc[kept].copy()
     var["min_detected_fraction"] = filt["min_detected_fraction"].to_numpy()[kept]
     var["max_detected_fraction"] = filt["max_detected_fraction"].to_numpy()[kept]
-    corrected32 = corrected.astype(np.float32)
-    raw32 = np.asarray(x_raw[:, kept] if not kept.all() else x_raw, dtype=np.float32)
+    corrected32 = values.astype(np.float32)
+    del values
+    raw32 = _take_columns32(x_raw, kept_idx)
     adata = ad.AnnData(X=corrected32, obs=obs, var=var,
-                       layers={"raw": raw32, "normalised": normalised.astype(np.float32), "corrected": corrected32},
+                       layers={"raw": raw32, "normalised": normalised32, "corrected": corrected32},
                        uns={"preprocessing": info})
     table = filt.reset_index().rename(columns={"index": "gene"})
     table.insert(1, "symbol", raw.var["symbol"].to_numpy())
@@ -322,9 +338,10 @@ def gene_filter_summary(sets: OmicsSets) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class GroundTruth:
-    """GT tables per set (``tables[(omics, stimulus)]``, bucket long format) and how they were made."""
+    """GT tables per set (``tables[(omics, stimulus)]``, compact; ``.frame()`` is the bucket's long
+    format) and how they were made."""
 
-    tables: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    tables: dict[tuple[str, str], WellLabels] = field(default_factory=dict)
     labels: dict[tuple[str, str], Labels] = field(default_factory=dict)
     fold: pd.Series | None = None
     note: str = ""
@@ -394,7 +411,7 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
         lab = compute_labels(corrected, a.obs["target"].to_numpy(), seeds, cfg.wells_per_label)
         gt.labels[(o, s)] = lab
         imaging = metadata.loc[metadata["cell_state"] == s]
-        gt.tables[(o, s)] = assign_labels(lab, imaging, seeds, fold)
+        gt.tables[(o, s)] = label_wells(lab, imaging, seeds, fold)
         a.uns["label_draws"] = lab.draws
     gt.note = (f"labels: mean of {cfg.wells_per_label} omics wells drawn per (target, stimulus) with seeds "
                f"{seeds} (imaging replicate r uses seed {seeds}[r]); fold = split 0 of the "
@@ -405,29 +422,6 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
 # --------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------
-def write_gt_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write one GT long table (bucket format) atomically; fast (pyarrow) for large tables."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    missing = [c for c in layout.GT_COLUMNS if c not in df.columns]
-    if missing:
-        raise OmicsInputError(f"{path}: GT table lacks column(s) {missing}")
-    cols = list(layout.GT_COLUMNS) + [c for c in df.columns if c not in layout.GT_COLUMNS]
-    table = pa.Table.from_pandas(df[cols], preserve_index=False)
-    with layout.atomic_path(path) as tmp:
-        try:  # unquoted like pandas' output; a value holding a comma or quote needs quoting
-            with open(tmp, "wb") as f:
-                f.write((",".join(cols) + "\n").encode())
-                pacsv.write_csv(table, f, write_options=pacsv.WriteOptions(include_header=False,
-                                                                           quoting_style="none"))
-        except pa.ArrowInvalid:
-            with open(tmp, "wb") as f:
-                f.write((",".join(cols) + "\n").encode())
-                pacsv.write_csv(table, f, write_options=pacsv.WriteOptions(include_header=False))
-    return Path(path)
-
-
 def may_write_gt(root: str | os.PathLike | None = None) -> tuple[bool, str]:
     """GT tables are (re)written on a simulated screen or where none exist; real GT is never replaced."""
     from i2o_utils.data.simulate import read_screen_info
@@ -443,39 +437,58 @@ def may_write_gt(root: str | os.PathLike | None = None) -> tuple[bool, str]:
 
 
 def write_outputs(sets: OmicsSets, gt: GroundTruth, out_dir: str | os.PathLike,
-                  root: str | os.PathLike | None = None) -> list[Path]:
+                  root: str | os.PathLike | None = None, progress: bool = False) -> list[Path]:
     """Write the sets (``{omics}_{stimulus}.h5ad``), gene tables (``genes_{omics}_{stimulus}.csv``)
     to ``out_dir`` and the GT tables to ``data/GT`` (when :func:`may_write_gt` allows).
 
     Every file is written to a temporary name and renamed; everything is computed before the first
-    write, so a failure leaves no half-written set.
+    write, so a failure leaves no half-written set. See :func:`write_set` for the ``.h5ad`` files.
     """
     out_dir = Path(out_dir)
     written: list[Path] = []
     for (o, s), a in sets.data.items():
-        path = out_dir / f"{o}_{s}.h5ad"
-        a = a.copy()
-        if "label_draws" in a.uns:
-            a.uns["label_draws"] = a.uns["label_draws"].astype(str)
-        with layout.atomic_path(path) as tmp:
-            a.write_h5ad(tmp)
-        written.append(path)
+        written.append(write_set(a, out_dir / f"{o}_{s}.h5ad"))
         table = sets.genes[(o, s)][["gene", "symbol", "kept", "reason", "n_plates_passed",
                                     "min_detected_fraction", "max_detected_fraction"]]
         written.append(layout.write_csv_atomic(table, out_dir / f"genes_{o}_{s}.csv"))
     if gt:
         ok, why = may_write_gt(root)
         if ok:
-            written += write_gt_tables(gt, root)
+            written += write_gt_tables(gt, root, progress=progress)
         else:
             log.warning(why)
     return written
 
 
-def write_gt_tables(gt: GroundTruth, root: str | os.PathLike | None = None) -> list[Path]:
-    """Write every GT table to ``data/GT`` (atomically, two at a time: pyarrow formats without the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
+def write_set(adata, path: str | os.PathLike) -> Path:
+    """Write one preprocessed set as ``.h5ad``, atomically.
 
-    jobs = [(t, layout.gt_path(o, s, root)) for (o, s), t in gt.tables.items()]
-    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1, 4))) as pool:
-        return list(pool.map(lambda job: write_gt_table(*job), jobs))
+    ``X`` and the layer ``corrected`` hold the same values, so the file stores them once: the
+    layer is an HDF5 hard link to ``X`` (``anndata.read_h5ad`` reads it as a layer like any other).
+    """
+    import h5py
+
+    path = Path(path)
+    uns, layers = dict(adata.uns), dict(adata.layers)
+    share = "corrected" in layers and layers["corrected"] is adata.X
+    try:  # the set is changed for the write only and restored after it
+        if "label_draws" in adata.uns:
+            adata.uns["label_draws"] = adata.uns["label_draws"].astype(str)
+        if share:
+            del adata.layers["corrected"]
+        with layout.atomic_path(path) as tmp:
+            adata.write_h5ad(tmp)
+            if share:
+                with h5py.File(tmp, "r+") as f:
+                    f["layers"]["corrected"] = f["X"]
+    finally:
+        adata.uns.clear()
+        adata.uns.update(uns)
+        for k, v in layers.items():
+            adata.layers[k] = v
+    return path
+
+
+def write_gt_tables(gt: GroundTruth, root: str | os.PathLike | None = None, progress: bool = False) -> list[Path]:
+    """Write every GT table to ``data/GT`` (atomically; see :meth:`WellLabels.write_csv`)."""
+    return [t.write_csv(layout.gt_path(o, s, root), progress=progress) for (o, s), t in gt.tables.items()]

@@ -141,110 +141,80 @@ def _terms_numpy(y: np.ndarray, a: np.ndarray, eb: np.ndarray):
     return jac, sums, mu
 
 
-_NUMBA_KERNELS = None
+def _n_threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
 
 
 def _numba_kernels():
-    global _NUMBA_KERNELS
-    if _NUMBA_KERNELS is None:
-        from numba import njit, prange
+    """The compiled likelihood kernels (pass1, pass2, transform, column mean/variance)."""
+    from i2o_utils.omics import _kernels as K
 
-        @njit(parallel=True, cache=True)
-        def pass1(y, a, eb, h, jac):  # pragma: no cover - compiled
-            # h = arsinh(Y), jac = sum of log(sqrt(1 + Y^2)); the logs of the Jacobian are taken of
-            # products of 8 factors (each >= 1 and far below 1e38 for intensities), 8x fewer logs
-            n, g = y.shape
-            for i in prange(n):
-                s = 0.0
-                prod = 1.0
-                cnt = 0
-                ai = a[i]
-                ei = eb[i]
-                for k in range(g):
-                    v = y[i, k]
-                    if v != v:
-                        h[i, k] = 0.0
-                        continue
-                    Y = ei * v + ai
-                    q = math.sqrt(1.0 + Y * Y)
-                    h[i, k] = math.log(Y + q) if Y >= 0 else -math.log(q - Y)
-                    prod *= q
-                    cnt += 1
-                    if cnt == 8:
-                        s += math.log(prod)
-                        prod = 1.0
-                        cnt = 0
-                jac[i] = s + math.log(prod)
-
-        @njit(parallel=True, cache=True, fastmath={"reassoc", "contract", "arcp"})
-        def pass2(y, a, eb, h, mu, out):  # pragma: no cover - compiled
-            # branch-free (selects instead of a NaN test) so that the loop vectorises
-            n, g = y.shape
-            for i in prange(n):
-                ssq = 0.0
-                s1 = 0.0
-                s2 = 0.0
-                s3 = 0.0
-                s4 = 0.0
-                s5 = 0.0
-                s6 = 0.0
-                s7 = 0.0
-                ai = a[i]
-                ei = eb[i]
-                for k in range(g):
-                    v = y[i, k]
-                    ok = v == v
-                    vv = v if ok else 0.0
-                    Y = ei * vv + ai
-                    aa = 1.0 / (1.0 + Y * Y)
-                    aa = aa if ok else 0.0
-                    A = math.sqrt(aa)
-                    r = h[i, k] - mu[k]
-                    r = r if ok else 0.0
-                    aay = aa * Y
-                    ssq += r * r
-                    s1 += r * A
-                    s2 += aay
-                    s3 += r * A * vv
-                    s4 += aay * vv
-                    s5 += aa
-                    s6 += aa * vv
-                    s7 += aa * vv * vv
-                out[i, 0] = ssq
-                out[i, 1] = s1
-                out[i, 2] = s2
-                out[i, 3] = s3
-                out[i, 4] = s4
-                out[i, 5] = s5
-                out[i, 6] = s6
-                out[i, 7] = s7
-
-        @njit(parallel=True, cache=True)
-        def trsf(y, a, eb, h):  # pragma: no cover - compiled
-            n, g = y.shape
-            for i in prange(n):
-                for k in range(g):
-                    v = y[i, k]
-                    if v != v:
-                        h[i, k] = np.nan
-                        continue
-                    Y = eb[i] * v + a[i]
-                    q = math.sqrt(1.0 + Y * Y)
-                    h[i, k] = math.log(Y + q) if Y >= 0 else -math.log(q - Y)
-
-        _NUMBA_KERNELS = (pass1, pass2, trsf)
-    return _NUMBA_KERNELS
+    return K.vsn_pass1, K.vsn_pass2, K.arsinh_affine, K.column_mean_var
 
 
-def _terms_numba(y: np.ndarray, a: np.ndarray, eb: np.ndarray, n_obs_gene: np.ndarray):
-    pass1, pass2, _ = _numba_kernels()
-    h = np.empty_like(y)
-    jac = np.empty(y.shape[0])
-    pass1(y, a, eb, h, jac)
-    mu = h.sum(axis=0) / n_obs_gene
-    sums = np.empty((y.shape[0], 8))
-    pass2(y, a, eb, h, mu, sums)
-    return jac, sums, mu  # pass1 sums log(sqrt(1 + Y^2)) = log(1 + Y^2) / 2
+class _Data:
+    """An intensity matrix with what every likelihood evaluation on it reuses: the counts of
+    observed values and, for the compiled engine, the work arrays (a fresh samples x proteins
+    array at every evaluation costs about as much as computing it).
+
+    ``cols`` takes those columns of ``y``; ``buffers`` (two flat float64 arrays of at least
+    ``y.size``) are reused for the copy and the work array, so that the rounds of the trimmed
+    fit do not allocate.
+    """
+
+    def __init__(self, y: np.ndarray, engine: str = "auto", cols: np.ndarray | None = None,
+                 buffers: tuple[np.ndarray, np.ndarray] | None = None):
+        if engine not in ("auto", "numpy", "numba"):
+            raise OmicsInputError(f"vsn: engine must be 'auto', 'numpy' or 'numba', got {engine!r}")
+        shape = (y.shape[0], y.shape[1] if cols is None else len(cols))
+        if buffers is not None and cols is not None:
+            self.y = buffers[0][:shape[0] * shape[1]].reshape(shape)
+            from i2o_utils.omics._kernels import take_columns
+
+            take_columns(np.ascontiguousarray(y, dtype=np.float64), np.asarray(cols, dtype=np.int64), self.y)
+        else:
+            self.y = np.ascontiguousarray(y if cols is None else y[:, cols], dtype=np.float64)
+        obs = ~np.isnan(self.y)
+        self.n_obs_sample = obs.sum(axis=1)
+        self.n_obs_gene = obs.sum(axis=0)
+        self.numba = engine == "numba" or (engine == "auto" and self.y.size >= _NUMBA_MIN_SIZE)
+        self._h = buffers[1][:self.y.size].reshape(shape) if buffers is not None else None
+
+    def _buffer(self) -> np.ndarray:
+        if self._h is None:
+            self._h = np.empty_like(self.y)
+        return self._h
+
+    def terms(self, a: np.ndarray, eb: np.ndarray):
+        """(Jacobian term per sample, the 8 sums per sample, mu per protein)."""
+        if not self.numba:
+            return _terms_numpy(self.y, a, eb)
+        pass1, pass2, _, _ = _numba_kernels()
+        h = self._buffer()
+        jac = np.empty(self.y.shape[0])
+        colsum = np.empty((min(self.y.shape[0], 4 * _n_threads()), self.y.shape[1]))
+        pass1(self.y, a, eb, h, jac, colsum)
+        mu = colsum.sum(axis=0) / self.n_obs_gene
+        sums = np.empty((self.y.shape[0], 8))
+        pass2(self.y, a, eb, h, mu, sums)
+        return jac, sums, mu
+
+    def gene_mean_var(self, a: np.ndarray, eb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per protein, mean and variance (denominator n - 1) of the transformed observed values."""
+        if not self.numba:
+            hy = np.arcsinh(eb[:, None] * self.y + a[:, None])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                hmean = np.nanmean(hy, axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return hmean, np.nansum((hy - hmean) ** 2, axis=0) / (self.n_obs_gene - 1)
+        h = self._buffer()
+        _numba_kernels()[2](self.y, a, eb, h)
+        mean, var = np.empty(h.shape[1]), np.empty(h.shape[1])
+        _numba_kernels()[3](h, self.n_obs_gene, mean, var)
+        return mean, var
 
 
 def _arsinh_affine(y: np.ndarray, a: np.ndarray, eb: np.ndarray) -> np.ndarray:
@@ -255,15 +225,11 @@ def _arsinh_affine(y: np.ndarray, a: np.ndarray, eb: np.ndarray) -> np.ndarray:
     return np.arcsinh(eb[:, None] * y + a[:, None])
 
 
-def _evaluate(y: np.ndarray, offset: np.ndarray, log_scale: np.ndarray, engine: str):
+def _evaluate(d: _Data, offset: np.ndarray, log_scale: np.ndarray):
     """(nll, gradient, mu, sigsq, curvature blocks (h_aa, h_ab, h_bb) per sample)."""
     eb = np.exp(log_scale)
-    n_obs_sample = (~np.isnan(y)).sum(axis=1)
-    use_numba = engine == "numba" or (engine == "auto" and y.size >= _NUMBA_MIN_SIZE)
-    if use_numba:
-        jac, sums, mu = _terms_numba(y, offset, eb, (~np.isnan(y)).sum(axis=0))
-    else:
-        jac, sums, mu = _terms_numpy(y, offset, eb)
+    n_obs_sample = d.n_obs_sample
+    jac, sums, mu = d.terms(offset, eb)
     ntot = float(n_obs_sample.sum())
     sigsq = sums[:, 0].sum() / ntot
     nll = ntot / 2 * math.log(2 * math.pi * sigsq) + ntot / 2 - float((n_obs_sample * log_scale).sum()) \
@@ -292,7 +258,7 @@ def negative_profile_loglik(y: np.ndarray, offset: np.ndarray, log_scale: np.nda
     (nll, grad, mu, sigsq)
         ``grad`` is ``[d/da_1..d/da_n, d/db_1..d/db_n]`` (the vignette's equations).
     """
-    nll, grad, mu, sigsq, _ = _evaluate(y, offset, log_scale, engine)
+    nll, grad, mu, sigsq, _ = _evaluate(_Data(y, engine), offset, log_scale)
     return nll, grad, mu, sigsq
 
 
@@ -307,23 +273,23 @@ def _rank_slices(hmean: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(breaks, r, side="left"), 1, N_SLICES)
 
 
-def _fit_ml_r(y: np.ndarray, p0: np.ndarray, factr: float, pgtol: float, maxit: int, engine: str):
+def _fit_ml_r(d: _Data, p0: np.ndarray, factr: float, pgtol: float, maxit: int):
     """R's ``vsnML``: L-BFGS-B on the raw parameters (memory 5, offsets free, log scales in [-100, 100]).
 
     Returns ``(p, status, mu, sigsq, n_evaluations)``.
     """
-    n = y.shape[0]
+    n = d.y.shape[0]
     n_eval = 0
 
     def fun(q):
         nonlocal n_eval
         n_eval += 1
-        nll, g, _, _, _ = _evaluate(y, q[:n], q[n:], engine)
+        nll, g, _, _, _ = _evaluate(d, q[:n], q[n:])
         return nll, g
 
     res = minimize(fun, p0, jac=True, method="L-BFGS-B", bounds=[(None, None)] * n + [(-100.0, 100.0)] * n,
                    options={"maxiter": maxit, "maxcor": 5, "ftol": factr * np.finfo(float).eps, "gtol": pgtol})
-    _, _, mu, sigsq, _ = _evaluate(y, res.x[:n], res.x[n:], engine)
+    _, _, mu, sigsq, _ = _evaluate(d, res.x[:n], res.x[n:])
     return res.x, int(res.status), mu, sigsq, n_eval + 1
 
 
@@ -340,7 +306,7 @@ def _probe_output(probe: np.ndarray, p: np.ndarray) -> np.ndarray:
     return np.arcsinh(np.exp(b)[:, None] * probe + a[:, None]) / math.log(2) - b.mean() / math.log(2)
 
 
-def _fit_ml_whitened(y: np.ndarray, p0: np.ndarray, factr: float, pgtol: float, maxit: int, engine: str,
+def _fit_ml_whitened(d: _Data, p0: np.ndarray, factr: float, pgtol: float, maxit: int,
                      xtol_output: float = 1e-5, iter_per_restart: int = 100, window: int = 5):
     """Minimise the negative profile log-likelihood in whitened coordinates (see the module notes).
 
@@ -353,18 +319,18 @@ def _fit_ml_whitened(y: np.ndarray, p0: np.ndarray, factr: float, pgtol: float, 
     Returns ``(p, status, mu, sigsq, n_evaluations)``; status 0 converged, 1 iteration limit,
     2 line search found no further decrease.
     """
-    n = y.shape[0]
+    n = d.y.shape[0]
     n_eval = 0
 
     def evaluate(q):
         nonlocal n_eval
         n_eval += 1
-        return _evaluate(y, q[:n], q[n:], engine)
+        return _evaluate(d, q[:n], q[n:])
 
     E = np.zeros((2 * n, 2))
     E[:n, 0] = 1.0
     E[n:, 1] = 1.0
-    probe = _output_probe(y)
+    probe = _output_probe(d.y)
     p = p0.astype(np.float64).copy()
     iters, status = 0, 1
     while iters < maxit:
@@ -468,7 +434,7 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
     if len(observed) <= MIN_PROTEINS:
         raise OmicsInputError(f"vsn: {len(observed)} proteins observed in at least {min_observed} samples; more "
                               f"than {MIN_PROTEINS} are needed for a reliable fit (R vsn's minDataPointsPerStratum)")
-    y = np.ascontiguousarray(v[:, observed])
+    y = np.ascontiguousarray(v if len(observed) == g else v[:, observed])
     check_no_empty_samples(~np.isnan(y), "intensities (proteins used for the vsn fit)", samples)
     if optimizer == "r":
         p = np.concatenate([np.zeros(n), np.ones(n)])
@@ -480,26 +446,25 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
         p = np.concatenate([np.zeros(n), -np.log(med)])
     else:
         raise OmicsInputError(f"vsn: optimizer must be 'r' or 'whitened', got {optimizer!r}")
+    full = _Data(y, engine)
+    buffers = (np.empty(y.size), full._buffer().reshape(-1)) if full.numba else None
     whsel = np.arange(y.shape[1])
     prev_sel = None
     status, mu_sel, sigsq, rounds, n_eval = 0, None, float("nan"), 0, 0
     for rounds in range(1, n_rounds + 1):
         if prev_sel is None or not np.array_equal(whsel, prev_sel) or optimizer == "r":
-            ys = y if rounds == 1 else np.ascontiguousarray(y[:, whsel])
+            d = full if rounds == 1 or len(whsel) == y.shape[1] else _Data(y, engine, whsel, buffers)
             if optimizer == "r":
-                p, status, mu_sel, sigsq, k = _fit_ml_r(ys, p, factr, pgtol, maxit, engine)
+                p, status, mu_sel, sigsq, k = _fit_ml_r(d, p, factr, pgtol, maxit)
             else:
-                p, status, mu_sel, sigsq, k = _fit_ml_whitened(ys, p, factr, pgtol, maxit, engine, xtol_output)
+                p, status, mu_sel, sigsq, k = _fit_ml_whitened(d, p, factr, pgtol, maxit, xtol_output)
             n_eval += k
             fitted_idx = whsel
+            del d
         if abs(lts_quantile - 1) < math.sqrt(np.finfo(float).eps) or rounds == n_rounds:
             break  # (R computes the next selection after the last round too, and discards it)
         prev_sel = whsel
-        hy = _arsinh_affine(y, p[:n], np.exp(p[n:]))
-        nobs = (~np.isnan(hy)).sum(axis=0)
-        hmean = np.nanmean(hy, axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rvar = np.nansum((hy - hmean) ** 2, axis=0) / (nobs - 1)
+        hmean, rvar = full.gene_mean_var(p[:n], np.exp(p[n:]))
         slice_ = _rank_slices(hmean)
         keep = slice_ == 1
         for s in range(1, N_SLICES + 1):
