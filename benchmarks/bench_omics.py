@@ -110,7 +110,6 @@ def run_pipeline(root: str, out: str, profile: str = "paper") -> dict:
     from i2o_utils import omics
     from i2o_utils.config import get_profile
     from i2o_utils.data import layout
-    from i2o_utils.omics.pipeline import write_gt_tables
     from i2o_utils.paths import bucket_paths
 
     cfg = get_profile(profile)
@@ -126,10 +125,8 @@ def run_pipeline(root: str, out: str, profile: str = "paper") -> dict:
     del raw
     gt = omics.build_ground_truth(sets, metadata, cfg.omics, cfg.evaluation.split_fractions)
     clock.lap("labels and GT tables")
-    written = omics.write_outputs(sets, omics.GroundTruth(), out, root)
-    clock.lap("write sets (.h5ad) and gene tables")
-    written += write_gt_tables(gt, root)
-    clock.lap("write GT tables (CSV)")
+    written = omics.write_outputs(sets, gt, out, root)
+    clock.lap("write sets (.h5ad), gene and GT tables")
     vsn = {f"{o} {s}": {k: v for k, v in a.uns["preprocessing"].items() if k.startswith("vsn_")}
            for (o, s), a in sets.data.items() if o == "proteomics"}
     return {"steps": clock.steps, "peak_rss_mib": peak_rss_mib(),

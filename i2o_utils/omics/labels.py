@@ -93,9 +93,11 @@ def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], we
     if isinstance(values, pd.DataFrame):
         samples = list(values.index) if samples is None else list(samples)
         genes = list(values.columns) if genes is None else list(genes)
-        x = values.to_numpy(dtype=np.float64)
+        x = values.to_numpy()
     else:
-        x = np.asarray(values, dtype=np.float64)
+        x = np.asarray(values)
+    if x.dtype not in (np.float32, np.float64):  # float32 stays: means are taken in float64 below
+        x = x.astype(np.float64)
     if x.ndim != 2:
         raise OmicsInputError(f"label values: expected wells x genes, got shape {x.shape}")
     if np.isinf(x).any():
@@ -112,10 +114,12 @@ def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], we
         raise OmicsInputError(f"wells_per_label must be >= 1, got {wells_per_label}")
     uniq = sorted(set(tg))
     members = {t: np.flatnonzero(tg == t) for t in uniq}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are handled below
-        gene_min = np.nanmin(x, axis=0)
-        group_mean = np.stack([np.nanmean(x[members[t]], axis=0) for t in uniq])
+    gene_min = None  # the fallbacks, computed when a label needs them
+
+    def nan_quiet(f, *args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are handled below
+            return f(*args, **kwargs)
     out = np.empty((len(seeds), len(uniq), g))
     draws = []
     n_group = n_min = 0
@@ -125,17 +129,19 @@ def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], we
             idx = members[t]
             pick = idx[rng.choice(len(idx), size=min(wells_per_label, len(idx)), replace=False)]
             draws.extend((int(seed), t, samples[i]) for i in pick)
-            sub = x[pick]
+            sub = x[pick].astype(np.float64)
             obs = ~np.isnan(sub)
             cnt = obs.sum(axis=0)
             lab = np.where(cnt > 0, np.where(obs, sub, 0.0).sum(axis=0) / np.maximum(cnt, 1), np.nan)
             miss = np.isnan(lab)
             if miss.any():
-                fill = group_mean[ti]
+                fill = nan_quiet(np.nanmean, x[idx], axis=0, dtype=np.float64)
                 use_min = miss & np.isnan(fill)
+                if use_min.any() and gene_min is None:
+                    gene_min = nan_quiet(np.nanmin, x, axis=0).astype(np.float64)
                 n_group += int((miss & ~use_min).sum())
                 n_min += int(use_min.sum())
-                lab = np.where(miss, np.where(use_min, gene_min, fill), lab)
+                lab = np.where(miss, np.where(use_min, gene_min if use_min.any() else 0.0, fill), lab)
             out[si, ti] = lab
     if np.isnan(out).any():
         j = int(np.flatnonzero(np.isnan(out).any(axis=(0, 1)))[0])
