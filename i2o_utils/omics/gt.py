@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from i2o_utils.data.layout import GT_COLUMNS, atomic_path
 from i2o_utils.omics._checks import OmicsInputError
 
-GT_COLUMNS = ("plate_barcode", "well_id", "gene", "fold", "measured")
 _CHUNK_BYTES = 64 << 20
 
 
@@ -105,8 +105,6 @@ class WellLabels:
         does so for tables over 256 MiB where the file system supports it, else writes normally.
         """
         from tqdm.auto import tqdm
-
-        from i2o_utils.data.layout import atomic_path
 
         path = Path(path)
         n_genes = len(self.genes)
@@ -203,7 +201,6 @@ class _Sink:
             self.buffers[s] = _aligned(need + _ALIGN)
         buf = self.buffers[s]
         buf[:c] = np.frombuffer(self.carry, np.uint8)
-        self._n = n
         return buf[c:c + n + 8]  # 8 bytes of slack: the kernel copies in blocks of 8
 
     def commit(self, n: int) -> None:
