@@ -7,6 +7,7 @@ kernel against NumPy directly) on the same data.
 import anndata as ad
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 
 from i2o_utils.omics import OmicsInputError, remove_batch_effect, vsn_fit
@@ -95,3 +96,133 @@ def test_written_set_stores_corrected_once(tmp_path):
     assert set(b.layers) == {"raw", "normalised", "corrected"}
     np.testing.assert_array_equal(b.layers["corrected"], x)
     np.testing.assert_array_equal(b.X, x)
+
+
+@pytest.mark.parametrize("fault, message", [
+    (None, None), ("nan", "NaN value in sample 's7', gene 'g901' \\(2 non-finite"),
+    ("inf", "infinite value in sample 's7', gene 'g901'"), ("neg", "negative count -3 in sample 's7', gene 'g901'"),
+    ("frac", "non-integer count 2.5 in sample 's7', gene 'g901'"), ("empty", "all-zero .*sample.*'s9'")])
+def test_compiled_count_check_gives_the_numpy_checks_errors(fault, message, monkeypatch):
+    from i2o_utils.omics import _checks
+
+    rng = np.random.default_rng(7)
+    k = rng.poisson(3, (20, 60_000)).astype(np.float32)
+    assert k.size >= _checks._COMPILED_MIN_SIZE
+    samples = pd.Index([f"s{i}" for i in range(20)])
+    genes = pd.Index([f"g{j}" for j in range(60_000)])
+    if fault == "nan":
+        k[7, 901] = k[12, 5] = np.nan  # the first in row-major order is named, both are counted
+    elif fault in ("inf", "neg", "frac"):
+        k[7, 901] = {"inf": np.inf, "neg": -3, "frac": 2.5}[fault]
+        k[2, 7] = {"inf": -1, "neg": 0.5, "frac": 0.5}[fault]  # an earlier fault of a later-checked kind
+        if fault == "frac":
+            k[2, 7] = 3
+    elif fault == "empty":
+        k[9] = 0
+    for threshold in (_checks._COMPILED_MIN_SIZE, k.size + 1):  # compiled, then NumPy
+        monkeypatch.setattr(_checks, "_COMPILED_MIN_SIZE", threshold)
+        if message is None:
+            _checks.check_counts(k, "counts", samples, genes)
+        else:
+            with pytest.raises(OmicsInputError, match=message):
+                _checks.check_counts(k, "counts", samples, genes)
+
+
+def test_counts_normalised_and_corrected_block_by_block_equal_the_whole_matrix():
+    from i2o_utils.config import OmicsConfig
+    from i2o_utils.omics import pipeline
+
+    rng = np.random.default_rng(8)
+    k = rng.poisson(rng.lognormal(2, 1, 10_500), (60, 10_500)).astype(np.float32)
+    kept = np.flatnonzero(rng.random(10_500) < 0.95)
+    assert len(kept) > 2 * pipeline._GENE_BLOCK  # several blocks, the last one partial
+    sf = rng.lognormal(0, 0.2, 60)
+    plates = np.repeat(["p1", "p2", "p3"], 20)
+    norm, corr = pipeline._normalise_and_correct_counts(k, kept, sf, plates, None, OmicsConfig())
+    whole = log_normalised(k, kept, sf, 1.0, 2.0)
+    np.testing.assert_array_equal(norm, whole.astype(np.float32))
+    np.testing.assert_allclose(corr, remove_batch_effect(whole, batch=plates), rtol=0, atol=2e-6)
+    assert norm.dtype == corr.dtype == np.float32
+
+
+def test_rows_of_one_stimulus_are_a_view_when_consecutive():
+    from i2o_utils.omics.pipeline import _rows
+
+    x = np.arange(40.0).reshape(10, 4)
+    sel = np.zeros(10, bool)
+    sel[3:7] = True
+    v = _rows(x, sel)
+    assert np.shares_memory(v, x) and np.array_equal(v, x[sel])
+    sel[8] = True
+    c = _rows(x, sel)
+    assert not np.shares_memory(c, x) and np.array_equal(c, x[sel])
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_set_written_past_the_page_cache_reads_back_as_anndata_wrote_it(tmp_path, direct):
+    import pandas as pd
+
+    rng = np.random.default_rng(9)
+    x = rng.random((300, 2000)).astype(np.float32)  # 2.4 MB per matrix: the direct path
+    obs = pd.DataFrame({"target": rng.choice(["NT", "KO1"], 300)}, index=[f"s{i}" for i in range(300)])
+    a = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(2000)]),
+                   layers={"raw": np.round(x * 100), "normalised": x + 1, "corrected": x,
+                           "mask": (x > 0.5).astype(np.uint8)},  # 600 kB: written by h5py itself
+                   uns={"preprocessing": {"omics": "proteomics"}, "label_draws": np.array([[1, 2], [3, 4]])})
+    ref = tmp_path / "anndata.h5ad"
+    a.copy().write_h5ad(ref)
+    write_set(a, tmp_path / "s.h5ad", direct=direct)
+    got, expect = ad.read_h5ad(tmp_path / "s.h5ad"), ad.read_h5ad(ref)
+    np.testing.assert_array_equal(got.X, expect.X)
+    for name in ("raw", "normalised", "corrected", "mask"):
+        np.testing.assert_array_equal(got.layers[name], expect.layers[name])
+    pd.testing.assert_frame_equal(got.obs, expect.obs)
+    pd.testing.assert_frame_equal(got.var, expect.var)
+    assert got.uns["preprocessing"] == {"omics": "proteomics"}
+    np.testing.assert_array_equal(got.uns["label_draws"], [["1", "2"], ["3", "4"]])
+    assert a.uns["label_draws"].dtype.kind == "i"  # the set itself is left as it was
+    with h5py.File(tmp_path / "s.h5ad") as f:
+        assert f["X"].id.get_offset() % 4096 == 0 and f["layers/raw"].id.get_offset() % 4096 == 0
+
+
+def test_array_writes_fall_back_when_direct_io_is_refused(tmp_path, monkeypatch):
+    import os
+
+    from i2o_utils.omics import _io
+
+    rng = np.random.default_rng(10)
+    arrays = [rng.integers(0, 255, n, dtype=np.uint8) for n in (3 * 4096 * 300 + 17, 5000, 2 << 20)]
+    offsets = [4096, 4096 * 400, 4096 * 410 + 8]  # the last one unaligned: written normally
+    size = offsets[-1] + arrays[-1].nbytes
+    expect = np.zeros(size, np.uint8)
+    for o, a in zip(offsets, arrays):
+        expect[o:o + a.nbytes] = a
+    for refuse in ("open", "write", None):
+        path = tmp_path / f"f_{refuse}.bin"
+        path.write_bytes(bytes(size))
+        real_open, real_pwrite = os.open, os.pwrite
+        direct_fds = set()
+
+        def fake_open(p, flags, *args):
+            if flags & getattr(os, "O_DIRECT", 0):
+                if refuse == "open":
+                    raise OSError(22, "Invalid argument")
+                fd = real_open(p, flags, *args)
+                direct_fds.add(fd)
+                return fd
+            return real_open(p, flags, *args)
+
+        def fake_pwrite(fd, data, offset):
+            if fd in direct_fds and refuse == "write":
+                raise OSError(22, "Invalid argument")
+            return real_pwrite(fd, data, offset)
+
+        monkeypatch.setattr(os, "open", fake_open)
+        monkeypatch.setattr(os, "pwrite", fake_pwrite)
+        try:
+            used = _io.write_arrays_at(path, list(zip(offsets, arrays)), bounce_bytes=1 << 20)
+        finally:
+            monkeypatch.undo()
+        assert np.array_equal(np.fromfile(path, np.uint8), expect), refuse
+        if refuse is not None:
+            assert used is False

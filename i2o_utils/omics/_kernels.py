@@ -172,21 +172,68 @@ def column_mean_var(h, nobs, mean, var):  # pragma: no cover - compiled
 # --------------------------------------------------------------------------------------------
 # transcriptomics
 # --------------------------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def scan_counts(x, out):  # pragma: no cover - compiled
+    """Per row of a count matrix: ``out[i] = (first non-finite column, number of non-finite
+    values, first negative column, first non-integer column, 1 if any value > 0)``, -1 where
+    there is none. One pass, no temporary arrays."""
+    n, g = x.shape
+    for i in prange(n):
+        first_bad = -1
+        n_bad = 0
+        first_neg = -1
+        first_frac = -1
+        pos = 0
+        for k in range(g):
+            v = np.float64(x[i, k])
+            if v - v != 0.0:  # NaN or inf
+                n_bad += 1
+                if first_bad < 0:
+                    first_bad = k
+            elif v < 0.0:
+                if first_neg < 0:
+                    first_neg = k
+            elif v != math.floor(v):
+                if first_frac < 0:
+                    first_frac = k
+            if v > 0.0:
+                pos = 1
+        out[i, 0] = first_bad
+        out[i, 1] = n_bad
+        out[i, 2] = first_neg
+        out[i, 3] = first_frac
+        out[i, 4] = pos
+
+
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
-def log_columns(x, cols, out):  # pragma: no cover - compiled
-    """``out[:, j] = log(x[:, cols[j]])`` (values >= 1: counts in every sample)."""
+def log_column_means(x, cols, out):  # pragma: no cover - compiled
+    """``out[j]`` = mean over rows of ``log(x[:, cols[j]])`` (values >= 1: genes counted in every
+    sample); blocks of columns in parallel."""
+    n = x.shape[0]
+    m = cols.shape[0]
+    width = 256
+    for b in prange((m + width - 1) // width):
+        j0 = b * width
+        j1 = min(m, j0 + width)
+        acc = np.zeros(j1 - j0)
+        for i in range(n):
+            for j in range(j0, j1):
+                acc[j - j0] += flog(np.float64(x[i, cols[j]]))
+        for j in range(j0, j1):
+            out[j] = acc[j - j0] / n
+
+
+@njit(parallel=True, cache=True, fastmath=_FLAGS)
+def log_ratio_medians(x, cols, means, out):  # pragma: no cover - compiled
+    """``out[i]`` = median over ``j`` of ``log(x[i, cols[j]]) - means[j]`` (DESeq2's log ratios to
+    the geometric means), one row at a time: no samples x genes temporary."""
     n = x.shape[0]
     m = cols.shape[0]
     for i in prange(n):
+        r = np.empty(m)
         for j in range(m):
-            out[i, j] = flog(np.float64(x[i, cols[j]]))
-
-
-@njit(parallel=True, cache=True)
-def row_medians(x, out):  # pragma: no cover - compiled
-    """Median of every row."""
-    for i in prange(x.shape[0]):
-        out[i] = np.median(x[i])
+            r[j] = flog(np.float64(x[i, cols[j]])) - means[j]
+        out[i] = np.median(r)
 
 
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
@@ -231,17 +278,19 @@ def _copy(out, p, src, s, n, end):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, parallel=True, cache=True)
-def gt_rows(out, starts, lab, fold, pre, pre_off, gm, gm_off, val, val_off, n_genes):  # pragma: no cover
+def gt_rows(out, starts, lab, fold, pre, pre_off, gm, gm_off, val, val_row, val_len, n_genes):  # pragma: no cover
     """Rows of wells ``starts``: row ``g`` of well ``w`` is ``pre[w] + gm[fold[w], g] + val[lab[w], g]``
-    and a line feed, from concatenated strings and their offsets. The sources need 8 bytes of
-    padding at their end."""
+    and a line feed. ``pre`` and ``gm`` are concatenated strings with offsets; the texts of label
+    ``l`` follow one another from ``val[val_row[l]]``, ``val_len[l, g]`` bytes each. The sources
+    need 8 bytes of padding at their end."""
     for w in prange(len(lab)):
         p = starts[w]
         end = starts[w + 1]
         p0 = pre_off[w]
         plen = pre_off[w + 1] - p0
         f = fold[w]
-        base = lab[w] * n_genes
+        lw = lab[w]
+        v = val_row[lw]
         for g in range(n_genes):
             _copy(out, p, pre, p0, plen, end)
             p += plen
@@ -249,9 +298,242 @@ def gt_rows(out, starts, lab, fold, pre, pre_off, gm, gm_off, val, val_off, n_ge
             e = gm_off[f, g + 1]
             _copy(out, p, gm, s, e - s, end)
             p += e - s
-            s = val_off[base + g]
-            e = val_off[base + g + 1]
-            _copy(out, p, val, s, e - s, end)
-            p += e - s
+            n = np.int64(val_len[lw, g])
+            _copy(out, p, val, v, n, end)
+            p += n
+            v += n
             out[np.uint64(p)] = 10
             p += 1
+
+
+# --------------------------------------------------------------------------------------------
+# float32 -> shortest text (the GT values)
+# --------------------------------------------------------------------------------------------
+# Ryu (Ulf Adams, "Ryu: fast float-to-string conversion", PLDI 2018; f2s.c of the reference code,
+# Apache-2.0 / Boost): the shortest decimal that reads back to the same float32, the closest to
+# it where several are equally short. All products fit in signed 64-bit integers (the mantissa
+# times 4 has at most 26 bits; the table entries at most 61), so no unsigned arithmetic is needed.
+_F32_POW5_INV_BITCOUNT = 59
+_F32_POW5_BITCOUNT = 61
+
+
+def _pow5bits(e: int) -> int:
+    return ((e * 1217359) >> 19) + 1
+
+
+_F32_POW5_INV_SPLIT = np.array([(1 << (_pow5bits(i) - 1 + _F32_POW5_INV_BITCOUNT)) // 5**i + 1 for i in range(32)],
+                               dtype=np.int64)
+_F32_POW5_SPLIT = np.array([5**i >> (_pow5bits(i) - _F32_POW5_BITCOUNT) if _pow5bits(i) >= _F32_POW5_BITCOUNT
+                            else 5**i << (_F32_POW5_BITCOUNT - _pow5bits(i)) for i in range(49)], dtype=np.int64)
+
+
+@njit(inline="always")
+def _mul_shift(m, factor, shift):  # pragma: no cover - compiled
+    lo = factor & 0xFFFFFFFF
+    hi = factor >> 32
+    return (((m * lo) >> 32) + m * hi) >> (shift - 32)
+
+
+@njit(inline="always")
+def _pow5_factor(v):  # pragma: no cover - compiled
+    count = 0
+    while v % 5 == 0:
+        v //= 5
+        count += 1
+    return count
+
+
+@njit(inline="always")
+def _shortest_f32(bits, inv_split, split):  # pragma: no cover - compiled
+    """(decimal digits as an integer, power of ten) of the positive finite float32 with these
+    bits (sign bit clear, not zero)."""
+    mant = bits & 0x7FFFFF
+    expo = (bits >> 23) & 0xFF
+    if expo == 0:
+        e2 = 1 - 127 - 23 - 2
+        m2 = mant
+    else:
+        e2 = expo - 127 - 23 - 2
+        m2 = (1 << 23) | mant
+    accept = (m2 & 1) == 0
+    mv = 4 * m2
+    mp = 4 * m2 + 2
+    mm_shift = 1 if (mant != 0 or expo <= 1) else 0
+    mm = 4 * m2 - 1 - mm_shift
+    vm_tz = False
+    vr_tz = False
+    last = 0
+    if e2 >= 0:
+        q = (e2 * 78913) >> 18
+        e10 = q
+        k = _F32_POW5_INV_BITCOUNT + ((q * 1217359) >> 19) + 1 - 1
+        i = -e2 + q + k
+        vr = _mul_shift(mv, inv_split[q], i)
+        vp = _mul_shift(mp, inv_split[q], i)
+        vm = _mul_shift(mm, inv_split[q], i)
+        if q != 0 and (vp - 1) // 10 <= vm // 10:
+            l = _F32_POW5_INV_BITCOUNT + (((q - 1) * 1217359) >> 19) + 1 - 1
+            last = _mul_shift(mv, inv_split[q - 1], -e2 + q - 1 + l) % 10
+        if q <= 9:
+            if mv % 5 == 0:
+                vr_tz = _pow5_factor(mv) >= q
+            elif accept:
+                vm_tz = _pow5_factor(mm) >= q
+            else:
+                vp -= 1 if _pow5_factor(mp) >= q else 0
+    else:
+        q = ((-e2) * 732923) >> 20
+        e10 = q + e2
+        i = -e2 - q
+        k = ((i * 1217359) >> 19) + 1 - _F32_POW5_BITCOUNT
+        j = q - k
+        vr = _mul_shift(mv, split[i], j)
+        vp = _mul_shift(mp, split[i], j)
+        vm = _mul_shift(mm, split[i], j)
+        if q != 0 and (vp - 1) // 10 <= vm // 10:
+            j = q - 1 - ((((i + 1) * 1217359) >> 19) + 1 - _F32_POW5_BITCOUNT)
+            last = _mul_shift(mv, split[i + 1], j) % 10
+        if q <= 1:
+            vr_tz = True
+            if accept:
+                vm_tz = mm_shift == 1
+            else:
+                vp -= 1
+        elif q < 31:
+            vr_tz = (mv & ((1 << (q - 1)) - 1)) == 0
+    removed = 0
+    if vm_tz or vr_tz:
+        while vp // 10 > vm // 10:
+            vm_tz = vm_tz and vm % 10 == 0
+            vr_tz = vr_tz and last == 0
+            last = vr % 10
+            vr //= 10
+            vp //= 10
+            vm //= 10
+            removed += 1
+        if vm_tz:
+            while vm % 10 == 0:
+                vr_tz = vr_tz and last == 0
+                last = vr % 10
+                vr //= 10
+                vp //= 10
+                vm //= 10
+                removed += 1
+        if vr_tz and last == 5 and vr % 2 == 0:
+            last = 4  # exactly halfway: round to even
+        up = (vr == vm and (not accept or not vm_tz)) or last >= 5
+    else:
+        while vp // 10 > vm // 10:
+            last = vr % 10
+            vr //= 10
+            vp //= 10
+            vm //= 10
+            removed += 1
+        up = vr == vm or last >= 5
+    return vr + (1 if up else 0), e10 + removed
+
+
+@njit(inline="always")
+def _put_f32(out, p, x, inv_split, split):  # pragma: no cover - compiled
+    """Write the text of float32 ``x`` at ``out[p:]`` as Arrow formats it (double-conversion's
+    shortest form: positional for decimal exponents -6..9, else ``d.ddde+XX``; ``-0``, ``inf``,
+    ``nan``); returns the number of bytes (at most 17)."""
+    bits = np.int64(np.float32(x).view(np.uint32))
+    start = p
+    if bits >> 31:
+        out[p] = 45  # '-'
+        p += 1
+        bits &= 0x7FFFFFFF
+    if bits >= 0x7F800000:
+        if bits == 0x7F800000:
+            out[p] = 105
+            out[p + 1] = 110
+            out[p + 2] = 102  # inf
+        else:
+            p = start
+            out[p] = 110
+            out[p + 1] = 97
+            out[p + 2] = 110  # nan
+        return p + 3 - start
+    if bits == 0:
+        out[p] = 48
+        return p + 1 - start
+    digits, e = _shortest_f32(bits, inv_split, split)
+    n = 1
+    t = digits
+    while t >= 10:
+        t //= 10
+        n += 1
+    dp = n + e  # digits d1..dn, value 0.d1..dn x 10^dp
+    sci = dp - 1
+    if -6 <= sci < 10:
+        if dp <= 0:
+            out[p] = 48
+            out[p + 1] = 46
+            p += 2
+            for _ in range(-dp):
+                out[p] = 48
+                p += 1
+            t = digits
+            for k in range(n - 1, -1, -1):
+                out[p + k] = 48 + t % 10
+                t //= 10
+            p += n
+        elif dp >= n:
+            t = digits
+            for k in range(n - 1, -1, -1):
+                out[p + k] = 48 + t % 10
+                t //= 10
+            p += n
+            for _ in range(dp - n):
+                out[p] = 48
+                p += 1
+        else:
+            t = digits
+            for k in range(n, -1, -1):
+                if k == dp:
+                    out[p + k] = 46
+                else:
+                    out[p + k] = 48 + t % 10
+                    t //= 10
+            p += n + 1
+    else:
+        t = digits
+        for k in range(n - 1, 0, -1):
+            out[p + 1 + k] = 48 + t % 10
+            t //= 10
+        out[p] = 48 + t
+        if n > 1:
+            out[p + 1] = 46
+            p += n + 1
+        else:
+            p += 1
+        out[p] = 101  # 'e'
+        out[p + 1] = 43 if sci >= 0 else 45
+        p += 2
+        a = sci if sci >= 0 else -sci
+        if a >= 10:
+            out[p] = 48 + a // 10
+            p += 1
+        out[p] = 48 + a % 10
+        p += 1
+    return p - start
+
+
+F32_TEXT_MAX = 17
+"""Longest text :func:`format_f32_rows` writes for one value (``-0.0000012345679``)."""
+
+
+@njit(parallel=True, cache=True)
+def format_f32_rows(values, out, row_start, lens):  # pragma: no cover - compiled
+    """Texts of every float32 in ``values`` (2-D), each row's texts one after another from
+    ``out[row_start[r]]`` (rows need ``F32_TEXT_MAX`` bytes per value at most); ``lens`` gets
+    every text's length."""
+    inv_split = _F32_POW5_INV_SPLIT
+    split = _F32_POW5_SPLIT
+    for r in prange(values.shape[0]):
+        p = row_start[r]
+        for g in range(values.shape[1]):
+            n = _put_f32(out, p, values[r, g], inv_split, split)
+            lens[r, g] = n
+            p += n

@@ -158,7 +158,6 @@ def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float
     q = X.shape[1]
     G = X.T @ X
     out = np.zeros((q, len(genes_idx)))
-    Y0 = np.where(np.isnan(Y), 0.0, Y)
     starts = range(0, len(genes_idx), chunk)
     for s in tqdm(starts, desc="batch fit (genes with missing values)", unit="chunk",
                   disable=not progress or len(starts) < 4):
@@ -168,7 +167,8 @@ def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float
             miss = np.isnan(Y[:, g])
             Xm = X[miss]
             Gs[t] -= Xm.T @ Xm
-        rhs = (X.T @ Y0[:, gi]).T  # (genes, q)
+        Yc = Y[:, gi]
+        rhs = (X.T @ np.where(np.isnan(Yc), 0.0, Yc)).T  # (genes, q)
         diag = np.sqrt(np.maximum(np.einsum("gii->gi", Gs), 0))
         ok = np.ones(len(gi), dtype=bool)
         L = np.zeros_like(Gs)
@@ -251,7 +251,9 @@ def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariate
         nan_genes = np.flatnonzero(np.isnan(v).any(axis=0))
         complete = np.setdiff1d(np.arange(v.shape[1]), nan_genes)
         bk = np.zeros((Xk.shape[1], v.shape[1]))
-        if len(complete):
+        if len(complete) == v.shape[1]:
+            bk[:] = _fit_complete(Xk, v)
+        elif len(complete):
             bk[:, complete] = _fit_complete(Xk, v[:, complete])
         if len(nan_genes):
             all_nan = np.isnan(v[:, nan_genes]).all(axis=0)

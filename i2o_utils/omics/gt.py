@@ -5,10 +5,10 @@ GT long table (at the paper's scale 1,536 imaging wells x 26,317 transcripts, 40
 only ``seeds x perturbations`` distinct vectors. :class:`WellLabels` keeps those vectors and one
 row per imaging well; :meth:`WellLabels.frame` expands them to the bucket's long format
 (``plate_barcode, well_id, gene, fold, measured``) and :meth:`WellLabels.write_csv` writes the CSV
-without building the long table: each distinct value is formatted once, as Arrow formats a
-float32 (the shortest text that reads back to the same float32, the text Arrow's own CSV writer
-gives), and a compiled kernel assembles the rows chunk by chunk while the previous chunk is being
-written.
+without building the long table: each distinct value is formatted once by a compiled Ryu
+conversion, as Arrow formats a float32 (the shortest text that reads back to the same float32;
+the file is byte for byte what Arrow's own CSV writer gives), and a compiled kernel assembles
+the rows chunk by chunk while the previous chunk is being written.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import pandas as pd
 
 from i2o_utils.data.layout import GT_COLUMNS, atomic_path
 from i2o_utils.omics._checks import OmicsInputError
+from i2o_utils.omics._io import ALIGN as _ALIGN
+from i2o_utils.omics._io import aligned_empty as _aligned
 
-_CHUNK_BYTES = 64 << 20
+_CHUNK_BYTES = 16 << 20
 
 
 @dataclass
@@ -108,17 +110,18 @@ class WellLabels:
 
         path = Path(path)
         n_genes = len(self.genes)
-        pre_data, pre_off = _text_column([f"{_csv_field(p)},{_csv_field(w)},"
-                                          for p, w in zip(self.wells["plate_barcode"], self.wells["well_id"])])
+        pre_data, pre_off = _text_column([f"{p},{w}," for p, w in zip(_csv_fields(self.wells["plate_barcode"]),
+                                                                     _csv_fields(self.wells["well_id"]))])
         folds, fold_code = np.unique(self.wells["fold"].astype(str).to_numpy(), return_inverse=True)
-        gm_data, off = _text_column([f"{_csv_field(g)},{_csv_field(f)}," for f in folds for g in self.genes])
+        gene_fields = _csv_fields(self.genes)
+        gm_data, off = _text_column([f"{g},{f}," for f in _csv_fields(folds) for g in gene_fields])
         gm_off = np.stack([off[k * n_genes:(k + 1) * n_genes + 1] for k in range(len(folds))])  # (folds, genes + 1)
-        val_data, val_off = _format_floats(self.values)
+        val_data, val_row, val_len = _format_floats(self.values)
         lab = self.label_index
-        per_label = val_off[n_genes::n_genes] - val_off[:-1:n_genes] if n_genes else np.zeros(len(self.values), np.int64)
+        per_label = val_len.sum(axis=1, dtype=np.int64)
         row_bytes = n_genes * (np.diff(pre_off) + 1) + (gm_off[:, -1] - gm_off[:, 0])[fold_code] + per_label[lab]
         pad = np.zeros(8, np.uint8)  # the kernel copies in blocks of 8 bytes and may read past a string's end
-        pre_data, gm_data, val_data = (np.concatenate([d, pad]) for d in (pre_data, gm_data, val_data))
+        pre_data, gm_data = (np.concatenate([d, pad]) for d in (pre_data, gm_data))
         from i2o_utils.omics._kernels import gt_rows as fill
 
         header = (",".join(GT_COLUMNS) + "\n").encode()
@@ -131,19 +134,10 @@ class WellLabels:
                 starts = np.concatenate([[0], np.cumsum(row_bytes[w0:w1])])
                 out = sink.reserve(int(starts[-1]))
                 fill(out, starts, lab[w0:w1], fold_code[w0:w1].astype(np.int64), pre_data, pre_off[w0:w1 + 1],
-                     gm_data, gm_off, val_data, val_off, n_genes)
+                     gm_data, gm_off, val_data, val_row, val_len, n_genes)
                 sink.commit(int(starts[-1]))
                 bar.update(w1 - w0)
         return path
-
-
-_ALIGN = 4096
-
-
-def _aligned(n: int) -> np.ndarray:
-    raw = np.empty(n + _ALIGN, np.uint8)
-    off = (-raw.ctypes.data) % _ALIGN
-    return raw[off:off + n]
 
 
 class _Sink:
@@ -260,6 +254,15 @@ def _csv_field(s) -> str:
     return s
 
 
+def _csv_fields(values) -> list[str]:
+    """:func:`_csv_field` of every value (the common case, nothing to quote, checked at once)."""
+    texts = [str(v) for v in values]
+    joined = "".join(texts)
+    if not any(c in joined for c in ',"\n\r'):
+        return texts
+    return [_csv_field(t) for t in texts]
+
+
 def _text_column(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """UTF-8 bytes of ``texts`` concatenated, and their offsets (len + 1)."""
     enc = [t.encode() for t in texts]
@@ -268,20 +271,22 @@ def _text_column(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(enc), dtype=np.uint8).copy(), off
 
 
-def _format_floats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Arrow's text of every float32 in ``values`` (row-major), as bytes and offsets; two threads."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _format_floats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The text of every float32 in ``values`` (2-D) as Arrow writes it: the shortest decimal that
+    reads back to the same float32 (Ryu; see :mod:`i2o_utils.omics._kernels`).
 
-    flat = values.reshape(-1)
-    parts = np.array_split(flat, 2) if len(flat) > 1_000_000 else [flat]
-    with ThreadPoolExecutor(max_workers=len(parts)) as pool:  # Arrow formats without the GIL
-        texts = list(pool.map(lambda v: pc.cast(pa.array(v), pa.large_string()), parts))
-    datas, offs, base = [], [np.zeros(1, np.int64)], 0
-    for t in texts:
-        _, o, d = t.buffers()
-        o = np.frombuffer(o, dtype=np.int64)[t.offset:t.offset + len(t) + 1]
-        datas.append(np.frombuffer(d, dtype=np.uint8)[o[0]:o[-1]])
-        offs.append(o[1:] - o[0] + base)
-        base += int(o[-1] - o[0])
-    return np.concatenate(datas), np.concatenate(offs)
+    Returns ``(data, row_start, lengths)``: the texts of row ``r`` follow one another from
+    ``data[row_start[r]]``; ``lengths[r, g]`` bytes each. ``data`` is reserved at the longest
+    possible size (17 bytes a value, plus 8 of padding), of which only the part written is ever
+    touched.
+    """
+    from i2o_utils.omics._kernels import F32_TEXT_MAX, format_f32_rows
+
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if values.ndim != 2:
+        values = values.reshape(1, -1)
+    row_start = np.arange(values.shape[0], dtype=np.int64) * (values.shape[1] * F32_TEXT_MAX)
+    data = np.empty(values.size * F32_TEXT_MAX + 8, dtype=np.uint8)
+    lengths = np.empty(values.shape, dtype=np.uint8)
+    format_f32_rows(values, data, row_start, lengths)
+    return data, row_start, lengths

@@ -82,9 +82,7 @@ def median_of_ratios(k: np.ndarray, type: str = "ratio", samples=None) -> np.nda
             raise OmicsInputError(
                 "counts: every gene contains at least one zero, cannot compute log geometric means "
                 "(median-of-ratios needs genes counted in every sample; consider type='poscounts')")
-        logk = _log_columns(k, np.flatnonzero(usable))
-        logk -= logk.mean(axis=0)
-        return np.exp(_row_medians(logk))
+        return np.exp(_log_ratio_medians(k, np.flatnonzero(usable)))
     k = np.asarray(k, dtype=np.float64)
     log_geo = _log_geo_means(k, type)
     usable = np.isfinite(log_geo)
@@ -108,24 +106,19 @@ _COMPILED_MIN_SIZE = 1_000_000
 """Matrices with at least this many entries use the compiled (numba) kernels."""
 
 
-def _log_columns(k: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``log(k[:, cols])`` as float64 (``k`` >= 1 there)."""
+def _log_ratio_medians(k: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Per sample, the median over genes ``cols`` of ``log k - mean over samples of log k``
+    (``k`` >= 1 there): the log size factors."""
     if k.size < _COMPILED_MIN_SIZE:
-        return np.log(k[:, cols].astype(np.float64))
-    from i2o_utils.omics._kernels import log_columns
+        logk = np.log(k[:, cols].astype(np.float64))
+        return np.median(logk - logk.mean(axis=0), axis=1)
+    from i2o_utils.omics._kernels import log_column_means, log_ratio_medians
 
-    out = np.empty((k.shape[0], len(cols)))
-    log_columns(np.ascontiguousarray(k), cols.astype(np.int64), out)
-    return out
-
-
-def _row_medians(x: np.ndarray) -> np.ndarray:
-    if x.size < _COMPILED_MIN_SIZE:
-        return np.median(x, axis=1)
-    from i2o_utils.omics._kernels import row_medians
-
-    out = np.empty(x.shape[0])
-    row_medians(np.ascontiguousarray(x), out)
+    k = np.ascontiguousarray(k)
+    cols = cols.astype(np.int64)
+    means, out = np.empty(len(cols)), np.empty(k.shape[0])
+    log_column_means(k, cols, means)
+    log_ratio_medians(k, cols, means, out)
     return out
 
 

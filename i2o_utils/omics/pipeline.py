@@ -195,6 +195,37 @@ def _take_columns32(x: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return out
 
 
+def _rows(x, sel: np.ndarray) -> np.ndarray:
+    """``x[sel]`` for a boolean row mask: a view when the selected rows are consecutive (the wells
+    of one stimulus usually are, as wells are sorted by plate), else a copy."""
+    idx = np.flatnonzero(sel)
+    if len(idx) and idx[-1] - idx[0] + 1 == len(idx) and isinstance(x, np.ndarray):
+        return x[idx[0]:idx[-1] + 1]
+    return np.asarray(x[sel])
+
+
+_GENE_BLOCK = 4096
+
+
+def _normalise_and_correct_counts(x_raw: np.ndarray, kept_idx: np.ndarray, sf: np.ndarray, plates: np.ndarray,
+                                  design: np.ndarray | None, cfg: OmicsConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Log-normalised counts of the kept genes and the same batch-corrected (float32 both).
+
+    Done in blocks of genes (each gene's fit is its own), so that no full-size float64 matrix is
+    ever held: the float64 values of one block are made, stored, corrected and stored again.
+    """
+    n, k = x_raw.shape[0], len(kept_idx)
+    normalised32 = np.empty((n, k), dtype=np.float32)
+    corrected32 = np.empty((n, k), dtype=np.float32)
+    for j in range(0, k, _GENE_BLOCK):
+        block = slice(j, min(j + _GENE_BLOCK, k))
+        values = log_normalised(x_raw, kept_idx[block], sf, cfg.log_pseudocount, cfg.log_base)
+        normalised32[:, block] = values
+        remove_batch_effect(values, batch=plates, design=design, out=values)
+        corrected32[:, block] = values
+    return normalised32, corrected32
+
+
 def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfig(), progress: bool = False):
     """Filter, normalise and batch-correct one (omics, stimulus) set.
 
@@ -223,7 +254,7 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     if not sel.any():
         raise OmicsInputError(f"{src}: no wells with cell_state {stimulus!r}")
     obs = raw.obs.loc[sel].copy()
-    x_raw = np.asarray(raw.X[sel])
+    x_raw = _rows(raw.X, sel)
     samples, genes = obs.index, raw.var_names
     plates = obs["plate_barcode"].to_numpy()
     info: dict[str, Any] = {"omics": omics, "stimulus": stimulus}
@@ -237,13 +268,14 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
                                   f"log{cfg.log_base:g}(normalised + {cfg.log_pseudocount:g})",
                     n_genes_in_geometric_means=int(detected.all(axis=0).sum()))
     elif omics == "proteomics":
-        x = np.asarray(x_raw, dtype=np.float64)
-        check_no_inf(x, f"{src} ({stimulus})", samples, genes, allow_nan=True)
-        if (x < 0).any():
-            i, j = np.argwhere(x < 0)[0]
-            raise OmicsInputError(f"{src}: negative intensity {x[i, j]:g} in sample {samples[i]!r}, gene {genes[j]!r}")
-        y = np.where(x > 0, x, np.nan)
-        detected = ~np.isnan(y)
+        check_no_inf(x_raw, f"{src} ({stimulus})", samples, genes, allow_nan=True)
+        if (x_raw < 0).any():
+            i, j = np.argwhere(x_raw < 0)[0]
+            raise OmicsInputError(f"{src}: negative intensity {x_raw[i, j]:g} in sample {samples[i]!r}, "
+                                  f"gene {genes[j]!r}")
+        y = np.array(x_raw, dtype=np.float64)  # a copy: x_raw may be a view of the raw table
+        detected = y > 0
+        y[~detected] = np.nan
         check_no_empty_samples(detected, f"{src} ({stimulus})", samples)
     else:
         raise OmicsInputError(f"unknown omics {omics!r}")
@@ -256,7 +288,7 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     if omics == "proteomics":
         # detection does not depend on the normalisation, so vsn is fitted to the kept proteins
         # only: proteins seen in a handful of wells make its likelihood degenerate
-        fit = vsn_fit(y[:, kept], lts_quantile=cfg.vsn_lts_quantile, subsample=cfg.vsn_subsample)
+        fit = vsn_fit(y if kept.all() else y[:, kept], lts_quantile=cfg.vsn_lts_quantile, subsample=cfg.vsn_subsample)
         obs["vsn_offset"] = fit.offset
         obs["vsn_log_scale"] = fit.log_scale
         info.update(normalisation="vsn (arsinh with per-sample affine calibration, robust ML), glog2 scale",
@@ -264,17 +296,18 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
                     vsn_rounds=fit.n_rounds, vsn_proteins_fitted=fit.n_fitted, vsn_evaluations=fit.n_evaluations)
     kept_idx = np.flatnonzero(kept)
     if omics == "transcriptomics":
-        del x
-        values = log_normalised(x_raw, kept_idx, sf, cfg.log_pseudocount, cfg.log_base)
-        normalised32 = values.astype(np.float32)
-        remove_batch_effect(values, batch=plates, design=_design(obs, cfg.batch_design), out=values)
+        del x, detected
+        normalised32, corrected32 = _normalise_and_correct_counts(x_raw, kept_idx, sf, plates,
+                                                                  _design(obs, cfg.batch_design), cfg)
         info["batch"] = "omics plate"
     else:
         values = fit.transform(y[:, kept] if not kept.all() else y)
-        del x, y
+        del y, detected
         normalised32 = values.astype(np.float32)
         remove_batch_effect(values, batch=plates, batch2=obs["tmt_batch"].to_numpy(),
                             design=_design(obs, cfg.batch_design), allow_nan=True, progress=progress, out=values)
+        corrected32 = values.astype(np.float32)
+        del values
         info["batch"] = "omics plate + TMT multiplex"
     info.update(batch_correction="limma removeBatchEffect (sum-to-zero contrasts)", batch_design=cfg.batch_design,
                 filter_rule=cfg.filter_rule, min_expressed_fraction=cfg.min_expressed_fraction,
@@ -282,8 +315,6 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     var = raw.var.loc[kept].copy()
     var["min_detected_fraction"] = filt["min_detected_fraction"].to_numpy()[kept]
     var["max_detected_fraction"] = filt["max_detected_fraction"].to_numpy()[kept]
-    corrected32 = values.astype(np.float32)
-    del values
     raw32 = _take_columns32(x_raw, kept_idx)
     adata = ad.AnnData(X=corrected32, obs=obs, var=var,
                        layers={"raw": raw32, "normalised": normalised32, "corrected": corrected32},
@@ -467,32 +498,56 @@ def write_outputs(sets: OmicsSets, gt: GroundTruth, out_dir: str | os.PathLike,
     return written
 
 
-def write_set(adata, path: str | os.PathLike) -> Path:
+def write_set(adata, path: str | os.PathLike, direct: bool = True) -> Path:
     """Write one preprocessed set as ``.h5ad``, atomically.
 
-    ``X`` and the layer ``corrected`` hold the same values, so the file stores them once: the
-    layer is an HDF5 hard link to ``X`` (``anndata.read_h5ad`` reads it as a layer like any other).
+    anndata writes everything but the dense matrices (``X`` and the layers); those are stored as
+    contiguous HDF5 datasets whose space is reserved (aligned to 4 KiB) and then filled past the
+    page cache (``O_DIRECT``, where the file system allows it; ``direct=False`` writes them
+    normally). ``X`` and the layer ``corrected`` hold the same values, so the file stores them
+    once: the layer is an HDF5 hard link to ``X`` (``anndata.read_h5ad`` reads it as a layer like
+    any other).
     """
+    import anndata as ad
     import h5py
 
+    from i2o_utils.omics._io import ALIGN, DIRECT_MIN_BYTES, write_arrays_at
+
     path = Path(path)
-    uns, layers = dict(adata.uns), dict(adata.layers)
+
+    def dense(v) -> bool:
+        return isinstance(v, np.ndarray) and v.ndim == 2 and v.dtype.kind in "fiub" and v.dtype.isnative
+
+    layers = dict(adata.layers)
     share = "corrected" in layers and layers["corrected"] is adata.X
-    try:  # the set is changed for the write only and restored after it
-        if "label_draws" in adata.uns:
-            adata.uns["label_draws"] = adata.uns["label_draws"].astype(str)
-        if share:
-            del adata.layers["corrected"]
-        with layout.atomic_path(path) as tmp:
-            adata.write_h5ad(tmp)
+    big = {"X": adata.X} if dense(adata.X) else {}
+    big.update({f"layers/{k}": v for k, v in layers.items() if dense(v) and not (share and k == "corrected")})
+    uns = dict(adata.uns)
+    if "label_draws" in uns:
+        uns["label_draws"] = np.asarray(uns["label_draws"]).astype(str)
+    shell = ad.AnnData(X=None if "X" in big else adata.X, obs=adata.obs, var=adata.var, uns=uns,
+                       obsm=dict(adata.obsm), varm=dict(adata.varm), obsp=dict(adata.obsp), varp=dict(adata.varp),
+                       layers={k: v for k, v in layers.items()
+                               if f"layers/{k}" not in big and not (share and k == "corrected")})
+    with layout.atomic_path(path) as tmp:
+        shell.write_h5ad(tmp)
+        extents = []
+        with h5py.File(tmp, "r+", alignment_threshold=DIRECT_MIN_BYTES, alignment_interval=ALIGN) as f:
+            f.require_group("layers")
+            for key, v in big.items():
+                v = np.ascontiguousarray(v)
+                if v.nbytes < DIRECT_MIN_BYTES:
+                    f.create_dataset(key, data=v)
+                else:  # space reserved now, filled below
+                    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+                    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+                    dset = f.create_dataset(key, shape=v.shape, dtype=v.dtype, dcpl=dcpl)
+                    extents.append((int(dset.id.get_offset()), v))
+                f[key].attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
             if share:
-                with h5py.File(tmp, "r+") as f:
-                    f["layers"]["corrected"] = f["X"]
-    finally:
-        adata.uns.clear()
-        adata.uns.update(uns)
-        for k, v in layers.items():
-            adata.layers[k] = v
+                f["layers"]["corrected"] = f["X"]
+        write_arrays_at(tmp, extents, direct=direct)
     return path
 
 

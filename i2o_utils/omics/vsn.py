@@ -118,7 +118,9 @@ class VsnFit:
         if v.shape[0] != len(self.offset):
             raise OmicsInputError(f"vsn transform: x has {v.shape[0]} samples, the fit {len(self.offset)}")
         check_no_inf(v, "x", samples, genes, allow_nan=True)
-        out = _arsinh_affine(v, self.offset, np.exp(self.log_scale)) / math.log(2) - self.hoffset
+        out = _arsinh_affine(v, self.offset, np.exp(self.log_scale))
+        out /= math.log(2)
+        out -= self.hoffset
         return pd.DataFrame(out, index=samples, columns=genes) if samples is not None else out
 
 
