@@ -112,6 +112,34 @@ def test_matches_lstsq_reference_with_design_covariates_and_missing_values():
     assert np.array_equal(np.isnan(got), np.isnan(x))
 
 
+def test_genes_missing_few_many_or_a_whole_batch_match_the_reference():
+    # few missing values (k <= q: the Woodbury update), many (k > q: downdated normal equations),
+    # a whole multiplex missing (ill conditioned: QR with the aliased column dropped)
+    rng = np.random.default_rng(12)
+    n, q = 150, 1 + 2 + 9
+    batch = rng.choice(["P1", "P2", "P3"], n)
+    batch2 = rng.choice([f"T{i}" for i in range(10)], n)
+    x = rng.normal(size=(n, 60)) + rng.normal(0, 2, 3)[np.searchsorted(["P1", "P2", "P3"], batch)][:, None]
+    x[:, :20][rng.random((n, 20)) < 0.03] = np.nan
+    x[:, 20:40][rng.random((n, 20)) < 0.4] = np.nan
+    k = np.isnan(x).sum(axis=0)
+    assert (k[:20] <= q).all() and (k[20:40] > q).all()
+    x[batch2 == "T3", 40:] = np.nan
+    got = remove_batch_effect(x, batch, batch2, allow_nan=True)
+    np.testing.assert_allclose(got[:, :40], reference_lstsq(x[:, :40], batch, batch2), atol=1e-8)
+    assert np.array_equal(np.isnan(got), np.isnan(x))
+    # a multiplex missing everywhere in a gene: on the other rows one multiplex contrast is a
+    # combination of the columns before it. R's pivoting (left to right) drops the last one,
+    # T8's (T3's own column is -1 on T9 rows there, still independent): coefficient 0
+    obs = batch2 != "T3"
+    X = np.column_stack([np.ones(n), sum_to_zero_contrasts(batch)[0], sum_to_zero_contrasts(batch2)[0]])
+    keep = np.ones(X.shape[1], bool)
+    keep[-1] = False
+    beta = np.zeros(X.shape[1])
+    beta[keep] = np.linalg.lstsq(X[obs][:, keep], x[obs, 45], rcond=None)[0]
+    np.testing.assert_allclose(got[obs, 45], x[obs, 45] - X[obs, 1:] @ beta[1:], atol=1e-8)
+
+
 def test_nested_multiplexes_drop_the_aliased_column_like_r():
     # TMT multiplexes nested in plates: the plate contrast is a sum of multiplex contrasts.
     # R's pivoted QR keeps the columns in order and drops the last multiplex contrast; the

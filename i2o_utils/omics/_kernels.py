@@ -537,3 +537,101 @@ def format_f32_rows(values, out, row_start, lens):  # pragma: no cover - compile
             n = _put_f32(out, p, values[r, g], inv_split, split)
             lens[r, g] = n
             p += n
+
+
+# --------------------------------------------------------------------------------------------
+# batch correction: genes with missing values
+# --------------------------------------------------------------------------------------------
+@njit(inline="always")
+def _cholesky_solve(S, b, m, min_pivot, unit_scale):  # pragma: no cover - compiled
+    """Solve ``S x = b`` for the leading ``m x m`` block of symmetric ``S`` by Cholesky, in place
+    (``S`` becomes its factor, ``b`` the solution). Returns False, leaving the rest undone, if a
+    pivot falls below ``min_pivot`` times the square root of its diagonal entry (of 1 with
+    ``unit_scale``: a matrix ``I - P`` whose entries are measured against the identity)."""
+    for j in range(m):
+        d = S[j, j]
+        for k in range(j):
+            d -= S[j, k] * S[j, k]
+        if not d > 0.0 or math.sqrt(d) < min_pivot * (1.0 if unit_scale else math.sqrt(S[j, j])):
+            return False
+        d = math.sqrt(d)
+        S[j, j] = d
+        for i in range(j + 1, m):
+            s = S[i, j]
+            for k in range(j):
+                s -= S[i, k] * S[j, k]
+            S[i, j] = s / d
+    for i in range(m):
+        s = b[i]
+        for k in range(i):
+            s -= S[i, k] * b[k]
+        b[i] = s / S[i, i]
+    for i in range(m - 1, -1, -1):
+        s = b[i]
+        for k in range(i + 1, m):
+            s -= S[k, i] * b[k]
+        b[i] = s / S[i, i]
+    return True
+
+
+@njit(parallel=True, cache=True)
+def fit_missing_genes(X, XA, G, missing, R, Z, min_pivot, beta, ok):  # pragma: no cover - compiled
+    """Least-squares coefficients of genes with missing values (see ``batch._fit_missing``).
+
+    ``X`` (n x q) design, ``XA = X (X'X)^-1``, ``G = X'X``; per gene ``t``: ``missing[t]`` its
+    missing samples (bool, n), ``R[:, t] = X_obs' y_obs``, ``Z[:, t] = (X'X)^-1 R[:, t]`` (the fit
+    as if nothing were missing). A gene with ``k <= q`` missing values is downdated by the
+    Woodbury identity (a k x k system ``S = I - M A M'``, ``M = X[missing]``); one with more by
+    the normal equations ``(G - M'M) beta = R`` (q x q). ``ok[t]`` is False where a Cholesky
+    pivot falls below ``min_pivot`` (ill conditioned: the caller fits those genes by QR).
+    """
+    n, q = X.shape
+    for t in prange(missing.shape[0]):
+        idx = np.empty(n, dtype=np.int64)
+        k = 0
+        for i in range(n):
+            if missing[t, i]:
+                idx[k] = i
+                k += 1
+        if k <= q:
+            S = np.empty((k, k))
+            w = np.empty(k)
+            for a in range(k):
+                ia = idx[a]
+                for b in range(a + 1):
+                    ib = idx[b]
+                    s = 0.0
+                    for c in range(q):
+                        s += XA[ia, c] * X[ib, c]
+                    S[a, b] = (1.0 if a == b else 0.0) - s
+                    S[b, a] = S[a, b]
+                s = 0.0
+                for c in range(q):
+                    s += X[ia, c] * Z[c, t]
+                w[a] = s
+            if not _cholesky_solve(S, w, k, min_pivot, True):
+                ok[t] = False
+                continue
+            for c in range(q):
+                s = Z[c, t]
+                for a in range(k):
+                    s += w[a] * XA[idx[a], c]
+                beta[c, t] = s
+        else:
+            Gg = G.copy()
+            for a in range(k):
+                ia = idx[a]
+                for c in range(q):
+                    xc = X[ia, c]
+                    for d in range(c + 1):
+                        Gg[c, d] -= xc * X[ia, d]
+            for c in range(q):
+                for d in range(c):
+                    Gg[d, c] = Gg[c, d]
+            r = R[:, t].copy()
+            if not _cholesky_solve(Gg, r, q, min_pivot, False):
+                ok[t] = False
+                continue
+            for c in range(q):
+                beta[c, t] = r[c]
+        ok[t] = True

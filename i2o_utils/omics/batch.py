@@ -35,10 +35,10 @@ from i2o_utils.omics._checks import OmicsInputError, as_labels, as_matrix, check
 ALIAS_TOL = 1e-7
 """R's ``lm.fit`` tolerance: a column whose norm after projection on the earlier columns is below
 this fraction of its own norm is aliased."""
-_FAST_PIVOT = 1e-4
-"""Per-gene normal equations are used for genes with missing values only when every Cholesky pivot
-keeps at least this fraction of its column's norm (so the fit is well conditioned); otherwise the
-gene is fitted by QR on its observed samples."""
+_FAST_PIVOT = 1e-3
+"""Genes with missing values are fitted through the normal equations (downdated, see
+``_fit_missing``) only when every Cholesky pivot keeps at least this fraction of the square root of
+its diagonal entry (the system is well conditioned); otherwise by QR on their observed samples."""
 
 
 def sum_to_zero_contrasts(labels: Any, what: str = "batch", samples=None) -> tuple[np.ndarray, list[str]]:
@@ -151,42 +151,37 @@ def _fit_one(X: np.ndarray, y: np.ndarray, obs: np.ndarray, tol: float) -> np.nd
     return beta
 
 
-def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float, chunk: int = 256,
+def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float, chunk: int = 1024,
                  progress: bool = False) -> np.ndarray:
-    """Coefficients for genes with missing values: normal equations downdated by the missing rows
-    (Cholesky, batched), falling back to QR on the observed samples where that is ill conditioned."""
+    """Coefficients for genes with missing values, each fitted on its observed samples.
+
+    With ``A = (X'X)^-1`` and ``M = X[missing]``, a gene's normal equations are ``X'X - M'M``;
+    the Woodbury identity ``(X'X - M'M)^-1 = A + A M' (I - M A M')^-1 M A`` turns each into a
+    system as small as the gene's number of missing values (compiled, genes in parallel; genes
+    missing more values than there are columns take the downdated q x q normal equations).
+    Where a Cholesky pivot says the system is ill conditioned (a gene missing most of a batch),
+    the gene is fitted by QR on its observed samples, aliased columns dropped.
+    """
+    from i2o_utils.omics._kernels import fit_missing_genes
+
     q = X.shape[1]
     G = X.T @ X
+    A = np.linalg.inv(G)
+    XA = np.ascontiguousarray(X @ A)
+    Xc = np.ascontiguousarray(X, dtype=np.float64)
     out = np.zeros((q, len(genes_idx)))
     starts = range(0, len(genes_idx), chunk)
     for s in tqdm(starts, desc="batch fit (genes with missing values)", unit="chunk",
                   disable=not progress or len(starts) < 4):
         gi = genes_idx[s:s + chunk]
-        Gs = np.broadcast_to(G, (len(gi), q, q)).copy()
-        for t, g in enumerate(gi):
-            miss = np.isnan(Y[:, g])
-            Xm = X[miss]
-            Gs[t] -= Xm.T @ Xm
         Yc = Y[:, gi]
-        rhs = (X.T @ np.where(np.isnan(Yc), 0.0, Yc)).T  # (genes, q)
-        diag = np.sqrt(np.maximum(np.einsum("gii->gi", Gs), 0))
-        ok = np.ones(len(gi), dtype=bool)
-        L = np.zeros_like(Gs)
-        try:
-            L = np.linalg.cholesky(Gs)
-        except np.linalg.LinAlgError:
-            ok[:] = False
-            for t in range(len(gi)):
-                try:
-                    L[t] = np.linalg.cholesky(Gs[t])
-                    ok[t] = True
-                except np.linalg.LinAlgError:
-                    pass
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.einsum("gii->gi", L) / diag
-        ok &= np.all(np.isfinite(ratio) & (ratio >= _FAST_PIVOT), axis=1)
-        if ok.any():  # well conditioned (the Cholesky pivots say so): one LU solve per gene
-            out[:, s + np.flatnonzero(ok)] = np.linalg.solve(Gs[ok], rhs[ok][..., None])[..., 0].T
+        miss = np.isnan(Yc)
+        R = X.T @ np.where(miss, 0.0, Yc)
+        Z = A @ R
+        beta = np.empty((q, len(gi)))
+        ok = np.zeros(len(gi), dtype=np.bool_)
+        fit_missing_genes(Xc, XA, G, np.ascontiguousarray(miss.T), R, Z, _FAST_PIVOT, beta, ok)
+        out[:, s:s + len(gi)] = np.where(ok, beta, 0.0)
         for t in np.flatnonzero(~ok):
             g = gi[t]
             out[:, s + t] = _fit_one(X, Y[:, g], ~np.isnan(Y[:, g]), tol)
