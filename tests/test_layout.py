@@ -108,6 +108,27 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
 
 
+def test_staged_files_are_published_together_or_not_at_all(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "sub" / "b.csv"
+    a.write_text("old a")
+    with pytest.raises(RuntimeError):
+        with layout.staged_paths() as stage:
+            stage(a).write_text("new a")
+            stage(b).write_text("new b")
+            raise RuntimeError("interrupted")
+    assert a.read_text() == "old a" and not b.exists() and list(b.parent.iterdir()) == []
+    with pytest.raises(FileNotFoundError, match="never written"):
+        with layout.staged_paths() as stage:
+            stage(a).write_text("new a")
+            stage(b)
+    assert a.read_text() == "old a"
+    with layout.staged_paths() as stage:
+        stage(a).write_text("new a")
+        stage(b).write_text("new b")
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.csv", "b.csv", "sub"]
+
+
 def test_tiles_round_trip_in_the_authors_form(tmp_path):
     corners = [np.array([[0, 5], [10, 20]]), np.array([[3, 4]])]
     p = layout.write_well_tiles(tmp_path / "t.h5", 7, 13, "/data/ICF/x.h5", corners)

@@ -223,6 +223,28 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert list((tmp_path / "results").iterdir()) == []
 
 
+def test_failed_write_replaces_none_of_the_earlier_outputs(tmp_path, monkeypatch):
+    from i2o_utils.omics import pipeline
+
+    make_bucket(tmp_path)
+    sets, gt, written = run(tmp_path)
+    before = {p: (p.stat().st_ino, p.read_bytes()) for p in written}  # a replaced file has a new inode
+    assert any(p.parent == bucket_paths(tmp_path)["gt"] for p in before)
+    real, calls = pipeline.write_set, []
+
+    def fail_third(adata, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return real(adata, path, *args, **kwargs)
+    monkeypatch.setattr(pipeline, "write_set", fail_third)
+    with pytest.raises(OSError, match="disk full"):
+        write_outputs(sets, gt, tmp_path / "results", tmp_path)
+    assert {p: (p.stat().st_ino, p.read_bytes()) for p in written} == before
+    for folder in (tmp_path / "results", bucket_paths(tmp_path)["gt"]):
+        assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in before if p.parent == folder)
+
+
 def test_missing_raw_file_raises(tmp_path):
     with pytest.raises(OmicsInputError, match="proteomics.h5ad: no such file"):
         read_omics_raw("proteomics", tmp_path)

@@ -31,9 +31,11 @@ import contextlib
 import os
 import re
 import tempfile
+import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -120,6 +122,39 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def staged_paths() -> Iterator[Callable[[str | os.PathLike], Path]]:
+    """Publish several files together or not at all.
+
+    The block gets ``stage(path)``, a staging path beside ``path`` to write a complete file to
+    (e.g. through :func:`atomic_path`); when the block succeeds every staged file is renamed
+    onto its path, when it fails none is and the staged files are removed. ``stage`` may be
+    called from several threads.
+    """
+    staged: list[tuple[Path, Path]] = []
+    lock = threading.Lock()
+
+    def stage(path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.staged")
+        with lock:
+            staged.append((tmp, path))
+        return tmp
+
+    try:
+        yield stage
+        missing = [str(p) for t, p in staged if not t.exists()]
+        if missing:
+            raise FileNotFoundError(f"staged file(s) never written: {missing}")
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            if tmp.exists():
+                tmp.unlink()
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike, **kwargs) -> Path:

@@ -99,12 +99,13 @@ class WellLabels:
         return self.frame(slice(0, -(-n // g))).head(n)
 
     def write_csv(self, path: str | os.PathLike, chunk_bytes: int = _CHUNK_BYTES, progress: bool = False,
-                  direct: bool | None = None) -> Path:
+                  direct: bool | None = None, label: str | None = None) -> Path:
         """Write the long table as the bucket's GT CSV, atomically (temporary name, then rename).
 
         ``direct``: write with ``O_DIRECT`` (past the page cache: less CPU per byte, and a
         multi-gigabyte table does not push everything else out of memory); ``None`` (default)
         does so for tables over 256 MiB where the file system supports it, else writes normally.
+        ``label``: the progress bar's name (default: the file name).
         """
         from tqdm.auto import tqdm
 
@@ -128,7 +129,7 @@ class WellLabels:
         total = len(header) + int(row_bytes.sum())
         use_direct = total > (256 << 20) if direct is None else bool(direct)
         with atomic_path(path) as tmp, _Sink(tmp, direct=use_direct) as sink, \
-                tqdm(total=len(lab), desc=path.name, unit="well", disable=not progress) as bar:
+                tqdm(total=len(lab), desc=label or path.name, unit="well", disable=not progress) as bar:
             sink.put(header)
             for w0, w1 in _chunks(row_bytes, chunk_bytes):
                 starts = np.concatenate([[0], np.cumsum(row_bytes[w0:w1])])

@@ -245,7 +245,9 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     tuple
         ``(adata, genes)``: AnnData of the set's wells x kept genes with layers
         ``raw/normalised/corrected``; the gene table of all genes (``gene, symbol, kept, reason``
-        and detection fractions).
+        and detection fractions). Where every gene is kept and the set's wells are consecutive
+        in ``raw``, the layer ``raw`` is a view of ``raw.X`` (no copy): copy it before changing
+        it in place.
     """
     import anndata as ad
 
@@ -474,10 +476,11 @@ def write_outputs(sets: OmicsSets, gt: GroundTruth, out_dir: str | os.PathLike,
     """Write the sets (``{omics}_{stimulus}.h5ad``), gene tables (``genes_{omics}_{stimulus}.csv``)
     to ``out_dir`` and the GT tables to ``data/GT`` (when :func:`may_write_gt` allows).
 
-    Every file is written to a temporary name and renamed; everything is computed before the first
-    write, so a failure leaves no half-written set. The GT tables are written in a second thread
-    while the sets are written (their writer waits mostly on the disk, the ``.h5ad`` writer on the
-    CPU). See :func:`write_set` for the ``.h5ad`` files.
+    All files are published together: each is written under a staging name beside its own and
+    all are renamed once every one is complete, so a failure replaces none of the files already
+    there and leaves nothing half-written. Everything is computed before the first write. The GT
+    tables are written in a second thread while the sets are written (both writers wait mostly
+    on the disk). See :func:`write_set` for the ``.h5ad`` files.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -486,13 +489,16 @@ def write_outputs(sets: OmicsSets, gt: GroundTruth, out_dir: str | os.PathLike,
     gt_ok, why = may_write_gt(root) if gt else (False, "")
     if gt and not gt_ok:
         log.warning(why)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        gt_job = pool.submit(write_gt_tables, gt, root, progress) if gt_ok else None
+    with layout.staged_paths() as stage, ThreadPoolExecutor(max_workers=1) as pool:
+        gt_job = pool.submit(write_gt_tables, gt, root, progress, stage) if gt_ok else None
         for (o, s), a in sets.data.items():
-            written.append(write_set(a, out_dir / f"{o}_{s}.h5ad"))
+            path = out_dir / f"{o}_{s}.h5ad"
+            write_set(a, stage(path))
             table = sets.genes[(o, s)][["gene", "symbol", "kept", "reason", "n_plates_passed",
                                         "min_detected_fraction", "max_detected_fraction"]]
-            written.append(layout.write_csv_atomic(table, out_dir / f"genes_{o}_{s}.csv"))
+            genes_path = out_dir / f"genes_{o}_{s}.csv"
+            layout.write_csv_atomic(table, stage(genes_path))
+            written += [path, genes_path]
         if gt_job is not None:
             written += gt_job.result()
     return written
@@ -551,6 +557,16 @@ def write_set(adata, path: str | os.PathLike, direct: bool = True) -> Path:
     return path
 
 
-def write_gt_tables(gt: GroundTruth, root: str | os.PathLike | None = None, progress: bool = False) -> list[Path]:
-    """Write every GT table to ``data/GT`` (atomically; see :meth:`WellLabels.write_csv`)."""
-    return [t.write_csv(layout.gt_path(o, s, root), progress=progress) for (o, s), t in gt.tables.items()]
+def write_gt_tables(gt: GroundTruth, root: str | os.PathLike | None = None, progress: bool = False,
+                    stage=None) -> list[Path]:
+    """Write every GT table to ``data/GT`` (atomically; see :meth:`WellLabels.write_csv`).
+
+    ``stage``: from :func:`i2o_utils.data.layout.staged_paths`, to publish the tables together
+    with other files; returns the final paths either way.
+    """
+    paths = []
+    for (o, s), t in gt.tables.items():
+        path = layout.gt_path(o, s, root)
+        t.write_csv(stage(path) if stage is not None else path, progress=progress, label=path.name)
+        paths.append(path)
+    return paths
