@@ -309,9 +309,10 @@ def gt_rows(out, starts, lab, fold, pre, pre_off, gm, gm_off, val, val_row, val_
 # --------------------------------------------------------------------------------------------
 # float32 -> shortest text (the GT values)
 # --------------------------------------------------------------------------------------------
-# Ryu (Ulf Adams, "Ryu: fast float-to-string conversion", PLDI 2018; f2s.c of the reference code,
-# Apache-2.0 / Boost): the shortest decimal that reads back to the same float32, the closest to
-# it where several are equally short. All products fit in signed 64-bit integers (the mantissa
+# A port of Ryu's f2s.c (Ulf Adams, "Ryu: fast float-to-string conversion", PLDI 2018; reference
+# code Copyright 2018 Ulf Adams, under the Apache License 2.0 or the Boost Software License 1.0):
+# the shortest decimal that reads back to the same float32, the closest to it where several are
+# equally short. All products fit in signed 64-bit integers (the mantissa
 # times 4 has at most 26 bits; the table entries at most 61), so no unsigned arithmetic is needed.
 _F32_POW5_INV_BITCOUNT = 59
 _F32_POW5_BITCOUNT = 61
