@@ -107,7 +107,7 @@ def test_compiled_count_check_gives_the_numpy_checks_errors(fault, message, monk
 
     rng = np.random.default_rng(7)
     k = rng.poisson(3, (20, 60_000)).astype(np.float32)
-    assert k.size >= _checks._COMPILED_MIN_SIZE
+    assert k.size >= _checks.COMPILED_MIN_SIZE
     samples = pd.Index([f"s{i}" for i in range(20)])
     genes = pd.Index([f"g{j}" for j in range(60_000)])
     if fault == "nan":
@@ -119,8 +119,8 @@ def test_compiled_count_check_gives_the_numpy_checks_errors(fault, message, monk
             k[2, 7] = 3
     elif fault == "empty":
         k[9] = 0
-    for threshold in (_checks._COMPILED_MIN_SIZE, k.size + 1):  # compiled, then NumPy
-        monkeypatch.setattr(_checks, "_COMPILED_MIN_SIZE", threshold)
+    for threshold in (_checks.COMPILED_MIN_SIZE, k.size + 1):  # compiled, then NumPy
+        monkeypatch.setattr(_checks, "COMPILED_MIN_SIZE", threshold)
         if message is None:
             _checks.check_counts(k, "counts", samples, genes)
         else:

@@ -58,13 +58,14 @@ def check_no_inf(x: np.ndarray, what: str, samples=None, genes=None, allow_nan: 
         )
 
 
-_COMPILED_MIN_SIZE = 1_000_000
-"""Count matrices with at least this many entries are checked by one compiled pass."""
+COMPILED_MIN_SIZE = 1_000_000
+"""Matrices with at least this many entries take the compiled (numba) paths of the omics code
+(below it, NumPy is as fast and compiling would cost more than it saves)."""
 
 
 def check_counts(x: np.ndarray, what: str, samples=None, genes=None) -> None:
     """Counts must be finite, non-negative integers, and no sample may be all zero."""
-    if x.size >= _COMPILED_MIN_SIZE and x.ndim == 2 and x.dtype.kind in "fiu":
+    if x.size >= COMPILED_MIN_SIZE and x.ndim == 2 and x.dtype.kind in "fiu":
         return _check_counts_compiled(x, what, samples, genes)
     check_no_inf(x, what, samples, genes)
     neg = x < 0

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from i2o_utils.omics._checks import OmicsInputError, as_matrix, check_counts, check_no_inf
+from i2o_utils.omics._checks import COMPILED_MIN_SIZE, OmicsInputError, as_matrix, check_counts, check_no_inf
 
 
 def _log_geo_means(counts: np.ndarray, type: str) -> np.ndarray:
@@ -102,14 +102,10 @@ def median_of_ratios(k: np.ndarray, type: str = "ratio", samples=None) -> np.nda
     return sf / np.exp(np.mean(np.log(sf)))
 
 
-_COMPILED_MIN_SIZE = 1_000_000
-"""Matrices with at least this many entries use the compiled (numba) kernels."""
-
-
 def _log_ratio_medians(k: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Per sample, the median over genes ``cols`` of ``log k - mean over samples of log k``
     (``k`` >= 1 there): the log size factors."""
-    if k.size < _COMPILED_MIN_SIZE:
+    if k.size < COMPILED_MIN_SIZE:
         logk = np.log(k[:, cols].astype(np.float64))
         return np.median(logk - logk.mean(axis=0), axis=1)
     from i2o_utils.omics._kernels import log_column_means, log_ratio_medians
@@ -135,7 +131,7 @@ def log_normalised(k: np.ndarray, cols: np.ndarray, factors: np.ndarray, pseudoc
         raise OmicsInputError(f"log transform: base must be > 0 and != 1, got {base}")
     cols = np.asarray(cols, dtype=np.int64)
     factors = np.asarray(factors, dtype=np.float64)
-    if k.size < _COMPILED_MIN_SIZE:
+    if k.size < COMPILED_MIN_SIZE:
         return np.log(k[:, cols] / factors[:, None] + pseudocount) / np.log(base)
     from i2o_utils.omics._kernels import log_normalise
 

@@ -32,7 +32,8 @@ import pandas as pd
 
 from i2o_utils.config import CONTROL, OMICS, STIMULI, OmicsConfig
 from i2o_utils.data import layout
-from i2o_utils.omics._checks import OmicsInputError, check_counts, check_no_empty_samples, check_no_inf
+from i2o_utils.omics._checks import (COMPILED_MIN_SIZE, OmicsInputError, check_counts, check_no_empty_samples,
+                                     check_no_inf)
 from i2o_utils.omics.batch import remove_batch_effect
 from i2o_utils.omics.filter import filter_low_expression
 from i2o_utils.omics.gt import WellLabels
@@ -186,7 +187,7 @@ def _take_columns32(x: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``x[:, cols]`` as float32 (no copy when that is all of ``x`` and already float32)."""
     if len(cols) == x.shape[1]:
         return np.asarray(x, dtype=np.float32)
-    if x.size < 1_000_000:
+    if x.size < COMPILED_MIN_SIZE:
         return np.asarray(x[:, cols], dtype=np.float32)
     from i2o_utils.omics._kernels import take_columns
 
