@@ -186,6 +186,50 @@ def test_gt_round_trip_and_matrix(tmp_path):
         layout.read_gt(p)
 
 
+def test_gt_matrix_read_directly_equals_the_long_table_pivoted(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 4000  # random cells: many given twice (the first value counts), spellings A1/A01 merged
+    df = pd.DataFrame({"plate_barcode": rng.choice(["P1", "P2", "Q10"], n),
+                       "well_id": rng.choice(["A1", "A01", "B2", "P24", "A10", "c3"], n),
+                       "gene": rng.choice([f"ENSG{i}" for i in range(60)], n), "fold": "train",
+                       "measured": rng.normal(size=n).astype(np.float32), "predicted": rng.normal(size=n)})
+    p = layout.write_gt(df, tmp_path / "gt.csv")
+    for value in ("measured", "predicted"):
+        expect = layout.gt_to_matrix(layout.read_gt(p), value)
+        got = layout.read_gt_matrix(p, value)
+        pd.testing.assert_frame_equal(got, expect, check_exact=False, rtol=1e-15)
+    assert got.index.get_level_values("well_id").isin(["A1", "B2", "P24", "A10", "C3"]).all()
+    # a table without duplicates (the usual case) takes the direct fill
+    once = df.drop_duplicates(["plate_barcode", "well_id", "gene"]).assign(
+        well_id=lambda d: d["well_id"].str.upper().str.replace("A01", "A1")).drop_duplicates(
+        ["plate_barcode", "well_id", "gene"])
+    p2 = layout.write_gt(once, tmp_path / "gt2.csv")
+    pd.testing.assert_frame_equal(layout.read_gt_matrix(p2), layout.gt_to_matrix(layout.read_gt(p2)),
+                                  check_exact=False, rtol=1e-15)
+
+
+@pytest.mark.parametrize("change, message", [
+    ("no_file", "no such file"), ("no_fold", "missing column.*fold"),
+    ("missing_value", "missing 'measured' value for gene ENSG2 in well B2 of plate P1"),
+    ("bad_well", "well"), ("bad_number", "measured")])
+def test_gt_matrix_reader_names_what_is_wrong(tmp_path, change, message):
+    df = pd.DataFrame({"plate_barcode": ["P1"] * 4, "well_id": ["A01", "A01", "B2", "B2"],
+                       "gene": ["ENSG1", "ENSG2"] * 2, "fold": ["train"] * 4, "measured": ["1.0", "2.0", "3.0", ""]})
+    p = tmp_path / "gt.csv"
+    if change == "no_fold":
+        df = df.drop(columns="fold")
+    elif change == "bad_well":
+        df.loc[0, "well_id"] = "Z99"
+    elif change == "bad_number":
+        df.loc[0, "measured"] = "one"
+    if change != "missing_value":
+        df.loc[3, "measured"] = "4.0"
+    if change != "no_file":
+        df.to_csv(p, index=False)
+    with pytest.raises(LayoutError, match=message):
+        layout.read_gt_matrix(p)
+
+
 def test_atomic_files_get_the_usual_permissions(tmp_path):
     p = layout.write_csv_atomic(pd.DataFrame({"a": [1]}), tmp_path / "x.csv")
     assert p.stat().st_mode & 0o044 == 0o044 or layout._UMASK & 0o044

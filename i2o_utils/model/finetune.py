@@ -199,7 +199,7 @@ class HeadData:
 def load_labels(omics: str, stimulus: str, root=None) -> tuple[pd.DataFrame, str]:
     """The GT table of one (omics, stimulus) as a wide matrix (index plate_barcode, well_id)."""
     path = layout.gt_path(omics, stimulus, root)
-    return layout.gt_to_matrix(layout.read_gt(path)), str(path)
+    return layout.read_gt_matrix(path), str(path)
 
 
 def _key(plate, well) -> str:
