@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from i2o_utils.data import layout
+
 from i2o_utils.data.layout import LayoutError
 from i2o_utils.evaluation.predictions import (
     PredictionsMissing,
@@ -171,6 +173,11 @@ def test_attach_gt_reports_wells_and_genes_missing_from_the_truth(tmp_path):
     assert report["n_disagree"] == 1
     assert np.isnan(new.measured[0]).all() and np.isnan(new.measured[:, -1]).all()
     assert report["n_cells_missing"] == 4 + 5 - 1
+    # the wide matrix of read_gt_matrix (the evaluation pipeline's form) gives the same
+    path = layout.write_gt(gt.assign(fold="test"), tmp_path / "gt.csv")
+    new2, report2 = attach_gt(sp, layout.read_gt_matrix(path))
+    assert report2 == report
+    np.testing.assert_array_equal(new2.measured, new.measured)
 
 
 def test_read_screen_info(tmp_path):

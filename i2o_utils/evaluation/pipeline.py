@@ -151,7 +151,7 @@ def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = Fals
             if check_gt:
                 gt_file = layout.gt_path(omics, stim, data_root)
                 if gt_file.exists():
-                    gt = layout.read_gt(gt_file)
+                    gt = layout.read_gt_matrix(gt_file)  # once, for every split
                     checked = []
                     for s in splits:
                         s2, report = attach_gt(s, gt)
