@@ -46,16 +46,28 @@ def as_matrix(x: Any, what: str = "x") -> tuple[np.ndarray, pd.Index | None, pd.
     return values, index, columns
 
 
+def _nonfinite_error(what: str, x: np.ndarray, i: int, j: int, n_bad: int, samples=None,
+                     genes=None) -> OmicsInputError:
+    kind = "infinite" if np.isinf(x[i, j]) else "NaN"
+    return OmicsInputError(f"{what}: {kind} value in {_name(samples, i, 'sample')}, {_name(genes, j, 'gene')} "
+                           f"({n_bad} non-finite values in all)")
+
+
+_COUNT_FAULTS = {"negative": "negative count {v:g} in {s}, {g}; counts must be >= 0",
+                 "non-integer": "non-integer count {v:g} in {s}, {g}; raw counts are required"}
+
+
+def _count_error(what: str, fault: str, x: np.ndarray, i: int, j: int, samples=None, genes=None) -> OmicsInputError:
+    return OmicsInputError(f"{what}: " + _COUNT_FAULTS[fault].format(v=x[i, j], s=_name(samples, i, "sample"),
+                                                                    g=_name(genes, j, "gene")))
+
+
 def check_no_inf(x: np.ndarray, what: str, samples=None, genes=None, allow_nan: bool = False) -> None:
     """Raise naming the first sample and gene holding an inf (or a NaN unless ``allow_nan``)."""
     bad = np.isinf(x) if allow_nan else ~np.isfinite(x)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        kind = "infinite" if np.isinf(x[i, j]) else "NaN"
-        raise OmicsInputError(
-            f"{what}: {kind} value in {_name(samples, i, 'sample')}, {_name(genes, j, 'gene')} "
-            f"({int(bad.sum())} non-finite values in all)"
-        )
+        raise _nonfinite_error(what, x, i, j, int(bad.sum()), samples, genes)
 
 
 COMPILED_MIN_SIZE = 1_000_000
@@ -68,16 +80,10 @@ def check_counts(x: np.ndarray, what: str, samples=None, genes=None) -> None:
     if x.size >= COMPILED_MIN_SIZE and x.ndim == 2 and x.dtype.kind in "fiu":
         return _check_counts_compiled(x, what, samples, genes)
     check_no_inf(x, what, samples, genes)
-    neg = x < 0
-    if neg.any():
-        i, j = np.argwhere(neg)[0]
-        raise OmicsInputError(f"{what}: negative count {x[i, j]:g} in {_name(samples, i, 'sample')}, "
-                              f"{_name(genes, j, 'gene')}; counts must be >= 0")
-    frac = x != np.floor(x)
-    if frac.any():
-        i, j = np.argwhere(frac)[0]
-        raise OmicsInputError(f"{what}: non-integer count {x[i, j]:g} in {_name(samples, i, 'sample')}, "
-                              f"{_name(genes, j, 'gene')}; raw counts are required")
+    for fault, bad in (("negative", x < 0), ("non-integer", x != np.floor(x))):  # (small matrices only)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise _count_error(what, fault, x, i, j, samples, genes)
     check_no_empty_samples(x > 0, what, samples)
 
 
@@ -88,17 +94,13 @@ def _check_counts_compiled(x: np.ndarray, what: str, samples=None, genes=None) -
 
     scan = np.empty((x.shape[0], 5), dtype=np.int64)
     scan_counts(np.ascontiguousarray(x), scan)
-    for col, msg in ((0, None), (2, "negative count {v:g} in {s}, {g}; counts must be >= 0"),
-                     (3, "non-integer count {v:g} in {s}, {g}; raw counts are required")):
+    for col, fault in ((0, "non-finite"), (2, "negative"), (3, "non-integer")):
         rows = np.flatnonzero(scan[:, col] >= 0)
         if len(rows):
             i, j = int(rows[0]), int(scan[rows[0], col])
-            where = dict(v=x[i, j], s=_name(samples, i, "sample"), g=_name(genes, j, "gene"))
-            if msg is None:
-                kind = "infinite" if np.isinf(x[i, j]) else "NaN"
-                raise OmicsInputError(f"{what}: {kind} value in {where['s']}, {where['g']} "
-                                      f"({int(scan[:, 1].sum())} non-finite values in all)")
-            raise OmicsInputError(f"{what}: " + msg.format(**where))
+            if fault == "non-finite":
+                raise _nonfinite_error(what, x, i, j, int(scan[:, 1].sum()), samples, genes)
+            raise _count_error(what, fault, x, i, j, samples, genes)
     check_no_empty_samples(scan[:, 4:5] > 0, what, samples)
 
 

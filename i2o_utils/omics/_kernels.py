@@ -329,6 +329,11 @@ _F32_POW5_SPLIT = np.array([5**i >> (_pow5bits(i) - _F32_POW5_BITCOUNT) if _pow5
 
 
 @njit(inline="always")
+def _pow5bits_c(e):  # pragma: no cover - compiled
+    return ((e * 1217359) >> 19) + 1
+
+
+@njit(inline="always")
 def _mul_shift(m, factor, shift):  # pragma: no cover - compiled
     lo = factor & 0xFFFFFFFF
     hi = factor >> 32
@@ -367,13 +372,13 @@ def _shortest_f32(bits, inv_split, split):  # pragma: no cover - compiled
     if e2 >= 0:
         q = (e2 * 78913) >> 18
         e10 = q
-        k = _F32_POW5_INV_BITCOUNT + ((q * 1217359) >> 19) + 1 - 1
+        k = _F32_POW5_INV_BITCOUNT + _pow5bits_c(q) - 1
         i = -e2 + q + k
         vr = _mul_shift(mv, inv_split[q], i)
         vp = _mul_shift(mp, inv_split[q], i)
         vm = _mul_shift(mm, inv_split[q], i)
         if q != 0 and (vp - 1) // 10 <= vm // 10:
-            l = _F32_POW5_INV_BITCOUNT + (((q - 1) * 1217359) >> 19) + 1 - 1
+            l = _F32_POW5_INV_BITCOUNT + _pow5bits_c(q - 1) - 1
             last = _mul_shift(mv, inv_split[q - 1], -e2 + q - 1 + l) % 10
         if q <= 9:
             if mv % 5 == 0:
@@ -386,13 +391,13 @@ def _shortest_f32(bits, inv_split, split):  # pragma: no cover - compiled
         q = ((-e2) * 732923) >> 20
         e10 = q + e2
         i = -e2 - q
-        k = ((i * 1217359) >> 19) + 1 - _F32_POW5_BITCOUNT
+        k = _pow5bits_c(i) - _F32_POW5_BITCOUNT
         j = q - k
         vr = _mul_shift(mv, split[i], j)
         vp = _mul_shift(mp, split[i], j)
         vm = _mul_shift(mm, split[i], j)
         if q != 0 and (vp - 1) // 10 <= vm // 10:
-            j = q - 1 - ((((i + 1) * 1217359) >> 19) + 1 - _F32_POW5_BITCOUNT)
+            j = q - 1 - (_pow5bits_c(i + 1) - _F32_POW5_BITCOUNT)
             last = _mul_shift(mv, split[i + 1], j) % 10
         if q <= 1:
             vr_tz = True
