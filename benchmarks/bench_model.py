@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import hardware_summary
-from i2o_utils.config import get_profile
+from i2o_utils.config import Profile, get_profile
 from i2o_utils.model.data import resolve_runtime, synthetic_tiles, prepare_tiles, to_device
 from i2o_utils.model.finetune import TileEmbeddings, train_head
 from i2o_utils.model.train import build_backbone, pretrain
@@ -89,19 +89,25 @@ def bench_pretrain(profile_name: str, cuda: bool) -> dict:
             "tiles_per_s": res.tiles_per_second, "tiles_per_s_incl_setup": tiles / dt}
 
 
+def _profile(profile) -> Profile:
+    return get_profile(profile) if isinstance(profile, str) else profile
+
+
 @torch.inference_mode()
-def bench_inference(profile_name: str, cuda: bool) -> dict:
-    prof = get_profile(profile_name)
+def bench_inference(profile: str | Profile, cuda: bool, device: str = "auto", batch: int | None = None,
+                    reps: int | None = None) -> dict:
+    """Per-tile embedding of an in-memory batch (transfer, scaling, forward): no store reads."""
+    prof = _profile(profile)
     cfg = prof.pretrain
-    rt = resolve_runtime("auto")
+    rt = resolve_runtime(device)
     model = build_backbone(cfg).to(rt.device).eval()
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
     size = prof.imaging.tile_size
-    batch = 4096 if cuda else 256
+    batch = batch or (4096 if cuda else 256)
     raw = np.random.default_rng(0).integers(0, 65535, size=(batch, 3, size, size), dtype=np.uint16)
     to_float = lambda x: x.to(torch.float32) / 65535.0  # noqa: E731
-    reps = 20 if cuda else 3
+    reps = reps or (20 if cuda else 3)
 
     def once():
         x = prepare_tiles(to_device(raw, rt), to_float, rt, input_size=cfg.input_size)
@@ -109,23 +115,27 @@ def bench_inference(profile_name: str, cuda: bool) -> dict:
             model.embed_tiles(x)
 
     once()
-    if cuda:
+    if rt.device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(reps):
         once()
-    if cuda:
+    if rt.device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"profile": profile_name, "width": cfg.backbone_width, "tile": _tile_text(size, cfg.input_size), "batch": batch,
+    return {"profile": prof.name, "width": cfg.backbone_width, "tile": _tile_text(size, cfg.input_size), "batch": batch,
             "tiles_per_s": reps * batch / dt}
 
 
-def bench_heads(profile_name: str) -> dict:
-    """All 4 x n_splits heads at the profile's scale on synthetic cached embeddings."""
-    prof = get_profile(profile_name)
+def bench_heads(profile: str | Profile, device: str = "auto", deadline: float | None = None) -> dict:
+    """All 4 x n_splits heads at the profile's scale on synthetic cached embeddings.
+
+    ``deadline`` (a ``time.perf_counter()`` value): start no head after it; the result then says
+    how many of the heads were trained (``heads`` < ``heads_planned``, ``complete`` false).
+    """
+    prof = _profile(profile)
     sc, ft, ev = prof.screen, prof.finetune, prof.evaluation
-    rt = resolve_runtime("auto")
+    rt = resolve_runtime(device)
     rng = np.random.default_rng(0)
     wells_per_stimulus = sc.wells_per_plate * sc.omics_plates_per_stimulus * sc.imaging_plates_per_omics_plate
     tiles_per_well = max(ft.tiles_per_well, 32)
@@ -136,12 +146,17 @@ def bench_heads(profile_name: str) -> dict:
     well_emb = cache.well_means(np.arange(n_wells))
     t0 = time.perf_counter()
     epochs = []
+    planned = 2 * 2 * ev.n_splits
     for n_genes in (sc.n_transcripts, sc.n_proteins):
         w = rng.normal(size=(d, n_genes)) / np.sqrt(d)
         for stim in range(2):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
             wells = np.arange(stim * wells_per_stimulus, (stim + 1) * wells_per_stimulus)
             y = well_emb[wells].cpu().numpy() @ w + rng.normal(size=(len(wells), n_genes))
             for k in range(ev.n_splits):
+                if deadline is not None and time.perf_counter() > deadline:
+                    break
                 perm = np.random.default_rng(k).permutation(len(wells))
                 tr, va = perm[: int(0.7 * len(wells))], perm[int(0.7 * len(wells)): int(0.8 * len(wells))]
                 mean, std = y[tr].mean(0), y[tr].std(0, ddof=1)
@@ -151,8 +166,10 @@ def bench_heads(profile_name: str) -> dict:
     if rt.device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"profile": profile_name, "heads": len(epochs), "wells": n_wells, "genes": (sc.n_transcripts, sc.n_proteins),
-            "K": ft.wells_per_batch, "N": ft.tiles_per_well, "mean_epochs": float(np.mean(epochs)), "seconds": dt}
+    return {"profile": prof.name, "heads": len(epochs), "heads_planned": planned, "complete": len(epochs) == planned,
+            "wells": n_wells, "genes": (sc.n_transcripts, sc.n_proteins), "K": ft.wells_per_batch,
+            "N": ft.tiles_per_well, "epochs": epochs, "mean_epochs": float(np.mean(epochs)) if epochs else float("nan"),
+            "seconds": dt}
 
 
 def main() -> None:
