@@ -9,7 +9,8 @@
 # Other options go to `python -m benchmarks.paper_gpu` (see its --help): --out DIR (default
 # benchmarks/results, or $OUT when set), --compile, --knockouts, --fields-per-well, --stages ...
 # Environment: PYTHON (default .venv/bin/python if present, else python3), I2O_GPU_TIMEOUT
-# (seconds before the run is stopped, default 470; results are written after every stage).
+# (seconds before the run is stopped, default 470: the stage running then is recorded as stopped,
+# and the results file keeps every stage that finished).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -53,6 +54,6 @@ export PYTHONUNBUFFERED=1
 
 limit=${I2O_GPU_TIMEOUT:-470}
 if command -v timeout >/dev/null 2>&1; then
-    exec timeout --kill-after=15 "$limit" "$PY" -m benchmarks.paper_gpu "${args[@]}"
+    exec timeout --kill-after=15 "$limit" "$PY" -m benchmarks.paper_gpu ${args[@]+"${args[@]}"}
 fi
-exec "$PY" -m benchmarks.paper_gpu "${args[@]}"
+exec "$PY" -m benchmarks.paper_gpu ${args[@]+"${args[@]}"}

@@ -109,6 +109,13 @@ def check(target: Path, wheels_dir: Path, required: tuple[str, ...], optional: t
           cuda: bool) -> int:
     """Check (and install what is missing); print the PYTHONPATH addition on the last line."""
     print(f"set-up: Python {sys.version.split()[0]} at {sys.executable}", flush=True)
+    if cuda and importlib.util.find_spec("torch") is not None:  # the first thing a GPU run needs
+        r = subprocess.run([sys.executable, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            print("set-up FAILED: torch sees no CUDA device (a CPU dry run is `benchmarks/gpu.sh --dry-run`)",
+                  file=sys.stderr)
+            return 3
     absent = [m for m in required + optional if importlib.util.find_spec(m) is None]
     extra = ""
     if absent:
@@ -135,13 +142,6 @@ def check(target: Path, wheels_dir: Path, required: tuple[str, ...], optional: t
     opt_missing = missing_modules(optional, extra or None)
     if opt_missing:
         print(f"set-up: optional module(s) missing, the run goes on without them: {', '.join(opt_missing)}")
-    if cuda:
-        r = subprocess.run([sys.executable, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            print("set-up FAILED: torch sees no CUDA device (a CPU dry run is `benchmarks/gpu.sh --dry-run`)",
-                  file=sys.stderr)
-            return 3
     print(extra)
     return 0
 

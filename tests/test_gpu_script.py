@@ -70,6 +70,7 @@ def test_dry_run_runs_every_stage(dry_run):
     assert st["loss_run"]["steps"] == len(st["loss_run"]["loss"])
     # inference over every tile of the store, then N x seeds well embeddings of every well
     assert st["inference"]["store_tiles"] == st["screen"]["tiles"]
+    assert st["inference"]["tiles_per_pass"] == st["inference"]["store_read_times_per_pass"] * st["screen"]["tiles"]
     assert st["inference"]["well_embeddings"]["wells"] == st["screen"]["wells"]
     assert st["inference"]["well_embeddings"]["N"] == model.inference.tiles_per_well
     # every head of the profile
@@ -159,3 +160,31 @@ def test_device_run_refuses_a_machine_without_cuda(tmp_path):
     assert r.returncode == 3
     assert "no CUDA device" in r.stderr
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_time_limit_is_recorded(tmp_path, monkeypatch):
+    """SIGTERM (gpu.sh's time limit) stops the stage running, skips the rest, keeps the results."""
+    import signal
+    import time
+
+    import torch
+
+    import benchmarks.paper_gpu as pg
+
+    def slow_stage(ctx):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        return {}
+
+    monkeypatch.setitem(pg.STAGES, "gpu_tests", slow_stage)
+    handler, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
+    try:
+        rc = pg.main(["--dry-run", "--stages", "gpu_tests", "heads", "--out", str(tmp_path), "--work", str(tmp_path / "w")])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        torch.set_num_threads(threads)
+    assert rc == 1
+    res = json.loads(next(tmp_path.glob("paper_gpu_dry-run_*.json")).read_text())
+    assert "time limit" in res["stages"]["gpu_tests"]["error"]
+    assert "not run" in res["stages"]["heads"]["error"]
+    assert not res["complete"]
