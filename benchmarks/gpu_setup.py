@@ -9,10 +9,12 @@ dependencies (anndata, dask, distributed and what they need), and may have no ne
   machine's Python (default 3.12, x86-64 manylinux) into ``.whl/`` (ignored by git). The heavy
   stack that a GPU machine is expected to bring is left out (see :data:`HEAVY`).
 * ``python -m benchmarks.gpu_setup check --target DIR`` (on the GPU machine, before anything
-  of the project is imported) checks the modules that the run needs; for each one missing it
-  installs, from ``.whl/``, the wheels whose distributions are not installed (``pip --no-index
-  --no-deps --target DIR``) and checks again in a fresh interpreter. It prints the folder to add
-  to ``PYTHONPATH`` on its last line, or exits with status 3 and a message naming every module
+  of the project is imported) checks the modules that the run needs; when one is missing, or
+  when pandas is of another major version than the lock's (:data:`SAME_MAJOR`), it installs
+  from ``.whl/`` the wheels whose distributions are not installed, and the locked pandas
+  (``pip --no-index --no-deps --target DIR``, in front of the machine's own packages for this
+  run only), and checks again in a fresh interpreter. It prints the folder to add to
+  ``PYTHONPATH`` on its last line, or exits with status 3 and a message naming every module
   still missing and how to bring it.
 
 Nothing here imports the project or torch at module level, so it runs before they import.
@@ -39,11 +41,15 @@ REQUIRED = ("numpy", "scipy", "pandas", "h5py", "pyarrow", "skimage", "tqdm", "t
 OPTIONAL = ("distributed",)
 """Modules that only speed the run up (the image pipeline's process pool); without them it runs
 in-process and the results file says so."""
-FETCH = ("anndata", "dask", "distributed")
+FETCH = ("anndata", "dask", "distributed", "pandas")
 """Distributions whose wheels ``fetch`` downloads, with every dependency not in :data:`HEAVY`."""
-HEAVY = ("numpy", "scipy", "pandas", "h5py", "pyarrow", "scikit-image", "torch", "triton",
+HEAVY = ("numpy", "scipy", "h5py", "pyarrow", "scikit-image", "torch", "triton",
          "pillow", "networkx", "sympy", "llvmlite", "numba")
 """Distributions expected on a GPU machine (tens of MB each): never carried as wheels."""
+SAME_MAJOR = ("pandas",)
+"""Distributions whose installed major version must be that of ``requirements.lock``: the project
+is tested on pandas 2, and pandas 3's string dtype is one the simulator's h5ad writing (anndata)
+refuses. Where the machine has another major version, the locked wheel is installed in front."""
 
 FIX = ("run `python -m benchmarks.gpu_setup fetch` (or `benchmarks/gpu.sh --fetch-wheels`) on a machine "
        "that reaches PyPI, and bring the folder .whl/ along with the repository")
@@ -68,8 +74,33 @@ def installed_distributions(paths: list[str] | None = None) -> set[str]:
             if d.metadata and d.metadata["Name"]}
 
 
-def wheels_to_install(wheels: list[Path], installed: set[str]) -> list[Path]:
-    """The wheels whose distributions are not installed; one per distribution.
+def lock_pins(lock: Path) -> dict[str, str]:
+    """``{normalised name: version}`` of the ``name==version`` lines of a lock file."""
+    pins = {}
+    for line in lock.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;#]+)", line.strip())
+        if m:
+            pins[normalise(m.group(1))] = m.group(3)
+    return pins
+
+
+def wrong_major(pins: dict[str, str], names: tuple[str, ...] = SAME_MAJOR) -> dict[str, tuple[str, str]]:
+    """``{name: (installed, locked)}`` for the installed distributions of ``names`` whose major
+    version differs from the lock's."""
+    out = {}
+    for name in names:
+        want = pins.get(normalise(name))
+        try:
+            have = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+        if want and have.split(".")[0] != want.split(".")[0]:
+            out[normalise(name)] = (have, want)
+    return out
+
+
+def wheels_to_install(wheels: list[Path], installed: set[str], replace: set[str] = frozenset()) -> list[Path]:
+    """The wheels whose distributions are not installed, or are in ``replace``; one per distribution.
 
     Raises
     ------
@@ -82,7 +113,7 @@ def wheels_to_install(wheels: list[Path], installed: set[str]) -> list[Path]:
         if d in seen:
             raise ValueError(f"two wheels of {d}: {seen[d].name} and {w.name}; keep one")
         seen[d] = w
-    return [w for d, w in seen.items() if d not in installed]
+    return [w for d, w in seen.items() if d not in installed or d in replace]
 
 
 def missing_modules(modules: tuple[str, ...], extra_path: str | None = None) -> list[str]:
@@ -105,6 +136,18 @@ def missing_modules(modules: tuple[str, ...], extra_path: str | None = None) -> 
     return [line for line in r.stdout.splitlines() if line.strip()]
 
 
+def _versions(names: tuple[str, ...], extra_path: str | None) -> dict[str, str]:
+    """Versions of ``names`` as a fresh interpreter (``extra_path`` first on its path) imports them."""
+    if not names:
+        return {}
+    env = dict(os.environ)
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join([extra_path] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    print(m, importlib.import_module(m).__version__)\n"
+    r = subprocess.run([sys.executable, "-c", code, *names], env=env, capture_output=True, text=True)
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+
+
 def check(target: Path, wheels_dir: Path, required: tuple[str, ...], optional: tuple[str, ...],
           cuda: bool) -> int:
     """Check (and install what is missing); print the PYTHONPATH addition on the last line."""
@@ -117,12 +160,23 @@ def check(target: Path, wheels_dir: Path, required: tuple[str, ...], optional: t
                   file=sys.stderr)
             return 3
     absent = [m for m in required + optional if importlib.util.find_spec(m) is None]
+    lock = ROOT / "requirements.lock"
+    off = wrong_major(lock_pins(lock)) if lock.exists() else {}
     extra = ""
-    if absent:
+    if off:
+        print("set-up: installed major version differs from requirements.lock: "
+              + ", ".join(f"{d} {a} (lock: {b})" for d, (a, b) in off.items()), flush=True)
+    if absent or off:
         wheels = sorted(wheels_dir.glob("*.whl")) if wheels_dir.is_dir() else []
-        todo = wheels_to_install(wheels, installed_distributions())
-        print(f"set-up: not importable here: {', '.join(absent)}; {len(wheels)} wheel(s) in {wheels_dir}, "
-              f"{len(todo)} of them for distributions not installed", flush=True)
+        todo = wheels_to_install(wheels, installed_distributions(), replace=set(off))
+        lacking = sorted(set(off) - {wheel_distribution(w) for w in todo})
+        if lacking:
+            print(f"set-up FAILED: no wheel of {', '.join(lacking)} in {wheels_dir} to replace the installed "
+                  f"version{'s' if len(lacking) > 1 else ''} (see above).\nTo bring {'them' if len(lacking) > 1 else 'it'}: "
+                  f"{FIX}.", file=sys.stderr)
+            return 3
+        print(f"set-up: not importable here: {', '.join(absent) or 'none'}; {len(wheels)} wheel(s) in {wheels_dir}, "
+              f"{len(todo)} of them to install", flush=True)
         if todo:
             target.mkdir(parents=True, exist_ok=True)
             r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
@@ -142,17 +196,18 @@ def check(target: Path, wheels_dir: Path, required: tuple[str, ...], optional: t
     opt_missing = missing_modules(optional, extra or None)
     if opt_missing:
         print(f"set-up: optional module(s) missing, the run goes on without them: {', '.join(opt_missing)}")
+    still_off = [f"{d} {v}" for d, v in _versions(tuple(off), extra or None).items()
+                 if v.split(".")[0] != off[d][1].split(".")[0]]
+    if still_off:
+        print(f"set-up FAILED: after the install, still {', '.join(still_off)}", file=sys.stderr)
+        return 3
     print(extra)
     return 0
 
 
 def fetch(dest: Path, python_version: str, lock: Path) -> int:
     """Download the wheels of :data:`FETCH` and their dependencies, less :data:`HEAVY`, into ``dest``."""
-    pins = {}
-    for line in lock.read_text().splitlines():
-        m = re.match(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;#]+)", line.strip())
-        if m:
-            pins[normalise(m.group(1))] = m.group(3)
+    pins = lock_pins(lock)
     reqs = [f"{d}=={pins[d]}" if d in pins else d for d in FETCH]
     with tempfile.TemporaryDirectory() as tmp:
         cons = Path(tmp) / "constraints.txt"

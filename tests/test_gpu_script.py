@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repository, not of the installed package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.gpu_setup import normalise, wheel_distribution, wheels_to_install  # noqa: E402
+from benchmarks.gpu_setup import lock_pins, normalise, wheel_distribution, wheels_to_install, wrong_major  # noqa: E402
 from benchmarks.paper_gpu import STAGES, TARGETS, judge_targets, loss_fell, run_profiles  # noqa: E402
 
 
@@ -110,6 +110,24 @@ def test_wheel_selection():
         wheels_to_install([Path("zarr-3.1.6-py3-none-any.whl"), Path("zarr-3.0.0-py3-none-any.whl")], set())
     with pytest.raises(ValueError, match="not a wheel"):
         wheel_distribution("zarr.tar.gz")
+
+
+def test_major_version_check(tmp_path):
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("# comment\nPandas==2.3.3\nmoto[server]==5.2.5\nnumpy==2.4.6 ; python_version >= '3.11'\n")
+    pins = lock_pins(lock)
+    assert pins == {"pandas": "2.3.3", "moto": "5.2.5", "numpy": "2.4.6"}
+    import numpy
+
+    same = {"numpy": numpy.__version__}
+    assert wrong_major(same, ("numpy",)) == {}
+    other = {"numpy": f"{int(numpy.__version__.split('.')[0]) + 1}.0.0"}
+    assert wrong_major(other, ("numpy",)) == {"numpy": (numpy.__version__, other["numpy"])}
+    assert wrong_major(pins, ("i2o-not-installed",)) == {}
+    # an installed distribution is replaced only when asked
+    pd_wheel = Path("pandas-2.3.3-cp312-cp312-manylinux_2_28_x86_64.whl")
+    assert wheels_to_install([pd_wheel], {"pandas"}) == []
+    assert wheels_to_install([pd_wheel], {"pandas"}, replace={"pandas"}) == [pd_wheel]
 
 
 def _make_wheel(folder: Path, name: str) -> Path:
