@@ -9,8 +9,8 @@
 # Other options go to `python -m benchmarks.paper_gpu` (see its --help): --out DIR (default
 # benchmarks/results, or $OUT when set), --compile, --knockouts, --fields-per-well, --stages ...
 # Environment: PYTHON (default .venv/bin/python if present, else python3), I2O_GPU_TIMEOUT
-# (seconds before the run is stopped, default 470: the stage running then is recorded as stopped,
-# and the results file keeps every stage that finished).
+# (seconds, set-up included, before the run is stopped, default 460: the stage running then is
+# recorded as stopped, and the results file keeps every stage that finished).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -52,8 +52,15 @@ rm -f "$setup_log"
 export PYTHONPATH="${extra:+$extra:}$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
-limit=${I2O_GPU_TIMEOUT:-470}
+# the whole run, set-up included, ends within $limit s (+10 s for a stopped process to exit)
+limit=${I2O_GPU_TIMEOUT:-460}
+left=$((limit - SECONDS))
+if [ "$left" -lt 30 ]; then
+    echo "the set-up took ${SECONDS} s of the ${limit} s limit: too little left for the run" >&2
+    exit 3
+fi
+case " ${args[*]-} " in *" --total-budget "*) ;; *) args+=(--total-budget "$((left - 5))") ;; esac
 if command -v timeout >/dev/null 2>&1; then
-    exec timeout --kill-after=15 "$limit" "$PY" -m benchmarks.paper_gpu ${args[@]+"${args[@]}"}
+    exec timeout --kill-after=10 "$left" "$PY" -m benchmarks.paper_gpu "${args[@]}"
 fi
 exec "$PY" -m benchmarks.paper_gpu ${args[@]+"${args[@]}"}
