@@ -13,9 +13,10 @@ Stages, in order, each with a time budget so that the whole run stays under 8 mi
    device preparation; forward + backward + AdamW on a resident batch) to say where time goes.
 4. ``loss_run``: a short pre-training run at the paper's settings; its loss must fall.
 5. ``inference``: every tile of the store embedded by the trained backbone
-   (:func:`~i2o_utils.model.finetune.cache_tile_embeddings`), tiles/s, then the N=512 x 3 seeds
-   well embeddings from that cache (:func:`~i2o_utils.model.predict.inference_embeddings`), and
-   the forward pass alone on an in-memory batch.
+   (:func:`~i2o_utils.model.finetune.cache_tile_embeddings`; a warm-up pass, then timed passes
+   over the store's wells read many times over, in tiles/s), the N=512 x 3 seeds well
+   embeddings from that cache (:func:`~i2o_utils.model.predict.inference_embeddings`), and the
+   forward pass with and without the transfer, on batches held in memory.
 6. ``heads``: the 4 x 10 linear heads on cached embeddings at the paper's wells and gene counts
    (``benchmarks.bench_model.bench_heads``: synthetic embeddings and labels).
 
@@ -66,8 +67,11 @@ BUDGETS = {
     "paper": {"gpu_tests": 60, "screen": 150, "pretrain": 45, "loss_run": 45, "inference": 30, "heads": 125},
     "tiny": {"gpu_tests": 120, "screen": 60, "pretrain": 20, "loss_run": 30, "inference": 10, "heads": 60},
 }
-"""Seconds per stage. The screen's size is chosen to fit its budget; the other stages size their
-step counts from it (paper) or use fixed counts (tiny) and stop at it."""
+"""Seconds per stage, each cut to what is left of the whole run. The screen cannot stop part-way:
+its default size (6 knock-outs and NT on eight plates, one field per well: 64 fields) is an
+estimate from CPU timings (about 1 s to simulate a 1080x1080 field and 2 s to preprocess it on
+one core, the preprocessing spread over up to 16 processes). The other stages size their step
+counts from the measured throughput (paper) or use fixed counts (tiny), and stop at their budget."""
 TOTAL_BUDGET_S = 450
 """The whole run when started directly; ``gpu.sh`` passes what its set-up left of its 460 s and
 stops the process at that limit (results are written after every stage, so a stopped run leaves
