@@ -14,7 +14,7 @@ import pytest
 
 from i2o_utils.omics import OmicsInputError
 from i2o_utils.omics import gt as gtmod
-from i2o_utils.omics.gt import GT_COLUMNS, WellLabels
+from i2o_utils.omics.gt import GT_COLUMNS, GT_GENE, GT_MEASURED, WellLabels
 
 
 def table(n_wells=37, n_genes=301, n_labels=5, seed=0, genes=None, plates=None):
@@ -49,20 +49,20 @@ def test_csv_is_byte_identical_to_arrow_writer(tmp_path, direct, chunk_bytes):
 
 def test_values_read_back_as_the_same_float32(tmp_path):
     t = table(n_wells=5, n_genes=2000, n_labels=3)
-    df = pd.read_csv(t.write_csv(tmp_path / "gt.csv"), dtype={"gene": str})
+    df = pd.read_csv(t.write_csv(tmp_path / "gt.csv"), dtype={GT_GENE: str})
     assert list(df.columns) == list(GT_COLUMNS) and len(df) == len(t) == t.shape[0]
-    np.testing.assert_array_equal(df["measured"].to_numpy(np.float32), t.frame()["measured"].to_numpy())
+    np.testing.assert_array_equal(df[GT_MEASURED].to_numpy(np.float32), t.frame()[GT_MEASURED].to_numpy())
 
 
 def test_fields_with_commas_or_quotes_are_quoted_like_pandas(tmp_path):
     t = table(n_wells=3, n_genes=4, n_labels=2, genes=["a,b", 'say "x"', "plain", "line\nbreak"],
               plates=["P,1", "P2", 'P"3'])
     got = t.write_csv(tmp_path / "gt.csv").read_bytes()
-    frame = t.frame().astype({"measured": object})
-    frame["measured"] = [str(v) for v in pa.array(t.frame()["measured"]).cast(pa.string()).to_pylist()]
+    frame = t.frame().astype({GT_MEASURED: object})
+    frame[GT_MEASURED] = [str(v) for v in pa.array(t.frame()[GT_MEASURED]).cast(pa.string()).to_pylist()]
     assert got == frame.to_csv(index=False, lineterminator="\n").encode()
     back = pd.read_csv(tmp_path / "gt.csv")
-    assert set(back["gene"]) == {"a,b", 'say "x"', "plain", "line\nbreak"}
+    assert set(back[GT_GENE]) == {"a,b", 'say "x"', "plain", "line\nbreak"}
 
 
 def test_head_shape_and_frame_agree():
@@ -71,7 +71,7 @@ def test_head_shape_and_frame_agree():
     assert t.shape == f.shape == (12, 5) and len(t) == 12
     pd.testing.assert_frame_equal(t.head(7).reset_index(drop=True), f.head(7).reset_index(drop=True),
                                   check_categorical=False)
-    assert list(f["gene"][:3]) == t.genes and (f["measured"][:3].to_numpy() == t.values[t.label_index[0]]).all()
+    assert list(f[GT_GENE][:3]) == t.genes and (f[GT_MEASURED][:3].to_numpy() == t.values[t.label_index[0]]).all()
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):

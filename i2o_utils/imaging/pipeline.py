@@ -161,9 +161,12 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
     if index.empty:
         raise LayoutError(f"{source}: no per-well .h5 image files")
     meta = metadata if metadata is not None else layout.read_metadata(bp["metadata"])
-    meta = meta.rename(columns={"PLATE_ID": "plate"})
-    extra = [c for c in meta.columns if c not in ("plate", "well_id")]
-    merged = index.merge(meta, on=["plate", "well_id"], how="left", indicator=True, suffixes=("", "_meta"))
+    # metadata.csv names a plate by PLATE_ID, the part of the images' PLATE_BARCODE after its underscore
+    index["PLATE_ID"] = [layout.plate_id(b, where=p) if not e else b.rpartition("_")[2]
+                         for b, p, e in zip(index["plate"], index["path"], index["error"])]
+    meta = meta.drop(columns=[c for c in ("plate", "plate_barcode") if c in meta.columns])
+    extra = [c for c in meta.columns if c not in ("PLATE_ID", "well_id")]
+    merged = index.merge(meta, on=["PLATE_ID", "well_id"], how="left", indicator=True, suffixes=("", "_meta"))
     missing = merged.loc[(merged["_merge"] == "left_only") & (merged["error"] == "")]
     if len(missing):
         r = missing.iloc[0]
@@ -181,16 +184,13 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
             plate=str(r.plate), well_id=str(r.well_id), row=int(r.row), column=int(r.column),
             image_path=str(r.path), icf_path=str(icf_path) if correct else None,
             tiles_path=str(bp["tiles"] / _sibling_name(name, "TILES")),
-            input_pointer=str(Path("data") / "ICF" / icf_path.name),
+            input_pointer=str(Path(icf_path).resolve()),
             shard_path=str(work / "tiles" / r.plate / f"{r.well_id}.npy"),
             cells_path=str(work / "cells" / r.plate / f"{r.well_id}.parquet"),
             marker_path=str(work / "done" / r.plate / f"{r.well_id}.json"),
             metadata=md, broken=r.error,
         ))
     return tasks, correct
-
-
-_NAME_RE = re.compile(r"\.X(\d+)\.Y(\d+)\..*_([^_]+)\.h5$")
 
 
 def _index_files(folder: Path) -> pd.DataFrame:
@@ -202,8 +202,8 @@ def _index_files(folder: Path) -> pd.DataFrame:
             a = layout.read_well_attrs(p)
             rows.append({**a, "well_id": layout.format_well_id(a["row"], a["column"]), "error": ""})
         except LayoutError as e:
-            m = _NAME_RE.search(p.name)
-            row, col, plate = (int(m.group(1)), int(m.group(2)), m.group(3)) if m else (0, 0, "?")
+            m = layout.parse_image_file_name(p.name)
+            row, col, plate = (m["row"], m["column"], m["barcode"]) if m else (0, 0, "?")
             well = layout.format_well_id(row, col) if m else p.stem
             rows.append({"plate": plate, "row": row, "column": col, "well_id": well, "plane": 1,
                          "n_fields": 0, "path": p, "error": f"{e} [plate {plate}, well {well}]"})
@@ -329,7 +329,8 @@ def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray
             layout.write_well_images(task.icf_path, w.plate, w.row, w.column,
                                      round_mantissa(corrected, params.icf_mantissa_bits), plane=w.plane,
                                      compression=params.icf_compression)
-        layout.write_well_tiles(task.tiles_path, w.row, w.column, task.input_pointer, corners_per_field)
+        layout.write_well_tiles(task.tiles_path, w.row, w.column, task.input_pointer, corners_per_field,
+                                plate_barcode=w.plate, plane=w.plane)
         s = params.tile_size
         well_tiles = np.concatenate(tiles) if tiles else np.zeros((0, 3, s, s), params.tile_dtype)
         _atomic_save_npy(task.shard_path, well_tiles)

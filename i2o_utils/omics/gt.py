@@ -4,7 +4,7 @@ Every imaging well of one perturbation and replicate gets the same label vector,
 GT long table (at the paper's scale 1,536 imaging wells x 26,317 transcripts, 40 M rows) holds
 only ``seeds x perturbations`` distinct vectors. :class:`WellLabels` keeps those vectors and one
 row per imaging well; :meth:`WellLabels.frame` expands them to the bucket's long format
-(``plate_barcode, well_id, gene, fold, measured``) and :meth:`WellLabels.write_csv` writes the CSV
+(the authors' columns ``plate_barcode, well_id, gene/protein, train/test/val fold, measured (absolute)``) and :meth:`WellLabels.write_csv` writes the CSV
 without building the long table: each distinct value is formatted once by a compiled Ryu
 conversion, as Arrow formats a float32 (the shortest text that reads back to the same float32;
 the file is byte for byte what Arrow's own CSV writer gives), and a compiled kernel assembles
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from i2o_utils.data.layout import GT_COLUMNS, atomic_path
+from i2o_utils.data.layout import GT_COLUMNS, GT_FOLD, GT_GENE, GT_MEASURED, GT_PLATE, GT_WELL, atomic_path
 from i2o_utils.omics._checks import OmicsInputError
 from i2o_utils.omics._io import ALIGN as _ALIGN
 from i2o_utils.omics._io import aligned_empty as _aligned
@@ -85,12 +85,12 @@ class WellLabels:
             return pd.Categorical.from_codes(np.repeat(c.codes, g), categories=c.categories)
 
         return pd.DataFrame({
-            "plate_barcode": per_well(w["plate_barcode"]),
-            "well_id": per_well(w["well_id"]),
-            "gene": pd.Categorical.from_codes(np.tile(np.arange(g, dtype=np.int32), len(w)),
-                                              categories=pd.Index(self.genes, dtype=object)),
-            "fold": per_well(w["fold"]),
-            "measured": self.values[lab].reshape(-1),
+            GT_PLATE: per_well(w["plate_barcode"]),
+            GT_WELL: per_well(w["well_id"]),
+            GT_GENE: pd.Categorical.from_codes(np.tile(np.arange(g, dtype=np.int32), len(w)),
+                                               categories=pd.Index(self.genes, dtype=object)),
+            GT_FOLD: per_well(w["fold"]),
+            GT_MEASURED: self.values[lab].reshape(-1),
         })
 
     def head(self, n: int = 5) -> pd.DataFrame:
@@ -125,7 +125,7 @@ class WellLabels:
         pre_data, gm_data = (np.concatenate([d, pad]) for d in (pre_data, gm_data))
         from i2o_utils.omics._kernels import gt_rows as fill
 
-        header = (",".join(GT_COLUMNS) + "\n").encode()
+        header = (",".join(_csv_fields(GT_COLUMNS)) + "\n").encode()
         total = len(header) + int(row_bytes.sum())
         use_direct = total > (256 << 20) if direct is None else bool(direct)
         with atomic_path(path) as tmp, _Sink(tmp, direct=use_direct) as sink, \
