@@ -206,6 +206,46 @@ def test_real_data_layout_icf_only(tmp_path):
     res = _run(tmp_path / "data", tmp_path / "res")
     assert not res.corrected and res.flatfields == {}
     assert (res.status["status"] == "ok").all()
-    t = layout.read_well_tiles(next(bp["tiles"].iterdir()))
+    assert not bp["tiles"].exists() and res.paths["tiles"] == tmp_path / "res" / "TILES"
+    t = layout.read_well_tiles(next(res.paths["tiles"].iterdir()))
     assert t.image_path(bp["root"]).parent == bp["icf"] and t.n_tiles > 0
     assert TileStore(res.store_dir).n_tiles == res.status["n_tiles"].sum()
+
+
+def test_downloaded_files_are_never_modified(tmp_path):
+    """A data root as fetched (ICF, TILES, GT, metadata; no RAW): notebooks 10 and 20 leave every
+    file in it byte for byte as it was."""
+    import hashlib
+
+    from i2o_utils import omics
+
+    bp = _screen(tmp_path / "data", wells_per_plate=1, empty=None)
+    bp["icf"].mkdir(parents=True)
+    for f in bp["raw"].iterdir():
+        f.rename(bp["icf"] / f.name.replace("RAW.", "ICF.", 1))
+    bp["raw"].rmdir()
+    bp["tiles"].mkdir(parents=True)
+    for f in bp["icf"].iterdir():  # the authors' tiles: other corners than this project's, another machine's path
+        a = layout.read_well_attrs(f)
+        layout.write_well_tiles(bp["tiles"] / f.name.replace("ICF.", "TILES.", 1), a["row"], a["column"],
+                                "/cluster/ICF/" + f.name, [np.array([[1, 2]])], plate_barcode=a["plate"])
+    gt = pd.DataFrame({c: v for c, v in zip(layout.GT_COLUMNS, (["E_P1"], ["B1"], ["ENSG1"], ["train"], [1.5]))})
+    for o in ("transcriptomics", "proteomics"):
+        for s in ("m1", "m2"):
+            layout.write_gt(gt, layout.gt_path(o, s, bp["root"]))
+
+    def digests():
+        return {p.relative_to(bp["root"]): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(bp["root"].rglob("*")) if p.is_file()}
+
+    before = digests()
+    assert sum(str(p).startswith("data/TILES") for p in before) == 4  # 2 plates x 2 wells
+    # notebook 10: no omics to label here; the GT guard leaves data/GT alone
+    assert not omics.may_write_gt(bp["root"])[0]
+    sets = omics.preprocess_omics(omics.read_all_omics_raw(bp["root"]), progress=False)
+    ground = omics.build_ground_truth(sets, layout.read_metadata(bp["metadata"]))
+    omics.write_outputs(sets, ground, tmp_path / "res10", root=bp["root"])
+    # notebook 20: tiles from ICF into the results folder
+    res = _run(bp["root"], tmp_path / "res20")
+    assert (res.status["status"] == "ok").all() and res.paths["tiles"].parent == tmp_path / "res20"
+    assert digests() == before

@@ -11,7 +11,9 @@
 3. **Per-well processing**, :func:`process_well`, a pure function of its inputs (it reads one
    well file and writes only that well's outputs, each atomically): flat-field correction
    (written to ``data/ICF`` in the per-well layout), nuclei centres, 128x128 tiles under the
-   border rule (``data/TILES`` in the authors' form, plus the well's tiles for the store),
+   border rule (TILES files in the authors' form, plus the well's tiles for the store; in
+   ``data/TILES`` for a simulated screen, in the results folder's ``TILES`` when the images come
+   from ``data/ICF``, so that downloaded files are never overwritten),
    morphology features of every cell, and last a small done-marker. It is mapped over wells
    with ``dask.distributed``: a ``LocalCluster`` by default, the scheduler at an address
    (``"tcp://host:8786"``) with no code change, or in-process (``"synchronous"``, no cluster).
@@ -141,11 +143,15 @@ def _sibling_name(name: str, prefix: str) -> str:
 
 
 def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
-               metadata: pd.DataFrame | None = None) -> tuple[list[WellTask], bool]:
+               metadata: pd.DataFrame | None = None,
+               tiles_dir: str | os.PathLike | None = None) -> tuple[list[WellTask], bool]:
     """The wells to process and whether their images need flat-field correction.
 
-    Images come from ``data/RAW`` (simulated screen: corrected here, ICF written) or, when
-    there is no RAW folder, from ``data/ICF`` (real data: already corrected).
+    Images come from ``data/RAW`` (simulated screen: corrected here, ICF and TILES written to
+    ``data/ICF`` and ``data/TILES``) or, when there is no RAW folder, from ``data/ICF`` (real
+    data: already corrected). Files fetched from a source are never written: with ICF input the
+    project's own TILES files go to ``tiles_dir`` (default ``<work_dir>/../TILES``, i.e. the
+    results folder), never over the bucket's ``data/TILES``.
 
     Raises
     ------
@@ -174,6 +180,7 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
                           f"{bp['metadata']} ({len(missing)} well file(s) without metadata)")
     merged = merged.sort_values(["plate", "row", "column"]).reset_index(drop=True)
     work = Path(work_dir)
+    own_tiles = bp["tiles"] if correct else Path(tiles_dir) if tiles_dir is not None else work.parent / "TILES"
     tasks = []
     for r in merged.itertuples(index=False):
         name = Path(r.path).name
@@ -183,7 +190,7 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
         tasks.append(WellTask(
             plate=str(r.plate), well_id=str(r.well_id), row=int(r.row), column=int(r.column),
             image_path=str(r.path), icf_path=str(icf_path) if correct else None,
-            tiles_path=str(bp["tiles"] / _sibling_name(name, "TILES")),
+            tiles_path=str(own_tiles / _sibling_name(name, "TILES")),
             input_pointer=str(Path(icf_path).resolve()),
             shard_path=str(work / "tiles" / r.plate / f"{r.well_id}.npy"),
             cells_path=str(work / "cells" / r.plate / f"{r.well_id}.parquet"),
@@ -651,7 +658,7 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
     store_dir = out / "tilestore"
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    tasks, correct = plan_wells(data_root, work)
+    tasks, correct = plan_wells(data_root, work, tiles_dir=out / "TILES")
     readable = [t for t in tasks if not t.broken]
     plates = {t.plate for t in readable}
     runner = _Runner(scheduler, n_workers)
@@ -732,7 +739,8 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
     seconds["assembly"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     paths.update({"flatfields": out / "flatfields.h5", "status": out / "wells_status.csv",
-                  "tile_scale": scale_path})
+                  "tile_scale": scale_path,
+                  "tiles": Path(tasks[0].tiles_path).parent if tasks else bucket_paths(data_root)["tiles"]})
     if failed.shape[0] and on_error == "raise":
         lines = "\n".join(f"  {e}" for e in failed["error"])
         raise ImagingError(f"{len(failed)} well(s) failed (the others were processed and are kept; "
