@@ -519,14 +519,35 @@ def write_metadata(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return write_csv_atomic(df[list(METADATA_COLUMNS)], path)
 
 
-def gt_path(omics: str, stimulus: str, root: str | os.PathLike | None = None) -> Path:
+def gt_path(omics: str, stimulus: str, root: str | os.PathLike | None = None, fmt: str | None = None) -> Path:
+    """``data/GT/{omics}_{stimulus}.csv`` (the authors'), or the ``.parquet`` a simulated screen of
+    the paper's size writes instead; ``fmt`` (``"csv"``/``"parquet"``) asks for one, ``None``
+    takes the one that exists (the CSV if neither does)."""
     from i2o_utils.paths import bucket_paths
 
-    return bucket_paths(root)["gt"] / f"{omics}_{stimulus.lower()}.csv"
+    csv = bucket_paths(root)["gt"] / f"{omics}_{stimulus.lower()}.csv"
+    if fmt == "parquet" or (fmt is None and not csv.exists() and csv.with_suffix(".parquet").exists()):
+        return csv.with_suffix(".parquet")
+    return csv
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
+        raise LayoutError(f"{path}: not a readable Parquet file: {e}") from e
 
 
 def read_gt(path: str | os.PathLike) -> pd.DataFrame:
     """Read a GT long table (the authors' columns, :data:`GT_COLUMNS`); well ids are normalised.
+
+    The authors' CSV, or the Parquet form a simulated screen of the paper's size writes.
 
     Raises
     ------
@@ -537,10 +558,15 @@ def read_gt(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise LayoutError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        header = _csv_header(f.readline(), path)
-    _require_columns(pd.DataFrame(columns=header), GT_COLUMNS, path)
-    df = pd.read_csv(path, dtype={GT_PLATE: str, GT_WELL: str, GT_GENE: str, GT_FOLD: str})
+    if _is_parquet(path):
+        _require_columns(pd.DataFrame(columns=_parquet_columns(path)), GT_COLUMNS, path)
+        df = pd.read_parquet(path)
+        df = df.astype({c: str for c in (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD)})
+    else:
+        with open(path, "rb") as f:
+            header = _csv_header(f.readline(), path)
+        _require_columns(pd.DataFrame(columns=header), GT_COLUMNS, path)
+        df = pd.read_csv(path, dtype={GT_PLATE: str, GT_WELL: str, GT_GENE: str, GT_FOLD: str})
     ids = {w: normalise_well_id(w, where=path) for w in df[GT_WELL].unique()}
     df[GT_WELL] = df[GT_WELL].map(ids)
     if df[GT_MEASURED].isna().any():
@@ -571,8 +597,18 @@ def gt_to_matrix(df: pd.DataFrame, value: str = GT_MEASURED) -> pd.DataFrame:
     return m
 
 
+def _read_parquet_gt(path: Path, keys: Sequence[str], value: str):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=list(keys) + [value])
+    text = pa.dictionary(pa.int32(), pa.string())
+    cols = [t.column(k).cast(text) if t.column(k).type != text else t.column(k) for k in keys]
+    return pa.table(cols + [t.column(value).cast(pa.float64())], names=list(keys) + [value])
+
+
 def read_gt_matrix(path: str | os.PathLike, value: str = GT_MEASURED) -> pd.DataFrame:
-    """``gt_to_matrix(read_gt(path), value)`` without the long table in memory.
+    """``gt_to_matrix(read_gt(path), value)`` without the long table in memory (CSV or Parquet).
 
     Arrow parses the CSV (all cores) with the text columns dictionary-encoded, and the matrix is
     filled from the codes: for a transcriptomics table of the paper's scale (40 M rows, 1.8 GB)
@@ -589,16 +625,23 @@ def read_gt_matrix(path: str | os.PathLike, value: str = GT_MEASURED) -> pd.Data
         raise LayoutError(f"{path}: no such file")
     text = pa.dictionary(pa.int32(), pa.string())
     keys = (GT_PLATE, GT_WELL, GT_GENE)
-    with open(path, "rb") as f:
-        header = _csv_header(f.readline(), path)
+    parquet = _is_parquet(path)
+    if parquet:
+        header = _parquet_columns(path)
+    else:
+        with open(path, "rb") as f:
+            header = _csv_header(f.readline(), path)
     _require_columns(pd.DataFrame(columns=header), list(GT_COLUMNS) + ([value] if value not in GT_COLUMNS else []),
                      path)
     try:
-        t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20),  # few blocks: few dictionaries
-                           convert_options=pacsv.ConvertOptions(
-                               include_columns=list(keys) + [value],
-                               column_types={**{k: text for k in keys}, value: pa.float64()},
-                               strings_can_be_null=False))
+        if parquet:
+            t = _read_parquet_gt(path, keys, value)
+        else:
+            t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20),  # few blocks: few dictionaries
+                               convert_options=pacsv.ConvertOptions(
+                                   include_columns=list(keys) + [value],
+                                   column_types={**{k: text for k in keys}, value: pa.float64()},
+                                   strings_can_be_null=False))
     except pa.ArrowInvalid as e:  # Arrow numbers the columns from 0: name them
         msg = re.sub(r"CSV column #(\d+)", lambda m: f"column {header[int(m.group(1))]!r}"
                      if int(m.group(1)) < len(header) else m.group(0), str(e))
