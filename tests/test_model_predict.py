@@ -11,7 +11,8 @@ import torch
 from i2o_utils.config import OMICS, STIMULI, get_profile
 from i2o_utils.data import layout
 from i2o_utils.model.backbone import MResNet18
-from i2o_utils.model.data import resolve_runtime, synthetic_tiles
+from i2o_utils.model.data import resolve_runtime
+from tests.support.tiles import synthetic_tiles
 from i2o_utils.model.finetune import LabelError, cache_tile_embeddings
 from i2o_utils.model.predict import (authors_predictions_path, embedding_separation, finetune_and_predict,
                                      inference_embeddings)
