@@ -209,9 +209,13 @@ def write_authors_predictions(path: str | Path, parts: list[pd.DataFrame]) -> Pa
     # text columns as plain strings (dictionary columns are written the same; casting keeps it simple)
     table = pa.table({n: (c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c)
                       for n, c in zip(table.column_names, table.columns)})
+    texts = "".join(str(v) for c in (layout.GT_PLATE, layout.GT_WELL, layout.GT_GENE, layout.GT_FOLD)
+                    for v in pd.unique(df[c].astype(str)))
+    quoting = "needed" if any(ch in texts for ch in ',"\n\r') else "none"
     path = Path(path)
-    with layout.atomic_path(path) as tmp:
-        pacsv.write_csv(table, tmp, write_options=pacsv.WriteOptions(quoting_style="needed"))
+    with layout.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(("," + ",".join(layout.PREDICTION_TABLE_COLUMNS) + "\n").encode())  # pandas' header
+        pacsv.write_csv(table, f, write_options=pacsv.WriteOptions(include_header=False, quoting_style=quoting))
     return path
 
 
