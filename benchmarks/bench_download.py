@@ -20,7 +20,7 @@ FILE_MB = 16
 
 def main() -> None:
     from i2o_utils.data.download import FetchOptions, fetch_entries, file_digest
-    from i2o_utils.data.loopback import FaultyHTTPServer, s3_server
+    from tests.support.loopback import FaultyHTTPServer, s3_server
     from i2o_utils.data.manifests import ManifestEntry, build_manifest
 
     print(hardware_summary())

@@ -30,7 +30,8 @@ import torch
 
 from benchmarks.common import hardware_summary
 from i2o_utils.config import Profile, get_profile
-from i2o_utils.model.data import resolve_runtime, synthetic_tiles, prepare_tiles, to_device
+from i2o_utils.model.data import resolve_runtime, prepare_tiles, to_device
+from tests.support.tiles import synthetic_tiles
 from i2o_utils.model.finetune import TileEmbeddings, train_head
 from i2o_utils.model.train import build_backbone, pretrain
 

@@ -179,7 +179,7 @@ def main(scale: str = "paper") -> None:
         print(f"  {k:<48s} {wall:8.2f} {cpu:8.2f}")
     writes = [k for k in steps if k.startswith("write")]
     for label, keys in (("compute (read, normalise/filter/correct, labels)", [k for k in steps if k not in writes]),
-                        ("writes (.h5ad, gene tables, GT CSV)", writes), ("total", list(steps))):
+                        ("writes (.h5ad, gene tables, GT tables)", writes), ("total", list(steps))):
         wall = sum(steps[k][0] for k in keys)
         cpu = sum(steps[k][1] for k in keys)
         print(f"{label}: {wall:.1f} s wall, {cpu:.1f} s CPU (on 2 free cores: {cpu / 2:.1f}-{cpu:.1f} s wall)")

@@ -178,8 +178,8 @@ class InferenceConfig:
     tiles_per_well: int = 512
     seeds: tuple[int, ...] = (0, 1, 2)
     long_csv_splits: int | None = 1
-    """Splits whose predictions are also written as GT long CSV (None: all). The h5ad files
-    hold every split; at the paper's 26k genes one long CSV per split would be gigabytes."""
+    """Splits whose predictions are also written in the authors' post-processing table (None:
+    all). The h5ad files hold every split; at the paper's 26k genes one split is gigabytes."""
 
 
 @dataclass(frozen=True)
@@ -290,7 +290,7 @@ def _quick() -> Profile:
             n_knockouts=38,
             wells_per_knockout=2,
             nt_wells_per_plate=8,
-            fields_per_well=1,
+            fields_per_well=2,  # fov_0 and fov_1, as the authors' figure code opens fov_1
             field_size=256,
             cells_per_field=30.0,
             nucleus_diameter_px=10.0,
@@ -330,7 +330,7 @@ def _smoke() -> Profile:
             n_knockouts=6,
             wells_per_knockout=1,
             nt_wells_per_plate=2,
-            fields_per_well=1,
+            fields_per_well=2,
             field_size=128,
             cells_per_field=8.0,
             nucleus_diameter_px=10.0,

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from i2o_utils.data.download import LEDGER_NAME, FetchOptions, fetch_entries, part_path
-from i2o_utils.data.loopback import FaultyHTTPServer
+from tests.support.loopback import FaultyHTTPServer
 from i2o_utils.data.manifests import ManifestEntry
 
 FAST = FetchOptions(workers=2, backoff=0.01, max_backoff=0.05, timeout=(2.0, 2.0), chunk_size=8192,

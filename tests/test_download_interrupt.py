@@ -10,7 +10,7 @@ import sys
 import time
 
 from i2o_utils.data.download import FetchOptions, fetch_manifest, part_path
-from i2o_utils.data.loopback import FaultyHTTPServer
+from tests.support.loopback import FaultyHTTPServer
 from i2o_utils.data.manifests import ManifestEntry, write_manifest
 
 

@@ -15,7 +15,7 @@ from i2o_utils.data.cli_data import main
 from i2o_utils.data.download import FetchOptions
 from i2o_utils.data.real import prepare_real_data
 from i2o_utils.data.importers import OmicsImportError
-from i2o_utils.data.loopback import FaultyHTTPServer
+from tests.support.loopback import FaultyHTTPServer
 from i2o_utils.data.manifests import write_manifest, ManifestEntry
 
 GEO = "/geo/series/GSE237nnn/GSE237485/"

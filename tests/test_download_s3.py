@@ -12,7 +12,7 @@ import pytest
 from i2o_utils.data import manifests as mf
 from i2o_utils.data.download import FetchOptions, fetch_manifest, fetch_source, part_path
 from i2o_utils.data.layout import index_wells, read_metadata, read_well_tiles
-from i2o_utils.data.loopback import authors_layout_objects, s3_server
+from tests.support.loopback import authors_layout_objects, s3_server
 
 FAST = FetchOptions(workers=3, backoff=0.01, timeout=(5.0, 5.0), progress=False)
 BIG_KEY = "checkpoints/transcriptomics_m1/model_split_0.pth"

@@ -165,8 +165,8 @@ def test_attach_gt_reports_wells_and_genes_missing_from_the_truth(tmp_path):
     for _, w in sp.wells.iloc[1:].iterrows():  # first test well absent from the truth
         for j, g in enumerate(sp.genes[:-1]):  # last gene absent from the truth
             rows.append((w["plate_barcode"], w["well_id"], g, float(sp.measured[_, j])))
-    gt = pd.DataFrame(rows, columns=["plate_barcode", "well_id", "gene", "measured"])
-    gt.loc[0, "measured"] += 1.0  # one disagreement with the file's measured layer
+    gt = pd.DataFrame(rows, columns=["plate_barcode", "well_id", layout.GT_GENE, layout.GT_MEASURED])
+    gt.loc[0, layout.GT_MEASURED] += 1.0  # one disagreement with the file's measured layer
     new, report = attach_gt(sp, gt)
     assert report["wells_missing"] == [f"P1/{sp.wells['well_id'].iloc[0]}"]
     assert report["genes_missing"] == [sp.genes[-1]]
@@ -174,7 +174,7 @@ def test_attach_gt_reports_wells_and_genes_missing_from_the_truth(tmp_path):
     assert np.isnan(new.measured[0]).all() and np.isnan(new.measured[:, -1]).all()
     assert report["n_cells_missing"] == 4 + 5 - 1
     # the wide matrix of read_gt_matrix (the evaluation pipeline's form) gives the same
-    path = layout.write_gt(gt.assign(fold="test"), tmp_path / "gt.csv")
+    path = layout.write_gt(gt.assign(**{layout.GT_FOLD: "test"}), tmp_path / "gt.csv")
     new2, report2 = attach_gt(sp, layout.read_gt_matrix(path))
     assert report2 == report
     np.testing.assert_array_equal(new2.measured, new.measured)
@@ -197,7 +197,7 @@ def test_reads_what_the_finetuning_writer_writes(tmp_path):
     genes = pd.Index(["ENSG1", "ENSG2"])
     m = np.arange(8, dtype=float).reshape(4, 2)
     predict.write_predictions(tmp_path, "transcriptomics", "m2", 7, obs, genes, m, m + 1,
-                              np.array([1.0, 2.0]), np.array([1.0, 1.0]), long_csv=False)
+                              np.array([1.0, 2.0]), np.array([1.0, 1.0]))
     [sp] = load_predictions("transcriptomics", "m2", tmp_path / "predictions")
     assert sp.split == 7 and sp.n_wells == 3
     np.testing.assert_array_equal(sp.predicted, m[1:] + 1)

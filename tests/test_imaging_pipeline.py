@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,12 +22,12 @@ PROFILE = get_profile("smoke").with_overrides(imaging={"tile_size": 24, "flatfie
                                                       "flatfield_sigma": 6.0, "scheduler": "synchronous"})
 
 
-def _screen(root, wells_per_plate=3, empty=("P2", 3), seed=0):
+def _screen(root, wells_per_plate=3, empty=("E_P2", 3), seed=0):
     """Two plates of simulated wells (one field each); one well of plate P2 has no cells."""
     rng = np.random.default_rng(seed)
     bp = bucket_paths(root)
     rows = []
-    for plate in ("P1", "P2"):
+    for plate in ("E_P1", "E_P2"):
         shading = vignetting(SHAPE, 0.4, (40.0, 50.0))
         for col in range(1, wells_per_plate + 2):
             n_cells = 0.0 if (plate, col) == empty else 14.0
@@ -33,8 +35,8 @@ def _screen(root, wells_per_plate=3, empty=("P2", 3), seed=0):
             raw = acquire(signal, shading, np.array([1800.0, 1400.0, 1600.0]), rng)
             name = layout.image_file_name("RAW", plate, 2, col)
             layout.write_well_images(bp["raw"] / name, plate, 2, col, raw[None])
-            rows.append({"well_id": f"B{col}", "PLATE_ID": plate, "target": "NT" if col == 1 else f"G{col}",
-                         "cell_state": "m1" if plate == "P1" else "m2", "Column": col})
+            rows.append({"well_id": f"B{col}", "PLATE_ID": layout.plate_id(plate), "target": "NT" if col == 1 else f"G{col}",
+                         "cell_state": "m1" if plate == "E_P1" else "m2", "Column": col})
     layout.write_metadata(pd.DataFrame(rows), bp["metadata"])
     return bp
 
@@ -49,8 +51,8 @@ def test_outputs_and_resume(tmp_path):
     res = _run(tmp_path / "data", out)
     st = res.status.set_index(["plate", "well_id"])
     assert len(st) == 8 and not st["skipped"].any()
-    assert st.loc[("P2", "B3"), "status"] == "no_nuclei" and st.loc[("P2", "B3"), "n_tiles"] == 0
-    assert (st.drop(("P2", "B3"))["status"] == "ok").all()
+    assert st.loc[("E_P2", "B3"), "status"] == "no_nuclei" and st.loc[("E_P2", "B3"), "n_tiles"] == 0
+    assert (st.drop(("E_P2", "B3"))["status"] == "ok").all()
     # corrected images in the per-well layout, tiles files with corners inside the field
     icf = layout.index_wells(bp["icf"])
     assert len(icf) == 8
@@ -60,7 +62,8 @@ def test_outputs_and_resume(tmp_path):
     assert len(tiles_files) == 8
     for f in tiles_files:
         t = layout.read_well_tiles(f)
-        assert t.input_pointer.startswith("data/ICF/ICF.")
+        assert Path(t.input_pointer).is_absolute() and t.plate_barcode in ("E_P1", "E_P2") and t.plane == 1
+        assert t.image_path(bp["root"]) == bp["icf"] / f.name.replace("TILES.", "ICF.", 1)
         assert ((t.tile_coords >= 0) & (t.tile_coords <= SHAPE[0] - 24)).all()
     # the store holds every tile of the wells with tiles; it matches the TILES corners
     store = TileStore(res.store_dir)
@@ -68,11 +71,11 @@ def test_outputs_and_resume(tmp_path):
     assert set(store.wells.columns) >= {"plate", "well_id", "target", "cell_state", "n_tiles"}
     idx = store.index
     first = store.wells.iloc[0]
-    tf = layout.read_well_tiles(bp["tiles"] / "TILES.X2.Y1.P1.20230101T000000.SIM_P1.h5")
+    tf = layout.read_well_tiles(bp["tiles"] / "TILES.X2.Y1.P1.2023001000000.E_P1.h5")
     mine = idx[(idx["plate"] == first["plate"]) & (idx["well_id"] == first["well_id"])]
     np.testing.assert_array_equal(mine[["r0", "c0"]].to_numpy(), tf.tile_coords)
     # a stored tile is the corrected field's pixels at the TILES corner, scaled
-    icf_img = layout.read_well_images(bp["icf"] / "ICF.X2.Y1.P1.20230101T000000.SIM_P1.h5").fields[0]
+    icf_img = layout.read_well_images(bp["icf"] / "ICF.X2.Y1.P1.2023001000000.E_P1.h5").fields[0]
     r0, c0 = tf.tile_coords[0]
     expect = np.clip(np.rint(icf_img[:, r0:r0 + 24, c0:c0 + 24] / res.scale[:, None, None] * 255), 0, 255)
     assert np.abs(store.read_well(0)[0].astype(int) - expect).max() <= 1
@@ -83,7 +86,7 @@ def test_outputs_and_resume(tmp_path):
     assert "Nuclei_AreaShape_Area" in feature_columns(wells) and len(wells) == 7
     assert (cells["Metadata_TileNumber"] >= 0).sum() == store.n_tiles
     # flat fields: one per plate and channel, smooth and positive
-    assert set(res.flatfields) == {"P1", "P2"} and res.flatfields["P1"].shape == (3, *SHAPE)
+    assert set(res.flatfields) == {"E_P1", "E_P2"} and res.flatfields["E_P1"].shape == (3, *SHAPE)
     # a re-run skips every well and changes nothing
     before = {p: p.stat().st_mtime_ns for p in bp["icf"].iterdir()}
     again = _run(tmp_path / "data", out)
@@ -91,31 +94,31 @@ def test_outputs_and_resume(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in bp["icf"].iterdir()} == before
     assert TileStore(again.store_dir).n_tiles == store.n_tiles
     # a well whose outputs no longer verify is redone, and only that one
-    (bp["tiles"] / "TILES.X2.Y2.P1.20230101T000000.SIM_P1.h5").write_bytes(b"truncated")
+    (bp["tiles"] / "TILES.X2.Y2.P1.2023001000000.E_P1.h5").write_bytes(b"truncated")
     third = _run(tmp_path / "data", out)
     redone = third.status[~third.status["skipped"]]
-    assert redone[["plate", "well_id"]].values.tolist() == [["P1", "B2"]]
+    assert redone[["plate", "well_id"]].values.tolist() == [["E_P1", "B2"]]
     assert TileStore(third.store_dir).n_tiles == store.n_tiles
     assert not list(out.rglob("*.part")) and not list(bp["root"].rglob("*.part"))
 
 
 def test_bad_files_are_named_and_the_rest_is_kept(tmp_path):
     bp = _screen(tmp_path / "data", wells_per_plate=2, empty=None)
-    bad = bp["raw"] / layout.image_file_name("RAW", "P1", 2, 2)
+    bad = bp["raw"] / layout.image_file_name("RAW", "E_P1", 2, 2)
     bad.write_bytes(bad.read_bytes()[:300])  # truncated HDF5
-    wrong = bp["raw"] / layout.image_file_name("RAW", "P2", 2, 1)  # the plate's first well: wrong shape
-    layout.write_well_images(wrong, "P2", 2, 1, np.zeros((1, 3, 50, 50), np.uint16))
-    dark = bp["raw"] / layout.image_file_name("RAW", "P1", 2, 3)  # an all-dark field: recorded, no crash
-    layout.write_well_images(dark, "P1", 2, 3, np.zeros((1, 3, *SHAPE), np.uint16))
+    wrong = bp["raw"] / layout.image_file_name("RAW", "E_P2", 2, 1)  # the plate's first well: wrong shape
+    layout.write_well_images(wrong, "E_P2", 2, 1, np.zeros((1, 3, 50, 50), np.uint16))
+    dark = bp["raw"] / layout.image_file_name("RAW", "E_P1", 2, 3)  # an all-dark field: recorded, no crash
+    layout.write_well_images(dark, "E_P1", 2, 3, np.zeros((1, 3, *SHAPE), np.uint16))
     with pytest.raises(ImagingError) as e:
         _run(tmp_path / "data", tmp_path / "res")
     msg = str(e.value)
     assert str(bad) in msg and "well B2" in msg and str(wrong) in msg and "well B1" in msg
     res = _run(tmp_path / "data", tmp_path / "res", on_error="record")
     st = res.status.set_index(["plate", "well_id"])
-    assert st.loc[("P1", "B2"), "status"] == "error" and st.loc[("P2", "B1"), "status"] == "error"
-    assert st.loc[("P1", "B3"), "status"] == "no_nuclei" and "all-dark" in st.loc[("P1", "B3"), "notes"]
-    assert (st["status"] == "ok").sum() == 3 and st.loc[("P1", "B1"), "skipped"]  # kept from the first run
+    assert st.loc[("E_P1", "B2"), "status"] == "error" and st.loc[("E_P2", "B1"), "status"] == "error"
+    assert st.loc[("E_P1", "B3"), "status"] == "no_nuclei" and "all-dark" in st.loc[("E_P1", "B3"), "notes"]
+    assert (st["status"] == "ok").sum() == 3 and st.loc[("E_P1", "B1"), "skipped"]  # kept from the first run
     assert len(TileStore(res.store_dir)) == 3
 
 
@@ -203,6 +206,46 @@ def test_real_data_layout_icf_only(tmp_path):
     res = _run(tmp_path / "data", tmp_path / "res")
     assert not res.corrected and res.flatfields == {}
     assert (res.status["status"] == "ok").all()
-    t = layout.read_well_tiles(next(bp["tiles"].iterdir()))
-    assert t.input_pointer.startswith("data/ICF/ICF.") and t.n_tiles > 0
+    assert not bp["tiles"].exists() and res.paths["tiles"] == tmp_path / "res" / "TILES"
+    t = layout.read_well_tiles(next(res.paths["tiles"].iterdir()))
+    assert t.image_path(bp["root"]).parent == bp["icf"] and t.n_tiles > 0
     assert TileStore(res.store_dir).n_tiles == res.status["n_tiles"].sum()
+
+
+def test_downloaded_files_are_never_modified(tmp_path):
+    """A data root as fetched (ICF, TILES, GT, metadata; no RAW): notebooks 10 and 20 leave every
+    file in it byte for byte as it was."""
+    import hashlib
+
+    from i2o_utils import omics
+
+    bp = _screen(tmp_path / "data", wells_per_plate=1, empty=None)
+    bp["icf"].mkdir(parents=True)
+    for f in bp["raw"].iterdir():
+        f.rename(bp["icf"] / f.name.replace("RAW.", "ICF.", 1))
+    bp["raw"].rmdir()
+    bp["tiles"].mkdir(parents=True)
+    for f in bp["icf"].iterdir():  # the authors' tiles: other corners than this project's, another machine's path
+        a = layout.read_well_attrs(f)
+        layout.write_well_tiles(bp["tiles"] / f.name.replace("ICF.", "TILES.", 1), a["row"], a["column"],
+                                "/cluster/ICF/" + f.name, [np.array([[1, 2]])], plate_barcode=a["plate"])
+    gt = pd.DataFrame({c: v for c, v in zip(layout.GT_COLUMNS, (["E_P1"], ["B1"], ["ENSG1"], ["train"], [1.5]))})
+    for o in ("transcriptomics", "proteomics"):
+        for s in ("m1", "m2"):
+            layout.write_gt(gt, layout.gt_path(o, s, bp["root"]))
+
+    def digests():
+        return {p.relative_to(bp["root"]): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(bp["root"].rglob("*")) if p.is_file()}
+
+    before = digests()
+    assert sum(str(p).startswith("data/TILES") for p in before) == 4  # 2 plates x 2 wells
+    # notebook 10: no omics to label here; the GT guard leaves data/GT alone
+    assert not omics.may_write_gt(bp["root"])[0]
+    sets = omics.preprocess_omics(omics.read_all_omics_raw(bp["root"]), progress=False)
+    ground = omics.build_ground_truth(sets, layout.read_metadata(bp["metadata"]))
+    omics.write_outputs(sets, ground, tmp_path / "res10", root=bp["root"])
+    # notebook 20: tiles from ICF into the results folder
+    res = _run(bp["root"], tmp_path / "res20")
+    assert (res.status["status"] == "ok").all() and res.paths["tiles"].parent == tmp_path / "res20"
+    assert digests() == before

@@ -55,7 +55,7 @@ def test_tiles_file_round_trip(tmp_path):
     field = _field()
     centres = [np.array([[20, 20], [40, 60]]), np.array([[30, 30]])]
     per_field = [tile_corners(c, field.shape[1:], s)[0] for c in centres]
-    path = layout.write_well_tiles(tmp_path / "TILES.X1.Y2.h5", 1, 2, "data/ICF/ICF.X1.Y2.h5", per_field)
+    path = layout.write_well_tiles(tmp_path / "TILES.X1.Y2.h5", 1, 2, "data/ICF/ICF.X1.Y2.h5", per_field, plate_barcode="E_P1")
     wt = layout.read_well_tiles(path)
     assert wt.n_tiles == 3
     np.testing.assert_array_equal(wt.fovs_indices, [[0, 0], [0, 1], [1, 0]])

@@ -11,7 +11,7 @@ import pytest
 
 from i2o_utils.data import manifests as mf
 from i2o_utils.data.download import FetchOptions, fetch_manifest
-from i2o_utils.data.loopback import FaultyHTTPServer, authors_layout_objects, s3_server
+from tests.support.loopback import FaultyHTTPServer, authors_layout_objects, s3_server
 from i2o_utils.data.manifests import ManifestEntry, ManifestError
 
 FAST = FetchOptions(workers=2, backoff=0.01, timeout=(2.0, 2.0), progress=False)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from i2o_utils.model.data import (InMemoryTiles, Prefetcher, dihedral_augment, prepare_tiles, resolve_runtime,
-                                  sample_tile_indices, synthetic_tiles, to_device)
+                                  sample_tile_indices, to_device)
+from tests.support.tiles import synthetic_tiles
 
 
 def test_dihedral_augment_matches_flip_and_rot90():

@@ -11,7 +11,8 @@ import torch
 
 from i2o_utils.config import FinetuneConfig
 from i2o_utils.model.backbone import MResNet18
-from i2o_utils.model.data import resolve_runtime, sample_tile_indices, synthetic_tiles
+from i2o_utils.model.data import resolve_runtime, sample_tile_indices
+from tests.support.tiles import synthetic_tiles
 from i2o_utils.model.finetune import (LabelError, align_labels, cache_tile_embeddings, standardise, train_head,
                                       well_embeddings_cached, well_embeddings_uncached)
 

@@ -11,9 +11,11 @@ import torch
 from i2o_utils.config import OMICS, STIMULI, get_profile
 from i2o_utils.data import layout
 from i2o_utils.model.backbone import MResNet18
-from i2o_utils.model.data import resolve_runtime, synthetic_tiles
+from i2o_utils.model.data import resolve_runtime
+from tests.support.tiles import synthetic_tiles
 from i2o_utils.model.finetune import LabelError, cache_tile_embeddings
-from i2o_utils.model.predict import embedding_separation, finetune_and_predict, inference_embeddings
+from i2o_utils.model.predict import (authors_predictions_path, embedding_separation, finetune_and_predict,
+                                     inference_embeddings)
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -103,14 +105,25 @@ def test_finetune_and_predict_outputs(store, model, tmp_path):
                 np.testing.assert_allclose(a.var["train_mean"], tr.mean(0), rtol=1e-10)
                 np.testing.assert_allclose(a.var["train_std"], tr.std(0, ddof=1), rtol=1e-10)
                 assert np.isfinite(a.layers["predicted"]).all()
-                csv = tmp_path / "predictions" / f"{omics}_{stim}_split{k:02d}.csv"
-                assert csv.exists() == (k == 0)
-            long = layout.read_gt(tmp_path / "predictions" / f"{omics}_{stim}_split00.csv")
-            assert list(long.columns) == ["plate_barcode", "well_id", "gene", "fold", "measured", "predicted"]
+            # the authors' post-processing table: split 0 only, every labelled well, train included
+            path = tmp_path / "predictions" / f"{omics}_{stim}" / f"{omics}_{stim}_predictions.csv"
+            assert path == authors_predictions_path(tmp_path, omics, stim)
+            table = pd.read_csv(path, index_col=0)
+            assert list(table.columns) == ["plate_barcode", "well_id", "seed", "gene/protein", "train/test/val fold",
+                                           "measured (absolute)", "predicted from images (absolute)"]
+            assert table.index.tolist() == list(range(len(table))) and set(table["seed"]) == {0}
+            assert len(table) == wide.size and set(table["train/test/val fold"]) == {"train", "val", "test"}
             a0 = ad.read_h5ad(tmp_path / "predictions" / f"{omics}_{stim}_split00.h5ad")
-            assert len(long) == a0.n_obs * a0.n_vars
-            np.testing.assert_allclose(layout.gt_to_matrix(long, "predicted").loc[
-                list(zip(a0.obs["plate_barcode"], a0.obs["well_id"]))].to_numpy(), a0.layers["predicted"], rtol=1e-5)
+            key = ["plate_barcode", "well_id"]
+            pred = table.pivot(index=key, columns="gene/protein", values="predicted from images (absolute)")
+            meas = table.pivot(index=key, columns="gene/protein", values="measured (absolute)")
+            wells = list(zip(a0.obs["plate_barcode"], a0.obs["well_id"]))
+            np.testing.assert_allclose(pred.loc[wells, a0.var_names].to_numpy(), a0.layers["predicted"], rtol=1e-5)
+            np.testing.assert_allclose(meas.loc[wide.index, wide.columns].to_numpy(), wide.to_numpy(), rtol=1e-12)
+            folds = table.drop_duplicates(key).set_index(key)["train/test/val fold"]
+            fold0 = splits[splits["split"] == 0].set_index("target")["fold"]
+            tw = store.wells.set_index(["plate", "well_id"])["target"]
+            assert (folds == tw.loc[folds.index].map(fold0).to_numpy()).all()
     emb = pd.read_parquet(tmp_path / "embeddings" / "well_embeddings.parquet")
     assert len(emb) == len(store.wells) and emb.columns[0] == "Metadata_plate"
     assert [c for c in emb.columns if c.startswith("emb_")] == [f"emb_{i:03d}" for i in range(8)]

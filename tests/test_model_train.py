@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from i2o_utils.config import PretrainConfig
-from i2o_utils.model.data import synthetic_tiles
+from tests.support.tiles import synthetic_tiles
 from i2o_utils.model.samplers import TripletBatchSampler, group_labels
 from i2o_utils.model.train import CHECKPOINT_NAME, load_backbone, pretrain
 

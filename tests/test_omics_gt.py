@@ -1,7 +1,6 @@
-"""GT tables: the compact form, its long table and the compiled CSV writer.
-
-The writer's output is compared byte for byte with an independent writer: pyarrow's CSV writer
-on the long table (the writer this project used before), and pandas for fields that need quotes.
+"""GT tables: the compact form, its long table and its writers (Arrow's CSV and Parquet writers,
+batch by batch). The output is compared with the long table written in one piece (pandas for
+fields that need quotes) and read back with pandas and the project's GT readers.
 """
 
 import io
@@ -14,7 +13,7 @@ import pytest
 
 from i2o_utils.omics import OmicsInputError
 from i2o_utils.omics import gt as gtmod
-from i2o_utils.omics.gt import GT_COLUMNS, WellLabels
+from i2o_utils.omics.gt import GT_COLUMNS, GT_GENE, GT_MEASURED, WellLabels
 
 
 def table(n_wells=37, n_genes=301, n_labels=5, seed=0, genes=None, plates=None):
@@ -39,30 +38,58 @@ def arrow_csv(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("direct", [False, True])
-@pytest.mark.parametrize("chunk_bytes", [64 << 20, 5_000, 1])
-def test_csv_is_byte_identical_to_arrow_writer(tmp_path, direct, chunk_bytes):
+@pytest.mark.parametrize("rows", [1 << 22, 1_000, 1])
+def test_csv_equals_the_long_table_written_in_one_piece(tmp_path, rows, monkeypatch):
+    monkeypatch.setattr(gtmod, "_BATCH_ROWS", rows)  # one batch, several, one well per batch
     t = table()
-    path = t.write_csv(tmp_path / "gt.csv", chunk_bytes=chunk_bytes, direct=direct)
+    path = t.write_csv(tmp_path / "gt.csv")
     assert path.read_bytes() == arrow_csv(t.frame())
+    assert path.read_text().splitlines()[0] == ",".join(GT_COLUMNS)
 
 
 def test_values_read_back_as_the_same_float32(tmp_path):
     t = table(n_wells=5, n_genes=2000, n_labels=3)
-    df = pd.read_csv(t.write_csv(tmp_path / "gt.csv"), dtype={"gene": str})
+    df = pd.read_csv(t.write_csv(tmp_path / "gt.csv"), dtype={GT_GENE: str})
     assert list(df.columns) == list(GT_COLUMNS) and len(df) == len(t) == t.shape[0]
-    np.testing.assert_array_equal(df["measured"].to_numpy(np.float32), t.frame()["measured"].to_numpy())
+    np.testing.assert_array_equal(df[GT_MEASURED].to_numpy(np.float32), t.frame()[GT_MEASURED].to_numpy())
 
 
-def test_fields_with_commas_or_quotes_are_quoted_like_pandas(tmp_path):
+def test_parquet_and_csv_read_back_the_same(tmp_path):
+    from i2o_utils.data import layout
+
+    t = table(n_wells=40, n_genes=50, n_labels=4)
+    csv, pq = t.write(tmp_path / "gt.csv"), t.write(tmp_path / "gt.parquet")
+    a, b = layout.read_gt(csv), layout.read_gt(pq)
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+    pd.testing.assert_frame_equal(layout.read_gt_matrix(csv), layout.read_gt_matrix(pq))
+    with pytest.raises(OmicsInputError, match=".csv or .parquet"):
+        t.write(tmp_path / "gt.txt")
+
+
+def test_large_tables_are_written_as_parquet(tmp_path, monkeypatch):
+    from i2o_utils.data import layout
+    from i2o_utils.omics.pipeline import GroundTruth, write_gt_tables
+
+    t = table(n_wells=10, n_genes=20, n_labels=2)
+    gt = GroundTruth(tables={("proteomics", "m1"): t})
+    (tmp_path / "data" / "GT").mkdir(parents=True)
+    [p] = write_gt_tables(gt, tmp_path)
+    assert p.suffix == ".csv" and layout.gt_path("proteomics", "m1", tmp_path) == p
+    monkeypatch.setattr(gtmod, "GT_CSV_MAX_ROWS", 100)
+    [p2] = write_gt_tables(gt, tmp_path)
+    assert p2.suffix == ".parquet" and not p.exists() and layout.gt_path("proteomics", "m1", tmp_path) == p2
+    pd.testing.assert_frame_equal(layout.read_gt_matrix(p2), layout.gt_to_matrix(t.frame().astype(
+        {GT_GENE: str, "plate_barcode": str, "well_id": str}).assign(**{GT_MEASURED: lambda d: d[GT_MEASURED].astype(float)})),
+        check_exact=False, rtol=1e-7)
+
+
+def test_fields_with_commas_or_quotes_read_back(tmp_path):
     t = table(n_wells=3, n_genes=4, n_labels=2, genes=["a,b", 'say "x"', "plain", "line\nbreak"],
               plates=["P,1", "P2", 'P"3'])
-    got = t.write_csv(tmp_path / "gt.csv").read_bytes()
-    frame = t.frame().astype({"measured": object})
-    frame["measured"] = [str(v) for v in pa.array(t.frame()["measured"]).cast(pa.string()).to_pylist()]
-    assert got == frame.to_csv(index=False, lineterminator="\n").encode()
-    back = pd.read_csv(tmp_path / "gt.csv")
-    assert set(back["gene"]) == {"a,b", 'say "x"', "plain", "line\nbreak"}
+    back = pd.read_csv(t.write_csv(tmp_path / "gt.csv"))
+    assert set(back[GT_GENE]) == {"a,b", 'say "x"', "plain", "line\nbreak"}
+    assert set(back["plate_barcode"]) == {"P,1", "P2", 'P"3'}
+    np.testing.assert_array_equal(back[GT_MEASURED].to_numpy(np.float32), t.frame()[GT_MEASURED].to_numpy())
 
 
 def test_head_shape_and_frame_agree():
@@ -71,38 +98,28 @@ def test_head_shape_and_frame_agree():
     assert t.shape == f.shape == (12, 5) and len(t) == 12
     pd.testing.assert_frame_equal(t.head(7).reset_index(drop=True), f.head(7).reset_index(drop=True),
                                   check_categorical=False)
-    assert list(f["gene"][:3]) == t.genes and (f["measured"][:3].to_numpy() == t.values[t.label_index[0]]).all()
+    assert list(f[GT_GENE][:3]) == t.genes and (f[GT_MEASURED][:3].to_numpy() == t.values[t.label_index[0]]).all()
 
 
-def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
-    path = tmp_path / "gt.csv"
+@pytest.mark.parametrize("name", ["gt.csv", "gt.parquet"])
+def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, name):
+    path = tmp_path / name
     path.write_text("old\n")
-    calls = []
-    real = gtmod._Sink.commit
+    real = WellLabels._batches
 
-    def fail_second(self, n):
-        calls.append(n)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        real(self, n)
-    monkeypatch.setattr(gtmod._Sink, "commit", fail_second)
+    def fail_second(self, rows=1_000):
+        schema, batches = real(self, rows)
+
+        def gen():
+            for i, b in enumerate(batches):
+                if i == 1:
+                    raise OSError("disk full")
+                yield b
+        return schema, gen()
+    monkeypatch.setattr(WellLabels, "_batches", fail_second)
     with pytest.raises(OSError, match="disk full"):
-        table().write_csv(path, chunk_bytes=5_000)
-    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["gt.csv"]
-
-
-def test_direct_io_refused_falls_back_to_normal_writes(tmp_path, monkeypatch):
-    import os
-
-    real_open = os.open
-
-    def no_direct(path, flags, *args):
-        if flags & getattr(os, "O_DIRECT", 0):
-            raise OSError(22, "Invalid argument")
-        return real_open(path, flags, *args)
-    monkeypatch.setattr(os, "open", no_direct)
-    t = table()
-    assert t.write_csv(tmp_path / "gt.csv", direct=True).read_bytes() == arrow_csv(t.frame())
+        table().write(path)
+    assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -117,32 +134,3 @@ def test_bad_tables_raise(change, message):
     change(kw)
     with pytest.raises(OmicsInputError, match=message):
         WellLabels(**kw)
-
-
-def test_float_text_matches_arrow_on_every_kind_of_float32():
-    """The compiled shortest-text conversion (Ryu) against Arrow's, on random bit patterns (every
-    exponent, subnormals, both signs), integers, short decimals and the edge cases."""
-    import pyarrow.compute as pc
-
-    rng = np.random.default_rng(11)
-    f32 = np.finfo(np.float32)
-    v = np.concatenate([
-        rng.integers(0, 2**32, 300_000, dtype=np.uint64).astype(np.uint32).view(np.float32),
-        np.arange(-20_000, 20_000, dtype=np.float32), (np.arange(1, 20_000) / 1000).astype(np.float32),
-        rng.normal(5, 3, 50_000).astype(np.float32),
-        np.array([0.0, -0.0, 1e-7, 1e-6, 1.25e-6, 1e9, 9.999e9, 1e10, 123456789, 16777217, f32.max, -f32.max,
-                  f32.tiny, f32.smallest_subnormal, np.inf, -np.inf, np.nan], dtype=np.float32)])
-    data, row_start, lengths = gtmod._format_floats(v.reshape(4, -1) if len(v) % 4 == 0 else v[None, :])
-    assert lengths.max() <= 17
-    texts = []
-    for r in range(lengths.shape[0]):
-        p = int(row_start[r])
-        for n in lengths[r].tolist():
-            texts.append(data[p:p + n].tobytes().decode())
-            p += n
-    expect = pc.cast(pa.array(v), pa.string()).to_pylist()
-    bad = [(float(a), t, e) for a, t, e in zip(v, texts, expect) if t != e]
-    assert not bad, bad[:5]
-    finite = np.isfinite(v)
-    back = np.array([np.float32(t) for t in np.array(texts)[finite]], dtype=np.float32)
-    np.testing.assert_array_equal(back.view(np.uint32), v[finite].view(np.uint32))  # reads back exactly

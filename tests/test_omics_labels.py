@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from i2o_utils.data.layout import GT_MEASURED
+
 from i2o_utils.omics import (OmicsInputError, apply_zscore, assign_labels, compute_labels, fit_zscore,
                              invert_zscore)
 
@@ -71,8 +73,8 @@ def test_assign_labels_uses_the_replicate_seed_and_split_folds():
         "replicate": [1, 0, 0, 1, 0],
     })
     fold = pd.Series({"NT": "train", "STAT1": "test", "IRF5": "val", "UNMEASURED": "train"})
-    gt = assign_labels(lab, imaging, seeds=[10, 20], fold=fold)
-    assert list(gt.columns) == ["plate_barcode", "well_id", "gene", "fold", "measured"]
+    gt = assign_labels(lab, imaging, seeds=[10, 20], fold=fold).rename(columns={GT_MEASURED: "measured"})
+    assert list(gt.columns) == ["plate_barcode", "well_id", "gene/protein", "train/test/val fold", "measured"]
     assert gt.groupby(["plate_barcode", "well_id"], observed=True).size().to_dict() == {
         ("IMG1", "A1"): 3, ("IMG1", "A2"): 3, ("IMG2", "B2"): 3, ("IMG2", "B3"): 3}
     nt = lab.targets.index("NT")
@@ -80,7 +82,7 @@ def test_assign_labels_uses_the_replicate_seed_and_split_folds():
     np.testing.assert_allclose(got, lab.values[1, nt], rtol=1e-6)  # replicate 1 -> seed 20
     got = gt.query("plate_barcode == 'IMG1' and well_id == 'A1'")["measured"].to_numpy()
     np.testing.assert_allclose(got, lab.values[0, nt], rtol=1e-6)
-    assert set(gt.loc[gt["well_id"] == "A2", "fold"]) == {"test"}
+    assert set(gt.loc[gt["well_id"] == "A2", "train/test/val fold"]) == {"test"}
 
 
 def test_assign_labels_rejects_unknown_replicate():

@@ -98,6 +98,8 @@ def test_end_to_end_outputs(tmp_path):
     t = layout.read_gt(layout.gt_path("transcriptomics", "m1", tmp_path))
     meta = layout.read_metadata(bp["metadata"])
     m1 = meta[meta["cell_state"] == "m1"]
+    assert list(t.columns) == list(layout.GT_COLUMNS)
+    t = t.rename(columns={layout.GT_GENE: "gene", layout.GT_FOLD: "fold", layout.GT_MEASURED: "measured"})
     assert len(t) == len(m1) * 54 and t["measured"].notna().all()
     fold = split_perturbations(meta["target"].unique(), seed=0)
     merged = t.drop_duplicates(["plate_barcode", "well_id"]).merge(m1, left_on=["plate_barcode", "well_id"],

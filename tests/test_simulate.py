@@ -49,9 +49,14 @@ def test_smoke_screen_files_follow_the_layout(smoke_screen):
     meta = layout.read_metadata(bp["metadata"])
     idx = layout.index_wells(bp["raw"])
     assert len(meta) == len(idx) == 64
-    assert set(zip(meta["PLATE_ID"], meta["well_id"])) == set(zip(idx["plate"], idx["well_id"]))
+    assert set(zip(meta["PLATE_ID"], meta["well_id"])) == set(zip(idx["plate"].map(layout.plate_id), idx["well_id"]))
+    assert set(zip(meta["plate_barcode"], meta["well_id"])) == set(zip(idx["plate"], idx["well_id"]))
+    assert idx["plate"].str.fullmatch(r"ELN\d+_[A-Z0-9]+").all()
+    parts = [layout.parse_image_file_name(p) for p in idx["path"]]
+    assert all(p is not None and p["prefix"] == "RAW" and len(p["timestamp"]) == 13 for p in parts)
+    assert [p["barcode"] for p in parts] == idx["plate"].tolist()
     w = layout.read_well_images(idx["path"].iloc[0])
-    assert w.fields.dtype == np.uint16 and w.fields.shape == (1, 3, 128, 128)
+    assert w.fields.dtype == np.uint16 and w.fields.shape == (2, 3, 128, 128)
     rna = ad.read_h5ad(bp["omics_raw"] / "transcriptomics.h5ad")
     prot = ad.read_h5ad(bp["omics_raw"] / "proteomics.h5ad")
     assert rna.shape == (32, 200) and prot.shape == (32, 80)

@@ -6,17 +6,27 @@ The layout (``s3://image2omics``), as the authors' published reader code expects
     attrs ``PLATE_BARCODE``, ``ROW``, ``COLUMN``, ``PLANE``; one group per channel (see
     :data:`i2o_utils.config.CHANNELS`), each holding 2-D datasets ``fov_0`` ... ``fov_{F-1}``.
 ``data/TILES/<well>.h5``
-    attrs ``ROW``, ``COLUMN``, ``INPUT_POINTER`` (path of the image file); datasets ``fov_i``
+    attrs ``ROW``, ``COLUMN``, ``PLANE`` (integers), ``PLATE_BARCODE`` (text) and ``INPUT_POINTER``
+    (path of the image file, a fixed-length byte string: the authors' reader decodes it as UTF-8;
+    written absolute, read relative or absolute, see :func:`resolve_input_pointer`); datasets ``fov_i``
     (tile corners in field ``i``), ``all_fovs/tile_coords`` (N x 2), ``all_fovs/fovs_indices``
     (N x 2: field, tile index within the field), ``all_fovs/well_coords`` (N x 2: the well's ROW
     and COLUMN on every row, as the authors' reader stacks them). A corner ``(r0, c0)`` indexes
     the field's first and second array axes: the tile is ``img[r0:r0+s, c0:c0+s]`` (the authors'
     reader slices ``img[x:x+s, y:y+s]`` with ``(x, y) = tile_coords[i]``).
 ``data/GT/{transcriptomics,proteomics}_{m1,m2}.csv``
-    long format: ``plate_barcode, well_id, gene, fold, measured`` (``gene`` holds Ensembl ids for
-    transcripts and symbols for proteins).
+    long format, the authors' column names exactly: ``plate_barcode, well_id, gene/protein,
+    train/test/val fold, measured (absolute)`` (:data:`GT_COLUMNS`; ``gene/protein`` holds Ensembl
+    ids for transcripts and symbols for proteins; ``plate_barcode`` is the imaging plate's
+    ``PLATE_BARCODE``). :func:`read_gt` and :func:`read_gt_matrix` are the one reader.
 ``data/metadata.csv``
-    ``well_id, PLATE_ID, target, cell_state, Column``: the imaging wells.
+    ``well_id, PLATE_ID, target, cell_state, Column``: the imaging wells. ``PLATE_ID`` is the
+    part of the plate barcode after its one underscore (:func:`plate_id`): barcodes have the
+    form ``<ELN>_<PLATE>`` (``ELN27012_G212LFO`` -> ``G212LFO``).
+
+File names: ``<PREFIX>.X<ROW>.Y<COLUMN>.P<PLANE>.<timestamp>.<barcode>.h5`` (prefix ``ICF``,
+``TILES``, or ``RAW`` for the simulated uncorrected images), the timestamp 13 digits as in the
+authors' files (``2021159114145``: year, day of the year, hours, minutes, seconds).
 
 Well ids: ``ROW`` and ``COLUMN`` are 1-based; the id is ``chr(ROW + 64)`` followed by the column
 (``G13``). Zero-padded ids (``A01``) parse too.
@@ -44,7 +54,14 @@ import pandas as pd
 from i2o_utils.config import CHANNELS
 
 N_ROWS_384, N_COLS_384 = 16, 24
-GT_COLUMNS = ("plate_barcode", "well_id", "gene", "fold", "measured")
+GT_PLATE, GT_WELL, GT_GENE, GT_FOLD, GT_MEASURED = (
+    "plate_barcode", "well_id", "gene/protein", "train/test/val fold", "measured (absolute)")
+GT_COLUMNS = (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD, GT_MEASURED)
+"""The GT tables' columns, as the authors' code reads and writes them."""
+PRED_SEED, PRED_PREDICTED = "seed", "predicted from images (absolute)"
+PREDICTION_TABLE_COLUMNS = (GT_PLATE, GT_WELL, PRED_SEED, GT_GENE, GT_FOLD, GT_MEASURED, PRED_PREDICTED)
+"""The authors' post-processing table of predictions (one file per omics and stimulus)."""
+TILES_ATTRS = ("ROW", "COLUMN", "PLANE", "PLATE_BARCODE", "INPUT_POINTER")
 METADATA_COLUMNS = ("well_id", "PLATE_ID", "target", "cell_state", "Column")
 IMAGE_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
 FOLDS = ("train", "val", "test")
@@ -98,10 +115,49 @@ def normalise_well_id(well_id: str, *, where: str | os.PathLike | None = None) -
     return format_well_id(*parse_well_id(well_id, where=where))
 
 
-def image_file_name(prefix: str, plate: str, row: int, column: int, plane: int = 1,
-                    timestamp: str = "20230101T000000", eln: str = "SIM") -> str:
-    """The authors' per-well file name, e.g. ``ICF.X7.Y13.P1.<timestamp>.<ELN>_<PLATE>.h5``."""
-    return f"{prefix}.X{int(row)}.Y{int(column)}.P{int(plane)}.{timestamp}.{eln}_{plate}.h5"
+def plate_id(barcode: str, *, where: str | os.PathLike | None = None) -> str:
+    """``'ELN27012_G212LFO'`` -> ``'G212LFO'``: the ``PLATE_ID`` of ``metadata.csv``.
+
+    The authors derive it as ``PLATE_BARCODE.rsplit("_")[1]``, which names the plate only when the
+    barcode holds exactly one underscore; any other barcode raises :class:`LayoutError`.
+    """
+    parts = str(barcode).split("_")
+    if len(parts) != 2 or not all(parts):
+        loc = f" in {where}" if where else ""
+        raise LayoutError(f"plate barcode {barcode!r}{loc} is not of the form <ELN>_<PLATE> (one underscore, "
+                          "e.g. 'ELN27012_G212LFO'), from which metadata.csv's PLATE_ID is the part after it")
+    return parts[1]
+
+
+_TIMESTAMP_RE = re.compile(r"^\d{13}$")
+
+
+def format_timestamp(when) -> str:
+    """A datetime in the authors' 13-digit form: year, day of the year (3 digits), hhmmss."""
+    return f"{when.year:04d}{when.timetuple().tm_yday:03d}{when.hour:02d}{when.minute:02d}{when.second:02d}"
+
+
+def image_file_name(prefix: str, barcode: str, row: int, column: int, plane: int = 1,
+                    timestamp: str = "2023001000000") -> str:
+    """The authors' per-well file name ``<PREFIX>.X<ROW>.Y<COLUMN>.P<PLANE>.<timestamp>.<ELN>_<PLATE>.h5``."""
+    plate_id(barcode)
+    if not _TIMESTAMP_RE.match(str(timestamp)):
+        raise LayoutError(f"timestamp {timestamp!r} is not the authors' 13 digits (e.g. '2021159114145')")
+    return f"{prefix}.X{int(row)}.Y{int(column)}.P{int(plane)}.{timestamp}.{barcode}.h5"
+
+
+_FILE_NAME_RE = re.compile(r"^(?P<prefix>[A-Za-z]+)\.X(?P<row>\d+)\.Y(?P<column>\d+)\.P(?P<plane>\d+)\."
+                           r"(?P<timestamp>\d+)\.(?P<barcode>[^.]+)\.h5$")
+
+
+def parse_image_file_name(name: str | os.PathLike) -> dict | None:
+    """The parts of an authors' per-well file name (prefix, row, column, plane, timestamp,
+    barcode), or ``None`` if the name is not of that form."""
+    m = _FILE_NAME_RE.match(Path(name).name)
+    if not m:
+        return None
+    d = m.groupdict()
+    return {**d, "row": int(d["row"]), "column": int(d["column"]), "plane": int(d["plane"])}
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +294,7 @@ def read_well_attrs(path: str | os.PathLike) -> dict:
 
 
 def _as_str(v) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+    return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
 
 
 def read_well_images(path: str | os.PathLike, fields: Sequence[int] | None = None,
@@ -324,7 +380,10 @@ def index_wells(folder: str | os.PathLike) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class WellTiles:
-    """Tile corners of one well. ``tile_coords[i] = (r0, c0)``; ``fovs_indices[i] = (field, k)``."""
+    """Tile corners of one well. ``tile_coords[i] = (r0, c0)``; ``fovs_indices[i] = (field, k)``.
+
+    ``input_pointer`` is the attribute as written (decoded to text); :meth:`image_path` resolves it.
+    """
 
     row: int
     column: int
@@ -332,26 +391,62 @@ class WellTiles:
     tile_coords: np.ndarray
     fovs_indices: np.ndarray
     path: Path | None = None
+    plate_barcode: str = ""
+    plane: int = 1
 
     @property
     def n_tiles(self) -> int:
         return int(self.tile_coords.shape[0])
 
+    def image_path(self, data_root: str | os.PathLike | None = None) -> Path:
+        """The image file the tiles index (see :func:`resolve_input_pointer`)."""
+        return resolve_input_pointer(self.input_pointer, data_root)
+
+
+def resolve_input_pointer(pointer: str | bytes, data_root: str | os.PathLike | None = None) -> Path:
+    """The image file named by a TILES file's ``INPUT_POINTER`` (bytes or text).
+
+    An absolute path that exists is taken as it is. Otherwise the pointer is resolved against the
+    data root: a relative pointer (``data/ICF/<name>``) from the root, and any pointer whose file
+    is not there (an absolute path from another machine, as in the authors' bucket) by its file
+    name in the root's ``data/ICF`` (what the authors' ``preprocessing.py`` does).
+    """
+    from i2o_utils.paths import bucket_paths
+
+    text = pointer.decode("utf-8") if isinstance(pointer, (bytes, np.bytes_)) else str(pointer)
+    p = Path(text)
+    if p.is_absolute() and p.exists():
+        return p
+    bp = bucket_paths(data_root)
+    if not p.is_absolute() and (bp["root"] / p).exists():
+        return bp["root"] / p
+    return bp["icf"] / Path(text.replace("\\", "/")).name
+
 
 def write_well_tiles(path: str | os.PathLike, row: int, column: int, input_pointer: str | os.PathLike,
-                     corners_per_field: Sequence[np.ndarray]) -> Path:
-    """Write a TILES file from the tile corners (k x 2 arrays of (r0, c0)) of each field."""
+                     corners_per_field: Sequence[np.ndarray], *, plate_barcode: str, plane: int = 1) -> Path:
+    """Write a TILES file from the tile corners (k x 2 arrays of (r0, c0)) of each field.
+
+    Attributes as the authors' readers take them: ``ROW``, ``COLUMN``, ``PLANE`` (integers),
+    ``PLATE_BARCODE`` (text, compared with their configuration's barcodes) and ``INPUT_POINTER``
+    (a fixed-length byte string, which their ``preprocessing.py`` decodes; written absolute so
+    their ``PlateDataset`` opens it from any working directory).
+    """
     format_well_id(row, column)
+    plate_id(plate_barcode, where=path)
     corners = [np.asarray(c, dtype=np.int64).reshape(-1, 2) for c in corners_per_field]
     tile_coords = np.concatenate(corners) if corners else np.zeros((0, 2), np.int64)
     fovs_indices = np.concatenate(
         [np.stack([np.full(len(c), i), np.arange(len(c))], axis=1) for i, c in enumerate(corners)]
     ).astype(np.int64) if corners else np.zeros((0, 2), np.int64)
     well_coords = np.tile(np.array([[row, column]], dtype=np.int64), (len(tile_coords), 1))
+    pointer = os.fspath(input_pointer)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["ROW"] = int(row)
         f.attrs["COLUMN"] = int(column)
-        f.attrs["INPUT_POINTER"] = str(input_pointer)
+        f.attrs["PLANE"] = int(plane)
+        f.attrs["PLATE_BARCODE"] = str(plate_barcode)
+        f.attrs["INPUT_POINTER"] = np.bytes_(pointer.encode("utf-8"))
         for i, c in enumerate(corners):
             f.create_dataset(f"fov_{i}", data=c)
         g = f.create_group("all_fovs")
@@ -362,12 +457,16 @@ def write_well_tiles(path: str | os.PathLike, row: int, column: int, input_point
 
 
 def read_well_tiles(path: str | os.PathLike) -> WellTiles:
-    """Read a TILES file; raises :class:`LayoutError` naming the file and the missing piece."""
+    """Read a TILES file; raises :class:`LayoutError` naming the file and the missing piece.
+
+    All five attributes of :data:`TILES_ATTRS` are required (the authors' readers need each);
+    ``INPUT_POINTER`` may be bytes or text.
+    """
     path = Path(path)
     with _open_h5(path) as f:
-        missing = [a for a in ("ROW", "COLUMN", "INPUT_POINTER") if a not in f.attrs]
+        missing = [a for a in TILES_ATTRS if a not in f.attrs]
         if missing:
-            raise LayoutError(f"{path}: missing attribute(s) {missing}")
+            raise LayoutError(f"{path}: missing attribute(s) {missing}; a TILES file carries {list(TILES_ATTRS)}")
         for k in ("all_fovs/tile_coords", "all_fovs/fovs_indices"):
             if k not in f:
                 raise LayoutError(f"{path}: missing dataset {k!r}")
@@ -377,7 +476,8 @@ def read_well_tiles(path: str | os.PathLike) -> WellTiles:
             raise LayoutError(f"{path}: tile_coords has {len(tc)} rows but fovs_indices {len(fi)}")
         return WellTiles(row=int(f.attrs["ROW"]), column=int(f.attrs["COLUMN"]),
                          input_pointer=_as_str(f.attrs["INPUT_POINTER"]), tile_coords=tc,
-                         fovs_indices=fi, path=path)
+                         fovs_indices=fi, path=path, plate_barcode=_as_str(f.attrs["PLATE_BARCODE"]),
+                         plane=int(f.attrs["PLANE"]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,43 +519,96 @@ def write_metadata(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return write_csv_atomic(df[list(METADATA_COLUMNS)], path)
 
 
-def gt_path(omics: str, stimulus: str, root: str | os.PathLike | None = None) -> Path:
+def gt_path(omics: str, stimulus: str, root: str | os.PathLike | None = None, fmt: str | None = None) -> Path:
+    """``data/GT/{omics}_{stimulus}.csv`` (the authors'), or the ``.parquet`` a simulated screen of
+    the paper's size writes instead; ``fmt`` (``"csv"``/``"parquet"``) asks for one, ``None``
+    takes the one that exists (the CSV if neither does)."""
     from i2o_utils.paths import bucket_paths
 
-    return bucket_paths(root)["gt"] / f"{omics}_{stimulus.lower()}.csv"
+    csv = bucket_paths(root)["gt"] / f"{omics}_{stimulus.lower()}.csv"
+    if fmt == "parquet" or (fmt is None and not csv.exists() and csv.with_suffix(".parquet").exists()):
+        return csv.with_suffix(".parquet")
+    return csv
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
+        raise LayoutError(f"{path}: not a readable Parquet file: {e}") from e
 
 
 def read_gt(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a GT long-format CSV; well ids are normalised, missing columns raise."""
+    """Read a GT long table (the authors' columns, :data:`GT_COLUMNS`); well ids are normalised.
+
+    The authors' CSV, or the Parquet form a simulated screen of the paper's size writes.
+
+    Raises
+    ------
+    LayoutError
+        Missing file, missing column (the message lists the columns found) or missing value,
+        naming the file (and the gene, well and plate of a missing value).
+    """
     path = Path(path)
     if not path.exists():
         raise LayoutError(f"{path}: no such file")
-    df = pd.read_csv(path, dtype={"plate_barcode": str, "well_id": str, "gene": str, "fold": str})
-    _require_columns(df, GT_COLUMNS, path)
-    ids = {w: normalise_well_id(w, where=path) for w in df["well_id"].unique()}
-    df["well_id"] = df["well_id"].map(ids)
-    if df["measured"].isna().any():
-        bad = df.loc[df["measured"].isna()].iloc[0]
-        raise LayoutError(f"{path}: missing 'measured' value for gene {bad['gene']} in well "
-                          f"{bad['well_id']} of plate {bad['plate_barcode']}")
+    if _is_parquet(path):
+        _require_columns(pd.DataFrame(columns=_parquet_columns(path)), GT_COLUMNS, path)
+        df = pd.read_parquet(path)
+        df = df.astype({c: str for c in (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD)})
+    else:
+        with open(path, "rb") as f:
+            header = _csv_header(f.readline(), path)
+        _require_columns(pd.DataFrame(columns=header), GT_COLUMNS, path)
+        df = pd.read_csv(path, dtype={GT_PLATE: str, GT_WELL: str, GT_GENE: str, GT_FOLD: str})
+    ids = {w: normalise_well_id(w, where=path) for w in df[GT_WELL].unique()}
+    df[GT_WELL] = df[GT_WELL].map(ids)
+    if df[GT_MEASURED].isna().any():
+        bad = df.loc[df[GT_MEASURED].isna()].iloc[0]
+        raise LayoutError(f"{path}: missing {GT_MEASURED!r} value for gene {bad[GT_GENE]} in well "
+                          f"{bad[GT_WELL]} of plate {bad[GT_PLATE]}")
     return df
 
 
+def _csv_header(line: bytes, path) -> list[str]:
+    import csv
+
+    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    return next(csv.reader([text])) if text else []
+
+
 def write_gt(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a GT long-format CSV (extra columns such as ``predicted`` are kept after the five)."""
+    """Write a GT long-format CSV (the five :data:`GT_COLUMNS` first, any extra columns after)."""
     _require_columns(df, GT_COLUMNS, path)
     cols = list(GT_COLUMNS) + [c for c in df.columns if c not in GT_COLUMNS]
     return write_csv_atomic(df[cols], path)
 
 
-def gt_to_matrix(df: pd.DataFrame, value: str = "measured") -> pd.DataFrame:
-    """Long GT -> wide (index (plate_barcode, well_id), columns gene)."""
-    return df.pivot_table(index=["plate_barcode", "well_id"], columns="gene", values=value,
-                          aggfunc="first", sort=True)
+def gt_to_matrix(df: pd.DataFrame, value: str = GT_MEASURED) -> pd.DataFrame:
+    """Long GT -> wide (index (plate_barcode, well_id), columns the genes, named ``gene``)."""
+    m = df.pivot_table(index=[GT_PLATE, GT_WELL], columns=GT_GENE, values=value, aggfunc="first", sort=True)
+    m.columns.name = "gene"
+    return m
 
 
-def read_gt_matrix(path: str | os.PathLike, value: str = "measured") -> pd.DataFrame:
-    """``gt_to_matrix(read_gt(path), value)`` without the long table in memory.
+def _read_parquet_gt(path: Path, keys: Sequence[str], value: str):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path, columns=list(keys) + [value])
+    text = pa.dictionary(pa.int32(), pa.string())
+    cols = [t.column(k).cast(text) if t.column(k).type != text else t.column(k) for k in keys]
+    return pa.table(cols + [t.column(value).cast(pa.float64())], names=list(keys) + [value])
+
+
+def read_gt_matrix(path: str | os.PathLike, value: str = GT_MEASURED) -> pd.DataFrame:
+    """``gt_to_matrix(read_gt(path), value)`` without the long table in memory (CSV or Parquet).
 
     Arrow parses the CSV (all cores) with the text columns dictionary-encoded, and the matrix is
     filled from the codes: for a transcriptomics table of the paper's scale (40 M rows, 1.8 GB)
@@ -471,17 +624,24 @@ def read_gt_matrix(path: str | os.PathLike, value: str = "measured") -> pd.DataF
     if not path.exists():
         raise LayoutError(f"{path}: no such file")
     text = pa.dictionary(pa.int32(), pa.string())
-    keys = ("plate_barcode", "well_id", "gene")
-    with open(path, "rb") as f:
-        header = f.readline().decode("utf-8", errors="replace").strip().split(",")
+    keys = (GT_PLATE, GT_WELL, GT_GENE)
+    parquet = _is_parquet(path)
+    if parquet:
+        header = _parquet_columns(path)
+    else:
+        with open(path, "rb") as f:
+            header = _csv_header(f.readline(), path)
     _require_columns(pd.DataFrame(columns=header), list(GT_COLUMNS) + ([value] if value not in GT_COLUMNS else []),
                      path)
     try:
-        t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20),  # few blocks: few dictionaries
-                           convert_options=pacsv.ConvertOptions(
-                               include_columns=list(keys) + [value],
-                               column_types={**{k: text for k in keys}, value: pa.float64()},
-                               strings_can_be_null=False))
+        if parquet:
+            t = _read_parquet_gt(path, keys, value)
+        else:
+            t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20),  # few blocks: few dictionaries
+                               convert_options=pacsv.ConvertOptions(
+                                   include_columns=list(keys) + [value],
+                                   column_types={**{k: text for k in keys}, value: pa.float64()},
+                                   strings_can_be_null=False))
     except pa.ArrowInvalid as e:  # Arrow numbers the columns from 0: name them
         msg = re.sub(r"CSV column #(\d+)", lambda m: f"column {header[int(m.group(1))]!r}"
                      if int(m.group(1)) < len(header) else m.group(0), str(e))
@@ -492,24 +652,24 @@ def read_gt_matrix(path: str | os.PathLike, value: str = "measured") -> pd.DataF
     if missing.any():
         i = int(np.flatnonzero(missing)[0])
         row = {k: t.column(k)[i].as_py() for k in keys}
-        raise LayoutError(f"{path}: missing {value!r} value for gene {row['gene']} in well {row['well_id']} of "
-                          f"plate {row['plate_barcode']}")
+        raise LayoutError(f"{path}: missing {value!r} value for gene {row[GT_GENE]} in well {row[GT_WELL]} of "
+                          f"plate {row[GT_PLATE]}")
     codes, levels = {}, {}
     for k in keys:
         col = t.column(k).chunk(0) if t.column(k).num_chunks else pa.array([], text)
         names = np.asarray(col.dictionary.to_pylist(), dtype=object)
-        if k == "well_id":
+        if k == GT_WELL:
             names = np.asarray([normalise_well_id(w, where=path) for w in names], dtype=object)
         # sorted distinct names (spellings of one well merged), and each code's place among them
         levels[k], rank = np.unique(names.astype(str), return_inverse=True)
         codes[k] = rank[col.indices.to_numpy(zero_copy_only=False)]
-    row_key = codes.pop("plate_barcode") * len(levels["well_id"]) + codes.pop("well_id")
-    present = np.zeros(len(levels["plate_barcode"]) * len(levels["well_id"]), dtype=bool)
+    row_key = codes.pop(GT_PLATE) * len(levels[GT_WELL]) + codes.pop(GT_WELL)
+    present = np.zeros(len(levels[GT_PLATE]) * len(levels[GT_WELL]), dtype=bool)
     present[row_key] = True
     rows = np.flatnonzero(present)  # the (plate, well) pairs present, in sorted order
     row_of = np.cumsum(present) - 1
-    n_genes = len(levels["gene"])
-    flat = row_of[row_key] * n_genes + codes.pop("gene")
+    n_genes = len(levels[GT_GENE])
+    flat = row_of[row_key] * n_genes + codes.pop(GT_GENE)
     del row_key
     m = np.full(len(rows) * n_genes, np.nan)
     seen = np.zeros(len(m), dtype=bool)
@@ -518,7 +678,7 @@ def read_gt_matrix(path: str | os.PathLike, value: str = "measured") -> pd.DataF
         flat, first = np.unique(flat, return_index=True)
         v = v[first]
     m[flat] = v
-    index = pd.MultiIndex.from_arrays([levels["plate_barcode"][rows // len(levels["well_id"])],
-                                       levels["well_id"][rows % len(levels["well_id"])]],
-                                      names=["plate_barcode", "well_id"])
-    return pd.DataFrame(m.reshape(len(rows), n_genes), index=index, columns=pd.Index(levels["gene"], name="gene"))
+    index = pd.MultiIndex.from_arrays([levels[GT_PLATE][rows // len(levels[GT_WELL])],
+                                       levels[GT_WELL][rows % len(levels[GT_WELL])]],
+                                      names=[GT_PLATE, GT_WELL])
+    return pd.DataFrame(m.reshape(len(rows), n_genes), index=index, columns=pd.Index(levels[GT_GENE], name="gene"))

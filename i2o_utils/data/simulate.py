@@ -35,6 +35,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,10 @@ from i2o_utils.data.genes import KNOCKOUT_POOL, make_ensembl_ids, make_symbols
 from i2o_utils.paths import bucket_paths
 
 SCREEN_FILE = "SCREEN.json"
-SIMULATOR_VERSION = 1
+SIMULATOR_VERSION = 2
+SIMULATED_ELN = "ELN90001"
+"""The experiment number of the simulated plates' barcodes (``<ELN>_<PLATE>``, as the authors')."""
+_FIRST_IMAGING = datetime(2021, 6, 4, 9, 0, 0)
 
 # Generative constants (one place; the docstring above explains their roles).
 _STIMULUS_MEAN = {"m1": np.array([1.0, 0.8, -0.9, 0.9]), "m2": np.array([-1.0, -0.8, 0.9, -0.9])}
@@ -138,7 +142,10 @@ def plate_design(profile: Profile, rng: np.random.Generator) -> tuple[pd.DataFra
     Returns
     -------
     imaging, omics : pandas.DataFrame
-        ``imaging``: PLATE_ID, well_id, ROW, COLUMN, target, cell_state, omics_plate, replicate.
+        ``imaging``: PLATE_ID, well_id, ROW, COLUMN, target, cell_state, omics_plate, replicate,
+        plate_barcode, timestamp. Barcodes have the authors' form ``<ELN>_<PLATE>``
+        (``ELN90001_IMG01M1``) and ``PLATE_ID`` is the part after the underscore; the timestamp
+        (the authors' 13 digits) is the plate's imaging time, one plate an hour.
         ``omics``: omics, plate_barcode, omics_plate, well_id, ROW, COLUMN, target, cell_state.
     """
     sc = profile.screen
@@ -163,11 +170,14 @@ def plate_design(profile: Profile, rng: np.random.Generator) -> tuple[pd.DataFra
                     om_rows.append((omics, f"{prefix}_{pairing}", pairing, layout.format_well_id(r, c), r, c, t, s))
             for k in range(sc.imaging_plates_per_omics_plate):
                 n_img += 1
-                barcode = f"IMG{n_img:02d}_{s.upper()}"
+                barcode = f"{SIMULATED_ELN}_IMG{n_img:02d}{s.upper()}"
+                stamp = layout.format_timestamp(_FIRST_IMAGING + timedelta(hours=n_img - 1, seconds=17 * n_img))
                 for r, c, t in place(rng):
-                    img_rows.append((barcode, layout.format_well_id(r, c), r, c, t, s, pairing, k))
+                    img_rows.append((layout.plate_id(barcode), layout.format_well_id(r, c), r, c, t, s, pairing, k,
+                                     barcode, stamp))
     imaging = pd.DataFrame(img_rows, columns=["PLATE_ID", "well_id", "ROW", "COLUMN", "target",
-                                              "cell_state", "omics_plate", "replicate"])
+                                              "cell_state", "omics_plate", "replicate", "plate_barcode",
+                                              "timestamp"])
     omics = pd.DataFrame(om_rows, columns=["omics", "plate_barcode", "omics_plate", "well_id", "ROW",
                                            "COLUMN", "target", "cell_state"])
     return imaging.sort_values(["PLATE_ID", "ROW", "COLUMN"], ignore_index=True), \
@@ -495,7 +505,7 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
                 for (t, s), e in sorted(effects.items())]
     layout.write_csv_atomic(pd.DataFrame(eff_rows), bp["simulation"] / "perturbation_effects.csv")
     lat = pd.concat([
-        imaging[["PLATE_ID", "well_id", "target", "cell_state"]].rename(columns={"PLATE_ID": "plate"}).assign(kind="imaging"),
+        imaging[["plate_barcode", "well_id", "target", "cell_state"]].rename(columns={"plate_barcode": "plate"}).assign(kind="imaging"),
         omics[["plate_barcode", "well_id", "target", "cell_state"]].rename(columns={"plate_barcode": "plate"}).assign(kind="omics"),
     ], ignore_index=True)
     zz = np.concatenate([z_img, z_om])
@@ -506,7 +516,7 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
 
     # images -----------------------------------------------------------------------------------
     shape = (sc.field_size, sc.field_size)
-    plates = sorted(imaging["PLATE_ID"].unique())
+    plates = sorted(imaging["plate_barcode"].unique())
     prng = np.random.default_rng(image_ss.spawn(1)[0])
     plate_optics = {}
     for p in plates:
@@ -519,16 +529,16 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
     bar = tqdm(total=len(imaging), desc="simulating wells", unit="well", disable=not progress)
     for i, w in enumerate(imaging.itertuples(index=False)):
         wrng = np.random.default_rng(well_seeds[i])
-        shading, gains = plate_optics[w.PLATE_ID]
+        shading, gains = plate_optics[w.plate_barcode]
         fields = np.empty((sc.fields_per_well, 3, *shape), np.uint16)
         for f in range(sc.fields_per_well):
             signal, centres = render_field(z_img[i, : sc.latent_visible], shape, sc.cells_per_field,
                                            sc.nucleus_diameter_px, sc.cell_diameter_px, wrng)
             fields[f] = acquire(signal, shading, gains, wrng)
             for y, x in centres:
-                nuclei_rows.append((w.PLATE_ID, w.well_id, f, float(y), float(x)))
-        name = layout.image_file_name("RAW", w.PLATE_ID, w.ROW, w.COLUMN)
-        layout.write_well_images(bp["raw"] / name, w.PLATE_ID, w.ROW, w.COLUMN, fields)
+                nuclei_rows.append((w.plate_barcode, w.well_id, f, float(y), float(x)))
+        name = layout.image_file_name("RAW", w.plate_barcode, w.ROW, w.COLUMN, timestamp=w.timestamp)
+        layout.write_well_images(bp["raw"] / name, w.plate_barcode, w.ROW, w.COLUMN, fields)
         bar.update(1)
     bar.close()
     nuc = pd.DataFrame(nuclei_rows, columns=["plate", "well_id", "fov", "y", "x"])
@@ -537,7 +547,8 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
     shading_rows = [{"plate": p, "strength": float(1 - plate_optics[p][0].min())} for p in plates]
     layout.write_csv_atomic(pd.DataFrame(shading_rows), bp["simulation"] / "shading.csv")
 
-    meta = imaging.assign(Column=imaging["COLUMN"])[list(layout.METADATA_COLUMNS) + ["omics_plate", "replicate"]]
+    meta = imaging.assign(Column=imaging["COLUMN"])[list(layout.METADATA_COLUMNS) + ["omics_plate", "replicate",
+                                                                                   "plate_barcode"]]
     layout.write_csv_atomic(meta, bp["metadata"])
 
     seconds = time.perf_counter() - t0

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from i2o_utils.config import OMICS, STIMULI
+from i2o_utils.data import layout
 from i2o_utils.data.layout import FOLDS, LayoutError, normalise_well_id
 
 __all__ = [
@@ -348,8 +349,8 @@ def attach_gt(split: SplitPredictions, gt: pd.DataFrame) -> tuple[SplitPredictio
     split
         Predictions of one split.
     gt
-        GT of the same (omics, stimulus): the long table (``plate_barcode, well_id, gene,
-        measured``; :func:`i2o_utils.data.layout.read_gt`) or, faster for large tables and when
+        GT of the same (omics, stimulus): the long table (the authors' columns,
+        :data:`i2o_utils.data.layout.GT_COLUMNS`; :func:`i2o_utils.data.layout.read_gt`) or, faster for large tables and when
         several splits share it, the wide matrix of :func:`i2o_utils.data.layout.read_gt_matrix`
         (index ``plate_barcode, well_id``, one column per gene).
 
@@ -364,18 +365,15 @@ def attach_gt(split: SplitPredictions, gt: pd.DataFrame) -> tuple[SplitPredictio
         ``n_disagree`` (cells where the file's own ``measured`` layer differs from the truth
         by more than 1e-6 relative).
     """
-    if isinstance(gt.index, pd.MultiIndex) and list(gt.index.names) == ["plate_barcode", "well_id"]:
-        wide = gt.set_axis([f"{p}/{w}" for p, w in gt.index], axis=0)
-        wide.columns = wide.columns.astype(str)
-    else:
-        need = ("plate_barcode", "well_id", "gene", "measured")
+    if not (isinstance(gt.index, pd.MultiIndex) and list(gt.index.names) == ["plate_barcode", "well_id"]):
+        need = (layout.GT_PLATE, layout.GT_WELL, layout.GT_GENE, layout.GT_MEASURED)
         missing = [c for c in need if c not in gt.columns]
         if missing:
             raise LayoutError(f"GT table lacks column(s) {missing}")
-        key = gt["plate_barcode"].astype(str) + "/" + gt["well_id"].astype(str)
-        wide = pd.DataFrame({"key": key, "gene": gt["gene"].astype(str),
-                             "measured": gt["measured"].astype(float)})
-        wide = wide.pivot_table(index="key", columns="gene", values="measured", aggfunc="first")
+        gt = layout.gt_to_matrix(gt.astype({layout.GT_PLATE: str, layout.GT_WELL: str, layout.GT_GENE: str,
+                                            layout.GT_MEASURED: float}))
+    wide = gt.set_axis([f"{p}/{w}" for p, w in gt.index], axis=0)
+    wide.columns = wide.columns.astype(str)
     wkeys = split.wells["plate_barcode"].astype(str) + "/" + split.wells["well_id"].astype(str)
     truth = wide.reindex(index=wkeys.to_numpy(), columns=split.genes).to_numpy(np.float64)
     wells_missing = [k for k in wkeys if k not in wide.index]

@@ -11,7 +11,9 @@
 3. **Per-well processing**, :func:`process_well`, a pure function of its inputs (it reads one
    well file and writes only that well's outputs, each atomically): flat-field correction
    (written to ``data/ICF`` in the per-well layout), nuclei centres, 128x128 tiles under the
-   border rule (``data/TILES`` in the authors' form, plus the well's tiles for the store),
+   border rule (TILES files in the authors' form, plus the well's tiles for the store; in
+   ``data/TILES`` for a simulated screen, in the results folder's ``TILES`` when the images come
+   from ``data/ICF``, so that downloaded files are never overwritten),
    morphology features of every cell, and last a small done-marker. It is mapped over wells
    with ``dask.distributed``: a ``LocalCluster`` by default, the scheduler at an address
    (``"tcp://host:8786"``) with no code change, or in-process (``"synchronous"``, no cluster).
@@ -141,11 +143,15 @@ def _sibling_name(name: str, prefix: str) -> str:
 
 
 def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
-               metadata: pd.DataFrame | None = None) -> tuple[list[WellTask], bool]:
+               metadata: pd.DataFrame | None = None,
+               tiles_dir: str | os.PathLike | None = None) -> tuple[list[WellTask], bool]:
     """The wells to process and whether their images need flat-field correction.
 
-    Images come from ``data/RAW`` (simulated screen: corrected here, ICF written) or, when
-    there is no RAW folder, from ``data/ICF`` (real data: already corrected).
+    Images come from ``data/RAW`` (simulated screen: corrected here, ICF and TILES written to
+    ``data/ICF`` and ``data/TILES``) or, when there is no RAW folder, from ``data/ICF`` (real
+    data: already corrected). Files fetched from a source are never written: with ICF input the
+    project's own TILES files go to ``tiles_dir`` (default ``<work_dir>/../TILES``, i.e. the
+    results folder), never over the bucket's ``data/TILES``.
 
     Raises
     ------
@@ -161,9 +167,12 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
     if index.empty:
         raise LayoutError(f"{source}: no per-well .h5 image files")
     meta = metadata if metadata is not None else layout.read_metadata(bp["metadata"])
-    meta = meta.rename(columns={"PLATE_ID": "plate"})
-    extra = [c for c in meta.columns if c not in ("plate", "well_id")]
-    merged = index.merge(meta, on=["plate", "well_id"], how="left", indicator=True, suffixes=("", "_meta"))
+    # metadata.csv names a plate by PLATE_ID, the part of the images' PLATE_BARCODE after its underscore
+    index["PLATE_ID"] = [layout.plate_id(b, where=p) if not e else b.rpartition("_")[2]
+                         for b, p, e in zip(index["plate"], index["path"], index["error"])]
+    meta = meta.drop(columns=[c for c in ("plate", "plate_barcode") if c in meta.columns])
+    extra = [c for c in meta.columns if c not in ("PLATE_ID", "well_id")]
+    merged = index.merge(meta, on=["PLATE_ID", "well_id"], how="left", indicator=True, suffixes=("", "_meta"))
     missing = merged.loc[(merged["_merge"] == "left_only") & (merged["error"] == "")]
     if len(missing):
         r = missing.iloc[0]
@@ -171,6 +180,7 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
                           f"{bp['metadata']} ({len(missing)} well file(s) without metadata)")
     merged = merged.sort_values(["plate", "row", "column"]).reset_index(drop=True)
     work = Path(work_dir)
+    own_tiles = bp["tiles"] if correct else Path(tiles_dir) if tiles_dir is not None else work.parent / "TILES"
     tasks = []
     for r in merged.itertuples(index=False):
         name = Path(r.path).name
@@ -180,17 +190,14 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
         tasks.append(WellTask(
             plate=str(r.plate), well_id=str(r.well_id), row=int(r.row), column=int(r.column),
             image_path=str(r.path), icf_path=str(icf_path) if correct else None,
-            tiles_path=str(bp["tiles"] / _sibling_name(name, "TILES")),
-            input_pointer=str(Path("data") / "ICF" / icf_path.name),
+            tiles_path=str(own_tiles / _sibling_name(name, "TILES")),
+            input_pointer=str(Path(icf_path).resolve()),
             shard_path=str(work / "tiles" / r.plate / f"{r.well_id}.npy"),
             cells_path=str(work / "cells" / r.plate / f"{r.well_id}.parquet"),
             marker_path=str(work / "done" / r.plate / f"{r.well_id}.json"),
             metadata=md, broken=r.error,
         ))
     return tasks, correct
-
-
-_NAME_RE = re.compile(r"\.X(\d+)\.Y(\d+)\..*_([^_]+)\.h5$")
 
 
 def _index_files(folder: Path) -> pd.DataFrame:
@@ -202,8 +209,8 @@ def _index_files(folder: Path) -> pd.DataFrame:
             a = layout.read_well_attrs(p)
             rows.append({**a, "well_id": layout.format_well_id(a["row"], a["column"]), "error": ""})
         except LayoutError as e:
-            m = _NAME_RE.search(p.name)
-            row, col, plate = (int(m.group(1)), int(m.group(2)), m.group(3)) if m else (0, 0, "?")
+            m = layout.parse_image_file_name(p.name)
+            row, col, plate = (m["row"], m["column"], m["barcode"]) if m else (0, 0, "?")
             well = layout.format_well_id(row, col) if m else p.stem
             rows.append({"plate": plate, "row": row, "column": col, "well_id": well, "plane": 1,
                          "n_fields": 0, "path": p, "error": f"{e} [plate {plate}, well {well}]"})
@@ -329,7 +336,8 @@ def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray
             layout.write_well_images(task.icf_path, w.plate, w.row, w.column,
                                      round_mantissa(corrected, params.icf_mantissa_bits), plane=w.plane,
                                      compression=params.icf_compression)
-        layout.write_well_tiles(task.tiles_path, w.row, w.column, task.input_pointer, corners_per_field)
+        layout.write_well_tiles(task.tiles_path, w.row, w.column, task.input_pointer, corners_per_field,
+                                plate_barcode=w.plate, plane=w.plane)
         s = params.tile_size
         well_tiles = np.concatenate(tiles) if tiles else np.zeros((0, 3, s, s), params.tile_dtype)
         _atomic_save_npy(task.shard_path, well_tiles)
@@ -650,7 +658,7 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
     store_dir = out / "tilestore"
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    tasks, correct = plan_wells(data_root, work)
+    tasks, correct = plan_wells(data_root, work, tiles_dir=out / "TILES")
     readable = [t for t in tasks if not t.broken]
     plates = {t.plate for t in readable}
     runner = _Runner(scheduler, n_workers)
@@ -731,7 +739,8 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
     seconds["assembly"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     paths.update({"flatfields": out / "flatfields.h5", "status": out / "wells_status.csv",
-                  "tile_scale": scale_path})
+                  "tile_scale": scale_path,
+                  "tiles": Path(tasks[0].tiles_path).parent if tasks else bucket_paths(data_root)["tiles"]})
     if failed.shape[0] and on_error == "raise":
         lines = "\n".join(f"  {e}" for e in failed["error"])
         raise ImagingError(f"{len(failed)} well(s) failed (the others were processed and are kept; "

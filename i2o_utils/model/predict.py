@@ -13,8 +13,10 @@ embeddings, 4 (omics, stimulus) x ``n_splits`` heads, and the results contract:
 * ``predictions/{omics}_{stimulus}_split{k:02d}.h5ad``: obs = val and test wells
   (plate_barcode, well_id, target, fold), layers ``measured`` and ``predicted`` (label scale),
   var = genes with ``train_mean`` and ``train_std``;
-* ``predictions/{omics}_{stimulus}_split{k:02d}.csv``: the same in the GT long format with a
-  ``predicted`` column (for ``InferenceConfig.long_csv_splits`` splits);
+* ``predictions/{omics}_{stimulus}/{omics}_{stimulus}_predictions.csv``: the authors'
+  post-processing table (:func:`write_authors_predictions`: every labelled well, train wells
+  included, of the first ``InferenceConfig.long_csv_splits`` splits, ``seed`` = split), laid out
+  as their plotting code reads it from its ``SAVE_DIR`` (here ``predictions/``);
 * ``embeddings/well_embeddings.parquet``: ``Metadata_*`` columns + ``emb_000`` ...;
 * ``runs.csv`` (one row per head), ``curves.parquet`` (per-epoch losses),
   ``val_per_gene.parquet`` (validation MSE per gene, model and mean predictor), ``heads.pt``.
@@ -45,7 +47,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "inference_embeddings", "embedding_separation", "write_predictions", "write_well_embeddings",
     "FinetuneRun", "finetune_and_predict", "prediction_path", "embed_wells", "embedding_sanity_check",
-    "runs_summary", "read_truth_genes", "planted_gene_summary",
+    "runs_summary", "read_truth_genes", "planted_gene_summary", "authors_predictions_path",
+    "authors_prediction_rows", "write_authors_predictions",
 ]
 
 
@@ -141,8 +144,8 @@ def prediction_path(out_dir: str | Path, omics: str, stimulus: str, split: int, 
 
 def write_predictions(out_dir: str | Path, omics: str, stimulus: str, split: int, obs: pd.DataFrame,
                       genes: pd.Index, measured: np.ndarray, predicted: np.ndarray,
-                      train_mean: np.ndarray, train_std: np.ndarray, long_csv: bool = True) -> list[Path]:
-    """Write one head's val + test predictions (h5ad, and the GT long CSV if ``long_csv``)."""
+                      train_mean: np.ndarray, train_std: np.ndarray) -> list[Path]:
+    """Write one head's val + test predictions (h5ad)."""
     obs = obs[["plate_barcode", "well_id", "target", "fold"]].reset_index(drop=True).astype(str)
     obs.index = pd.Index(obs["plate_barcode"] + ":" + obs["well_id"], name="well")
     var = pd.DataFrame({"train_mean": np.asarray(train_mean, np.float64),
@@ -154,20 +157,66 @@ def write_predictions(out_dir: str | Path, omics: str, stimulus: str, split: int
     path.parent.mkdir(parents=True, exist_ok=True)
     with layout.atomic_path(path) as tmp:
         a.write_h5ad(tmp)
-    written = [path]
-    if long_csv:
-        g = np.asarray(genes.astype(str))
-        nw, ng = measured.shape
-        long = pd.DataFrame({
-            "plate_barcode": np.repeat(obs["plate_barcode"].to_numpy(), ng),
-            "well_id": np.repeat(obs["well_id"].to_numpy(), ng),
-            "gene": np.tile(g, nw),
-            "fold": np.repeat(obs["fold"].to_numpy(), ng),
-            "measured": np.asarray(measured, np.float64).ravel(),
-            "predicted": np.asarray(predicted, np.float64).ravel(),
-        })
-        written.append(layout.write_gt(long, prediction_path(out_dir, omics, stimulus, split, "csv")))
-    return written
+    return [path]
+
+
+def authors_predictions_path(out_dir: str | Path, omics: str, stimulus: str) -> Path:
+    """``<out_dir>/predictions/{omics}_{stimulus}/{omics}_{stimulus}_predictions.csv``."""
+    name = f"{omics}_{stimulus}"
+    return Path(out_dir) / "predictions" / name / f"{name}_predictions.csv"
+
+
+def authors_prediction_rows(wells: pd.DataFrame, genes: pd.Index, measured: np.ndarray, predicted: np.ndarray,
+                            split: int) -> pd.DataFrame:
+    """One split's rows of the authors' post-processing table (:data:`layout.PREDICTION_TABLE_COLUMNS`).
+
+    ``wells``: ``plate_barcode``, ``well_id`` and ``fold`` (this split's) of each row of
+    ``measured`` and ``predicted`` (wells x genes, label scale); ``seed`` is the split, as the
+    authors number their models.
+    """
+    nw, ng = np.shape(measured)
+    g = np.asarray(pd.Index(genes).astype(str))
+
+    def per_well(col) -> pd.Categorical:
+        c = pd.Categorical(wells[col].astype(str).to_numpy())
+        return pd.Categorical.from_codes(np.repeat(c.codes, ng), categories=c.categories)
+
+    return pd.DataFrame({
+        layout.GT_PLATE: per_well("plate_barcode"),
+        layout.GT_WELL: per_well("well_id"),
+        layout.PRED_SEED: np.full(nw * ng, int(split), np.int64),
+        layout.GT_GENE: pd.Categorical.from_codes(np.tile(np.arange(ng, dtype=np.int32), nw), categories=g),
+        layout.GT_FOLD: per_well("fold"),
+        layout.GT_MEASURED: np.asarray(measured, np.float64).ravel(),
+        layout.PRED_PREDICTED: np.asarray(predicted, np.float64).ravel(),
+    })
+
+
+def write_authors_predictions(path: str | Path, parts: list[pd.DataFrame]) -> Path:
+    """Write the authors' post-processing table as their ``postprocessing.py`` saves it.
+
+    Columns :data:`i2o_utils.data.layout.PREDICTION_TABLE_COLUMNS` after a leading unnamed row
+    number (pandas' ``to_csv`` with its default index, which their plotting code reads with
+    ``index_col=0``). Written by Arrow's CSV writer, atomically.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(layout.PREDICTION_TABLE_COLUMNS))
+    df = df[list(layout.PREDICTION_TABLE_COLUMNS)]
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.add_column(0, "", pa.array(np.arange(len(df), dtype=np.int64)))
+    # text columns as plain strings (dictionary columns are written the same; casting keeps it simple)
+    table = pa.table({n: (c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c)
+                      for n, c in zip(table.column_names, table.columns)})
+    texts = "".join(str(v) for c in (layout.GT_PLATE, layout.GT_WELL, layout.GT_GENE, layout.GT_FOLD)
+                    for v in pd.unique(df[c].astype(str)))
+    quoting = "needed" if any(ch in texts for ch in ',"\n\r') else "none"
+    path = Path(path)
+    with layout.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(("," + ",".join(layout.PREDICTION_TABLE_COLUMNS) + "\n").encode())  # pandas' header
+        pacsv.write_csv(table, f, write_options=pacsv.WriteOptions(include_header=False, quoting_style=quoting))
+    return path
 
 
 def write_well_embeddings(path: str | Path, wells: pd.DataFrame, emb: np.ndarray) -> Path:
@@ -251,10 +300,12 @@ def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
     if labels is None:
         labels = {(o, s): load_labels(o, s, data_root) for o in OMICS for s in STIMULI}
     runs, curves, per_gene, heads = [], [], [], {}
+    n_export = ev.n_splits if inf.long_csv_splits is None else min(int(inf.long_csv_splits), ev.n_splits)
     t0 = time.perf_counter()
     bar = tqdm(total=len(labels) * ev.n_splits, desc="fine-tuning heads", disable=not progress)
     for (omics, stim), (wide, source) in labels.items():
         data: HeadData = align_labels(store.wells, wide, omics, stim, source=source)
+        export = []
         for k in range(ev.n_splits):
             fold = _folds(data.wells["target"], split_table, k, source)
             idx = {f: np.flatnonzero(fold == f) for f in ("train", "val", "test")}
@@ -269,9 +320,10 @@ def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
             vt = np.concatenate([idx["val"], idx["test"]])
             pred = head.predict_z(emb[wi[vt]]) * std + mean
             obs = data.wells.iloc[vt].assign(fold=fold[vt])
-            long_csv = inf.long_csv_splits is None or k < inf.long_csv_splits
-            written += write_predictions(out_dir, omics, stim, k, obs, data.genes, data.y[vt], pred,
-                                         mean, std, long_csv=long_csv)
+            written += write_predictions(out_dir, omics, stim, k, obs, data.genes, data.y[vt], pred, mean, std)
+            if k < n_export:  # every labelled well, train included (the authors' table holds them all)
+                export.append(authors_prediction_rows(data.wells.assign(fold=fold), data.genes, data.y,
+                                                      head.predict_z(emb[wi]) * std + mean, k))
             heads[f"{omics}_{stim}_split{k:02d}"] = {
                 "weight": torch.from_numpy(head.weight.astype(np.float32)),
                 "bias": torch.from_numpy(head.bias.astype(np.float32)),
@@ -292,6 +344,8 @@ def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
                                           "val_mse": head.val_mse_per_gene,
                                           "val_mse_mean_predictor": head.val_mse_per_gene_mean_predictor}))
             bar.update(1)
+        if n_export:
+            written.append(write_authors_predictions(authors_predictions_path(out_dir, omics, stim), export))
     bar.close()
     timings["heads_s"] = time.perf_counter() - t0
     runs_df = pd.DataFrame(runs)

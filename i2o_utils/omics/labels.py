@@ -160,7 +160,9 @@ def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fol
     labels
         From :func:`compute_labels` (its ``seeds`` must be ``seeds``).
     imaging
-        Imaging wells of this stimulus: ``PLATE_ID``, ``well_id``, ``target``, ``replicate``.
+        Imaging wells of this stimulus: ``PLATE_ID``, ``well_id``, ``target``, ``replicate``, and
+        the imaging plate's barcode in ``plate_barcode`` (the GT tables' ``plate_barcode``, which
+        joins them to the images' ``PLATE_BARCODE``); without that column ``PLATE_ID`` is used.
     seeds
         ``OmicsConfig.label_seeds``; replicate ``r`` uses ``seeds[r]``.
     fold
@@ -197,7 +199,8 @@ def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fol
     wells = wells.sort_values(["PLATE_ID", "ROW", "COLUMN"] if {"ROW", "COLUMN"} <= set(wells.columns)
                               else ["PLATE_ID", "well_id"], kind="stable")
     n_targets = len(labels.targets)
-    table = pd.DataFrame({"plate_barcode": wells["PLATE_ID"].astype(str).to_numpy(),
+    barcode = wells["plate_barcode"] if "plate_barcode" in wells.columns else wells["PLATE_ID"]
+    table = pd.DataFrame({"plate_barcode": barcode.astype(str).to_numpy(),
                           "well_id": wells["well_id"].astype(str).to_numpy(),
                           "fold": fold.reindex(wells["target"].astype(str)).astype(str).to_numpy()})
     return WellLabels(wells=table, label_index=wells["_s"].to_numpy() * n_targets + wells["_t"].to_numpy(),
@@ -210,8 +213,8 @@ def assign_labels(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], f
     Returns
     -------
     pandas.DataFrame
-        ``plate_barcode, well_id, gene, fold, measured`` (imaging plate and well; categorical
-        columns), ordered by plate, well and gene. Imaging wells whose perturbation has no omics
+        The GT columns (:data:`i2o_utils.data.layout.GT_COLUMNS`; imaging plate and well;
+        categorical columns), ordered by plate, well and gene. Imaging wells whose perturbation has no omics
         wells get no rows.
     """
     return label_wells(labels, imaging, seeds, fold).frame()

@@ -463,7 +463,7 @@ def may_write_gt(root: str | os.PathLike | None = None) -> tuple[bool, str]:
     from i2o_utils.data.simulate import read_screen_info
 
     bp = bucket_paths(root)
-    existing = sorted(bp["gt"].glob("*.csv")) if bp["gt"].exists() else []
+    existing = sorted([*bp["gt"].glob("*.csv"), *bp["gt"].glob("*.parquet")]) if bp["gt"].exists() else []
     info = read_screen_info(bp["root"])
     if info is not None and info.get("source") == "simulated":
         return True, "simulated screen: GT tables written from the label protocol"
@@ -505,69 +505,40 @@ def write_outputs(sets: OmicsSets, gt: GroundTruth, out_dir: str | os.PathLike,
     return written
 
 
-def write_set(adata, path: str | os.PathLike, direct: bool = True) -> Path:
-    """Write one preprocessed set as ``.h5ad``, atomically.
-
-    anndata writes everything but the dense matrices (``X`` and the layers); those are stored as
-    contiguous HDF5 datasets whose space is reserved (aligned to 4 KiB) and then filled past the
-    page cache (``O_DIRECT``, where the file system allows it; ``direct=False`` writes them
-    normally). ``X`` and the layer ``corrected`` hold the same values, so the file stores them
-    once: the layer is an HDF5 hard link to ``X`` (``anndata.read_h5ad`` reads it as a layer like
-    any other).
-    """
+def write_set(adata, path: str | os.PathLike) -> Path:
+    """Write one preprocessed set as ``.h5ad`` with :meth:`anndata.AnnData.write_h5ad`, atomically."""
     import anndata as ad
-    import h5py
-
-    from i2o_utils.omics._io import ALIGN, DIRECT_MIN_BYTES, write_arrays_at
 
     path = Path(path)
-
-    def dense(v) -> bool:
-        return isinstance(v, np.ndarray) and v.ndim == 2 and v.dtype.kind in "fiub" and v.dtype.isnative
-
-    layers = dict(adata.layers)
-    share = "corrected" in layers and layers["corrected"] is adata.X
-    big = {"X": adata.X} if dense(adata.X) else {}
-    big.update({f"layers/{k}": v for k, v in layers.items() if dense(v) and not (share and k == "corrected")})
     uns = dict(adata.uns)
     if "label_draws" in uns:
         uns["label_draws"] = np.asarray(uns["label_draws"]).astype(str)
-    shell = ad.AnnData(X=None if "X" in big else adata.X, obs=adata.obs, var=adata.var, uns=uns,
-                       obsm=dict(adata.obsm), varm=dict(adata.varm), obsp=dict(adata.obsp), varp=dict(adata.varp),
-                       layers={k: v for k, v in layers.items()
-                               if f"layers/{k}" not in big and not (share and k == "corrected")})
+    out = ad.AnnData(X=adata.X, obs=adata.obs, var=adata.var, uns=uns, obsm=dict(adata.obsm),
+                     varm=dict(adata.varm), obsp=dict(adata.obsp), varp=dict(adata.varp), layers=dict(adata.layers))
     with layout.atomic_path(path) as tmp:
-        shell.write_h5ad(tmp)
-        extents = []
-        with h5py.File(tmp, "r+", alignment_threshold=DIRECT_MIN_BYTES, alignment_interval=ALIGN) as f:
-            f.require_group("layers")
-            for key, v in big.items():
-                v = np.ascontiguousarray(v)
-                if v.nbytes < DIRECT_MIN_BYTES:
-                    f.create_dataset(key, data=v)
-                else:  # space reserved now, filled below
-                    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-                    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-                    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-                    dset = f.create_dataset(key, shape=v.shape, dtype=v.dtype, dcpl=dcpl)
-                    extents.append((int(dset.id.get_offset()), v))
-                f[key].attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
-            if share:
-                f["layers"]["corrected"] = f["X"]
-        write_arrays_at(tmp, extents, direct=direct)
+        out.write_h5ad(tmp)
     return path
 
 
 def write_gt_tables(gt: GroundTruth, root: str | os.PathLike | None = None, progress: bool = False,
                     stage=None) -> list[Path]:
-    """Write every GT table to ``data/GT`` (atomically; see :meth:`WellLabels.write_csv`).
+    """Write every GT table to ``data/GT`` (atomically; see :meth:`WellLabels.write`): the authors'
+    CSV, or Parquet for tables of the paper's size (:func:`~i2o_utils.omics.gt.gt_file_format`);
+    a table of the other format left from an earlier run is removed.
 
     ``stage``: from :func:`i2o_utils.data.layout.staged_paths`, to publish the tables together
     with other files; returns the final paths either way.
     """
+    from i2o_utils.omics.gt import gt_file_format
+
     paths = []
     for (o, s), t in gt.tables.items():
-        path = layout.gt_path(o, s, root)
-        t.write_csv(stage(path) if stage is not None else path, progress=progress, label=path.name)
+        csv = layout.gt_path(o, s, root, fmt="csv")
+        path = csv.with_suffix(".parquet") if gt_file_format(len(t)) == "parquet" else csv
+        t.write(stage(path) if stage is not None else path, progress=progress, label=path.name,
+                fmt=path.suffix.lstrip("."))
+        other = csv if path != csv else csv.with_suffix(".parquet")
+        if other.exists():
+            other.unlink()
         paths.append(path)
     return paths

@@ -66,7 +66,8 @@ def example_fields_figure(wells: pd.DataFrame, image_dir: str | Path, field: int
     for ax in axes.flat:
         ax.axis("off")
     for w in wells.itertuples(index=False):
-        hit = index[(index["plate"] == w.PLATE_ID) & (index["well_id"] == w.well_id)]
+        plate_ids = index["plate"].map(layout.plate_id)  # metadata's PLATE_ID: the barcode after its underscore
+        hit = index[(plate_ids == w.PLATE_ID) & (index["well_id"] == w.well_id)]
         if hit.empty:
             raise FileNotFoundError(f"no image file for well {w.well_id} of plate {w.PLATE_ID} in {image_dir}")
         img = layout.read_well_images(hit["path"].iloc[0], fields=[field]).fields[0]

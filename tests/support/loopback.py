@@ -42,11 +42,11 @@ def free_port() -> int:
 # --------------------------------------------------------------------------------------------
 # S3
 # --------------------------------------------------------------------------------------------
-def authors_layout_objects(n_wells: int = 3, plates: tuple[str, ...] = ("PLATE1", "PLATE2"),
+def authors_layout_objects(n_wells: int = 3, plates: tuple[str, ...] = ("ELN00001_PLATE1", "ELN00001_PLATE2"),
                            field_size: int = 16, seed: int = 0) -> dict[str, bytes]:
     """A tiny bucket in the authors' layout: per-well ICF and TILES HDF5 files, metadata, GT
     tables, checkpoint configs and third-party tables (contents small and synthetic)."""
-    from i2o_utils.data.layout import image_file_name, write_well_images, write_well_tiles
+    from i2o_utils.data.layout import GT_COLUMNS, image_file_name, plate_id, write_well_images, write_well_tiles
 
     rng = np.random.default_rng(seed)
     objects: dict[str, bytes] = {}
@@ -61,14 +61,13 @@ def authors_layout_objects(n_wells: int = 3, plates: tuple[str, ...] = ("PLATE1"
                 icf = write_well_images(tmp / icf_name, plate, row, col, fields)
                 objects[f"data/ICF/{icf_name}"] = icf.read_bytes()
                 tiles = write_well_tiles(tmp / ("TILES" + icf_name[3:]), row, col, f"data/ICF/{icf_name}",
-                                         [np.array([[0, 0], [4, 4]])])
+                                         [np.array([[0, 0], [4, 4]])], plate_barcode=plate)
                 objects[f"data/TILES/{tiles.name}"] = tiles.read_bytes()
                 well = f"{chr(64 + row)}{col}"
-                meta.append({"well_id": well, "PLATE_ID": plate, "target": "NT" if w == 0 else f"G{w}",
+                meta.append({"well_id": well, "PLATE_ID": plate_id(plate), "target": "NT" if w == 0 else f"G{w}",
                              "cell_state": "m1" if p % 2 == 0 else "m2", "Column": col})
                 for g in range(3):
-                    gt.append({"plate_barcode": plate, "well_id": well, "gene": f"ENSG{g:011d}",
-                               "fold": "train", "measured": float(rng.normal())})
+                    gt.append(dict(zip(GT_COLUMNS, (plate, well, f"ENSG{g:011d}", "train", float(rng.normal())))))
         buf = io.StringIO()
         pd.DataFrame(meta).to_csv(buf, index=False)
         objects["data/metadata.csv"] = buf.getvalue().encode()
