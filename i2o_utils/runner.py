@@ -60,6 +60,16 @@ def _environ(**values: str | None):
                 os.environ[k] = v
 
 
+@contextmanager
+def _root_locks():
+    """Hold the data and results roots (as the kernels will see them) for the whole run."""
+    from i2o_utils.locks import run_lock
+    from i2o_utils.paths import data_dir, results_dir
+
+    with run_lock(data_dir(), what="i2o run (data root)"), run_lock(results_dir(), what="i2o run (results root)"):
+        yield
+
+
 def run_notebooks(profile: str = "quick", select: Sequence[str] | None = None,
                   output_dir: str | Path = EXECUTED_DIR, parameters: dict | None = None,
                   data_dir: str | Path | None = None, results_dir: str | Path | None = None,
@@ -100,7 +110,7 @@ def run_notebooks(profile: str = "quick", select: Sequence[str] | None = None,
     output_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, **(parameters or {})}
     done = []
-    with _environ(**{DATA_ENV: data_dir, RESULTS_ENV: results_dir}):
+    with _environ(**{DATA_ENV: data_dir, RESULTS_ENV: results_dir}), _root_locks():
         for src in list_notebooks(select):
             dst = output_dir / src.name
             t0 = time.perf_counter()

@@ -33,7 +33,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from i2o_utils import cache
 from i2o_utils.config import CHANNEL_SHORT, CHANNELS, Profile, get_profile
 from i2o_utils.data import layout
 from i2o_utils.data.layout import LayoutError, atomic_path
@@ -129,6 +130,9 @@ class WellTask:
     metadata: dict = field(default_factory=dict)
     broken: str = ""
     """Why the file could not even be indexed (then the well is reported, not processed)."""
+    inputs_key: str = ""
+    """Fingerprint of what the well's outputs are computed from (its image file, its plate's flat
+    field, its metadata); recorded in the done-marker, a mismatch reprocesses the well."""
 
     @property
     def where(self) -> str:
@@ -160,6 +164,7 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
     index = _index_files(source)
     if index.empty:
         raise LayoutError(f"{source}: no per-well .h5 image files")
+    _refuse_duplicate_wells(index)
     meta = metadata if metadata is not None else layout.read_metadata(bp["metadata"])
     meta = meta.rename(columns={"PLATE_ID": "plate"})
     extra = [c for c in meta.columns if c not in ("plate", "well_id")]
@@ -190,7 +195,19 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
     return tasks, correct
 
 
-_NAME_RE = re.compile(r"\.X(\d+)\.Y(\d+)\..*_([^_]+)\.h5$")
+_NAME_RE = re.compile(r"\.X(\d+)\.Y(\d+)\.(?:.*\.)?[^._]+_([^.]+)\.h5$")
+
+
+def _refuse_duplicate_wells(index: pd.DataFrame) -> None:
+    """Two files that claim one well (plate, ROW, COLUMN) stop the run, both files named."""
+    ok = index[index["error"] == ""]
+    dup = ok[ok.duplicated(["plate", "well_id"], keep=False)]
+    if len(dup):
+        (plate, well), g = next(iter(dup.groupby(["plate", "well_id"])))
+        files = ", ".join(str(p) for p in g["path"])
+        n = dup.groupby(["plate", "well_id"]).ngroups
+        raise LayoutError(f"plate {plate}, well {well} is claimed by {len(g)} files: {files} "
+                          f"({n} well(s) with more than one file); keep one file per well")
 
 
 def _index_files(folder: Path) -> pd.DataFrame:
@@ -200,7 +217,11 @@ def _index_files(folder: Path) -> pd.DataFrame:
     for p in layout.list_well_files(folder):
         try:
             a = layout.read_well_attrs(p)
-            rows.append({**a, "well_id": layout.format_well_id(a["row"], a["column"]), "error": ""})
+            try:
+                well_id = layout.format_well_id(a["row"], a["column"])
+            except LayoutError as e:
+                raise LayoutError(f"{p}: attributes {e}") from None
+            rows.append({**a, "well_id": well_id, "error": ""})
         except LayoutError as e:
             m = _NAME_RE.search(p.name)
             row, col, plate = (int(m.group(1)), int(m.group(2)), m.group(3)) if m else (0, 0, "?")
@@ -284,6 +305,7 @@ def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray
                               f"field is {flatfield.shape}")
         if flatfield is not None and fields.dtype.kind == "f":
             raise LayoutError(f"{task.where}: raw images are {fields.dtype}; expected uint8 or uint16")
+        _refuse_non_finite(fields, task)
         notes = []
         corrected = np.empty(fields.shape, np.float32)
         corners_per_field, tiles, cell_tables = [], [], []
@@ -348,7 +370,8 @@ def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray
         row = {"plate": task.plate, "well_id": task.well_id, "status": status,
                "n_fields": int(fields.shape[0]), "n_nuclei": int(n_nuclei), "n_tiles": n_tiles,
                "n_dropped_border": int(n_dropped), "notes": "; ".join(notes), "error": "",
-               "seconds": round(time.perf_counter() - t0, 3), "params_key": params.key(scale)}
+               "seconds": round(time.perf_counter() - t0, 3), "params_key": params.key(scale),
+               "inputs_key": task.inputs_key}
         with atomic_path(task.marker_path) as tmp:
             tmp.write_text(json.dumps(row))
         return row
@@ -357,6 +380,17 @@ def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray
         return {"plate": task.plate, "well_id": task.well_id, "status": STATUS_ERROR, "n_fields": 0,
                 "n_nuclei": 0, "n_tiles": 0, "n_dropped_border": 0, "notes": "", "error": msg,
                 "seconds": round(time.perf_counter() - t0, 3), "params_key": ""}
+
+
+def _refuse_non_finite(fields: np.ndarray, task: WellTask) -> None:
+    """NaN or infinite pixels are a broken file, not a dark field: the well fails, named."""
+    if fields.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(fields)
+    if bad.any():
+        f, c = (int(i) for i in np.argwhere(bad.any(axis=(2, 3)))[0])
+        raise LayoutError(f"{task.where}: {int(bad.sum())} NaN or infinite pixel(s), first in field {f}, "
+                          f"channel {CHANNELS[c]!r}")
 
 
 def _camel(name: str) -> str:
@@ -376,6 +410,8 @@ def verify_well(task: WellTask, params_key: str, store: "TileStore | None" = Non
             return None
         row = json.loads(marker.read_text())
         if row.get("params_key") != params_key or row.get("status") == STATUS_ERROR:
+            return None
+        if row.get("inputs_key", "") != task.inputs_key:  # image file, flat field or metadata changed
             return None
         if layout.read_well_tiles(task.tiles_path).n_tiles != row["n_tiles"]:
             return None
@@ -473,7 +509,10 @@ def read_flatfields(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {k: f[k]["flatfield"][()] for k in f.keys()}
 
 
-def _load_flatfields(path: Path, plates: set[str], params: ImagingParams) -> dict | None:
+def _load_flatfields(path: Path, plates: set[str], params: ImagingParams,
+                     inputs: dict[str, str] | None = None) -> dict | None:
+    """The saved flat fields if they were computed with these parameters from these inputs
+    (``inputs``: plate -> fingerprint of its readable image files), else ``None``."""
     if not path.exists():
         return None
     try:
@@ -484,6 +523,10 @@ def _load_flatfields(path: Path, plates: set[str], params: ImagingParams) -> dic
             for p in plates:
                 a = {k: _plain(v) for k, v in f[p].attrs.items()}
                 if any(a.get(k) != v for k, v in _ff_attrs(params).items() if k != "method"):
+                    return None
+                if inputs is not None and a.get("inputs") != inputs.get(p):
+                    log.info("%s: the images of plate %s changed since its flat field was computed; "
+                             "recomputing", path, p)
                     return None
                 out[p] = f[p]["flatfield"][()]
             return out
@@ -651,8 +694,11 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     tasks, correct = plan_wells(data_root, work)
+    bp = bucket_paths(data_root)
+    cache.remove_partial_files([out, bp["icf"], bp["tiles"]])  # left by an interrupted run
     readable = [t for t in tasks if not t.broken]
     plates = {t.plate for t in readable}
+    plate_inputs = {p: cache.files_fingerprint(t.image_path for t in readable if t.plate == p) for p in plates}
     runner = _Runner(scheduler, n_workers)
     try:
         # 1. flat fields
@@ -660,7 +706,7 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
         ff_path = out / "flatfields.h5"
         flatfields, ff_errors = None, []
         if correct:
-            flatfields = _load_flatfields(ff_path, plates, params)
+            flatfields = _load_flatfields(ff_path, plates, params, plate_inputs)
             if flatfields is None:
                 flatfields, counts, ff_errors, means = estimate_plate_flatfields(readable, params, runner, progress)
                 with atomic_path(ff_path) as tmp, h5py.File(tmp, "w") as f:
@@ -668,21 +714,30 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
                         g = f.create_group(p)
                         g.create_dataset("flatfield", data=ff)
                         g.create_dataset("mean", data=means[p])
-                        g.attrs.update({**_ff_attrs(params), "n_images": counts[p], "channels": list(CHANNELS)})
+                        g.attrs.update({**_ff_attrs(params), "n_images": counts[p], "channels": list(CHANNELS),
+                                        "inputs": plate_inputs[p]})
         seconds["flatfield"] = time.perf_counter() - t
         # 2. tile scale (kept from an earlier run so that reused wells stay consistent)
         scale_path = out / "tile_scale.json"
         scale = None
+        ff_keys = {p: cache.value_fingerprint(ff) for p, ff in (flatfields or {}).items()}
+        scale_inputs = cache.fingerprint(files=sorted(plate_inputs.items()), flatfields=sorted(ff_keys.items()))
         if scale_path.exists():
-            saved = json.loads(scale_path.read_text())
-            if saved.get("params") == _scale_params(params):
+            try:
+                saved = json.loads(scale_path.read_text())
+            except ValueError:
+                saved = {}
+            if saved.get("params") == _scale_params(params) and saved.get("inputs") == scale_inputs:
                 scale = np.asarray(saved["scale"], np.float32)
         if scale is None:
             scale = estimate_tile_scale(readable, flatfields, params)
             with atomic_path(scale_path) as tmp:
                 tmp.write_text(json.dumps({"params": _scale_params(params), "scale": scale.tolist(),
-                                           "channels": list(CHANNELS)}, indent=1))
+                                           "channels": list(CHANNELS), "inputs": scale_inputs}, indent=1))
         key = params.key(scale)
+        tasks = [replace(tk, inputs_key=cache.fingerprint(
+            file=cache.file_fingerprint(tk.image_path), flatfield=ff_keys.get(tk.plate), metadata=tk.metadata))
+            for tk in tasks]
         # 3. per-well processing, skipping wells that verify
         t = time.perf_counter()
         try:
@@ -784,7 +839,8 @@ def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir:
         rel = f"plates/{plate}.h5"
         path = store_dir / rel
         plan = [(t.well_id, int(r["n_tiles"])) for t, r in items if int(r["n_tiles"]) > 0]
-        layout_json = json.dumps({"wells": plan, "key": params.key(scale)})
+        layout_json = json.dumps({"wells": plan, "key": params.key(scale),
+                                  "inputs": cache.value_fingerprint([r.get("inputs_key", "") for _, r in items])})
         current = None
         if path.exists():
             try:
