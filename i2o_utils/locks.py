@@ -50,13 +50,19 @@ def read_lock(root: str | os.PathLike) -> dict | None:
     except FileNotFoundError:
         return None
     except (ValueError, OSError):
-        return {"pid": -1, "host": "", "since": "?", "what": "unreadable lock file"}
+        try:
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            age = 0.0
+        return {"pid": -1, "host": "", "since": "?", "what": "unreadable lock file", "age_s": age}
 
 
 def is_stale(holder: dict | None) -> bool:
     """A lock of this host whose process is gone (or an unreadable one)."""
     if holder is None:
         return True
+    if holder.get("pid") == -1:  # unreadable: stale unless it is being written right now
+        return holder.get("age_s", 0.0) > 5.0
     if holder.get("host") not in ("", socket.gethostname()):
         return False  # another machine's process: cannot check, assume alive
     return not _alive(int(holder.get("pid", -1)))
@@ -105,6 +111,8 @@ def run_lock(root: str | os.PathLike, what: str = "i2o run", wait_s: float = 0.0
     deadline = time.monotonic() + wait_s
     while not _try_create(path, what):
         holder = read_lock(root)
+        if holder is None:  # released meanwhile
+            continue
         if is_stale(holder):
             log.warning("%s: removing a stale lock of process %s (started %s), which no longer runs",
                         path, (holder or {}).get("pid"), (holder or {}).get("since"))

@@ -618,6 +618,8 @@ def estimate_tile_scale(tasks: Sequence[WellTask], flatfields: dict[str, np.ndar
             except LayoutError:
                 continue  # reported by the per-well pass
             f = w.fields[:1].astype(np.float32)
+            if not np.isfinite(f).all():
+                continue  # NaN or inf pixels: reported by the per-well pass
             if flatfields is not None:
                 if f.shape[1:] != flatfields[plate].shape:
                     continue
