@@ -357,3 +357,35 @@ def test_s3_endpoint_unreachable_one_line_exit_2(tmp_path, capsys):
                    "--dest", str(tmp_path / "d"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "127.0.0.1:9" in err[0] and "Traceback" not in err[0]
+
+
+# --------------------------------------------------------------------------------------------
+# a well dropped for a legitimate reason is reported downstream
+# --------------------------------------------------------------------------------------------
+def test_wells_left_out_are_named_for_later_notebooks(tmp_path):
+    bp = _screen(tmp_path / "data", wells_per_plate=2)
+    path = _raw(bp, PLATES[1], 2)
+    w = layout.read_well_images(path)
+    layout.write_well_images(path, w.plate, w.row, w.column, np.zeros_like(w.fields))
+    res = _run(tmp_path / "data", tmp_path / "res")
+    note = TileStore(res.store_dir).wells_note()
+    assert note.startswith("3 wells with tiles are used; 1 imaged well(s) left out (1 no_nuclei)")
+    assert f"{PLATES[1]} B2: no nuclei found (fov 0: all-dark or constant nucleus channel)" in note
+    from i2o_utils.imaging.tilestore import stored_wells_note
+
+    assert stored_wells_note(res.store_dir) == TileStore(res.store_dir).wells_note(one_line=True)
+    assert "\n" not in stored_wells_note(res.store_dir) and stored_wells_note(tmp_path / "none") is None
+
+
+def test_pretraining_does_not_resume_on_a_changed_store(tmp_path, torch_one_thread):
+    from i2o_utils.config import PretrainConfig
+    from i2o_utils.model.data import synthetic_tiles
+    from i2o_utils.model.train import pretrain
+
+    cfg = PretrainConfig(wells_per_batch=8, groups_per_batch=4, tiles_per_well=2, steps=2, steps_per_epoch=2,
+                         backbone_width=4, dense_dims=(16, 8), lr=1e-3, seed=3)
+    store = synthetic_tiles(n_targets=4, wells_per_group=3, tiles_per_well=[3, 5], tile_size=16, seed=1)
+    pretrain(store, cfg, tmp_path, stop_after=1, progress=False)
+    store.wells.loc[0, "target"] = "relabelled"
+    with pytest.raises(ValueError, match="tile store changed since this checkpoint"):
+        pretrain(store, cfg, tmp_path, resume=True, progress=False)

@@ -165,6 +165,11 @@ def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = Fals
             preds[(omics, stim)] = splits
     if not preds:
         raise PredictionsMissing(f"{folder}: no prediction file at all; run the fine-tuning notebook first")
+    from i2o_utils.imaging.tilestore import stored_wells_note
+
+    wells_note = stored_wells_note()
+    if wells_note:
+        notes.append(f"imaging: {wells_note}")
     symbols = {o: read_gene_symbols(o, data_root) for o in {k[0] for k in preds}}
     tpath = truth_path(data_root)
     truth = read_truth_genes(tpath) if tpath.exists() else None

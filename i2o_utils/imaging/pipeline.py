@@ -798,6 +798,20 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
                             scale=scale, params=params, corrected=correct, seconds=seconds, paths=paths)
 
 
+def left_out_wells(status: pd.DataFrame) -> list[dict]:
+    """The wells without tiles and why (recorded in the tile store for the notebooks that use it)."""
+    out = []
+    for r in status[(status["status"] != STATUS_OK) | (status["n_tiles"] == 0)].itertuples(index=False):
+        if r.status == STATUS_ERROR:
+            why = f"error: {r.error}"
+        elif r.status == STATUS_NO_NUCLEI:
+            why = "no nuclei found" + (f" ({r.notes})" if r.notes else "")
+        else:
+            why = f"{r.n_nuclei} nuclei, all too close to the border for a tile"
+        out.append({"plate": r.plate, "well_id": r.well_id, "status": r.status, "reason": why})
+    return out
+
+
 def _previous_layout(path: Path) -> dict[str, tuple[int, int]]:
     """well -> (start, n) of an existing plate file, from its ``layout`` attribute."""
     if not path.exists():
@@ -894,7 +908,7 @@ def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir:
         ("plate", "well_id", "target", "cell_state", "n_tiles", "start"))), index, plate_files,
         params.tile_size, params.tile_dtype, scale, CHANNELS,
         extra={"border": params.border, "nucleus_diameter_px": params.nucleus_diameter_px,
-               "params_key": params.key(scale)})
+               "params_key": params.key(scale), "left_out": left_out_wells(status)})
     paths = {"store": store_dir}
     if len(cells):
         with atomic_path(out / "features_cells.parquet") as tmp:
