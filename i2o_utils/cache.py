@@ -11,8 +11,9 @@ fingerprint and reuses the output only when both agree. Fingerprints are short h
 * :func:`fingerprint`: one hash of several named parts; :func:`describe_change` names the parts
   that differ between two records, for messages that say what changed.
 
-:func:`remove_partial_files` deletes the temporary ``.NAME.XXXX.part`` files that an interrupted
-atomic write (:func:`i2o_utils.data.layout.atomic_path`) leaves behind.
+:func:`remove_partial_files` deletes the temporary ``.NAME.XXXX.part`` (and ``.staged``) files that
+an interrupted atomic write (:func:`i2o_utils.data.layout.atomic_path`, ``staged_paths``) leaves
+behind. Resumable downloads (``NAME.part``, no leading dot) are not touched.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def describe_change(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> st
 
 
 def remove_partial_files(folders: Iterable[str | os.PathLike], recursive: bool = True) -> list[Path]:
-    """Delete leftover temporary files of interrupted atomic writes (``.NAME.*.part``).
+    """Delete leftover temporary files of interrupted atomic writes (``.NAME.*.part``, ``.NAME.*.staged``).
 
     Call it at the start of a run that holds the lock on these folders (no other writer can be
     writing them). Returns the files removed.
@@ -108,9 +109,8 @@ def remove_partial_files(folders: Iterable[str | os.PathLike], recursive: bool =
         folder = Path(folder)
         if not folder.is_dir():
             continue
-        found = folder.rglob(".*.part") if recursive else folder.glob(".*.part")
-        for p in found:
-            if p.is_file():
+        for p in (folder.rglob(".*") if recursive else folder.glob(".*")):
+            if p.name.endswith((".part", ".staged")) and p.is_file():
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed

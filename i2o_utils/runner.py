@@ -6,6 +6,7 @@ folder outside ``notebooks/``). A failing notebook stops the run with the notebo
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -16,6 +17,7 @@ from typing import Iterable, Sequence
 from i2o_utils.config import PROFILE_NAMES
 from i2o_utils.paths import DATA_ENV, EXECUTED_DIR, NOTEBOOKS_DIR, RESULTS_ENV
 
+log = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 
 
@@ -63,10 +65,13 @@ def _environ(**values: str | None):
 @contextmanager
 def _root_locks():
     """Hold the data and results roots (as the kernels will see them) for the whole run."""
+    from i2o_utils.cache import remove_partial_files
     from i2o_utils.locks import run_lock
     from i2o_utils.paths import data_dir, results_dir
 
     with run_lock(data_dir(), what="i2o run (data root)"), run_lock(results_dir(), what="i2o run (results root)"):
+        for p in remove_partial_files([data_dir(), results_dir()]):  # left by an interrupted run
+            log.info("removed %s, left by an interrupted write", p)
         yield
 
 
@@ -99,6 +104,10 @@ def run_notebooks(profile: str = "quick", select: Sequence[str] | None = None,
     ------
     NotebookFailed
         At the first failing notebook, naming it and its cell.
+    LockHeld
+        When another live process runs on the same data or results root (nothing is run); the
+        roots are locked for the whole run and leftover temporary files of an interrupted run
+        are removed.
     """
     import papermill as pm
 

@@ -53,8 +53,8 @@ def test_value_fingerprint_of_parameters_and_arrays():
 
 def test_remove_partial_files(tmp_path):
     (tmp_path / "sub").mkdir()
-    part = [tmp_path / ".a.h5.x1.part", tmp_path / "sub" / ".b.npy.y2.part"]
-    keep = [tmp_path / "a.h5", tmp_path / "sub" / "notes.part.txt"]
+    part = [tmp_path / ".a.h5.x1.part", tmp_path / "sub" / ".b.npy.y2.part", tmp_path / ".c.csv.0a1b.staged"]
+    keep = [tmp_path / "a.h5", tmp_path / "sub" / "notes.part.txt", tmp_path / "sub" / "download.h5.part"]
     for p in part + keep:
         p.write_text("x")
     removed = cache.remove_partial_files([tmp_path, tmp_path / "absent"])

@@ -459,8 +459,11 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
     null
         Omics independent of the images (a null screen).
     overwrite
-        Regenerate even if the root already holds this exact screen. A root holding a different
-        simulated screen is regenerated; a root holding non-simulated data is never touched.
+        Regenerate the root's simulated screen. Without it, a root holding this exact screen is
+        used as it is (the summary says "already present"), and a root holding a screen made with
+        other settings (profile, seed, null, simulator version, screen sizes) raises
+        :class:`ScreenMismatch` naming each difference, with nothing changed. A root holding data
+        that were not simulated (downloaded data) is never touched, even with ``overwrite``.
     progress
         Show a progress bar over wells.
     """

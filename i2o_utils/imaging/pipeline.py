@@ -18,8 +18,15 @@
 4. **Assembly** of the tile store (one array per plate), ``features_cells.parquet``,
    ``features_wells.parquet`` and ``wells_status.csv``.
 
-Resumable: a re-run skips every well whose outputs exist and verify (marker, ICF and TILES
-files readable with the recorded counts, tiles present) and whose parameters are unchanged.
+Resumable, and never stale: every cached result records a fingerprint of what it was computed
+from (:mod:`i2o_utils.cache`). The flat fields of a plate are reused only while its image files
+(size and modification time of each) and the parameters are unchanged; the tile scale only while
+those files and the flat fields are; a well is skipped only when its outputs exist and verify
+(marker, ICF and TILES files readable with the recorded counts, tiles present) and its image
+file, its plate's flat field, its metadata row and the parameters are unchanged. Anything else is
+recomputed. Leftover temporary files of an interrupted run are removed first. Bad input stops the
+run with the file and well named: two files claiming one well, NaN or infinite pixels, an
+unreadable file or one with out-of-range attributes.
 Failures are collected per well with the file and well named; a well without nuclei is recorded
 (status ``no_nuclei``) and is not an error. When the data root holds ``data/ICF`` only (real
 data, already corrected), steps 1 and the ICF writing are skipped and tiles come from ICF.
