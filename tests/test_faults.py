@@ -27,7 +27,7 @@ from i2o_utils.data.layout import LayoutError
 from i2o_utils.data.prepare import prepare_data
 from i2o_utils.data.simulate import ScreenMismatch, acquire, read_screen_info, render_field, simulate_screen, vignetting
 from i2o_utils.imaging.pipeline import ImagingError, preprocess_images, read_flatfields
-from i2o_utils.imaging.tilestore import TileStore
+from i2o_utils.imaging.tilestore import TileStore, TileStoreError
 from i2o_utils.locks import LOCK_NAME, LockHeld, run_lock
 from i2o_utils.paths import bucket_paths
 
@@ -271,6 +271,14 @@ def test_non_finite_pixels_fail_the_well_named(tmp_path, value):
     msg = str(e.value)
     assert str(path) in msg and f"plate {PLATES[1]}, well B2" in msg and "100 NaN or infinite pixel(s)" in msg
     assert "no_nuclei" not in msg
+    # nothing downstream can use the step's outputs until the file is fixed
+    with pytest.raises(TileStoreError, match="1 well\\(s\\) failed in the image preprocessing"):
+        TileStore(tmp_path / "res" / "tilestore")
+    assert not list((tmp_path / "res").glob("features_*.parquet"))
+    layout.write_well_images(path, w.plate, w.row, w.column, w.fields)
+    res = _run(tmp_path / "data", tmp_path / "res")
+    assert (res.status["status"] == "ok").all()  # (the tile scale changed with the file: all redone)
+    assert len(TileStore(res.store_dir)) == 4 and res.paths["features_wells"].exists()
 
 
 def test_unreadable_file_is_reported_under_its_whole_plate_name(tmp_path):

@@ -750,7 +750,7 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
         # 3. per-well processing, skipping wells that verify
         t = time.perf_counter()
         try:
-            store = TileStore(store_dir)
+            store = TileStore(store_dir, allow_failed=True)
         except Exception:  # noqa: BLE001 - no usable store yet
             store = None
         failed_ff = {(e["plate"], e["well_id"]): e for e in ff_errors}
@@ -791,7 +791,7 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
 
     # 4. assembly (plates whose wells all finished)
     t = time.perf_counter()
-    paths = assemble_outputs(tasks, status, store_dir, out, params, scale, keep_shards, progress)
+    paths = assemble_outputs(tasks, status, store_dir, out, params, scale, keep_shards, progress, on_error)
     seconds["assembly"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     paths.update({"flatfields": out / "flatfields.h5", "status": out / "wells_status.csv",
@@ -848,11 +848,14 @@ def _error_row(task: WellTask) -> dict:
 
 def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir: Path, out: Path,
                      params: ImagingParams, scale: np.ndarray, keep_shards: bool = False,
-                     progress: bool = True) -> dict[str, Path]:
+                     progress: bool = True, on_error: str = "record") -> dict[str, Path]:
     """Build the tile store and the feature tables from the per-well outputs.
 
-    A plate whose array already holds exactly its wells' tiles is not rewritten.
+    A plate whose array already holds exactly its wells' tiles is not rewritten. With
+    ``on_error="raise"`` and failed wells, the store is marked as failed (:class:`TileStore`
+    refuses it; the next run reuses it) and no feature table is published.
     """
+    stop = on_error == "raise" and bool((status["status"] == STATUS_ERROR).any())
     done = [(t, r) for t, (_, r) in zip(tasks, status.iterrows()) if r["status"] != STATUS_ERROR]
     by_plate: dict[str, list] = {}
     for t, r in done:
@@ -915,9 +918,13 @@ def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir:
         ("plate", "well_id", "target", "cell_state", "n_tiles", "start"))), index, plate_files,
         params.tile_size, params.tile_dtype, scale, CHANNELS,
         extra={"border": params.border, "nucleus_diameter_px": params.nucleus_diameter_px,
-               "params_key": params.key(scale), "left_out": left_out_wells(status)})
+               "params_key": params.key(scale), "left_out": left_out_wells(status),
+               "failed_wells": int((status["status"] == STATUS_ERROR).sum()) if on_error == "raise" else 0})
     paths = {"store": store_dir}
-    if len(cells):
+    if stop:
+        for name in ("features_cells.parquet", "features_wells.parquet"):
+            (out / name).unlink(missing_ok=True)
+    elif len(cells):
         with atomic_path(out / "features_cells.parquet") as tmp:
             cells.to_parquet(tmp, index=False)
         wells_feat = aggregate_wells(cells)

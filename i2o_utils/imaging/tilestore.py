@@ -94,7 +94,7 @@ class TileStore:
         Per-channel corrected intensity stored as the dtype's maximum.
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, allow_failed: bool = False):
         self.root = Path(root)
         meta_path = self.root / "store.json"
         if not meta_path.exists():
@@ -102,6 +102,9 @@ class TileStore:
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != STORE_FORMAT:
             raise TileStoreError(f"{meta_path}: format {meta.get('format')!r} is not {STORE_FORMAT!r}")
+        if meta.get("failed_wells") and not allow_failed:
+            raise TileStoreError(f"{meta_path}: {meta['failed_wells']} well(s) failed in the image preprocessing "
+                                 "(see its wells_status.csv); fix their files and re-run it before using the store")
         self.meta = meta
         self.tile_size = int(meta["tile_size"])
         self.dtype = np.dtype(meta["dtype"])
