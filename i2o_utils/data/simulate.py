@@ -483,9 +483,11 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
                              "they are never replaced: choose another data root for the simulated screen")
     if info is not None and not overwrite:
         diff = screen_differences(info, want)
+        same = ", ".join(f"{k}={info[k]!r}" for k in ("profile", "seed", "null") if info.get(k) != want[k])
         raise ScreenMismatch(f"{root} holds a simulated screen made with other settings: {'; '.join(diff)}. "
-                             "Nothing was changed. Use it with the settings it was made with, choose another "
-                             "data root, or regenerate it with overwrite=True (i2o simulate --overwrite)")
+                             "Nothing was changed. Use it as it is by asking for its settings"
+                             + (f" ({same})" if same else "") + ", choose another data root, or regenerate "
+                             "it with overwrite=True (i2o simulate --overwrite, or -p overwrite true)")
     t0 = time.perf_counter()
     _clear_simulated(root)
     for key in ("raw", "omics_raw", "simulation"):
