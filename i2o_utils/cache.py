@@ -98,6 +98,32 @@ def describe_change(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> st
     return ", ".join(f"{k} changed" for k in changed)
 
 
+INPUTS_RECORD = "inputs.json"
+
+
+def write_record(folder: str | os.PathLike, **parts: Any) -> Path:
+    """Write ``folder/inputs.json``: the fingerprints a step's outputs in ``folder`` were computed from."""
+    from i2o_utils.data.layout import atomic_path
+
+    path = Path(folder) / INPUTS_RECORD
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_jsonable(parts), indent=1, sort_keys=True))
+    return path
+
+
+def read_record(folder: str | os.PathLike) -> dict | None:
+    """The record written by :func:`write_record`, or ``None`` (absent or unreadable)."""
+    try:
+        return json.loads((Path(folder) / INPUTS_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def clear_record(folder: str | os.PathLike) -> None:
+    """Remove a step's record before it rewrites its outputs (a half-finished run has none)."""
+    (Path(folder) / INPUTS_RECORD).unlink(missing_ok=True)
+
+
 def remove_partial_files(folders: Iterable[str | os.PathLike], recursive: bool = True) -> list[Path]:
     """Delete leftover temporary files of interrupted atomic writes (``.NAME.*.part``, ``.NAME.*.staged``).
 

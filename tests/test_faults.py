@@ -397,3 +397,25 @@ def test_pretraining_does_not_resume_on_a_changed_store(tmp_path, torch_one_thre
     store.wells.loc[0, "target"] = "relabelled"
     with pytest.raises(ValueError, match="tile store changed since this checkpoint"):
         pretrain(store, cfg, tmp_path, resume=True, progress=False)
+
+
+def test_predictions_from_another_tile_store_stop_the_evaluation(tmp_path, monkeypatch):
+    from i2o_utils import cache
+    from i2o_utils.evaluation.pipeline import _refuse_stale_predictions
+    from i2o_utils.evaluation.predictions import PredictionsMissing, predictions_dir
+
+    monkeypatch.setenv("I2O_RESULTS_DIR", str(tmp_path / "results"))
+    bp = _screen(tmp_path / "data", wells_per_plate=2)
+    out = tmp_path / "results" / "20_preprocess_images"
+    res = _run(tmp_path / "data", out)
+    folder = predictions_dir()
+    cache.write_record(folder.parent, store=TileStore(res.store_dir).content_key())
+    _refuse_stale_predictions(folder)  # made from this store
+    _run(tmp_path / "data", out)  # an unchanged re-run keeps the store's key
+    _refuse_stale_predictions(folder)
+    meta = pd.read_csv(bp["metadata"], dtype=str)
+    meta.loc[0, "target"] = "STAT1"
+    meta.to_csv(bp["metadata"], index=False)
+    _run(tmp_path / "data", out)
+    with pytest.raises(PredictionsMissing, match="made from another tile store"):
+        _refuse_stale_predictions(folder)
