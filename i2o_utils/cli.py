@@ -10,9 +10,12 @@ from i2o_utils.config import PROFILE_NAMES
 
 def _simulate(args) -> int:
     from i2o_utils.data.simulate import simulate_screen
+    from i2o_utils.locks import run_lock
+    from i2o_utils.paths import data_dir
 
-    print(simulate_screen(args.out, profile=args.profile, seed=args.seed, null=args.null,
-                          overwrite=args.overwrite, progress=not args.quiet))
+    with run_lock(args.out or data_dir(), what="i2o simulate"):
+        print(simulate_screen(args.out, profile=args.profile, seed=args.seed, null=args.null,
+                              overwrite=args.overwrite, progress=not args.quiet))
     return 0
 
 
@@ -32,6 +35,9 @@ def _run(args) -> int:
     except NotebookFailed as e:
         print(f"i2o run: {e}", file=sys.stderr)
         return 1
+    except ValueError as e:  # an unknown notebook or profile: nothing ran
+        print(f"i2o run: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -82,13 +88,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _expected_errors() -> dict[type, int]:
+    """Failures that are the input's or the setup's, not the code's: one line, no traceback.
+
+    Exit 2: nothing was done (a configuration, a data root in use or holding other data, bad
+    input found before any output); exit 1: something ran and failed.
+    """
+    from i2o_utils.data.layout import LayoutError
+    from i2o_utils.data.simulate import ScreenMismatch
+    from i2o_utils.locks import LockHeld
+    from i2o_utils.runner import NotebookFailed
+
+    errors: dict[type, int] = {LockHeld: 2, ScreenMismatch: 2, LayoutError: 2, NotebookFailed: 1}
+    try:
+        from i2o_utils.data.download import FetchError
+        from i2o_utils.data.manifests import ManifestError
+
+        errors.update({ManifestError: 2, FetchError: 1})
+    except ImportError:
+        pass
+    return errors
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "output_dir", "unset") is None:
         from i2o_utils.paths import EXECUTED_DIR
 
         args.output_dir = EXECUTED_DIR
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"i2o {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - expected failures in one line, the rest re-raised
+        for cls, code in _expected_errors().items():
+            if isinstance(e, cls):
+                print(f"i2o {args.command}: error: {e}", file=sys.stderr)
+                return code
+        raise
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ folder outside ``notebooks/``). A failing notebook stops the run with the notebo
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -16,6 +17,7 @@ from typing import Iterable, Sequence
 from i2o_utils.config import PROFILE_NAMES
 from i2o_utils.paths import DATA_ENV, EXECUTED_DIR, NOTEBOOKS_DIR, RESULTS_ENV
 
+log = logging.getLogger(__name__)
 _NAME_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 
 
@@ -60,6 +62,19 @@ def _environ(**values: str | None):
                 os.environ[k] = v
 
 
+@contextmanager
+def _root_locks():
+    """Hold the data and results roots (as the kernels will see them) for the whole run."""
+    from i2o_utils.cache import remove_partial_files
+    from i2o_utils.locks import run_lock
+    from i2o_utils.paths import data_dir, results_dir
+
+    with run_lock(data_dir(), what="i2o run (data root)"), run_lock(results_dir(), what="i2o run (results root)"):
+        for p in remove_partial_files([data_dir(), results_dir()]):  # left by an interrupted run
+            log.info("removed %s, left by an interrupted write", p)
+        yield
+
+
 def run_notebooks(profile: str = "quick", select: Sequence[str] | None = None,
                   output_dir: str | Path = EXECUTED_DIR, parameters: dict | None = None,
                   data_dir: str | Path | None = None, results_dir: str | Path | None = None,
@@ -89,6 +104,10 @@ def run_notebooks(profile: str = "quick", select: Sequence[str] | None = None,
     ------
     NotebookFailed
         At the first failing notebook, naming it and its cell.
+    LockHeld
+        When another live process runs on the same data or results root (nothing is run); the
+        roots are locked for the whole run and leftover temporary files of an interrupted run
+        are removed.
     """
     import papermill as pm
 
@@ -100,7 +119,7 @@ def run_notebooks(profile: str = "quick", select: Sequence[str] | None = None,
     output_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, **(parameters or {})}
     done = []
-    with _environ(**{DATA_ENV: data_dir, RESULTS_ENV: results_dir}):
+    with _environ(**{DATA_ENV: data_dir, RESULTS_ENV: results_dir}), _root_locks():
         for src in list_notebooks(select):
             dst = output_dir / src.name
             t0 = time.perf_counter()

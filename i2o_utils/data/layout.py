@@ -489,6 +489,18 @@ def _require_columns(df: pd.DataFrame, required: Sequence[str], path) -> None:
         raise LayoutError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
 
 
+def _refuse_blank_cells(df: pd.DataFrame, columns: Sequence[str], path) -> None:
+    """A missing or blank value in a required column names the file, line, column and well."""
+    for c in columns:
+        blank = df[c].isna() | (df[c].astype(str).str.strip() == "")
+        if blank.any():
+            i = int(np.flatnonzero(blank.to_numpy())[0])
+            r = df.iloc[i]
+            where = ", ".join(f"{k} {r[k]}" for k in ("PLATE_ID", "well_id") if k != c and k in df and pd.notna(r[k]))
+            raise LayoutError(f"{path}: line {i + 2}{f' ({where})' if where else ''}: blank {c!r} "
+                              f"({int(blank.sum())} row(s) with a blank {c!r}); every well needs one")
+
+
 def read_metadata(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """Read ``metadata.csv`` (imaging wells); adds integer ``ROW`` and ``COLUMN`` columns.
 
@@ -500,8 +512,12 @@ def read_metadata(path: str | os.PathLike | None = None) -> pd.DataFrame:
     path = Path(path) if path is not None else bucket_paths()["metadata"]
     if not path.exists():
         raise LayoutError(f"{path}: no such file")
-    df = pd.read_csv(path, dtype={"well_id": str, "PLATE_ID": str, "target": str, "cell_state": str})
+    try:
+        df = pd.read_csv(path, dtype={"well_id": str, "PLATE_ID": str, "target": str, "cell_state": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise LayoutError(f"{path}: not a readable CSV table (empty or malformed): {e}") from None
     _require_columns(df, METADATA_COLUMNS, path)
+    _refuse_blank_cells(df, ("well_id", "PLATE_ID", "target", "cell_state"), path)
     rc = [parse_well_id(w, where=path) for w in df["well_id"]]
     df["well_id"] = [format_well_id(r, c) for r, c in rc]
     df["ROW"] = [r for r, _ in rc]

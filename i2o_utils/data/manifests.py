@@ -368,6 +368,16 @@ def s3_client(endpoint_url: str | None = None, *, max_pool_connections: int = 16
                         region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 
 
+def _s3_pages(paginator, url: str, **kwargs):
+    """The listing's pages; an unreachable endpoint or a refused listing is a :class:`ManifestError`."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield from paginator.paginate(**kwargs)
+    except (BotoCoreError, ClientError) as e:
+        raise ManifestError(f"listing {url}: {type(e).__name__}: {e}") from None
+
+
 def list_s3(url: str, relative_prefix: str, *, source: str, licence: str = "",
             endpoint_url: str | None = None, client=None, max_keys: int = 1_000_000) -> list[ManifestEntry]:
     """Every object under an ``s3://bucket/prefix`` (ListObjectsV2, unsigned), as manifest rows.
@@ -379,7 +389,7 @@ def list_s3(url: str, relative_prefix: str, *, source: str, licence: str = "",
     client = client or s3_client(endpoint_url)
     paginator = client.get_paginator("list_objects_v2")
     rows = []
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"MaxItems": max_keys}):
+    for page in _s3_pages(paginator, url, Bucket=bucket, Prefix=prefix, PaginationConfig={"MaxItems": max_keys}):
         for obj in page.get("Contents", []):
             key = obj["Key"]
             if key.endswith("/"):

@@ -413,7 +413,35 @@ def read_screen_info(root: str | Path | None = None) -> dict | None:
     """The ``SCREEN.json`` of a data root, or ``None`` if there is none."""
     root = Path(root) if root is not None else bucket_paths()["root"]
     f = root / SCREEN_FILE
-    return json.loads(f.read_text()) if f.exists() else None
+    if not f.exists():
+        return None
+    try:
+        info = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise layout.LayoutError(f"{f}: not a readable screen description (truncated or edited?): {e}; "
+                                 "regenerate the screen with overwrite=True (i2o simulate --overwrite)") from None
+    if not isinstance(info, dict):
+        raise layout.LayoutError(f"{f}: not a readable screen description (expected a JSON object)")
+    return info
+
+
+class ScreenMismatch(FileExistsError):
+    """The data root holds a screen made with other settings (or other data); nothing was changed."""
+
+
+def screen_differences(info: dict, want: dict) -> list[str]:
+    """What differs between a recorded screen and the one asked for, e.g. ``["seed 3 (asked 0)"]``."""
+    out = []
+    for k, v in want.items():
+        have = info.get(k)
+        if have == v:
+            continue
+        if isinstance(v, dict) and isinstance(have, dict):
+            out += [f"screen.{s} {have.get(s)!r} (asked {v.get(s)!r})" for s in sorted(set(v) | set(have))
+                    if have.get(s) != v.get(s)]
+        else:
+            out.append(f"{k} {have!r} (asked {v!r})")
+    return out
 
 
 def _clear_simulated(root: Path) -> None:
@@ -441,8 +469,11 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
     null
         Omics independent of the images (a null screen).
     overwrite
-        Regenerate even if the root already holds this exact screen. A root holding a different
-        simulated screen is regenerated; a root holding non-simulated data is never touched.
+        Regenerate the root's simulated screen. Without it, a root holding this exact screen is
+        used as it is (the summary says "already present"), and a root holding a screen made with
+        other settings (profile, seed, null, simulator version, screen sizes) raises
+        :class:`ScreenMismatch` naming each difference, with nothing changed. A root holding data
+        that were not simulated (downloaded data) is never touched, even with ``overwrite``.
     progress
         Show a progress bar over wells.
     """
@@ -456,9 +487,17 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
     if info is not None and not overwrite and all(info.get(k) == v for k, v in want.items()):
         return ScreenSummary(root, prof.name, seed, null, info["n_imaging_wells"], info["n_omics_wells"],
                              sc.n_transcripts, sc.n_proteins, 0.0, _dir_size(root), skipped=True)
-    if info is None and (bp["metadata"].exists() or bp["icf"].exists() or bp["omics_raw"].exists()):
-        raise FileExistsError(f"{root} holds data that were not simulated (no {SCREEN_FILE}); "
-                              "choose another output folder for the simulated screen")
+    if (info is None and (bp["metadata"].exists() or bp["icf"].exists() or bp["omics_raw"].exists()
+                          or bp["gt"].exists())) or (root / "REAL_DATA.json").exists():
+        raise ScreenMismatch(f"{root} holds data that were not simulated (no {SCREEN_FILE}, or downloaded data); "
+                             "they are never replaced: choose another data root for the simulated screen")
+    if info is not None and not overwrite:
+        diff = screen_differences(info, want)
+        same = ", ".join(f"{k}={info[k]!r}" for k in ("profile", "seed", "null") if info.get(k) != want[k])
+        raise ScreenMismatch(f"{root} holds a simulated screen made with other settings: {'; '.join(diff)}. "
+                             "Nothing was changed. Use it as it is by asking for its settings"
+                             + (f" ({same})" if same else "") + ", choose another data root, or regenerate "
+                             "it with overwrite=True (i2o simulate --overwrite, or -p overwrite true)")
     t0 = time.perf_counter()
     _clear_simulated(root)
     for key in ("raw", "omics_raw", "simulation"):

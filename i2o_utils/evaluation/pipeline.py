@@ -165,6 +165,13 @@ def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = Fals
             preds[(omics, stim)] = splits
     if not preds:
         raise PredictionsMissing(f"{folder}: no prediction file at all; run the fine-tuning notebook first")
+    from i2o_utils.imaging.tilestore import stored_wells_note
+
+    if predictions_folder is None:
+        _refuse_stale_predictions(folder)
+    wells_note = stored_wells_note()
+    if wells_note:
+        notes.append(f"imaging: {wells_note}")
     symbols = {o: read_gene_symbols(o, data_root) for o in {k[0] for k in preds}}
     tpath = truth_path(data_root)
     truth = read_truth_genes(tpath) if tpath.exists() else None
@@ -268,6 +275,24 @@ def save_evaluation(out_dir: str | os.PathLike, result: EvaluationResult, **tabl
         if df is not None:
             written.append(layout.write_csv_atomic(df, out_dir / f"{stem}.csv"))
     return written
+
+
+def _refuse_stale_predictions(folder: Path) -> None:
+    """Predictions made from another tile store than today's (notebook 20 re-ran since) stop the evaluation."""
+    from i2o_utils import cache
+    from i2o_utils.imaging.tilestore import TileStore, TileStoreError
+    from i2o_utils.paths import results_dir
+
+    record = cache.read_record(folder.parent)
+    if record is None or "store" not in record:
+        return
+    try:
+        now = TileStore(results_dir() / "20_preprocess_images" / "tilestore").content_key()
+    except (TileStoreError, OSError, ValueError):
+        return
+    if record["store"] != now:
+        raise PredictionsMissing(f"{folder}: these predictions were made from another tile store than the current "
+                                 "one (the image preprocessing ran again since); re-run the fine-tuning notebook")
 
 
 def evidence_markdown(conclusive: bool, messages: list[str], notes: list[str] | None = None) -> str:

@@ -20,8 +20,15 @@
 4. **Assembly** of the tile store (one array per plate), ``features_cells.parquet``,
    ``features_wells.parquet`` and ``wells_status.csv``.
 
-Resumable: a re-run skips every well whose outputs exist and verify (marker, ICF and TILES
-files readable with the recorded counts, tiles present) and whose parameters are unchanged.
+Resumable, and never stale: every cached result records a fingerprint of what it was computed
+from (:mod:`i2o_utils.cache`). The flat fields of a plate are reused only while its image files
+(size and modification time of each) and the parameters are unchanged; the tile scale only while
+those files and the flat fields are; a well is skipped only when its outputs exist and verify
+(marker, ICF and TILES files readable with the recorded counts, tiles present) and its image
+file, its plate's flat field, its metadata row and the parameters are unchanged. Anything else is
+recomputed. Leftover temporary files of an interrupted run are removed first. Bad input stops the
+run with the file and well named: two files claiming one well, NaN or infinite pixels, an
+unreadable file or one with out-of-range attributes.
 Failures are collected per well with the file and well named; a well without nuclei is recorded
 (status ``no_nuclei``) and is not an error. When the data root holds ``data/ICF`` only (real
 data, already corrected), steps 1 and the ICF writing are skipped and tiles come from ICF.
@@ -35,7 +42,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -44,6 +51,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from i2o_utils import cache
 from i2o_utils.config import CHANNEL_SHORT, CHANNELS, Profile, get_profile
 from i2o_utils.data import layout
 from i2o_utils.data.layout import LayoutError, atomic_path
@@ -131,6 +139,9 @@ class WellTask:
     metadata: dict = field(default_factory=dict)
     broken: str = ""
     """Why the file could not even be indexed (then the well is reported, not processed)."""
+    inputs_key: str = ""
+    """Fingerprint of what the well's outputs are computed from (its image file, its plate's flat
+    field, its metadata); recorded in the done-marker, a mismatch reprocesses the well."""
 
     @property
     def where(self) -> str:
@@ -166,6 +177,7 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
     index = _index_files(source)
     if index.empty:
         raise LayoutError(f"{source}: no per-well .h5 image files")
+    _refuse_duplicate_wells(index)
     meta = metadata if metadata is not None else layout.read_metadata(bp["metadata"])
     # metadata.csv names a plate by PLATE_ID, the part of the images' PLATE_BARCODE after its underscore
     index["PLATE_ID"] = [layout.plate_id(b, where=p) if not e else b.rpartition("_")[2]
@@ -200,6 +212,18 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
     return tasks, correct
 
 
+def _refuse_duplicate_wells(index: pd.DataFrame) -> None:
+    """Two files that claim one well (plate, ROW, COLUMN) stop the run, both files named."""
+    ok = index[index["error"] == ""]
+    dup = ok[ok.duplicated(["plate", "well_id"], keep=False)]
+    if len(dup):
+        (plate, well), g = next(iter(dup.groupby(["plate", "well_id"])))
+        files = ", ".join(str(p) for p in g["path"])
+        n = dup.groupby(["plate", "well_id"]).ngroups
+        raise LayoutError(f"plate {plate}, well {well} is claimed by {len(g)} files: {files} "
+                          f"({n} well(s) with more than one file); keep one file per well")
+
+
 def _index_files(folder: Path) -> pd.DataFrame:
     """Like :func:`layout.index_wells`, but an unreadable file becomes a row with its ``error``
     (plate and well taken from the authors' file name) instead of stopping the listing."""
@@ -207,7 +231,11 @@ def _index_files(folder: Path) -> pd.DataFrame:
     for p in layout.list_well_files(folder):
         try:
             a = layout.read_well_attrs(p)
-            rows.append({**a, "well_id": layout.format_well_id(a["row"], a["column"]), "error": ""})
+            try:
+                well_id = layout.format_well_id(a["row"], a["column"])
+            except LayoutError as e:
+                raise LayoutError(f"{p}: attributes {e}") from None
+            rows.append({**a, "well_id": well_id, "error": ""})
         except LayoutError as e:
             m = layout.parse_image_file_name(p.name)
             row, col, plate = (m["row"], m["column"], m["barcode"]) if m else (0, 0, "?")
@@ -291,6 +319,7 @@ def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray
                               f"field is {flatfield.shape}")
         if flatfield is not None and fields.dtype.kind == "f":
             raise LayoutError(f"{task.where}: raw images are {fields.dtype}; expected uint8 or uint16")
+        _refuse_non_finite(fields, task)
         notes = []
         corrected = np.empty(fields.shape, np.float32)
         corners_per_field, tiles, cell_tables = [], [], []
@@ -356,7 +385,8 @@ def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray
         row = {"plate": task.plate, "well_id": task.well_id, "status": status,
                "n_fields": int(fields.shape[0]), "n_nuclei": int(n_nuclei), "n_tiles": n_tiles,
                "n_dropped_border": int(n_dropped), "notes": "; ".join(notes), "error": "",
-               "seconds": round(time.perf_counter() - t0, 3), "params_key": params.key(scale)}
+               "seconds": round(time.perf_counter() - t0, 3), "params_key": params.key(scale),
+               "inputs_key": task.inputs_key}
         with atomic_path(task.marker_path) as tmp:
             tmp.write_text(json.dumps(row))
         return row
@@ -365,6 +395,17 @@ def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray
         return {"plate": task.plate, "well_id": task.well_id, "status": STATUS_ERROR, "n_fields": 0,
                 "n_nuclei": 0, "n_tiles": 0, "n_dropped_border": 0, "notes": "", "error": msg,
                 "seconds": round(time.perf_counter() - t0, 3), "params_key": ""}
+
+
+def _refuse_non_finite(fields: np.ndarray, task: WellTask) -> None:
+    """NaN or infinite pixels are a broken file, not a dark field: the well fails, named."""
+    if fields.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(fields)
+    if bad.any():
+        f, c = (int(i) for i in np.argwhere(bad.any(axis=(2, 3)))[0])
+        raise LayoutError(f"{task.where}: {int(bad.sum())} NaN or infinite pixel(s), first in field {f}, "
+                          f"channel {CHANNELS[c]!r}")
 
 
 def _camel(name: str) -> str:
@@ -384,6 +425,8 @@ def verify_well(task: WellTask, params_key: str, store: "TileStore | None" = Non
             return None
         row = json.loads(marker.read_text())
         if row.get("params_key") != params_key or row.get("status") == STATUS_ERROR:
+            return None
+        if row.get("inputs_key", "") != task.inputs_key:  # image file, flat field or metadata changed
             return None
         if layout.read_well_tiles(task.tiles_path).n_tiles != row["n_tiles"]:
             return None
@@ -481,7 +524,10 @@ def read_flatfields(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {k: f[k]["flatfield"][()] for k in f.keys()}
 
 
-def _load_flatfields(path: Path, plates: set[str], params: ImagingParams) -> dict | None:
+def _load_flatfields(path: Path, plates: set[str], params: ImagingParams,
+                     inputs: dict[str, str] | None = None) -> dict | None:
+    """The saved flat fields if they were computed with these parameters from these inputs
+    (``inputs``: plate -> fingerprint of its readable image files), else ``None``."""
     if not path.exists():
         return None
     try:
@@ -492,6 +538,10 @@ def _load_flatfields(path: Path, plates: set[str], params: ImagingParams) -> dic
             for p in plates:
                 a = {k: _plain(v) for k, v in f[p].attrs.items()}
                 if any(a.get(k) != v for k, v in _ff_attrs(params).items() if k != "method"):
+                    return None
+                if inputs is not None and a.get("inputs") != inputs.get(p):
+                    log.info("%s: the images of plate %s changed since its flat field was computed; "
+                             "recomputing", path, p)
                     return None
                 out[p] = f[p]["flatfield"][()]
             return out
@@ -583,6 +633,8 @@ def estimate_tile_scale(tasks: Sequence[WellTask], flatfields: dict[str, np.ndar
             except LayoutError:
                 continue  # reported by the per-well pass
             f = w.fields[:1].astype(np.float32)
+            if not np.isfinite(f).all():
+                continue  # NaN or inf pixels: reported by the per-well pass
             if flatfields is not None:
                 if f.shape[1:] != flatfields[plate].shape:
                     continue
@@ -659,8 +711,11 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     tasks, correct = plan_wells(data_root, work, tiles_dir=out / "TILES")
+    bp = bucket_paths(data_root)
+    cache.remove_partial_files([out, bp["icf"], bp["tiles"]])  # left by an interrupted run
     readable = [t for t in tasks if not t.broken]
     plates = {t.plate for t in readable}
+    plate_inputs = {p: cache.files_fingerprint(t.image_path for t in readable if t.plate == p) for p in plates}
     runner = _Runner(scheduler, n_workers)
     try:
         # 1. flat fields
@@ -668,7 +723,7 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
         ff_path = out / "flatfields.h5"
         flatfields, ff_errors = None, []
         if correct:
-            flatfields = _load_flatfields(ff_path, plates, params)
+            flatfields = _load_flatfields(ff_path, plates, params, plate_inputs)
             if flatfields is None:
                 flatfields, counts, ff_errors, means = estimate_plate_flatfields(readable, params, runner, progress)
                 with atomic_path(ff_path) as tmp, h5py.File(tmp, "w") as f:
@@ -676,25 +731,34 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
                         g = f.create_group(p)
                         g.create_dataset("flatfield", data=ff)
                         g.create_dataset("mean", data=means[p])
-                        g.attrs.update({**_ff_attrs(params), "n_images": counts[p], "channels": list(CHANNELS)})
+                        g.attrs.update({**_ff_attrs(params), "n_images": counts[p], "channels": list(CHANNELS),
+                                        "inputs": plate_inputs[p]})
         seconds["flatfield"] = time.perf_counter() - t
         # 2. tile scale (kept from an earlier run so that reused wells stay consistent)
         scale_path = out / "tile_scale.json"
         scale = None
+        ff_keys = {p: cache.value_fingerprint(ff) for p, ff in (flatfields or {}).items()}
+        scale_inputs = cache.fingerprint(files=sorted(plate_inputs.items()), flatfields=sorted(ff_keys.items()))
         if scale_path.exists():
-            saved = json.loads(scale_path.read_text())
-            if saved.get("params") == _scale_params(params):
+            try:
+                saved = json.loads(scale_path.read_text())
+            except ValueError:
+                saved = {}
+            if saved.get("params") == _scale_params(params) and saved.get("inputs") == scale_inputs:
                 scale = np.asarray(saved["scale"], np.float32)
         if scale is None:
             scale = estimate_tile_scale(readable, flatfields, params)
             with atomic_path(scale_path) as tmp:
                 tmp.write_text(json.dumps({"params": _scale_params(params), "scale": scale.tolist(),
-                                           "channels": list(CHANNELS)}, indent=1))
+                                           "channels": list(CHANNELS), "inputs": scale_inputs}, indent=1))
         key = params.key(scale)
+        tasks = [replace(tk, inputs_key=cache.fingerprint(
+            file=cache.file_fingerprint(tk.image_path), flatfield=ff_keys.get(tk.plate), metadata=tk.metadata))
+            for tk in tasks]
         # 3. per-well processing, skipping wells that verify
         t = time.perf_counter()
         try:
-            store = TileStore(store_dir)
+            store = TileStore(store_dir, allow_failed=True)
         except Exception:  # noqa: BLE001 - no usable store yet
             store = None
         failed_ff = {(e["plate"], e["well_id"]): e for e in ff_errors}
@@ -735,7 +799,7 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
 
     # 4. assembly (plates whose wells all finished)
     t = time.perf_counter()
-    paths = assemble_outputs(tasks, status, store_dir, out, params, scale, keep_shards, progress)
+    paths = assemble_outputs(tasks, status, store_dir, out, params, scale, keep_shards, progress, on_error)
     seconds["assembly"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     paths.update({"flatfields": out / "flatfields.h5", "status": out / "wells_status.csv",
@@ -748,6 +812,20 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
     return PreprocessResult(out_dir=out, store_dir=store_dir, status=status,
                             flatfields=read_flatfields(out / "flatfields.h5") if correct else {},
                             scale=scale, params=params, corrected=correct, seconds=seconds, paths=paths)
+
+
+def left_out_wells(status: pd.DataFrame) -> list[dict]:
+    """The wells without tiles and why (recorded in the tile store for the notebooks that use it)."""
+    out = []
+    for r in status[(status["status"] != STATUS_OK) | (status["n_tiles"] == 0)].itertuples(index=False):
+        if r.status == STATUS_ERROR:
+            why = f"error: {r.error}"
+        elif r.status == STATUS_NO_NUCLEI:
+            why = "no nuclei found" + (f" ({r.notes})" if r.notes else "")
+        else:
+            why = f"{r.n_nuclei} nuclei, all too close to the border for a tile"
+        out.append({"plate": r.plate, "well_id": r.well_id, "status": r.status, "reason": why})
+    return out
 
 
 def _previous_layout(path: Path) -> dict[str, tuple[int, int]]:
@@ -779,11 +857,14 @@ def _error_row(task: WellTask) -> dict:
 
 def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir: Path, out: Path,
                      params: ImagingParams, scale: np.ndarray, keep_shards: bool = False,
-                     progress: bool = True) -> dict[str, Path]:
+                     progress: bool = True, on_error: str = "record") -> dict[str, Path]:
     """Build the tile store and the feature tables from the per-well outputs.
 
-    A plate whose array already holds exactly its wells' tiles is not rewritten.
+    A plate whose array already holds exactly its wells' tiles is not rewritten. With
+    ``on_error="raise"`` and failed wells, the store is marked as failed (:class:`TileStore`
+    refuses it; the next run reuses it) and no feature table is published.
     """
+    stop = on_error == "raise" and bool((status["status"] == STATUS_ERROR).any())
     done = [(t, r) for t, (_, r) in zip(tasks, status.iterrows()) if r["status"] != STATUS_ERROR]
     by_plate: dict[str, list] = {}
     for t, r in done:
@@ -793,7 +874,8 @@ def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir:
         rel = f"plates/{plate}.h5"
         path = store_dir / rel
         plan = [(t.well_id, int(r["n_tiles"])) for t, r in items if int(r["n_tiles"]) > 0]
-        layout_json = json.dumps({"wells": plan, "key": params.key(scale)})
+        layout_json = json.dumps({"wells": plan, "key": params.key(scale),
+                                  "inputs": cache.value_fingerprint([r.get("inputs_key", "") for _, r in items])})
         current = None
         if path.exists():
             try:
@@ -845,9 +927,13 @@ def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir:
         ("plate", "well_id", "target", "cell_state", "n_tiles", "start"))), index, plate_files,
         params.tile_size, params.tile_dtype, scale, CHANNELS,
         extra={"border": params.border, "nucleus_diameter_px": params.nucleus_diameter_px,
-               "params_key": params.key(scale)})
+               "params_key": params.key(scale), "left_out": left_out_wells(status),
+               "failed_wells": int((status["status"] == STATUS_ERROR).sum()) if on_error == "raise" else 0})
     paths = {"store": store_dir}
-    if len(cells):
+    if stop:
+        for name in ("features_cells.parquet", "features_wells.parquet"):
+            (out / name).unlink(missing_ok=True)
+    elif len(cells):
         with atomic_path(out / "features_cells.parquet") as tmp:
             cells.to_parquet(tmp, index=False)
         wells_feat = aggregate_wells(cells)

@@ -94,7 +94,7 @@ class TileStore:
         Per-channel corrected intensity stored as the dtype's maximum.
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, allow_failed: bool = False):
         self.root = Path(root)
         meta_path = self.root / "store.json"
         if not meta_path.exists():
@@ -102,6 +102,9 @@ class TileStore:
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != STORE_FORMAT:
             raise TileStoreError(f"{meta_path}: format {meta.get('format')!r} is not {STORE_FORMAT!r}")
+        if meta.get("failed_wells") and not allow_failed:
+            raise TileStoreError(f"{meta_path}: {meta['failed_wells']} well(s) failed in the image preprocessing "
+                                 "(see its wells_status.csv); fix their files and re-run it before using the store")
         self.meta = meta
         self.tile_size = int(meta["tile_size"])
         self.dtype = np.dtype(meta["dtype"])
@@ -160,6 +163,36 @@ class TileStore:
     def __len__(self) -> int:
         return len(self.wells)
 
+    def content_key(self) -> str:
+        """Fingerprint of what the store holds: its wells (identity, labels, tile counts), the
+        preprocessing parameters and, per plate, the inputs its tiles were cut from."""
+        from i2o_utils import cache
+
+        layouts = {}
+        for plate, path in sorted(self._plate_files.items()):
+            try:
+                with h5py.File(path, "r") as f:
+                    layouts[plate] = str(f.attrs.get("layout", ""))
+            except OSError:
+                layouts[plate] = cache.file_fingerprint(path)
+        cols = [c for c in ("plate", "well_id", "target", "cell_state", "n_tiles") if c in self.wells]
+        return cache.fingerprint(wells=cache.table_fingerprint(self.wells, cols), scale=list(self.scale),
+                                 params=self.meta.get("params_key"), plates=layouts)
+
+    def wells_note(self, one_line: bool = False) -> str:
+        """How many wells the store holds and which imaged wells were left out, and why."""
+        left = self.meta.get("left_out", [])
+        head = f"{len(self.wells)} wells with tiles are used"
+        if not left:
+            return head + "; no imaged well was left out"
+        counts = pd.Series([w["status"] for w in left]).value_counts()
+        lines = [f"{head}; {len(left)} imaged well(s) left out ("
+                 + ", ".join(f"{n} {k}" for k, n in counts.items()) + "):"]
+        lines += [f"  {w['plate']} {w['well_id']}: {w['reason']}" for w in left[:20]]
+        if len(left) > 20:
+            lines.append(f"  ... and {len(left) - 20} more (see wells_status.csv of notebook 20)")
+        return (lines[0] + " " + "; ".join(x.strip() for x in lines[1:])) if one_line else "\n".join(lines)
+
     @property
     def index(self) -> pd.DataFrame:
         """One row per tile: plate, well_id, fov, row, col, r0, c0, i."""
@@ -208,6 +241,18 @@ class TileStore:
     def to_float(self, x):
         """Stored integers -> float32 in [0, 1] (``x / 255`` or ``x / 65535``); numpy or torch."""
         return _to_float(x, self._max)
+
+
+def stored_wells_note(store_dir: str | os.PathLike | None = None) -> str | None:
+    """:meth:`TileStore.wells_note` (one line) of notebook 20's store; ``None`` when there is none."""
+    if store_dir is None:
+        from i2o_utils.paths import results_dir
+
+        store_dir = results_dir() / "20_preprocess_images" / "tilestore"
+    try:
+        return TileStore(store_dir).wells_note(one_line=True)
+    except (TileStoreError, OSError, ValueError):
+        return None
 
 
 class InMemoryTileStore:

@@ -277,7 +277,10 @@ def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
     threads
         torch CPU threads (``None``: torch's default); the heads always train on one.
     """
+    from i2o_utils import cache as inputs_cache
+
     out_dir = Path(out_dir)
+    inputs_cache.clear_record(out_dir)  # written again once every prediction is
     ft, inf, ev = profile.finetune, profile.inference, profile.evaluation
     rt = runtime or resolve_runtime(device, threads=threads)
     for p in model.parameters():
@@ -348,6 +351,8 @@ def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
             written.append(write_authors_predictions(authors_predictions_path(out_dir, omics, stim), export))
     bar.close()
     timings["heads_s"] = time.perf_counter() - t0
+    if hasattr(store, "content_key"):
+        written.append(inputs_cache.write_record(out_dir, store=store.content_key()))
     runs_df = pd.DataFrame(runs)
     curves_df = pd.concat(curves, ignore_index=True)[["omics", "stimulus", "split", "epoch", "train_loss",
                                                       "val_loss", "val_loss_mean_predictor"]]

@@ -85,6 +85,22 @@ def _check_resumable(saved: dict, cfg: PretrainConfig, path: Path) -> None:
                          + ", ".join(f"{k} saved {a!r} now {b!r}" for k, (a, b) in differ.items()))
 
 
+def _store_key(store) -> str | None:
+    """Fingerprint of the store a checkpoint was trained on (a resume on another store is refused)."""
+    if hasattr(store, "content_key"):
+        return store.content_key()
+    from i2o_utils import cache
+
+    cols = [c for c in ("plate", "well_id", "target", "cell_state", "n_tiles") if c in store.wells]
+    return cache.table_fingerprint(store.wells, cols) if cols else None
+
+
+def _check_same_store(saved: str | None, now: str | None, path: Path) -> None:
+    if saved is not None and now is not None and saved != now:
+        raise ValueError(f"{path}: cannot resume, the tile store changed since this checkpoint was written "
+                         "(wells, labels, tiles or preprocessing); pre-train again without resume")
+
+
 def _norm(v):
     return list(v) if isinstance(v, (tuple, list)) else v
 
@@ -136,9 +152,11 @@ def pretrain(store, cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup_steps))
     step, history = 0, []
+    skey = _store_key(store)
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=rt.device, weights_only=False)
         _check_resumable(ck["config"], cfg, ckpt_path)
+        _check_same_store(ck.get("store_key"), skey, ckpt_path)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -194,20 +212,20 @@ def pretrain(store, cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = 
                                     "loss": float(ls), "lr": float(lr_), "seconds": now})
                 pending.clear()
                 bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-                _save(ckpt_path, model, opt, sched, sampler_state, step, history, cfg)
+                _save(ckpt_path, model, opt, sched, sampler_state, step, history, cfg, skey)
     finally:
         stream.close()
         bar.close()
     dt = time.perf_counter() - t0
     model.eval()
     if not ckpt_path.exists():  # nothing to do (already at cfg.steps) and no checkpoint yet
-        _save(ckpt_path, model, opt, sched, sampler_state, step, history, cfg)
+        _save(ckpt_path, model, opt, sched, sampler_state, step, history, cfg, skey)
     return PretrainResult(model=model, history=pd.DataFrame(history, columns=["step", "epoch", "loss", "lr", "seconds"]),
                           checkpoint=ckpt_path, runtime=rt,
                           tiles_per_second=done * k * n / dt if done and dt > 0 else math.nan)
 
 
-def _save(path: Path, model, opt, sched, sampler_state, step, history, cfg) -> None:
+def _save(path: Path, model, opt, sched, sampler_state, step, history, cfg, store_key: str | None = None) -> None:
     state = {
         "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "optimizer": opt.state_dict(),
@@ -218,6 +236,7 @@ def _save(path: Path, model, opt, sched, sampler_state, step, history, cfg) -> N
         "history": list(history),
         "config": dataclasses.asdict(cfg),
         "arch": {"width": model.width, "dense_dims": list(model.dense_dims)},
+        "store_key": store_key,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
