@@ -34,7 +34,8 @@ from i2o_utils.paths import bucket_paths
 SHAPE = (96, 96)
 PROFILE = get_profile("smoke").with_overrides(imaging={"tile_size": 24, "flatfield_size": 31,
                                                       "flatfield_sigma": 6.0, "scheduler": "synchronous"})
-PLATES = ("IMG01_M1", "IMG02_M2")
+PLATES = ("ELN90001_IMG01M1", "ELN90001_IMG02M2")
+"""Barcodes in the authors' form; metadata.csv names a plate by the part after the underscore."""
 
 
 def _screen(root, seed=0, wells_per_plate=3):
@@ -49,7 +50,7 @@ def _screen(root, seed=0, wells_per_plate=3):
             signal, _ = render_field(rng.normal(0, 1, 4), SHAPE, 14.0, 10.0, 28.0, rng)
             raw = acquire(signal, shading, gains, rng)
             layout.write_well_images(bp["raw"] / layout.image_file_name("RAW", plate, 2, col), plate, 2, col, raw[None])
-            rows.append({"well_id": f"B{col}", "PLATE_ID": plate, "target": "NT" if col == 1 else f"G{col}",
+            rows.append({"well_id": f"B{col}", "PLATE_ID": layout.plate_id(plate), "target": "NT" if col == 1 else f"G{col}",
                          "cell_state": "m1" if k == 0 else "m2", "Column": col})
     layout.write_metadata(pd.DataFrame(rows), bp["metadata"])
     return bp
@@ -147,7 +148,7 @@ def test_finished_well_zeroed_loses_its_old_tiles(done_run):
 def test_corrected_metadata_reaches_features(done_run):
     tmp, bp, _ = done_run
     meta = pd.read_csv(bp["metadata"], dtype=str)
-    meta.loc[(meta["PLATE_ID"] == PLATES[1]) & (meta["well_id"] == "B2"), "target"] = "STAT6"
+    meta.loc[(meta["PLATE_ID"] == layout.plate_id(PLATES[1])) & (meta["well_id"] == "B2"), "target"] = "STAT6"
     meta.to_csv(bp["metadata"], index=False)
     res = _run(tmp / "data", tmp / "res")
     st = res.status.set_index(["plate", "well_id"])
@@ -303,7 +304,7 @@ def test_out_of_range_row_attribute_names_the_file(tmp_path):
 def test_two_files_claiming_one_well_are_named(tmp_path):
     bp = _screen(tmp_path / "data", wells_per_plate=2)
     src = _raw(bp, PLATES[0], 1)
-    twin = bp["raw"] / src.name.replace("20230101T000000", "20230102T000000")
+    twin = bp["raw"] / src.name.replace("2023001000000", "2023002000000")
     shutil.copy(src, twin)
     with pytest.raises(LayoutError) as e:
         _run(tmp_path / "data", tmp_path / "res")
@@ -313,7 +314,7 @@ def test_two_files_claiming_one_well_are_named(tmp_path):
 
 def test_leftover_part_files_are_removed_by_the_next_run(done_run):
     tmp, bp, _ = done_run
-    left = [bp["icf"] / ".ICF.X2.Y1.P1.20230101T000000.SIM_IMG01_M1.h5.abc123.part",
+    left = [bp["icf"] / ".ICF.X2.Y1.P1.2023001000000.ELN90001_IMG01M1.h5.abc123.part",
             tmp / "res" / "work" / "tiles" / PLATES[0] / ".B1.npy.xyz.part"]
     for p in left:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -387,7 +388,7 @@ def test_wells_left_out_are_named_for_later_notebooks(tmp_path):
 
 def test_pretraining_does_not_resume_on_a_changed_store(tmp_path, torch_one_thread):
     from i2o_utils.config import PretrainConfig
-    from i2o_utils.model.data import synthetic_tiles
+    from tests.support.tiles import synthetic_tiles
     from i2o_utils.model.train import pretrain
 
     cfg = PretrainConfig(wells_per_batch=8, groups_per_batch=4, tiles_per_well=2, steps=2, steps_per_epoch=2,
