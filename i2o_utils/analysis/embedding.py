@@ -1,0 +1,246 @@
+"""Well embeddings: UMAP, perturbation retrieval (mAP) and plate mixing (paper: Fig 7).
+
+* :func:`umap_coordinates`: the authors' recipe, PCA, then a 15-neighbour graph and UMAP
+  (``umap-learn``) with ``min_dist=0.5`` and ``random_state=0``.
+* :func:`perturbation_map`: perturbation retrieval as mean average precision with ``copairs``
+  (Kalinin et al. 2025, the Cell Painting community's measure) and its permutation p-values.
+  Each well of a perturbation (target and stimulus) queries the wells of its stimulus, ranked by
+  cosine similarity; the positives are the other wells of the same perturbation **on other plates**
+  (so a shared plate cannot make them similar), the negatives are the NT control wells
+  (``negatives="controls"``, phenotypic activity) or the wells of every other perturbation
+  (``negatives="others"``, phenotypic distinctiveness). A perturbation's mAP is the mean of its
+  wells' AP; its p-value comes from copairs' null of random rankings with the same numbers of
+  positives and negatives, corrected for the number of perturbations (Benjamini–Hochberg).
+  Wells of one perturbation share their label, so the unit of the test is the perturbation, not
+  the well.
+* :func:`plate_mixing`: for each well, the fraction of its ``k`` nearest wells (same stimulus)
+  that come from its own plate, against the fraction expected if plates were perfectly mixed.
+* :func:`average_precision_direct`: a plain reference computation of the same APs for tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "read_well_embeddings", "umap_coordinates", "perturbation_map", "average_precision_direct",
+    "plate_mixing", "retrieval_summary", "distinct_perturbations", "inset_tiles",
+]
+
+META = ("plate", "well_id", "target", "cell_state")
+
+
+def read_well_embeddings(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """The well embeddings of notebook 40 (``Metadata_*`` + ``emb_*`` columns).
+
+    Returns the wells (plate, well_id, target, cell_state, n_tiles) and the (W, d) float64
+    matrix; wells without an embedding (no tiles) are dropped with a log line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no well embeddings (run notebook 40 first)")
+    df = pd.read_parquet(path)
+    meta_cols = [c for c in df.columns if c.startswith("Metadata_")]
+    feat_cols = [c for c in df.columns if c.startswith("emb_")]
+    missing = [f"Metadata_{c}" for c in META if f"Metadata_{c}" not in meta_cols]
+    if missing or not feat_cols:
+        raise ValueError(f"{path}: missing column(s) {missing or 'emb_*'}")
+    wells = df[meta_cols].rename(columns=lambda c: c[len("Metadata_"):]).reset_index(drop=True)
+    x = df[feat_cols].to_numpy(np.float64)
+    ok = np.isfinite(x).all(axis=1)
+    if not ok.all():
+        log.warning("%s: %d well(s) without an embedding left out", path, int((~ok).sum()))
+    return wells[ok].reset_index(drop=True), x[ok]
+
+
+def umap_coordinates(emb: np.ndarray, n_pca: int = 50, n_neighbors: int = 15, min_dist: float = 0.5,
+                     random_state: int = 0) -> np.ndarray:
+    """PCA (at most ``n_pca`` components) then UMAP to 2-D: (W, 2).
+
+    With ``random_state`` set, umap-learn runs single-threaded and is reproducible.
+    """
+    from sklearn.decomposition import PCA
+    import umap
+
+    x = np.asarray(emb, dtype=np.float64)
+    n_comp = int(min(n_pca, x.shape[1], len(x) - 1))
+    z = PCA(n_components=n_comp, random_state=random_state).fit_transform(x) if n_comp < x.shape[1] else x
+    nn = int(min(n_neighbors, len(x) - 1))
+    reducer = umap.UMAP(n_neighbors=nn, min_dist=min_dist, random_state=random_state, n_components=2,
+                        init="spectral" if len(x) > nn + 2 else "random")
+    return reducer.fit_transform(z).astype(np.float64)
+
+
+def _meta(wells: pd.DataFrame, control: str) -> pd.DataFrame:
+    w = wells.reset_index(drop=True)
+    m = pd.DataFrame({c: w[c].astype(str).to_numpy() for c in ("plate", "target", "cell_state")})
+    m["perturbation"] = m["target"] + " " + m["cell_state"].str.upper()
+    # copairs' idiom for "controls are negatives only": a column that differs between a control and
+    # a treatment but not between two treatments
+    m["reference"] = np.where(m["target"] == control, np.arange(len(m)), -1)
+    return m
+
+
+def _pair_rules(negatives: str) -> dict:
+    if negatives == "controls":
+        return dict(pos_sameby=["perturbation", "reference"], pos_diffby=["plate"],
+                    neg_sameby=["cell_state"], neg_diffby=["perturbation", "reference"])
+    if negatives == "others":
+        return dict(pos_sameby=["perturbation"], pos_diffby=["plate"],
+                    neg_sameby=["cell_state"], neg_diffby=["perturbation"])
+    raise ValueError(f"negatives must be 'controls' or 'others', got {negatives!r}")
+
+
+def perturbation_map(emb: np.ndarray, wells: pd.DataFrame, negatives: str = "controls", control: str = "NT",
+                     null_size: int = 10_000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """Per-perturbation mAP with copairs, its p-value and the BH-corrected p-value.
+
+    Parameters
+    ----------
+    emb
+        (W, d) well embeddings.
+    wells
+        plate, target, cell_state per row.
+    negatives
+        ``"controls"`` (NT wells of the same stimulus) or ``"others"`` (all other perturbations).
+    null_size
+        Size of copairs' null distribution per configuration (p-values are at least 1/(null_size+1)).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per perturbation (NT excluded): perturbation, target, cell_state, mean_average_precision,
+        p_value, corrected_p_value, below_corrected_p (retrieved better than chance), n_wells.
+    """
+    from copairs import map as cmap
+    from copairs.matching import UnpairedException
+
+    m = _meta(wells, control)
+    feats = np.asarray(emb, dtype=np.float64)
+    rules = _pair_rules(negatives)
+    try:
+        ap = cmap.average_precision(m, feats, batch_size=20_000, distance="cosine", progress_bar=False, **rules)
+    except UnpairedException:
+        ap = m.assign(n_pos_pairs=0).iloc[:0]
+    ap = ap[(ap["target"] != control) & (ap["n_pos_pairs"] > 0)]
+    if ap.empty:
+        raise ValueError("no perturbation has replicate wells on two plates (and NT wells of its stimulus): "
+                         "mAP is undefined")
+    res = cmap.mean_average_precision(ap, sameby=["perturbation"], null_size=null_size, threshold=alpha,
+                                      seed=seed, progress_bar=False)
+    info = m.drop_duplicates("perturbation").set_index("perturbation")[["target", "cell_state"]]
+    n = ap.groupby("perturbation").size().rename("n_wells")
+    res = res.join(info, on="perturbation").join(n, on="perturbation")
+    cols = ["perturbation", "target", "cell_state", "mean_average_precision", "p_value",
+            "corrected_p_value", "below_corrected_p", "n_wells"]
+    return res[cols].sort_values("mean_average_precision", ascending=False, ignore_index=True)
+
+
+def average_precision_direct(emb: np.ndarray, wells: pd.DataFrame, negatives: str = "controls",
+                             control: str = "NT") -> pd.DataFrame:
+    """The APs of :func:`perturbation_map` computed directly, one query well at a time (reference).
+
+    For a query well: candidates = positives (same perturbation, another plate) and negatives
+    (same stimulus; NT wells, or wells of another perturbation); ranked by cosine similarity,
+    AP = mean over the positives of the precision at their rank. Returns one row per query well
+    with at least one positive and one negative: index, perturbation, average_precision.
+    """
+    m = _meta(wells, control)
+    x = np.asarray(emb, dtype=np.float64)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = xn @ xn.T
+    rows = []
+    for i in range(len(m)):
+        if m.at[i, "target"] == control:
+            continue
+        same_pert = (m["perturbation"] == m.at[i, "perturbation"]).to_numpy()
+        other_plate = (m["plate"] != m.at[i, "plate"]).to_numpy()
+        same_stim = (m["cell_state"] == m.at[i, "cell_state"]).to_numpy()
+        pos = same_pert & other_plate
+        if negatives == "controls":
+            neg = same_stim & (m["target"] == control).to_numpy()
+        else:
+            neg = same_stim & ~same_pert
+        if not pos.any() or not neg.any():
+            continue
+        cand = np.flatnonzero(pos | neg)
+        order = cand[np.argsort(-sim[i, cand], kind="stable")]
+        rel = pos[order]
+        prec = np.cumsum(rel) / np.arange(1, len(rel) + 1)
+        rows.append((i, m.at[i, "perturbation"], float(prec[rel].mean())))
+    return pd.DataFrame(rows, columns=["index", "perturbation", "average_precision"])
+
+
+def plate_mixing(emb: np.ndarray, wells: pd.DataFrame, k: int = 10) -> dict:
+    """How much the nearest neighbours of a well come from its own plate.
+
+    Within each stimulus, for every well the ``k`` nearest other wells (cosine distance) are found;
+    ``same_plate`` is the mean fraction of them on the well's own plate and ``expected`` the
+    fraction a perfectly mixed embedding would give ((n_plate - 1) / (n_stimulus - 1) per well).
+    ``excess`` = same_plate - expected (0: plates mixed; > 0: plates separate).
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    w = wells.reset_index(drop=True)
+    x = np.asarray(emb, dtype=np.float64)
+    fr, ex = [], []
+    for _, idx in w.groupby(w["cell_state"].astype(str)).indices.items():
+        if len(idx) < 3:
+            continue
+        kk = int(min(k, len(idx) - 1))
+        nn = NearestNeighbors(n_neighbors=kk + 1, metric="cosine").fit(x[idx])
+        _, nb = nn.kneighbors(x[idx])
+        plates = w["plate"].astype(str).to_numpy()[idx]
+        nb = nb[:, 1:]  # the first neighbour is the well itself
+        fr.append((plates[nb] == plates[:, None]).mean(axis=1))
+        counts = pd.Series(plates).map(pd.Series(plates).value_counts()).to_numpy()
+        ex.append((counts - 1) / (len(idx) - 1))
+    same, expected = float(np.concatenate(fr).mean()), float(np.concatenate(ex).mean())
+    return {"k": int(k), "same_plate": same, "expected": expected, "excess": same - expected}
+
+
+def retrieval_summary(maps: dict[str, pd.DataFrame], mixing: dict[str, dict]) -> pd.DataFrame:
+    """One row per embedding (e.g. before / after CORAL): mean mAP, perturbations retrieved better
+    than chance (BH-corrected p < alpha) and plate mixing."""
+    rows = []
+    for name, t in maps.items():
+        mx = mixing.get(name, {})
+        rows.append({"embedding": name, "perturbations": len(t),
+                     "mean_mAP": float(t["mean_average_precision"].mean()),
+                     "retrieved_better_than_chance": int(t["below_corrected_p"].sum()),
+                     "fraction_retrieved": float(t["below_corrected_p"].mean()),
+                     "same_plate_neighbours": mx.get("same_plate", np.nan),
+                     "same_plate_expected": mx.get("expected", np.nan)})
+    return pd.DataFrame(rows)
+
+
+def distinct_perturbations(map_table: pd.DataFrame, n: int = 5,
+                           exclude: tuple[str, ...] = ("NT", "STAT1", "STAT6")) -> pd.DataFrame:
+    """The ``n`` perturbations with the highest mAP among those retrieved better than chance
+    (the callouts of Fig 7), reference controls excluded."""
+    t = map_table[~map_table["target"].isin(exclude) & map_table["below_corrected_p"]]
+    return t.nlargest(n, "mean_average_precision").reset_index(drop=True)
+
+
+def inset_tiles(store, wells: pd.DataFrame, mask: np.ndarray, n: int = 9, seed: int = 0) -> np.ndarray:
+    """``n`` random tiles of one random well among ``wells[mask]`` (as the paper's insets), as
+    float32 (n, 3, s, s) in [0, 1]; fewer when the well has fewer tiles."""
+    rng = np.random.default_rng(seed)
+    cand = np.flatnonzero(np.asarray(mask))
+    if len(cand) == 0:
+        raise ValueError("no well to draw inset tiles from")
+    key = wells.iloc[int(rng.choice(cand))]
+    sw = store.wells
+    hit = np.flatnonzero((sw["plate"].astype(str) == str(key["plate"])).to_numpy()
+                         & (sw["well_id"].astype(str) == str(key["well_id"])).to_numpy())
+    if len(hit) == 0:
+        raise ValueError(f"well {key['well_id']} of plate {key['plate']} is not in the tile store")
+    tiles = store.read_well(int(hit[0]))
+    pick = rng.choice(len(tiles), size=min(n, len(tiles)), replace=False)
+    return np.asarray(store.to_float(tiles[np.sort(pick)]), dtype=np.float32)
