@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "read_well_embeddings", "umap_coordinates", "perturbation_map", "average_precision_direct",
-    "plate_mixing", "retrieval_summary", "distinct_perturbations", "inset_tiles",
+    "plate_mixing", "retrieval_summary", "distinct_perturbations", "inset_tiles", "EmbeddingAnalysis",
+    "analyse_embeddings", "read_embedding_results", "map_vs_truth", "save_truth_check", "coral_statement",
 ]
 
 META = ("plate", "well_id", "target", "cell_state")
@@ -63,18 +66,29 @@ def umap_coordinates(emb: np.ndarray, n_pca: int = 50, n_neighbors: int = 15, mi
                      random_state: int = 0) -> np.ndarray:
     """PCA (at most ``n_pca`` components) then UMAP to 2-D: (W, 2).
 
+    The exact ``n_neighbors`` graph (Euclidean, each well its own first neighbour, as umap-learn
+    computes it below 4,096 points) is found with scikit-learn and handed to umap-learn as
+    ``precomputed_knn``: the same graph, without compiling umap's own neighbour search (numba
+    compiles umap-learn's functions anew in every process, which dominates the time at this size).
     With ``random_state`` set, umap-learn runs single-threaded and is reproducible.
     """
-    from sklearn.decomposition import PCA
+    import warnings
+
     import umap
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
 
     x = np.asarray(emb, dtype=np.float64)
     n_comp = int(min(n_pca, x.shape[1], len(x) - 1))
     z = PCA(n_components=n_comp, random_state=random_state).fit_transform(x) if n_comp < x.shape[1] else x
     nn = int(min(n_neighbors, len(x) - 1))
+    dist, idx = NearestNeighbors(n_neighbors=nn).fit(z).kneighbors(z)
     reducer = umap.UMAP(n_neighbors=nn, min_dist=min_dist, random_state=random_state, n_components=2,
-                        init="spectral" if len(x) > nn + 2 else "random")
-    return reducer.fit_transform(z).astype(np.float64)
+                        precomputed_knn=(idx, dist), init="spectral" if len(x) > nn + 2 else "random")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
+        return reducer.fit_transform(z).astype(np.float64)
 
 
 def _meta(wells: pd.DataFrame, control: str) -> pd.DataFrame:
@@ -244,3 +258,131 @@ def inset_tiles(store, wells: pd.DataFrame, mask: np.ndarray, n: int = 9, seed: 
     tiles = store.read_well(int(hit[0]))
     pick = rng.choice(len(tiles), size=min(n, len(tiles)), replace=False)
     return np.asarray(store.to_float(tiles[np.sort(pick)]), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# notebook 80 in one call, and its saved results
+# --------------------------------------------------------------------------------------------
+@dataclass
+class EmbeddingAnalysis:
+    """What :func:`analyse_embeddings` computed (all of it is written by :meth:`save`)."""
+
+    coords: dict[str, pd.DataFrame]
+    """{"before CORAL", "after CORAL"}: wells with umap_1, umap_2."""
+    maps: dict[str, pd.DataFrame]
+    """Per-perturbation mAP tables, keyed like ``coords``."""
+    mixing: dict[str, dict]
+    summary: pd.DataFrame
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """``umap.parquet`` (both embeddings, column ``embedding``), ``map.csv`` (likewise) and
+        ``retrieval_summary.csv``."""
+        from i2o_utils.data import layout
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        coords = pd.concat([c.assign(embedding=k) for k, c in self.coords.items()], ignore_index=True)
+        with layout.atomic_path(out_dir / "umap.parquet") as tmp:
+            coords.to_parquet(tmp, index=False)
+        maps = pd.concat([m.assign(embedding=k) for k, m in self.maps.items()], ignore_index=True)
+        return [out_dir / "umap.parquet", layout.write_csv_atomic(maps, out_dir / "map.csv"),
+                layout.write_csv_atomic(self.summary, out_dir / "retrieval_summary.csv")]
+
+
+def read_embedding_results(out_dir: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], pd.DataFrame]:
+    """The saved results of :meth:`EmbeddingAnalysis.save`: (coords, maps, summary)."""
+    out_dir = Path(out_dir)
+    coords = pd.read_parquet(out_dir / "umap.parquet")
+    maps = pd.read_csv(out_dir / "map.csv")
+    split = lambda df: {k: g.drop(columns="embedding").reset_index(drop=True)  # noqa: E731
+                        for k, g in df.groupby("embedding", sort=False)}
+    return split(coords), split(maps), pd.read_csv(out_dir / "retrieval_summary.csv")
+
+
+def analyse_embeddings(emb: np.ndarray, wells: pd.DataFrame, reg: float = 1.0, center: bool = True,
+                       n_pca: int = 50, n_neighbors: int = 15, min_dist: float = 0.5, random_state: int = 0,
+                       null_size: int = 10_000, alpha: float = 0.05, k_mixing: int = 10,
+                       control: str = "NT") -> EmbeddingAnalysis:
+    """CORAL (:func:`~i2o_utils.analysis.coral.coral_align_plates`), then for the embeddings before
+    and after it: UMAP coordinates, perturbation retrieval mAP and plate mixing."""
+    from i2o_utils.analysis.coral import coral_align_plates
+
+    t0 = time.perf_counter()
+    aligned = coral_align_plates(emb, wells, control=control, reg=reg, center=center)
+    seconds = {"coral_s": time.perf_counter() - t0}
+    coords, maps, mixing = {}, {}, {}
+    base = wells.reset_index(drop=True)[[c for c in ("plate", "well_id", "target", "cell_state") if c in wells]]
+    for name, x in (("before CORAL", np.asarray(emb, np.float64)), ("after CORAL", aligned)):
+        t0 = time.perf_counter()
+        xy = umap_coordinates(x, n_pca=n_pca, n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state)
+        seconds[f"umap_{name}_s"] = time.perf_counter() - t0
+        coords[name] = base.assign(umap_1=xy[:, 0], umap_2=xy[:, 1])
+        t0 = time.perf_counter()
+        maps[name] = perturbation_map(x, wells, negatives="controls", control=control, null_size=null_size,
+                                      alpha=alpha, seed=random_state)
+        mixing[name] = plate_mixing(x, wells, k=k_mixing)
+        seconds[f"map_{name}_s"] = time.perf_counter() - t0
+    return EmbeddingAnalysis(coords=coords, maps=maps, mixing=mixing, summary=retrieval_summary(maps, mixing),
+                             seconds=seconds)
+
+
+def map_vs_truth(map_table: pd.DataFrame, root: str | Path | None = None) -> pd.DataFrame | None:
+    """On a simulated screen: does retrieval follow the planted visible effect?
+
+    The size of a perturbation's visible effect is the norm of its planted effect on the visible
+    latent dimensions (``simulation/perturbation_effects.csv``; NT is 0). Returns one row: the
+    Spearman correlation of mAP with the effect size (and its p-value), and the mean mAP and the
+    fraction retrieved in the halves of larger and smaller effects. None without a simulated truth.
+    """
+    from scipy import stats
+
+    from i2o_utils.data.simulate import read_screen_info
+    from i2o_utils.paths import bucket_paths
+
+    info = read_screen_info(root)
+    path = bucket_paths(root)["simulation"] / "perturbation_effects.csv"
+    if info is None or not path.exists():
+        return None
+    d_vis = int(info["screen"]["latent_visible"])
+    eff = pd.read_csv(path)
+    eff["visible_effect"] = np.linalg.norm(eff[[f"z{i}" for i in range(d_vis)]].to_numpy(float), axis=1)
+    t = map_table.merge(eff[["target", "cell_state", "visible_effect"]], on=["target", "cell_state"], how="inner")
+    if len(t) < 3:
+        return None
+    rho, p = stats.spearmanr(t["mean_average_precision"], t["visible_effect"])
+    big = t["visible_effect"] >= t["visible_effect"].median()
+    return pd.DataFrame([{
+        "perturbations": len(t), "spearman_rho": float(rho), "spearman_p": float(p),
+        "mean_mAP_larger_effects": float(t.loc[big, "mean_average_precision"].mean()),
+        "mean_mAP_smaller_effects": float(t.loc[~big, "mean_average_precision"].mean()),
+        "retrieved_larger_effects": float(t.loc[big, "below_corrected_p"].mean()),
+        "retrieved_smaller_effects": float(t.loc[~big, "below_corrected_p"].mean()),
+    }])
+
+
+def save_truth_check(table: pd.DataFrame, path: str | Path) -> Path:
+    from i2o_utils.data import layout
+
+    return layout.write_csv_atomic(table, Path(path))
+
+
+def coral_statement(summary: pd.DataFrame, wells: pd.DataFrame, dim: int, control: str = "NT") -> str:
+    """A sentence on what CORAL did to this screen's plate mixing and retrieval, from the numbers."""
+    s = summary.set_index("embedding")
+    b, a = s.loc["before CORAL"], s.loc["after CORAL"]
+    nt = wells[wells["target"].astype(str) == control].groupby("plate").size()
+    excess_b = b["same_plate_neighbours"] - b["same_plate_expected"]
+    excess_a = a["same_plate_neighbours"] - a["same_plate_expected"]
+    plates = ("plates were already mixed before CORAL" if excess_b < 0.05
+              else f"before CORAL {100 * excess_b:.0f} points more neighbours share a plate than perfect mixing gives")
+    effect = ("improved" if excess_a < excess_b - 0.02 else "worsened" if excess_a > excess_b + 0.02 else "did not change")
+    text = (f"Here {plates}; CORAL {effect} plate mixing ({100 * excess_b:+.0f} → {100 * excess_a:+.0f} points "
+            f"above perfect mixing) and moved the mean mAP from {b['mean_mAP']:.3f} to {a['mean_mAP']:.3f}. "
+            f"Each plate's transform is estimated from "
+            f"{int(nt.min()) if nt.min() == nt.max() else f'{int(nt.min())}–{int(nt.max())}'} NT wells in {dim} dimensions")
+    if nt.min() < dim:
+        text += (" (fewer wells than dimensions: the regularising identity carries most of the covariance, "
+                 "and the plate's NT mean is itself estimated with noise, so on a screen without plate effects "
+                 "the alignment adds plate-specific noise rather than removing any)")
+    return text + "."
