@@ -74,3 +74,22 @@ def test_align_plates_removes_plate_shift_and_checks_input():
         coral_align_plates(emb, bad)
     with pytest.raises(ValueError, match="column 'plate'"):
         coral_align_plates(emb, wells.rename(columns={"plate": "x"}))
+
+
+def test_target_within_stimulus_keeps_stimuli_apart():
+    rng = np.random.default_rng(4)
+    rows, emb = [], []
+    for p, stim in enumerate(["m1", "m1", "m2", "m2"]):
+        for i in range(40):
+            rows.append((f"P{p}", "NT" if i < 20 else "KO", stim))
+            emb.append(rng.normal(size=3) + (5.0 if stim == "m2" else 0.0) + p * 0.5)
+    wells = pd.DataFrame(rows, columns=["plate", "target", "cell_state"])
+    emb = np.array(emb)
+    m2 = (wells["cell_state"] == "m2").to_numpy()
+    pooled = coral_align_plates(emb, wells, reg=1e-6)
+    within = coral_align_plates(emb, wells, reg=1e-6, target_by="cell_state")
+    gap = lambda z: np.linalg.norm(z[m2].mean(axis=0) - z[~m2].mean(axis=0))  # noqa: E731
+    assert gap(pooled) < 1.5 < 7.0 < gap(within)  # the pooled target erases the stimulus (8.7 apart), per stimulus keeps it
+    bad = wells.assign(cell_state=np.where(np.arange(len(wells)) % 2, "m1", "m2"))
+    with pytest.raises(ValueError, match="several values"):
+        coral_align_plates(emb, bad, target_by="cell_state")

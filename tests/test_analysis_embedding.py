@@ -67,3 +67,14 @@ def test_map_needs_replicates_on_two_plates():
         perturbation_map(emb, one_plate, null_size=50)
     with pytest.raises(ValueError, match="negatives must be"):
         perturbation_map(emb, wells, negatives="all")
+
+
+def test_stimulus_separation():
+    from i2o_utils.analysis.embedding import stimulus_separation
+
+    wells, emb = _fixture(noise=0.5)
+    mixed = stimulus_separation(emb, wells, k=5)
+    apart = emb + np.where(wells["cell_state"].to_numpy()[:, None] == "m2", 10.0, -10.0) * np.eye(6)[0]
+    sep = stimulus_separation(apart, wells, k=5)
+    assert sep["same_stimulus"] == 1.0 and mixed["same_stimulus"] < 0.8
+    assert sep["expected"] == pytest.approx(29 / 59)

@@ -153,29 +153,43 @@ def gene_drivers(truth: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _with_score(per_gene: pd.DataFrame) -> pd.DataFrame:
+    """Kept genes with a ranking ``score``: the median r²; where no gene has a defined r² (a screen
+    too small for it), the SMAPE gain over the mean predictor. ``ranked_by`` names which."""
+    c = per_gene[per_gene["kept"].astype(bool)].copy()
+    if c["r2"].notna().any():
+        return c[c["r2"].notna()].assign(score=lambda d: d["r2"], ranked_by="median r²")
+    gain = c["smape_mean_predictor"] - c["smape"]
+    return c.assign(score=gain, ranked_by="SMAPE gain over the mean predictor (no r² defined)")[gain.notna()]
+
+
 def choose_genes(per_gene: pd.DataFrame, truth: pd.DataFrame | None = None, n: int = 4,
                  min_driver_share: float = 0.5) -> pd.DataFrame:
     """The gene products of Fig 6: the best, the worst and ``n - 2`` between, by median r².
 
-    Candidates are the genes evaluated by notebook 50 (passed the filter, r² defined). On a
-    simulated screen (``truth`` given) only planted ``visible`` genes whose driver is known are
-    candidates: one visible dimension carries at least ``min_driver_share`` of the squared loadings
-    and is drawn into a single channel. Returns the chosen rows of ``per_gene`` (+ driver columns)
-    from best to worst, with a ``rank`` label.
+    Candidates are the genes evaluated by notebook 50 (passed the filter, r² defined; when no gene
+    has a defined r², the SMAPE gain over the mean predictor ranks them, column ``ranked_by``).
+    On a simulated screen (``truth`` given) only planted ``visible`` genes whose driver is known
+    are candidates: one visible dimension carries at least ``min_driver_share`` of the squared
+    loadings and is drawn into a single channel. Returns the chosen rows of ``per_gene`` (+ driver
+    columns) from best to worst, with a ``rank`` label.
     """
-    c = per_gene[per_gene["kept"].astype(bool) & per_gene["r2"].notna()].copy()
+    c = _with_score(per_gene)
     if truth is not None:
-        drv = gene_drivers(truth)
-        c = c.merge(drv, on=["omics", "gene"], how="inner")
-        c = c[(c["kind"] == "visible") & (c["driver_share"] >= min_driver_share) & c["driver_channel"].notna()]
+        c = _known_drivers(c, truth, min_driver_share)
     if len(c) < n:
         raise ValueError(f"only {len(c)} candidate gene(s) for {n} panels"
                          + (" (planted visible genes with a known driver)" if truth is not None else ""))
-    c = c.sort_values("r2", ascending=False, ignore_index=True)
+    c = c.sort_values("score", ascending=False, ignore_index=True)
     pos = np.unique(np.round(np.linspace(0, len(c) - 1, n)).astype(int))
     chosen = c.iloc[pos].reset_index(drop=True)
     labels = ["best"] + [f"between {i}" for i in range(1, n - 1)] + ["worst"]
     return chosen.assign(rank=labels[:len(chosen)])
+
+
+def _known_drivers(c: pd.DataFrame, truth: pd.DataFrame, min_driver_share: float) -> pd.DataFrame:
+    c = c.merge(gene_drivers(truth), on=["omics", "gene"], how="inner")
+    return c[(c["kind"] == "visible") & (c["driver_share"] >= min_driver_share) & c["driver_channel"].notna()]
 
 
 def random_readouts(dim: int, n: int = 8, seed: int = 0) -> np.ndarray:
@@ -323,7 +337,7 @@ def driver_panel(backbone: nn.Module, heads: dict, store, per_gene: pd.DataFrame
                  omics: str, stimulus: str, split: int = 0, n_genes: int = 12, n_wells: int = 8,
                  tiles_per_well: int = 8, noise: float = 0.15, n_samples: int = 8, n_reference: int = 6,
                  min_driver_share: float = 0.5, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The truth check on more genes than the four of Fig 6: the ``n_genes`` best-predicted planted
+    """The truth check on more genes than the four of Fig 6: the ``n_genes`` best-ranked planted
     genes of one head with a known driver, all attributed on the same tiles (``tiles_per_well``
     tiles of ``n_wells`` random wells of the stimulus).
 
@@ -334,10 +348,10 @@ def driver_panel(backbone: nn.Module, heads: dict, store, per_gene: pd.DataFrame
     name = f"{omics}_{stimulus}_split{int(split):02d}"
     h = heads["heads"][name]
     input_size = heads.get("input_size")
-    c = per_gene[(per_gene["omics"] == omics) & (per_gene["stimulus"] == stimulus) & per_gene["kept"].astype(bool)
-                 & per_gene["r2"].notna()].merge(gene_drivers(truth), on=["omics", "gene"])
-    c = c[(c["kind"] == "visible") & (c["driver_share"] >= min_driver_share) & c["driver_channel"].notna()]
-    c = c.nlargest(n_genes, "r2").reset_index(drop=True)
+    c = _with_score(per_gene[(per_gene["omics"] == omics) & (per_gene["stimulus"] == stimulus)])
+    c = _known_drivers(c, truth, min_driver_share).nlargest(n_genes, "score").reset_index(drop=True)
+    if c.empty:
+        raise ValueError(f"no planted gene with a known driver is evaluated for {omics} {stimulus}")
     rng = np.random.default_rng(seed)
     sw = store.wells
     idx = rng.choice(np.flatnonzero((sw["cell_state"].astype(str) == stimulus).to_numpy() & (sw["n_tiles"] > 0).to_numpy()),

@@ -91,7 +91,7 @@ def fit_coral(source: np.ndarray, target: np.ndarray, reg: float = 1.0, center: 
 
 def coral_align_plates(emb: np.ndarray, wells: pd.DataFrame, control: str = "NT", reg: float = 1.0,
                        center: bool = True, standardize: bool = True, plate_col: str = "plate",
-                       target_col: str = "target") -> np.ndarray:
+                       target_col: str = "target", target_by: str | None = None) -> np.ndarray:
     """Align every plate's well embeddings to the screen's NT control wells (the authors' choice).
 
     For each plate, CORAL is fitted with source = that plate's NT wells and target = all NT wells
@@ -109,6 +109,10 @@ def coral_align_plates(emb: np.ndarray, wells: pd.DataFrame, control: str = "NT"
         See :func:`fit_coral`.
     standardize
         Scale features by the NT wells' standard deviation before, and back after.
+    target_by
+        None (the authors' choice): the target is every NT well of the screen. A column name
+        (e.g. ``"cell_state"``): the target is the NT wells with the plate's value of that column,
+        so that plates of different stimuli are not pulled onto one another.
 
     Raises
     ------
@@ -120,7 +124,7 @@ def coral_align_plates(emb: np.ndarray, wells: pd.DataFrame, control: str = "NT"
     w = wells.reset_index(drop=True)
     if x.ndim != 2 or len(x) != len(w):
         raise ValueError(f"{len(w)} wells but embeddings of shape {x.shape}")
-    for c in (plate_col, target_col):
+    for c in (plate_col, target_col) + ((target_by,) if target_by else ()):
         if c not in w.columns:
             raise ValueError(f"wells table has no column {c!r}")
     ok = np.isfinite(x).all(axis=1)
@@ -131,13 +135,17 @@ def coral_align_plates(emb: np.ndarray, wells: pd.DataFrame, control: str = "NT"
     scale = x[is_ctrl].std(axis=0, ddof=1) if standardize else np.ones(x.shape[1])
     scale = np.where(scale > 0, scale, 1.0)
     xs = x / scale
-    target = xs[is_ctrl]
+    group = w[target_by].astype(str).to_numpy() if target_by else np.zeros(len(w), dtype=str)
     out = np.full_like(x, np.nan)
     for p in pd.unique(plates):
         on_plate = (plates == p) & ok
         src = xs[on_plate & is_ctrl]
         if len(src) < 2:
             raise ValueError(f"plate {p}: {len(src)} NT control well(s) with an embedding; CORAL needs at least 2")
-        t = fit_coral(src, target, reg=reg, center=center)
+        values = np.unique(group[on_plate])
+        if len(values) != 1:
+            raise ValueError(f"plate {p} holds several values of {target_by!r} ({list(values)}): "
+                             "no single target for it")
+        t = fit_coral(src, xs[is_ctrl & (group == values[0])], reg=reg, center=center)
         out[on_plate] = t(xs[on_plate])
     return out * scale

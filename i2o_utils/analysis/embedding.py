@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "read_well_embeddings", "umap_coordinates", "perturbation_map", "average_precision_direct",
-    "plate_mixing", "retrieval_summary", "distinct_perturbations", "inset_tiles", "EmbeddingAnalysis",
+    "plate_mixing", "stimulus_separation", "retrieval_summary", "distinct_perturbations", "inset_tiles", "EmbeddingAnalysis",
     "analyse_embeddings", "read_embedding_results", "map_vs_truth", "save_truth_check", "coral_statement",
 ]
 
@@ -219,6 +219,21 @@ def plate_mixing(emb: np.ndarray, wells: pd.DataFrame, k: int = 10) -> dict:
     return {"k": int(k), "same_plate": same, "expected": expected, "excess": same - expected}
 
 
+def stimulus_separation(emb: np.ndarray, wells: pd.DataFrame, k: int = 10) -> dict:
+    """Fraction of each well's ``k`` nearest wells (cosine, all wells) of the same stimulus, and the
+    fraction expected if the stimuli were mixed. M1 and M2 macrophages differ, so a useful
+    embedding keeps them apart (``same_stimulus`` well above ``expected``)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.asarray(emb, dtype=np.float64)
+    st = wells["cell_state"].astype(str).to_numpy()
+    kk = int(min(k, len(x) - 1))
+    _, nb = NearestNeighbors(n_neighbors=kk + 1, metric="cosine").fit(x).kneighbors(x)
+    same = float((st[nb[:, 1:]] == st[:, None]).mean())
+    counts = pd.Series(st).map(pd.Series(st).value_counts()).to_numpy()
+    return {"same_stimulus": same, "expected": float(((counts - 1) / (len(x) - 1)).mean())}
+
+
 def retrieval_summary(maps: dict[str, pd.DataFrame], mixing: dict[str, dict]) -> pd.DataFrame:
     """One row per embedding (e.g. before / after CORAL): mean mAP, perturbations retrieved better
     than chance (BH-corrected p < alpha) and plate mixing."""
@@ -230,7 +245,9 @@ def retrieval_summary(maps: dict[str, pd.DataFrame], mixing: dict[str, dict]) ->
                      "retrieved_better_than_chance": int(t["below_corrected_p"].sum()),
                      "fraction_retrieved": float(t["below_corrected_p"].mean()),
                      "same_plate_neighbours": mx.get("same_plate", np.nan),
-                     "same_plate_expected": mx.get("expected", np.nan)})
+                     "same_plate_expected": mx.get("expected", np.nan),
+                     "same_stimulus_neighbours": mx.get("same_stimulus", np.nan),
+                     "same_stimulus_expected": mx.get("same_stimulus_expected", np.nan)})
     return pd.DataFrame(rows)
 
 
@@ -301,15 +318,17 @@ def read_embedding_results(out_dir: str | Path) -> tuple[dict[str, pd.DataFrame]
 
 
 def analyse_embeddings(emb: np.ndarray, wells: pd.DataFrame, reg: float = 1.0, center: bool = True,
+                       coral_target_by: str | None = None,
                        n_pca: int = 50, n_neighbors: int = 15, min_dist: float = 0.5, random_state: int = 0,
                        null_size: int = 10_000, alpha: float = 0.05, k_mixing: int = 10,
                        control: str = "NT") -> EmbeddingAnalysis:
     """CORAL (:func:`~i2o_utils.analysis.coral.coral_align_plates`), then for the embeddings before
-    and after it: UMAP coordinates, perturbation retrieval mAP and plate mixing."""
+    and after it: UMAP coordinates, perturbation retrieval mAP, plate mixing and stimulus separation.
+    ``coral_target_by``: see ``coral_align_plates(target_by=...)`` (None: the authors' choice)."""
     from i2o_utils.analysis.coral import coral_align_plates
 
     t0 = time.perf_counter()
-    aligned = coral_align_plates(emb, wells, control=control, reg=reg, center=center)
+    aligned = coral_align_plates(emb, wells, control=control, reg=reg, center=center, target_by=coral_target_by)
     seconds = {"coral_s": time.perf_counter() - t0}
     coords, maps, mixing = {}, {}, {}
     base = wells.reset_index(drop=True)[[c for c in ("plate", "well_id", "target", "cell_state") if c in wells]]
@@ -321,7 +340,9 @@ def analyse_embeddings(emb: np.ndarray, wells: pd.DataFrame, reg: float = 1.0, c
         t0 = time.perf_counter()
         maps[name] = perturbation_map(x, wells, negatives="controls", control=control, null_size=null_size,
                                       alpha=alpha, seed=random_state)
-        mixing[name] = plate_mixing(x, wells, k=k_mixing)
+        sep = stimulus_separation(x, wells, k=k_mixing)
+        mixing[name] = {**plate_mixing(x, wells, k=k_mixing), "same_stimulus": sep["same_stimulus"],
+                        "same_stimulus_expected": sep["expected"]}
         seconds[f"map_{name}_s"] = time.perf_counter() - t0
     return EmbeddingAnalysis(coords=coords, maps=maps, mixing=mixing, summary=retrieval_summary(maps, mixing),
                              seconds=seconds)
@@ -385,4 +406,12 @@ def coral_statement(summary: pd.DataFrame, wells: pd.DataFrame, dim: int, contro
         text += (" (fewer wells than dimensions: the regularising identity carries most of the covariance, "
                  "and the plate's NT mean is itself estimated with noise, so on a screen without plate effects "
                  "the alignment adds plate-specific noise rather than removing any)")
-    return text + "."
+    text += "."
+    if "same_stimulus_neighbours" in s.columns and np.isfinite(b["same_stimulus_neighbours"]):
+        text += (f" M1 and M2 wells: {100 * b['same_stimulus_neighbours']:.0f}% of neighbours share the stimulus before "
+                 f"CORAL, {100 * a['same_stimulus_neighbours']:.0f}% after (mixed: {100 * b['same_stimulus_expected']:.0f}%)")
+        if a["same_stimulus_neighbours"] < b["same_stimulus_neighbours"] - 0.03:
+            text += ("; every imaging plate holds one stimulus, so aligning each plate's NT wells to the NT wells of "
+                     "both stimuli also pulls the stimuli together")
+        text += "."
+    return text
