@@ -187,8 +187,8 @@ def fig6_attribution(scatter: pd.DataFrame, tiles: np.ndarray, attributions: np.
 
 
 def channel_share_figure(shares: pd.DataFrame) -> plt.Figure:
-    """Share of the absolute attribution per channel, per gene (stacked bars), the simulator's
-    driver channel marked with a star.
+    """Share of each channel in the attribution (:func:`i2o_utils.analysis.attribution.channel_shares`),
+    per gene (stacked bars), the simulator's driver channel marked with a star.
 
     ``shares``: one row per gene with columns ``label``, one per channel short name, and
     optionally ``driver_channel``.
@@ -207,7 +207,7 @@ def channel_share_figure(shares: pd.DataFrame) -> plt.Figure:
                     ax.text(x[i], bottom[i] + v[i] / 2, "★", ha="center", va="center", fontsize=12)
         bottom += v
     ax.set_xticks(x, shares["label"], rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("share of |attribution|")
+    ax.set_ylabel("channel share of\n|SmoothGrad × input|")
     ax.set_ylim(0, 1)
     ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     ax.set_title("Attribution per channel (★ = simulator's driver)", fontsize=9)
