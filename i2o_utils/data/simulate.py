@@ -64,6 +64,11 @@ _RNA_DISPERSION = 0.08
 _PROTEIN_MULT_SD = 0.08
 _PLATE_EFFECT_SD = 0.35
 _TMT_EFFECT_SD = 0.25
+VISIBLE_DRIVERS: tuple[tuple[str, int | None], ...] = (
+    ("nucleus size", 0), ("cell size and elongation", None),
+    ("actin intensity and fibres", 2), ("mitochondrial mass and clustering", 1))
+"""What each visible latent dimension draws (:func:`render_field`) and in which channel (index into
+:data:`~i2o_utils.config.CHANNELS`; None: several). A gene's driver is its largest ``w_visible_i``."""
 
 
 @dataclass
