@@ -148,7 +148,8 @@ def table(df: pd.DataFrame | pd.Series, *, units: Mapping[str, str] | None = Non
     caption
         A line above the table (and the label of the toggle of a long table).
     key
-        Column(s) repeated in every part when a wide table is split; default the first column.
+        Column(s) repeated in every part when a wide table is split; default the leading text
+        columns (up to 3, within half the width), else the first column.
     max_chars
         Width budget in characters of one part; wider tables are split or transposed.
     max_rows
@@ -183,7 +184,7 @@ def table(df: pd.DataFrame | pd.Series, *, units: Mapping[str, str] | None = Non
     widths = {c: _width(c, shown[c].tolist()) for c in shown.columns}
     parts, transposed = [shown], False
     if sum(widths.values()) > max_chars and len(shown.columns) > 1:
-        keys = [key] if isinstance(key, str) else list(key or [shown.columns[0]])
+        keys = [key] if isinstance(key, str) else list(key or _leading_labels(shown, numeric, widths, max_chars))
         missing = [k for k in keys if k not in shown.columns]
         if missing:
             raise KeyError(f"key column(s) {missing} not in the table; columns: {list(shown.columns)}")
@@ -195,6 +196,16 @@ def table(df: pd.DataFrame | pd.Series, *, units: Mapping[str, str] | None = Non
             parts = _split_columns(shown, keys, widths, max_chars)
     return BookTable(data=df, parts=parts, numeric=numeric, caption=caption,
                      collapsed=len(df) > max_rows, transposed=transposed)
+
+
+def _leading_labels(shown: pd.DataFrame, numeric: set, widths: dict, max_chars: int) -> list[str]:
+    """The default key of a split table: its leading text columns (at most 3, within half the width)."""
+    keys = [shown.columns[0]]
+    for c in shown.columns[1:3]:
+        if c in numeric or sum(widths[k] for k in keys) + widths[c] > max_chars // 2:
+            break
+        keys.append(c)
+    return keys
 
 
 def _transposed(shown: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -297,3 +308,38 @@ def written_files(paths_: Iterable[str | Path], root: str | Path | None = None,
             rows.append((*relative_to_roots(f, roots), f.stat().st_size / 2**20, _describe(f)))
     df = pd.DataFrame(rows, columns=["root", "path", "size", "content"])
     return table(df, units={"size": "MiB"}, key="path", caption="Files written (paths relative to the data or results root)")
+
+
+# ------------------------------------------------------------------------------------------------
+# every DataFrame a book chapter displays goes through table()
+# ------------------------------------------------------------------------------------------------
+#: Set by the runner for the kernels it starts: DataFrames displayed by a notebook are shown as
+#: :func:`table` shows them (a notebook that calls :func:`table` itself gets the same result).
+BOOK_TABLES_ENV = "I2O_BOOK_TABLES"
+
+
+def dataframe_html(df: pd.DataFrame, max_rows: int = 200) -> str:
+    """HTML of ``df`` as the book shows tables; at most ``max_rows`` rows (the count is named)."""
+    try:
+        if len(df) > max_rows:
+            return table(df.head(max_rows), caption=f"first {max_rows} of {len(df):,} rows")._repr_html_()
+        return table(df)._repr_html_()
+    except Exception:  # a table the helper cannot take is still shown, as pandas shows it
+        return df.to_html()
+
+
+def format_dataframes_for_book(shell=None) -> bool:
+    """Register :func:`dataframe_html` as the HTML display of DataFrames in an IPython kernel.
+
+    Returns whether it was registered (False outside IPython).
+    """
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return False
+        shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return False
+    shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, dataframe_html)
+    return True

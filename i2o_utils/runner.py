@@ -100,7 +100,8 @@ def run_notebooks(profile: str = "quick", select: Sequence[str] | None = None,
     output_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, **(parameters or {})}
     done = []
-    with _environ(**{DATA_ENV: data_dir, RESULTS_ENV: results_dir}):
+    # I2O_BOOK_TABLES: the kernels show every displayed DataFrame as the book's tables.
+    with _environ(**{DATA_ENV: data_dir, RESULTS_ENV: results_dir, "I2O_BOOK_TABLES": "1"}):
         for src in list_notebooks(select):
             dst = output_dir / src.name
             t0 = time.perf_counter()

@@ -78,3 +78,25 @@ def test_written_files_are_relative_to_the_roots(tmp_path, monkeypatch):
     assert str(tmp_path) not in t._repr_html_() and str(tmp_path) not in repr(t)
     assert "size (MiB)" in t.parts[0].columns or any("size (MiB)" in p.columns for p in t.parts)
     assert t.data.loc[1, "content"].startswith("1 rows x 2 columns")
+
+
+def test_dataframes_displayed_in_a_kernel_go_through_the_table_helper():
+    class Formatter:
+        def __init__(self):
+            self.types = {}
+
+        def for_type(self, typ, func):
+            self.types[typ] = func
+
+    class Shell:
+        def __init__(self):
+            self.display_formatter = type("DF", (), {"formatters": {"text/html": Formatter()}})()
+
+    shell = Shell()
+    assert reporting.format_dataframes_for_book(shell)
+    render = shell.display_formatter.formatters["text/html"].types[pd.DataFrame]
+    html = render(pd.DataFrame({"r2": [0.583626, 0.1]}, index=[4, 5]))
+    assert "0.584" in html and "0.583626" not in html and ">4<" not in html
+    long = render(pd.DataFrame({"x": range(500)}))
+    assert "first 200 of 500 rows" in long and long.count("<tr>") == 201
+    assert not reporting.format_dataframes_for_book(type("NoShell", (), {})())
