@@ -152,6 +152,12 @@ class Glance:
                      + "; the sections that need them say so below.")
         return text
 
+    def status(self) -> pd.DataFrame:
+        """One row per file the page reads: whether this run wrote it, and what it holds."""
+        return pd.DataFrame({"file": [f"50_evaluate/{n}" for n in GLANCE_FILES],
+                             "found": [n not in self.missing for n in GLANCE_FILES],
+                             "holds": list(GLANCE_FILES.values())})
+
     def note_missing(self, name: str, why: str = "") -> str:
         return (f"**Not available in this run:** `50_evaluate/{name}` ({GLANCE_FILES[name]}) was not written"
                 + (f"; {why}" if why else "") + ".")

@@ -2,6 +2,12 @@
 
 Sources in ``notebooks/`` are never written: executed copies go to ``book/executed/`` (or any
 folder outside ``notebooks/``). A failing notebook stops the run with the notebook and cell named.
+
+Each executed copy is then made ready for reading (:func:`present_for_book`: progress bars as
+text, papermill's injected-parameters cell folded, the data and results roots written as
+``$I2O_DATA_DIR`` / ``$I2O_RESULTS_DIR``), and the seconds each notebook took are recorded with the
+profile and the machine in ``<results root>/run_timings.csv`` (:func:`record_timing`), which the
+book shows.
 """
 
 from __future__ import annotations

@@ -104,3 +104,10 @@ def test_staged_book_holds_the_sources_and_the_chapters(tmp_path):
     written = book.write_generated_pages(dest, tmp_path / "results")
     assert [p.name for p in written] == ["run_timings.md", "layout_reference.txt"]
     assert "data/ICF" in written[1].read_text()
+
+
+def test_glance_status_lists_every_file_the_page_reads(tmp_path):
+    g = book.Glance.read(tmp_path)
+    st = g.status()
+    assert len(st) == len(book.GLANCE_FILES) and not st["found"].any()
+    assert st["file"].iloc[0] == "50_evaluate/headline.csv"
