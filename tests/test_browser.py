@@ -29,7 +29,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 SCREENSHOT_PAGES = {"intro.html": "intro", "executed/55_results_at_a_glance.html": "results_at_a_glance",
                     "executed/50_evaluate.html": "50_evaluate"}
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="headless Chromium is not installed (Debian packages chromium and chromium-driver; .ci/run installs them)",
 )
@@ -62,12 +62,8 @@ def smoke_book(smoke_run, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(smoke_book):
-    html_dir = smoke_book[0]
-    handler = functools.partial(_QuietHandler, directory=str(html_dir))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd, url = _serve(smoke_book[0])
+    yield url
     httpd.shutdown()
     httpd.server_close()
 
@@ -129,6 +125,45 @@ def _severe_console_entries(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
 
 
+def check_page(driver, url: str, machine_paths) -> tuple[list[str], int]:
+    """Open ``url`` and return (the problems found, the number of formulas on the page)."""
+    driver.get(url)
+    info = driver.execute_async_script(_INSPECT)
+    if "error" in info:
+        return [f"page script failed: {info['error']}"], 0
+    found = []
+    if not info["title"] or "404" in info["title"]:
+        found.append(f"did not load (title {info['title']!r})")
+    found += [f"console error: {m}" for m in _severe_console_entries(driver)]
+    found += [f"broken image {i['src']}" for i in info["images"] if not i["ok"]]
+    if info["math"]:
+        if not info["mathjax"]:
+            found.append("MathJax did not load")
+        if not all(info["math"]):
+            found.append(f"{info['math'].count(False)} of {len(info['math'])} formulas not typeset")
+    tex = TEX_SOURCE.search(info["proseText"])
+    if tex:
+        s = info["proseText"]
+        found.append(f"TeX source visible: ...{s[max(tex.start() - 40, 0):tex.end() + 40]!r}...")
+    for t in info["tables"]:
+        if t["width"] > info["colWidth"] + 1:
+            found.append(f"table {t['width']:.0f} px wide in a {info['colWidth']:.0f} px column: {t['head']!r}")
+    text = info["text"]
+    leaks = [p for p in machine_paths if p and p != "/" and p in text]
+    m = ABSOLUTE_PATH.search(text)
+    if leaks or m:
+        found.append(f"absolute path in the text: {leaks or m.group(0)}")
+    return found, len(info["math"])
+
+
+def _serve(directory: Path):
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+@needs_chromium
 def test_every_page_reads_well_in_a_browser(smoke_book, server, browser):
     html_dir, results_root, machine_paths = smoke_book
     pages = _pages(html_dir)
@@ -139,35 +174,8 @@ def test_every_page_reads_well_in_a_browser(smoke_book, server, browser):
     problems: dict[str, list[str]] = {}
     n_math = 0
     for page in pages:
-        browser.get(f"{server}/{page}")
-        info = browser.execute_async_script(_INSPECT)
-        found = []
-        if "error" in info:
-            found.append(f"page script failed: {info['error']}")
-            problems[page] = found
-            continue
-        if not info["title"] or "404" in info["title"]:
-            found.append(f"did not load (title {info['title']!r})")
-        found += [f"console error: {m}" for m in _severe_console_entries(browser)]
-        found += [f"broken image {i['src']}" for i in info["images"] if not i["ok"]]
-        if info["math"]:
-            n_math += len(info["math"])
-            if not info["mathjax"]:
-                found.append("MathJax did not load")
-            if not all(info["math"]):
-                found.append(f"{info['math'].count(False)} of {len(info['math'])} formulas not typeset")
-        tex = TEX_SOURCE.search(info["proseText"])
-        if tex:
-            s = info["proseText"]
-            found.append(f"TeX source visible: ...{s[max(tex.start() - 40, 0):tex.end() + 40]!r}...")
-        for t in info["tables"]:
-            if t["width"] > info["colWidth"] + 1:
-                found.append(f"table {t['width']:.0f} px wide in a {info['colWidth']:.0f} px column: {t['head']!r}")
-        text = info["text"]
-        leaks = [p for p in machine_paths if p and p != "/" and p in text]
-        m = ABSOLUTE_PATH.search(text)
-        if leaks or m:
-            found.append(f"absolute path in the text: {leaks or m.group(0)}")
+        found, n = check_page(browser, f"{server}/{page}", machine_paths)
+        n_math += n
         if found:
             problems[page] = found
         if page in SCREENSHOT_PAGES:
@@ -178,6 +186,33 @@ def test_every_page_reads_well_in_a_browser(smoke_book, server, browser):
     assert not problems, "\n".join(f"{page}: {p}" for page, ps in problems.items() for p in ps)
     assert n_math > 0, "no formula found in the whole book: the math check checked nothing"
     assert sorted(p.name for p in shots.glob("*.png")) == sorted(f"{v}.png" for v in SCREENSHOT_PAGES.values())
+
+
+@needs_chromium
+def test_the_page_checks_find_what_a_reader_would_see(tmp_path, browser):
+    """A page with every fault the book must not have: each one is reported."""
+    cells = "".join(f"<td>column {i} with a long heading</td>" for i in range(40))
+    (tmp_path / "bad.html").write_text(f"""<!doctype html><html><head><title>bad page</title></head><body>
+      <article class="bd-article" style="width: 600px">
+        <p>SMAPE per well, \\(|F-A| / (|A|+|F|) \\cdot 100\\)</p>
+        <span class="math">\\(x^2\\)</span>
+        <table><tr>{cells}</tr></table>
+        <img src="missing.png" alt="a figure">
+        <p>written to /home/someone/i2o/results/00_download_data/plate_maps.png</p>
+      </article>
+      <script>console.error("something broke");</script>
+    </body></html>""")
+    httpd, url = _serve(tmp_path)
+    try:
+        found, n_math = check_page(browser, f"{url}/bad.html", set())
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    text = "\n".join(found)
+    assert n_math == 1
+    for fault in ("console error", "broken image", "formulas not typeset", "TeX source visible",
+                  "px wide in a 600 px column", "absolute path in the text: /home/someone"):
+        assert fault in text, f"the checks missed: {fault}\n{text}"
 
 
 def test_checks_catch_what_they_look_for():
