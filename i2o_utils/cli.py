@@ -48,7 +48,7 @@ def _book(args) -> int:
         rc = _run(args)
         if rc:
             return rc
-    print(f"book: {build_book()}")
+    print(f"book: {build_book(results_root=args.results_dir)}")
     return 0
 
 

@@ -2,6 +2,12 @@
 
 Sources in ``notebooks/`` are never written: executed copies go to ``book/executed/`` (or any
 folder outside ``notebooks/``). A failing notebook stops the run with the notebook and cell named.
+
+Each executed copy is then made ready for reading (:func:`present_for_book`: progress bars as
+text, papermill's injected-parameters cell folded, the data and results roots written as
+``$I2O_DATA_DIR`` / ``$I2O_RESULTS_DIR``), and the seconds each notebook took are recorded with the
+profile and the machine in ``<results root>/run_timings.csv`` (:func:`record_timing`), which the
+book shows.
 """
 
 from __future__ import annotations
@@ -119,7 +125,8 @@ def run_notebooks(profile: str = "quick", select: Sequence[str] | None = None,
     output_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, **(parameters or {})}
     done = []
-    with _environ(**{DATA_ENV: data_dir, RESULTS_ENV: results_dir}), _root_locks():
+    # I2O_BOOK_TABLES: the kernels show every displayed DataFrame as the book's tables.
+    with _environ(**{DATA_ENV: data_dir, RESULTS_ENV: results_dir, "I2O_BOOK_TABLES": "1"}), _root_locks():
         for src in list_notebooks(select):
             dst = output_dir / src.name
             t0 = time.perf_counter()
@@ -129,6 +136,140 @@ def run_notebooks(profile: str = "quick", select: Sequence[str] | None = None,
                                     progress_bar=progress, cwd=str(src.parent), log_output=False)
             except pm.PapermillExecutionError as e:
                 raise NotebookFailed(src.stem, e.exec_count, f"{e.ename}: {e.evalue}", dst) from None
-            log(f"[i2o] {src.name} done in {time.perf_counter() - t0:.1f} s")
+            seconds = time.perf_counter() - t0
+            present_for_book(dst)
+            log(f"[i2o] {src.name} done in {seconds:.1f} s")
+            record_timing(src.stem, seconds, profile)
             done.append(dst)
     return done
+
+
+# ------------------------------------------------------------------------------------------------
+# the executed copies as the book shows them, and how long each notebook took
+# ------------------------------------------------------------------------------------------------
+TIMINGS_NAME = "run_timings.csv"
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def machine_summary() -> str:
+    """The machine in one line: CPU model, cores, memory and the GPU if torch sees one."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        mem = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError):
+        mem = ""
+    # The NVIDIA driver names its GPUs under /proc: no need to import torch (seconds) to ask.
+    gpus = []
+    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        try:
+            gpus += [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines() if ln.startswith("Model:")]
+        except OSError:
+            pass
+    gpu = f"GPU {', '.join(gpus)}" if gpus else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores{mem}, {gpu}"
+
+
+def record_timing(notebook: str, seconds: float, profile: str, results_root: Path | None = None) -> Path:
+    """Add (or replace) the row of ``notebook`` in ``<results root>/run_timings.csv``.
+
+    Columns: notebook, seconds, profile, finished (UTC), machine. Rows of notebooks not run this
+    time are kept, so the table covers the last run of every notebook.
+    """
+    from datetime import datetime, timezone
+
+    import pandas as pd
+
+    from i2o_utils.data.layout import write_csv_atomic
+    from i2o_utils.paths import results_dir
+
+    path = Path(results_root or results_dir()) / TIMINGS_NAME
+    row = {"notebook": notebook, "seconds": round(seconds, 1), "profile": profile,
+           "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+           "machine": machine_summary()}
+    table = pd.DataFrame([row])
+    if path.exists():
+        old = pd.read_csv(path)
+        table = pd.concat([old[old["notebook"] != notebook], table], ignore_index=True)
+    return write_csv_atomic(table.sort_values("notebook", kind="stable"), path)
+
+
+def _widget_text(model_id: str, state: dict) -> str:
+    """Text of a widget from the notebook's saved widget state (a tqdm bar as tqdm prints it)."""
+    import html as _html
+
+    model = state.get(model_id, {})
+    name, st = model.get("model_name", ""), model.get("state", {})
+    if name in ("HBoxModel", "VBoxModel", "BoxModel"):
+        sep = "\n" if name == "VBoxModel" else ""
+        return sep.join(_widget_text(c.removeprefix("IPY_MODEL_"), state) for c in st.get("children", []))
+    if name in ("FloatProgressModel", "IntProgressModel"):
+        lo, hi, v = float(st.get("min", 0)), float(st.get("max", 100)), float(st.get("value", 0))
+        frac = 0.0 if hi <= lo else min(max((v - lo) / (hi - lo), 0.0), 1.0)
+        full = int(round(frac * 10))
+        return "|" + "█" * full + " " * (10 - full) + "|"
+    value = st.get("value", st.get("description", ""))
+    text = _html.unescape(re.sub(r"<[^>]+>", "", str(value)))
+    return text.replace("\u2007", " ").replace("\u00a0", " ")
+
+
+def present_for_book(executed: str | Path) -> Path:
+    """Rewrite an executed copy for reading: progress widgets as text, run parameters folded.
+
+    * A progress bar is an interactive widget whose output holds only its first state (0 %); it is
+      replaced by a text line of its final state, read from the widget state saved in the
+      notebook, and the widget state is dropped (a static page cannot run it).
+    * Papermill's injected-parameters cell is folded (tag ``hide-cell``): the parameters cell
+      above it shows the defaults, the folded one what this run used.
+    * The data and results roots in the outputs are written as ``$I2O_DATA_DIR`` and
+      ``$I2O_RESULTS_DIR``, so no machine's folders reach the book.
+    """
+    import nbformat
+
+    from i2o_utils.paths import REPO_ROOT, data_dir, results_dir
+
+    executed = Path(executed)
+    nb = nbformat.read(executed, as_version=4)
+    state = nb.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
+    roots = sorted({(str(results_dir()), "$I2O_RESULTS_DIR"), (str(data_dir()), "$I2O_DATA_DIR"),
+                    (str(REPO_ROOT), ".")}, key=lambda r: -len(r[0]))
+
+    def clean(text: str) -> str:
+        for root, name in roots:
+            text = text.replace(root, name)
+        return text
+
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            tags.append("hide-cell")
+            cell.metadata["mystnb"] = {"code_prompt_show": "Parameters of this run",
+                                       "code_prompt_hide": "Hide the parameters of this run"}
+        outputs = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if _WIDGET_VIEW in data:
+                text = _widget_text(data[_WIDGET_VIEW].get("model_id", ""), state) or data.get("text/plain", "")
+                out = nbformat.v4.new_output("stream", name="stdout", text=str(text).rstrip("\n") + "\n")
+            elif out.get("output_type") == "stream":
+                out["text"] = clean(out["text"])
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if mime in data and isinstance(data[mime], str):
+                    data[mime] = clean(data[mime])
+            outputs.append(out)
+        cell["outputs"] = outputs
+    nb.metadata.pop("widgets", None)
+    from i2o_utils.data.layout import atomic_path
+
+    with atomic_path(executed) as tmp:
+        nbformat.write(nb, tmp)
+    return executed

@@ -1,7 +1,8 @@
 """Smoke execution of every notebook, in order, with papermill on a fresh smoke screen.
 
-The chain runs once (module fixture) into temporary data/results roots; each notebook is then
-reported as its own test, so a failure names the notebook and its cell.
+The chain runs once per session (fixture ``smoke_run`` in conftest.py, shared with the browser test)
+into temporary data/results roots; each notebook is then reported as its own test, so a failure names
+the notebook and its cell.
 """
 
 from __future__ import annotations
@@ -14,23 +15,6 @@ import pytest
 from i2o_utils.runner import NotebookFailed, list_notebooks, run_notebooks
 
 NOTEBOOKS = [p.stem for p in list_notebooks()]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nb")
-    outcome: dict[str, object] = {}
-    for stem in NOTEBOOKS:
-        if any(isinstance(v, Exception) for v in outcome.values()):
-            outcome[stem] = RuntimeError("an earlier notebook failed")
-            continue
-        try:
-            outcome[stem] = run_notebooks("smoke", select=[stem], output_dir=root / "executed",
-                                          data_dir=root / "data", results_dir=root / "results",
-                                          progress=False, log=lambda *a: None)[0]
-        except NotebookFailed as e:
-            outcome[stem] = e
-    return root, outcome
 
 
 @pytest.mark.parametrize("stem", NOTEBOOKS)

@@ -20,9 +20,9 @@ def plate_map_figure(metadata: pd.DataFrame, plates: Sequence[str] | None = None
     cats = {"empty": 0, "other knock-out": 1, CONTROL: 2, M1_REVERTING: 3, M2_REVERTING: 4}
     colours = ["#f2f2f2", "#9e9e9e", "#1f77b4", "#d62728", "#2ca02c"]
     cmap = plt.matplotlib.colors.ListedColormap(colours)
-    ncol = min(4, len(plates))
+    ncol = min(2, len(plates))  # two across: each map stays readable at the width of a page
     nrow = int(np.ceil(len(plates) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.0 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.1 * nrow), squeeze=False)
     for ax, plate in zip(axes.flat, plates):
         grid = np.zeros((16, 24), int)
         sub = metadata[metadata["PLATE_ID"] == plate]
