@@ -89,6 +89,7 @@ def truth_recovery(per_gene: pd.DataFrame, truth: pd.DataFrame,
     """
     on = ["omics", "stimulus", "gene"] if "stimulus" in truth.columns else ["omics", "gene"]
     extra = [c for c in truth.columns if c.startswith("r2_expected_")]
+    extra += ["predictable"] if "predictable" in truth.columns else []
     t = truth[on + ["kind", "r2_expected"] + extra].copy()
     t["gene"] = t["gene"].astype(str)
     rows = []
@@ -99,6 +100,8 @@ def truth_recovery(per_gene: pd.DataFrame, truth: pd.DataFrame,
         tg = t[(t["omics"] == omics) & ((t["stimulus"] == stimulus) if "stimulus" in t else True)]
         kind = m["kind"].fillna("not in truth")
         visible = (kind == "visible").to_numpy()
+        if "predictable" in m:  # a null screen plants 'visible' genes that the images cannot show
+            visible &= m["predictable"].fillna(False).astype(str).str.lower().isin(["true", "1"]).to_numpy()
         tested = m["category"].isin(["significant", "not significant"]).to_numpy()
         kept = m["kept"].to_numpy(bool)
         rho, n_rho = np.nan, int((visible & tested & m["r2"].notna()).sum())
