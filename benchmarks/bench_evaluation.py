@@ -1,9 +1,13 @@
-"""Evaluation at the paper's scale: SMAPE, r² and the test against the mean predictor.
+"""Evaluation at the paper's scale: SMAPE, r², OOS R² and the tests against the mean predictor.
 
 Scale: 26,317 transcripts + 4,986 proteins, x 2 stimuli x 10 splits, 250 test wells per split
-(the paper's test fold: 20% of 157 perturbations = 31 test perturbations x 8 imaging wells per
-perturbation and stimulus = 248 wells). Synthetic predictions (measured + noise) stand in for a
-trained model; only the evaluation is timed. Target: <= 60 s on 2 cores for the default test.
+in 31 test perturbations (the paper's test fold: 20% of 157 perturbations = 31 test
+perturbations x 8 imaging wells per perturbation and stimulus = 248 wells, 250 here). Synthetic
+predictions (a perturbation-level label shared by its wells, predictions = a share of it plus
+noise) stand in for a trained model; only the evaluation is timed. Target: <= 60 s on 2 cores
+for the default test (the calibrated perturbation-level test), whose p-values are exact: the
+smallest attainable is printed beside the Benjamini–Hochberg threshold for one rejection among
+26,317 genes.
 
 The reference is the per-gene scipy loop (one ``scipy.stats.mannwhitneyu`` / ``wilcoxon`` call
 per gene) on a subset of genes, extrapolated to the same number of gene-tests; the ratio is
@@ -24,10 +28,11 @@ import pandas as pd
 from benchmarks.common import hardware_summary, peak_rss_mib
 from i2o_utils.config import PAPER_N_PROTEINS, PAPER_N_TRANSCRIPTS
 from i2o_utils.evaluation.predictions import SplitPredictions
-from i2o_utils.evaluation.significance import scipy_pvalues_per_gene, test_vs_mean_predictor
+from i2o_utils.evaluation.significance import min_attainable_pvalue, scipy_pvalues_per_gene, test_vs_mean_predictor
 from i2o_utils.evaluation.summaries import evaluate_split, predictability_fractions, summarise_genes
 
 N_TEST_WELLS = 250
+N_TEST_PERTURBATIONS = 31
 N_SPLITS = 10
 STIMULI = ("m1", "m2")
 GENES = {"transcriptomics": PAPER_N_TRANSCRIPTS, "proteomics": PAPER_N_PROTEINS}
@@ -35,10 +40,12 @@ GENES = {"transcriptomics": PAPER_N_TRANSCRIPTS, "proteomics": PAPER_N_PROTEINS}
 
 def _split(omics: str, stimulus: str, k: int, n_genes: int, rng: np.random.Generator) -> SplitPredictions:
     mu = rng.uniform(2, 14, n_genes)
-    measured = mu + rng.normal(0, 1, (N_TEST_WELLS, n_genes))
     weight = rng.uniform(0, 1, n_genes)  # some genes predictable, most hardly
+    targets = [f"T{i % N_TEST_PERTURBATIONS:02d}" for i in range(N_TEST_WELLS)]
+    label = rng.normal(0, 1, (N_TEST_PERTURBATIONS, n_genes))
+    measured = mu + label[[int(t[1:]) for t in targets]] + rng.normal(0, 0.2, (N_TEST_WELLS, n_genes))
     predicted = mu + weight * (measured - mu) + rng.normal(0, 0.7, (N_TEST_WELLS, n_genes))
-    wells = pd.DataFrame({"plate_barcode": "P", "well_id": "A1", "target": "NT", "fold": "test"},
+    wells = pd.DataFrame({"plate_barcode": "P", "well_id": "A1", "target": targets, "fold": "test"},
                          index=range(N_TEST_WELLS))
     genes = pd.Index([f"{omics[0]}{i}" for i in range(n_genes)], name="gene")
     return SplitPredictions(omics, stimulus, k, wells, genes, measured, predicted,
@@ -77,7 +84,7 @@ def main() -> None:
     print(f"synthetic predictions made in {time.perf_counter() - t0:.1f} s (not timed below)")
 
     results = {}
-    for test in ("mannwhitney", "wilcoxon"):
+    for test in ("perturbation", "mannwhitney", "wilcoxon"):
         dt, cpu, n_tests = _run(test, data, n_jobs)
         results[test] = (dt, n_tests)
         target = "meets" if dt <= 60 else "MISSES"
@@ -86,6 +93,23 @@ def main() -> None:
               f"gene-tests/s; {target} the 60 s target")
 
     sp = data[("transcriptomics", "m1")][0]
+    p_min = 2 * min_attainable_pvalue(N_TEST_PERTURBATIONS, "perturbation")
+    print(f"[perturbation] p-value resolution: exact permutation distribution; smallest combined p "
+          f"2/{N_TEST_PERTURBATIONS}! = {p_min:.1e}, vs {0.05 / PAPER_N_TRANSCRIPTS:.1e} needed for one BH "
+          f"rejection at 5% among {PAPER_N_TRANSCRIPTS:,} genes: "
+          f"{'fine enough' if p_min < 0.05 / PAPER_N_TRANSCRIPTS else 'TOO COARSE'}")
+    from scipy import stats
+
+    from i2o_utils.evaluation.perturbation import group_indicator, group_means, kendall_greater
+
+    _, ind = group_indicator(sp.wells["target"])
+    ym, fm = group_means(sp.measured[:, :n_scipy].T, ind), group_means(sp.predicted[:, :n_scipy].T, ind)
+    t0 = time.perf_counter()
+    ref = np.array([stats.kendalltau(f, y, alternative="greater", method="exact").pvalue for f, y in zip(fm, ym)])
+    per_gene_s = (time.perf_counter() - t0) / n_scipy
+    diff = float(np.nanmax(np.abs(kendall_greater(fm, ym)[0] - ref)))
+    print(f"[perturbation] scipy kendalltau(method='exact') per gene: {per_gene_s * 1e3:.2f} ms/gene on "
+          f"{n_scipy} genes; max |p - p_scipy| = {diff:.1e}")
     sub = slice(0, n_scipy)
     for test in ("mannwhitney", "wilcoxon"):
         t0 = time.perf_counter()

@@ -38,6 +38,14 @@ def _run(args) -> int:
 def _book(args) -> int:
     from i2o_utils.book import build_book
 
+    if not args.skip_run and not args.no_null_screen:
+        from i2o_utils.runner import NotebookFailed, run_null_screen
+
+        try:
+            run_null_screen(args.profile, results_root=args.results_dir)
+        except NotebookFailed as e:
+            print(f"i2o book (null screen): {e}", file=sys.stderr)
+            return 1
     if not args.skip_run:
         rc = _run(args)
         if rc:
@@ -71,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--results-dir", default=None)
         if name == "book":
             r.add_argument("--skip-run", action="store_true", help="render the executed copies only")
+            r.add_argument("--no-null-screen", action="store_true",
+                           help="skip the null screen (run first, into <results>/null_screen) that "
+                                "notebook 50 uses to show calibration")
         r.set_defaults(func=func)
 
     try:

@@ -113,3 +113,29 @@ def run_notebooks(profile: str = "quick", select: Sequence[str] | None = None,
             log(f"[i2o] {src.name} done in {time.perf_counter() - t0:.1f} s")
             done.append(dst)
     return done
+
+
+NULL_SCREEN_LAST = 50
+"""The null screen runs the notebooks up to the evaluation (numbers <= this)."""
+
+
+def run_null_screen(profile: str = "quick", results_root: str | Path | None = None, seed: int | None = None,
+                    progress: bool = True, log=print) -> list[Path]:
+    """Run notebooks 00-50 on a simulated **null screen** (omics independent of the images).
+
+    Data, results and executed copies go to :func:`i2o_utils.paths.null_screen_dirs` of
+    ``results_root`` (default: the results root), apart from the main screen; notebook 50 of the
+    main screen reads the null screen's p-values from there to show the tests' calibration.
+    ``seed`` defaults to the profile's ``evaluation.null_screen_seed``.
+    """
+    from i2o_utils.config import get_profile
+    from i2o_utils.paths import null_screen_dirs, results_dir
+
+    root = Path(results_root) if results_root is not None else results_dir()
+    dirs = null_screen_dirs(root)
+    seed = get_profile(profile).evaluation.null_screen_seed if seed is None else int(seed)
+    stems = [p.stem for p in list_notebooks() if int(p.name[:2]) <= NULL_SCREEN_LAST]
+    log(f"[i2o] null screen (seed {seed}): notebooks {', '.join(s[:2] for s in stems)} -> {dirs['base']}")
+    return run_notebooks(profile, select=stems, output_dir=dirs["executed"],
+                         parameters={"null": True, "seed": seed}, data_dir=dirs["data"],
+                         results_dir=dirs["results"], progress=progress, log=log)

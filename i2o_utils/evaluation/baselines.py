@@ -106,7 +106,7 @@ def _ridge_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     keep = np.nanstd(x_train, axis=0) > 0
     if not keep.any():
         return np.repeat(y_train.mean(axis=0, keepdims=True), len(x_test), axis=0)
-    model = make_pipeline(StandardScaler(), RidgeCV(alphas=alphas, alpha_per_target=True))
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=list(alphas), alpha_per_target=len(alphas) > 1))
     model.fit(x_train[:, keep], y_train)
     return model.predict(x_test[:, keep])
 
@@ -141,7 +141,7 @@ def baseline_splits(name: str, features: pd.DataFrame, labels: dict, store_wells
     for key, model_splits in model_predictions.items():
         wide, source = labels[key]
         data = align_labels(store_wells, wide, *key, source=source)
-        keys = pd.MultiIndex.from_arrays([data.wells["plate_barcode"], data.wells["well_id"]])
+        keys = pd.MultiIndex.from_arrays([data.wells["plate_barcode"].astype(str), data.wells["well_id"]])
         x = features.reindex(keys)[cols].to_numpy(np.float64)
         has_x = np.isfinite(x).all(axis=1)
         genes = pd.Index(data.genes.astype(str))
@@ -150,7 +150,8 @@ def baseline_splits(name: str, features: pd.DataFrame, labels: dict, store_wells
             st = split_table[split_table["split"] == sp.split].set_index("target")["fold"]
             fold = data.wells["target"].map(st).fillna("unassigned").to_numpy()
             train = np.flatnonzero((fold == "train") & has_x)
-            test_keys = pd.MultiIndex.from_arrays([sp.wells["plate_barcode"], sp.wells["well_id"]])
+            test_keys = pd.MultiIndex.from_arrays([sp.wells["plate_barcode"].astype(str),
+                                                   [layout.normalise_well_id(w) for w in sp.wells["well_id"]]])
             pos = pd.Index(keys).get_indexer(test_keys)
             if (pos < 0).any():
                 raise layout.LayoutError(f"{source}: test well(s) of split {sp.split} not among the labelled wells")

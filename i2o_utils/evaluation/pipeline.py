@@ -429,7 +429,8 @@ def null_markdown(screen: dict, result: EvaluationResult, null_fractions: pd.Dat
         return ["", f"**Single split tests reject far more often than alpha** (up to "
                 f"{100 * rate.max():.0f}% for alpha = {result.alpha}): the test treats the wells as "
                 "independent, but wells of one perturbation share their label; only the median over "
-                "splits brings the fraction down. Read fractions near alpha with care."]
+                "splits brings the fraction down. Read fractions near alpha with care, or use the "
+                "calibrated perturbation-level test."]
 
     lines = []
     if screen.get("null"):
@@ -450,9 +451,10 @@ def null_markdown(screen: dict, result: EvaluationResult, null_fractions: pd.Dat
                          "signal overstate predictability.")
         lines += split_warning(fr)
         lines.append("")
-    lines.append(f"**Shuffled predictions** (each split's predictions permuted across its test wells, "
-                 f"{result.test_label}): the same evaluation on predictions that cannot know which well "
-                 f"they belong to. Expected: at most alpha = {result.alpha} raw, and about 0 after BH.")
+    lines.append(f"**Shuffled predictions** (each split's predictions permuted between its test perturbations, "
+                 f"whole blocks of wells at once; {result.test_label}): the same evaluation on predictions that "
+                 "cannot know which perturbation they belong to. Expected: at most alpha = "
+                 f"{result.alpha} raw, and about 0 after BH.")
     lines += [f"- {row_text(r)}" for _, r in null_fractions.iterrows()]
     if "pct_split_tests_below_alpha" in null_fractions:
         lines += split_warning(null_fractions)
@@ -462,9 +464,8 @@ def null_markdown(screen: dict, result: EvaluationResult, null_fractions: pd.Dat
         lines.append("")
         lines.append("**The shuffled predictions are significant too often** in "
                      + ", ".join(f"{o} {s.upper()}" for o, s in zip(above["omics"], above["stimulus"]))
-                     + ": the test wells there are too few or too alike (e.g. all of one perturbation, "
-                     "sharing one label) for shuffling to remove what the predictions know, so the "
-                     "check cannot tell whether the fractions above exceed chance.")
+                     + ": the test is not calibrated there (wells of one perturbation share one label and "
+                     "are treated as independent), so its fractions above overstate predictability.")
     return "\n".join(lines)
 
 
