@@ -38,7 +38,8 @@ def _run(args) -> int:
 def _book(args) -> int:
     from i2o_utils.book import build_book
 
-    if not args.skip_run and not args.no_null_screen:
+    wants_50 = not args.notebooks or any(str(n).startswith("50") for n in args.notebooks)
+    if not args.skip_run and not args.no_null_screen and wants_50:
         from i2o_utils.runner import NotebookFailed, run_null_screen
 
         try:

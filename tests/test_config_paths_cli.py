@@ -62,3 +62,26 @@ def test_cli_simulate(tmp_path):
     r = subprocess.run([sys.executable, "-m", "i2o_utils.cli", "simulate", "--profile", "huge"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_book_runs_the_null_screen_first_into_its_own_roots(tmp_path, monkeypatch):
+    import i2o_utils.book
+    import i2o_utils.runner as runner
+    from i2o_utils.cli import main
+    from i2o_utils.paths import null_screen_dirs
+
+    calls = []
+    monkeypatch.setattr(runner, "run_notebooks", lambda profile, **kw: calls.append((profile, kw)) or [])
+    monkeypatch.setattr(i2o_utils.book, "build_book", lambda: tmp_path / "index.html")
+    assert main(["book", "--profile", "smoke", "--results-dir", str(tmp_path)]) == 0
+    (p_null, null_kw), (p_main, main_kw) = calls
+    dirs = null_screen_dirs(tmp_path)
+    assert p_null == p_main == "smoke"
+    assert null_kw["parameters"] == {"null": True, "seed": 1}
+    assert null_kw["data_dir"] == dirs["data"] and null_kw["results_dir"] == dirs["results"]
+    assert null_kw["output_dir"] == dirs["executed"]
+    assert null_kw["select"][-1].startswith("50_") and all(int(s[:2]) <= 50 for s in null_kw["select"])
+    assert main_kw["results_dir"] == str(tmp_path)
+    calls.clear()
+    assert main(["book", "--profile", "smoke", "--no-null-screen", "--results-dir", str(tmp_path)]) == 0
+    assert len(calls) == 1
