@@ -7,8 +7,9 @@ Three profiles share one structure:
   K=240 wells / 12 groups / N=12 tiles for pre-training, K=64 / N=64 for fine-tuning,
   N=512 x 3 seeds at inference, 10 splits of 70/10/20.
 * ``quick``: what ``make book`` runs on a 2-core laptop CPU in about 20 minutes. It keeps the
-  design of the screen (two stimuli, two omics plates per stimulus, two imaging plates per omics
-  plate, NT/STAT1/STAT6 controls) and shrinks what it must; :attr:`Profile.shrunk` lists each
+  design of the screen (the paper's 156 knock-outs with NT/STAT1/STAT6 controls, so that a split
+  tests about 31 perturbations; two stimuli, two omics plates per stimulus, two imaging plates per
+  omics plate) and shrinks what it must (one well per knock-out and plate, small images); :attr:`Profile.shrunk` lists each
   shrinkage so the book can state it.
 * ``smoke``: a few wells per plate and a handful of steps, for CI: every notebook in seconds.
 

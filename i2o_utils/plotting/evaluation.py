@@ -119,7 +119,8 @@ def fig3_predictability_bars(fractions: pd.DataFrame) -> plt.Figure:
             if r == len(omics_list) - 1:
                 ax.set_xlabel("% of gene products measured")
     fig.suptitle(f"Fig 3 | Gene products more predictable than the mean predictor "
-                 f"(median p < {fractions['alpha'].iloc[0]} over {int(fractions['n_splits'].max())} splits)\n"
+                 f"({'2 x median' if test == 'perturbation' else 'median'} p < {fractions['alpha'].iloc[0]} "
+                 f"over {int(fractions['n_splits'].max())} splits)\n"
                  f"{TEST_LABELS[test]}; bar: 95% interval from the 2.5%/97.5% quantiles of p",
                  fontsize=10)
     fig.tight_layout()
@@ -181,7 +182,7 @@ def fig12_measured_vs_predicted(per_gene: pd.DataFrame,
             label = gene["symbol"] if isinstance(gene["symbol"], str) else gene["gene"]
             which = "most" if c == 0 else "least"
             ax.set_title(f"{omics} {stim.upper()}: {which} predictable ({note})\n{label}: "
-                         f"r² {gene['r2']:.2f}, median p {gene['p_median']:.2g}", fontsize=8)
+                         f"r² {gene['r2']:.2f}, p {gene.get('p_gene', gene['p_median']):.2g}", fontsize=8)
             ax.set_xlabel("measured")
             ax.set_ylabel("predicted")
     fig.suptitle(f"Fig 12 | Measured vs predicted abundance (points: test wells of all splits)\n"
