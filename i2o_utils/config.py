@@ -200,8 +200,6 @@ class EvaluationConfig:
     takes minutes at the paper's scale, so only the small profiles do it)."""
     null_seed: int = 0
     """Seed of the shuffled-prediction null run."""
-    null_screen_seed: int = 1
-    """Seed of the simulated null screen that ``i2o book`` runs beside the main screen."""
 
 
 @dataclass(frozen=True)
