@@ -35,6 +35,7 @@ from i2o_utils.evaluation.significance import TEST_LABELS, TESTS, benjamini_hoch
 from i2o_utils.evaluation.summaries import (
     evaluate_splits,
     null_by_shuffling,
+    pooled_pvalues,
     predictability_fractions,
     summarise_genes,
 )
@@ -198,10 +199,11 @@ def evaluate_screen(inputs: EvaluationInputs, *, test: str = "mannwhitney", alph
     per_split, per_gene = [], []
     for key, splits in inputs.predictions.items():
         ps = evaluate_splits(splits, test, n_jobs=n_jobs, progress=progress)
+        pooled = pooled_pvalues(splits) if test == "perturbation" else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pg = summarise_genes(ps, inputs.gene_tables.get(key), alpha=alpha, fdr=fdr,
-                                 symbols=inputs.symbols.get(key[0]))
+                                 symbols=inputs.symbols.get(key[0]), pooled=pooled)
         inputs.notes.extend(m for m in (str(w.message) for w in caught) if m not in inputs.notes)
         per_split.append(ps)
         per_gene.append(pg)

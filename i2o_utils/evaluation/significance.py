@@ -66,7 +66,7 @@ TESTS = ("perturbation", "mannwhitney", "wilcoxon")
 """The calibrated test at the perturbation level (the default; :mod:`~i2o_utils.evaluation.perturbation`)
 and the paper's two well-level tests, kept exactly as they are for reproduction."""
 TEST_LABELS = {
-    "perturbation": "perturbation-level permutation test (Kendall's tau, 2 x median over splits; calibrated)",
+    "perturbation": "perturbation-level permutation test (Kendall's tau, out-of-fold perturbation means pooled over splits)",
     "mannwhitney": "one-sided Mann–Whitney U test (the paper's text)",
     "wilcoxon": "one-sided paired Wilcoxon signed-rank test (the authors' released code)",
 }

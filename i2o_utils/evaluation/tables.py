@@ -78,7 +78,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         "median p": [f"{p:.2g}" for p in table["p_median"]],
     })
     if "p_gene" in table and (table["test"] == "perturbation").any():
-        out = out.drop(columns="median p").assign(**{"p (2 x median)": [f"{p:.2g}" for p in table["p_gene"]]})
+        out = out.drop(columns="median p").assign(**{"p (pooled)": [f"{p:.2g}" for p in table["p_gene"]]})
     if "r2_oos" in table and table["r2_oos"].notna().any():
         out.insert(3, "OOS R²", [f"{v:.2f}" if np.isfinite(v) else "n/a" for v in table["r2_oos"]])
     return out

@@ -119,7 +119,7 @@ def fig3_predictability_bars(fractions: pd.DataFrame) -> plt.Figure:
             if r == len(omics_list) - 1:
                 ax.set_xlabel("% of gene products measured")
     fig.suptitle(f"Fig 3 | Gene products more predictable than the mean predictor "
-                 f"({'2 x median' if test == 'perturbation' else 'median'} p < {fractions['alpha'].iloc[0]} "
+                 f"({'pooled' if test == 'perturbation' else 'median'} p < {fractions['alpha'].iloc[0]} "
                  f"over {int(fractions['n_splits'].max())} splits)\n"
                  f"{TEST_LABELS[test]}; bar: 95% interval from the 2.5%/97.5% quantiles of p",
                  fontsize=10)
