@@ -44,11 +44,40 @@ def _run(args) -> int:
 def _book(args) -> int:
     from i2o_utils.book import build_book
 
-    if not args.skip_run:
+    wants_50 = not args.notebooks or any(str(n).startswith("50") for n in args.notebooks)
+    if not args.skip_run and not args.no_null_screen and wants_50:
+        rc = _run_with_null_screen(args)
+        if rc:
+            return rc
+    elif not args.skip_run:
         rc = _run(args)
         if rc:
             return rc
     print(f"book: {build_book(results_root=args.results_dir)}")
+    return 0
+
+
+def _run_with_null_screen(args) -> int:
+    """Main screen up to notebook 40, the null screen (sharing its imaging steps), then the rest."""
+    from i2o_utils.paths import results_dir
+    from i2o_utils.runner import NULL_SCREEN_LAST, NotebookFailed, list_notebooks, run_notebooks, run_null_screen
+
+    stems = [p.stem for p in list_notebooks(args.notebooks or None)]
+    params = _params(args.parameter)
+    first = [s for s in stems if int(s[:2]) < NULL_SCREEN_LAST]
+    rest = [s for s in stems if int(s[:2]) >= NULL_SCREEN_LAST]
+    common = dict(output_dir=args.output_dir, parameters=params, data_dir=args.data_dir,
+                  results_dir=args.results_dir)
+    try:
+        if first:
+            run_notebooks(args.profile, select=first, **common)
+        root = args.results_dir if args.results_dir is not None else results_dir()
+        run_null_screen(args.profile, results_root=root, seed=int(params.get("seed", 0)))
+        if rest:
+            run_notebooks(args.profile, select=rest, **common)
+    except NotebookFailed as e:
+        print(f"i2o book: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -77,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--results-dir", default=None)
         if name == "book":
             r.add_argument("--skip-run", action="store_true", help="render the executed copies only")
+            r.add_argument("--no-null-screen", action="store_true",
+                           help="skip the null screen (run after notebook 40, into "
+                                "<results>/null_screen) that notebook 50 uses to show calibration")
         r.set_defaults(func=func)
 
     try:

@@ -60,3 +60,15 @@ def bucket_paths(root: Path | None = None) -> dict[str, Path]:
         "checkpoints": root / "checkpoints",
         "simulation": root / "simulation",  # truth tables of the simulated screen
     }
+
+
+NULL_SCREEN_DIR = "null_screen"
+
+
+def null_screen_dirs(results_root: Path | None = None) -> dict[str, Path]:
+    """Where ``i2o book`` runs the null screen beside the main one: ``<results root>/null_screen/``
+    with ``data`` (its data root), ``results`` (its results root) and ``executed`` (its executed
+    notebooks, outside the book). Not created."""
+    root = Path(results_root) if results_root is not None else results_dir()
+    base = root / NULL_SCREEN_DIR
+    return {"base": base, "data": base / "data", "results": base / "results", "executed": base / "executed"}

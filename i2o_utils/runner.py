@@ -273,3 +273,50 @@ def present_for_book(executed: str | Path) -> Path:
     with atomic_path(executed) as tmp:
         nbformat.write(nb, tmp)
     return executed
+
+
+NULL_SCREEN_LAST = 50
+"""The null screen runs the notebooks up to the evaluation (numbers <= this)."""
+NULL_SCREEN_SHARED = ("20_preprocess_images", "30_pretrain_backbone")
+"""Steps the null screen takes from the main screen instead of running them: the imaging steps,
+which never see the omics."""
+
+
+def run_null_screen(profile: str = "quick", results_root: str | Path | None = None, seed: int = 0,
+                    progress: bool = True, log=print) -> list[Path]:
+    """Evaluate a **null screen**: the main screen's images with omics drawn independently of them.
+
+    The simulator, with the main screen's ``seed`` and ``null=True``, lays out the same plates,
+    wells and perturbations but draws the omics' perturbation effects independently of the
+    imaging wells'. The imaging steps (:data:`NULL_SCREEN_SHARED`: tiles and pre-trained
+    backbone, which never see the omics) are the main screen's, linked, so the images carry no
+    information about the null omics; notebooks 00, 10, 40 and 50 run again into
+    :func:`i2o_utils.paths.null_screen_dirs` of ``results_root`` (default: the results root).
+    Notebook 50 of the main screen then reads the null screen's p-values from there.
+
+    The main screen's notebooks 20 and 30 must have run (into ``results_root``).
+    """
+    from i2o_utils.paths import null_screen_dirs, results_dir
+
+    root = Path(results_root) if results_root is not None else results_dir()
+    dirs = null_screen_dirs(root)
+    dirs["results"].mkdir(parents=True, exist_ok=True)
+    for step in NULL_SCREEN_SHARED:
+        src, dst = (root / step).resolve(), dirs["results"] / step
+        if not src.is_dir():
+            raise FileNotFoundError(f"{src}: the null screen shares the main screen's {step}; run it first")
+        if dst.is_symlink() or dst.exists():
+            if dst.is_symlink() and dst.resolve() == src:
+                continue
+            if dst.is_symlink() or dst.is_file():
+                dst.unlink()
+            else:
+                raise FileExistsError(f"{dst} exists and is not a link to {src}; remove it")
+        dst.symlink_to(src, target_is_directory=True)
+    stems = [p.stem for p in list_notebooks() if int(p.name[:2]) <= NULL_SCREEN_LAST
+             and p.stem not in NULL_SCREEN_SHARED]
+    log(f"[i2o] null screen (seed {seed}, the main screen's images): notebooks "
+        f"{', '.join(s[:2] for s in stems)} -> {dirs['base']}")
+    return run_notebooks(profile, select=stems, output_dir=dirs["executed"],
+                         parameters={"null": True, "seed": int(seed)}, data_dir=dirs["data"],
+                         results_dir=dirs["results"], progress=progress, log=log)

@@ -62,3 +62,35 @@ def test_cli_simulate(tmp_path):
     r = subprocess.run([sys.executable, "-m", "i2o_utils.cli", "simulate", "--profile", "huge"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_book_runs_a_null_screen_sharing_the_imaging_steps(tmp_path, monkeypatch):
+    import i2o_utils.book
+    import i2o_utils.runner as runner
+    from i2o_utils.cli import main
+    from i2o_utils.paths import null_screen_dirs
+
+    calls = []
+    monkeypatch.setattr(runner, "run_notebooks", lambda profile, **kw: calls.append((profile, kw)) or [])
+    monkeypatch.setattr(i2o_utils.book, "build_book", lambda: tmp_path / "index.html")
+    with pytest.raises(FileNotFoundError, match="20_preprocess_images"):
+        main(["book", "--profile", "smoke", "--results-dir", str(tmp_path)])
+    for step in runner.NULL_SCREEN_SHARED:
+        (tmp_path / step).mkdir()
+    calls.clear()
+    assert main(["book", "--profile", "smoke", "--results-dir", str(tmp_path), "-p", "seed", "3"]) == 0
+    (p1, first), (p_null, null_kw), (p2, rest) = calls
+    dirs = null_screen_dirs(tmp_path)
+    assert p1 == p_null == p2 == "smoke"
+    assert all(int(s[:2]) < 50 for s in first["select"]) and rest["select"][0].startswith("50_")
+    # the null screen: the main screen's seed, its own roots, the imaging steps linked, not rerun
+    assert null_kw["parameters"] == {"null": True, "seed": 3}
+    assert null_kw["data_dir"] == dirs["data"] and null_kw["results_dir"] == dirs["results"]
+    assert null_kw["output_dir"] == dirs["executed"]
+    assert [s[:2] for s in null_kw["select"]] == ["00", "10", "40", "50"]
+    for step in runner.NULL_SCREEN_SHARED:
+        assert (dirs["results"] / step).resolve() == (tmp_path / step).resolve()
+    assert first["results_dir"] == str(tmp_path)
+    calls.clear()
+    assert main(["book", "--profile", "smoke", "--no-null-screen", "--results-dir", str(tmp_path)]) == 0
+    assert len(calls) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,7 +28,10 @@ def roots(tmp_path, monkeypatch):
     folder = results / "40_finetune_omics" / "predictions"
     for omics, stim in (("transcriptomics", "m1"), ("proteomics", "m2")):
         for k in range(2):
-            make_prediction_file(folder, omics, stim, k, n_val=2, n_test=9, genes=GENES, seed=3)
+            path = make_prediction_file(folder, omics, stim, k, n_val=2, n_test=9, genes=GENES, seed=3)
+            a = ad.read_h5ad(path)  # test wells of 5 perturbations (2 wells each, one alone)
+            a.obs["target"] = ["NT", "NT"] + [f"KO{i // 2}" for i in range(9)]
+            a.write_h5ad(path)
         table = pd.DataFrame({"gene": list(GENES) + ["LOW1", "LOW2"], "kept": [True] * 12 + [False] * 2,
                               "reason": [""] * 12 + ["low expression"] * 2})
         path = gene_table_path(omics, stim, results / "10_preprocess_omics")
@@ -83,9 +87,11 @@ def test_evaluate_save_and_explain(roots):
     null = pipeline.null_check(inputs, test="wilcoxon")
     assert len(null) == 2 and null["pct_split_tests_below_alpha"].between(0, 100).all()
     both = pipeline.compare_tests(inputs)
-    assert len(both) == 4 and both["test"].str.contains("Mann–Whitney").sum() == 2
-    assert both["omics"].tolist() == ["transcriptomics"] * 2 + ["proteomics"] * 2
-    assert {"precision", "recall", "split_tests_false_positive_rate"} <= set(both.columns)
+    assert len(both) == 6 and both["test"].tolist() == ["perturbation", "mannwhitney", "wilcoxon"] * 2
+    assert both["omics"].tolist() == ["transcriptomics"] * 3 + ["proteomics"] * 3
+    assert tuple(both.columns) == pipeline.TESTS_COMPARED_COLUMNS
+    # the truth lists transcripts only: proteomics has nothing to recover
+    assert both.loc[both["omics"] == "proteomics", "recall"].isna().all()
     assert "Shuffled predictions" in pipeline.null_markdown(inputs.screen, result, null)
     assert "null screen" in pipeline.null_markdown({"null": True}, result, null)
     loose = null.assign(pct_split_tests_below_alpha=20.0)
@@ -130,3 +136,34 @@ def test_truth_check_summary_sums_the_splits(roots):
     assert len(summary) == per_split.groupby(["omics", "stimulus"]).ngroups
     assert summary["values disagreeing"].sum() == per_split["values disagreeing"].sum()
     assert (summary["splits"] == per_split.groupby(["omics", "stimulus"], sort=False)["split"].nunique().values).all()
+
+
+def test_null_calibration_from_a_null_screens_pvalues(roots, tmp_path):
+    data, results = roots
+    inputs = pipeline.load_evaluation_inputs(n_splits=2)
+    res = pipeline.evaluate_all_tests(inputs)
+    assert set(res) == {"perturbation", "mannwhitney", "wilcoxon"}
+    pv = pipeline.pvalues_by_test(res)
+    assert set(pv["level"]) == {"split", "gene"} and pv["pvalue"].between(0, 1).all()
+    cal = pipeline.null_calibration(pv)
+    assert tuple(cal.columns) == pipeline.NULL_CALIBRATION_COLUMNS and len(cal) == 6
+    # by hand for one row
+    g = pv[(pv["omics"] == "proteomics") & (pv["test"] == "wilcoxon")]
+    row = cal[(cal["omics"] == "proteomics") & (cal["test"] == "wilcoxon")].iloc[0]
+    assert row["pct_p_below_alpha"] == pytest.approx(100 * (g.loc[g["level"] == "gene", "pvalue"] < 0.05).mean())
+    assert row["split_tests_false_positive_rate"] == pytest.approx((g.loc[g["level"] == "split", "pvalue"] < 0.05).mean())
+
+    # where i2o book puts the null screen; absent -> None; a screen that is not null -> error
+    from i2o_utils.paths import null_screen_dirs
+
+    assert pipeline.load_null_screen(results) is None
+    dirs = null_screen_dirs(results)
+    (dirs["results"] / "50_evaluate").mkdir(parents=True)
+    pv.to_parquet(dirs["results"] / "50_evaluate" / pipeline.NULL_PVALUES_FILE)
+    dirs["data"].mkdir(parents=True)
+    (dirs["data"] / "SCREEN.json").write_text(json.dumps({"source": "simulated", "null": False}))
+    with pytest.raises(layout.LayoutError, match="not a null screen"):
+        pipeline.load_null_screen(results)
+    (dirs["data"] / "SCREEN.json").write_text(json.dumps({"source": "simulated", "null": True, "seed": 5}))
+    info, back = pipeline.load_null_screen(results)
+    assert info["seed"] == 5 and len(back) == len(pv)

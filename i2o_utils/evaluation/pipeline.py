@@ -31,17 +31,20 @@ from i2o_utils.evaluation.predictions import (
     read_gene_table,
     read_screen_info,
 )
-from i2o_utils.evaluation.significance import TEST_LABELS, check_test
+from i2o_utils.evaluation.significance import TEST_LABELS, TESTS, benjamini_hochberg, check_test
 from i2o_utils.evaluation.summaries import (
     evaluate_splits,
     null_by_shuffling,
+    pooled_pvalues,
     predictability_fractions,
     summarise_genes,
 )
 from i2o_utils.evaluation.truth import read_truth_genes, truth_path
 
 __all__ = ["EvaluationInputs", "EvaluationResult", "load_evaluation_inputs", "evaluate_screen",
-           "null_check", "compare_tests", "save_evaluation", "evidence_markdown", "null_markdown", "screen_label"]
+           "null_check", "evaluate_all_tests", "tests_compared", "compare_tests", "pvalues_by_test",
+           "null_calibration", "load_null_screen", "null_screen_evidence", "save_parquet", "save_evaluation", "evidence_markdown", "null_markdown",
+           "screen_label"]
 
 Key = tuple[str, str]
 
@@ -203,10 +206,11 @@ def evaluate_screen(inputs: EvaluationInputs, *, test: str = "mannwhitney", alph
     per_split, per_gene = [], []
     for key, splits in inputs.predictions.items():
         ps = evaluate_splits(splits, test, n_jobs=n_jobs, progress=progress)
+        pooled = pooled_pvalues(splits) if test == "perturbation" else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pg = summarise_genes(ps, inputs.gene_tables.get(key), alpha=alpha, fdr=fdr,
-                                 symbols=inputs.symbols.get(key[0]))
+                                 symbols=inputs.symbols.get(key[0]), pooled=pooled)
         inputs.notes.extend(m for m in (str(w.message) for w in caught) if m not in inputs.notes)
         per_split.append(ps)
         per_gene.append(pg)
@@ -228,33 +232,156 @@ def null_check(inputs: EvaluationInputs, *, test: str = "mannwhitney", alpha: fl
     return pd.concat(parts, ignore_index=True)
 
 
-def compare_tests(inputs: EvaluationInputs, *, alpha: float = 0.05, fdr: float = 0.05,
-                  n_jobs: int = 1) -> pd.DataFrame:
-    """Both tests side by side: the paper's text (Mann–Whitney) and the released code (Wilcoxon).
+def evaluate_all_tests(inputs: EvaluationInputs, *, alpha: float = 0.05, fdr: float = 0.05,
+                       n_jobs: int = 1, done: EvaluationResult | None = None) -> dict[str, EvaluationResult]:
+    """Every test of :data:`~i2o_utils.evaluation.significance.TESTS` on the same predictions.
 
-    One row per (omics, stimulus, test): percent significant with its interval, the BH count
-    and, on a simulated screen, precision and recall of the raw calls and the false-positive
-    rate of single split tests among non-visible genes.
+    ``done``: a result already computed (its test is not run again).
+    """
+    out: dict[str, EvaluationResult] = {}
+    for test in TESTS:
+        if done is not None and done.test == test:
+            out[test] = done
+        else:
+            out[test] = evaluate_screen(inputs, test=test, alpha=alpha, fdr=fdr, n_jobs=n_jobs, progress=False)
+    return out
+
+
+TESTS_COMPARED_COLUMNS = ("omics", "stimulus", "test", "n_genes", "n_significant", "n_significant_bh",
+                          "pct_significant", "precision", "recall", "split_tests_false_positive_rate")
+
+
+def _order_rows(out: pd.DataFrame) -> pd.DataFrame:
+    order = {k: i for i, k in enumerate((o, s) for o in OMICS for s in STIMULI)}
+    torder = {t: i for i, t in enumerate(TESTS)}
+    out = out.assign(_o=[order.get(k, len(order)) for k in zip(out["omics"], out["stimulus"])],
+                     _t=[torder.get(t, len(torder)) for t in out["test"]])
+    return out.sort_values(["_o", "_t"], kind="mergesort", ignore_index=True).drop(columns=["_o", "_t"])
+
+
+def tests_compared(results: dict[str, EvaluationResult], truth: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per (omics, stimulus, test): the contract table ``tests_compared.csv``.
+
+    Columns :data:`TESTS_COMPARED_COLUMNS`; ``precision`` and ``recall`` are those of the
+    Benjamini–Hochberg call (q < FDR) against the simulator's planted genes, and
+    ``split_tests_false_positive_rate`` the share of single (split, gene) tests with p < alpha
+    among genes that are not planted; all three empty without a truth table (real data).
     """
     from i2o_utils.evaluation.truth import truth_recovery
 
     rows = []
-    for test in ("mannwhitney", "wilcoxon"):
-        res = evaluate_screen(inputs, test=test, alpha=alpha, fdr=fdr, n_jobs=n_jobs, progress=False)
-        fr = res.fractions[["omics", "stimulus", "test", "n_genes", "n_significant", "pct_significant",
-                            "pct_significant_lo", "pct_significant_hi", "n_significant_bh"]]
-        if inputs.truth is not None:
-            rec = truth_recovery(res.per_gene, inputs.truth, res.per_split)
-            rec = rec[rec["call"] == "raw"][["omics", "stimulus", "precision", "recall",
-                                             "split_tests_false_positive_rate"]]
+    for test, res in results.items():
+        fr = res.fractions[["omics", "stimulus", "test", "n_genes", "n_significant", "n_significant_bh",
+                            "pct_significant"]].copy()
+        if truth is not None:
+            rec = truth_recovery(res.per_gene, truth, res.per_split)
+            rec = rec[rec["call"] == "BH"][["omics", "stimulus", "precision", "recall",
+                                            "split_tests_false_positive_rate"]]
             fr = fr.merge(rec, on=["omics", "stimulus"], how="left")
+        else:
+            fr["precision"] = fr["recall"] = fr["split_tests_false_positive_rate"] = np.nan
         rows.append(fr)
-    out = pd.concat(rows, ignore_index=True)
-    order = {k: i for i, k in enumerate((o, s) for o in OMICS for s in STIMULI)}
-    out["_order"] = [order.get(k, len(order)) for k in zip(out["omics"], out["stimulus"])]
-    out = out.sort_values(["_order", "test"], kind="mergesort", ignore_index=True).drop(columns="_order")
-    out["test"] = out["test"].map(TEST_LABELS)
-    return out
+    return _order_rows(pd.concat(rows, ignore_index=True))[list(TESTS_COMPARED_COLUMNS)]
+
+
+def compare_tests(inputs: EvaluationInputs, *, alpha: float = 0.05, fdr: float = 0.05,
+                  n_jobs: int = 1) -> pd.DataFrame:
+    """Every test side by side on the same predictions (:func:`tests_compared` of :func:`evaluate_all_tests`)."""
+    return tests_compared(evaluate_all_tests(inputs, alpha=alpha, fdr=fdr, n_jobs=n_jobs), inputs.truth)
+
+
+def pvalues_by_test(results: dict[str, EvaluationResult]) -> pd.DataFrame:
+    """Long table of every p-value: ``omics, stimulus, test, level, split, gene, pvalue``.
+
+    ``level`` is ``split`` (one split's test; ``split`` its number) or ``gene`` (the gene's
+    p-value over the splits, ``p_gene``; ``split`` = -1). Read back by :func:`null_calibration`.
+    """
+    parts = []
+    for test, res in results.items():
+        ps = res.per_split[["omics", "stimulus", "split", "gene", "pvalue"]].assign(test=test, level="split")
+        pg = res.per_gene[res.per_gene["p_gene"].notna()]
+        pg = pg[["omics", "stimulus", "gene", "p_gene"]].rename(columns={"p_gene": "pvalue"})
+        parts += [ps, pg.assign(test=test, level="gene", split=-1)]
+    out = pd.concat(parts, ignore_index=True)
+    out = out[np.isfinite(out["pvalue"].to_numpy(np.float64))]
+    return out[["omics", "stimulus", "test", "level", "split", "gene", "pvalue"]].reset_index(drop=True)
+
+
+NULL_CALIBRATION_COLUMNS = ("omics", "stimulus", "test", "n_genes", "pct_p_below_alpha", "pct_significant_bh",
+                            "split_tests_false_positive_rate")
+
+
+def null_calibration(pvalues: pd.DataFrame, *, alpha: float = 0.05, fdr: float = 0.05) -> pd.DataFrame:
+    """Calibration on a null screen, one row per (omics, stimulus, test).
+
+    From :func:`pvalues_by_test` of a null screen's evaluation: ``n_genes`` (tested),
+    ``pct_p_below_alpha`` (percent of genes whose p-value over splits is < alpha: the raw
+    fraction significant), ``pct_significant_bh`` (percent with BH q < ``fdr``) and
+    ``split_tests_false_positive_rate`` (share of single split tests with p < alpha). On a
+    screen without signal a calibrated test gives at most alpha, about 0 and about alpha.
+    """
+    rows = []
+    for (omics, stim, test), g in pvalues.groupby(["omics", "stimulus", "test"], sort=False):
+        pg = g.loc[g["level"] == "gene", "pvalue"].to_numpy(np.float64)
+        ps = g.loc[g["level"] == "split", "pvalue"].to_numpy(np.float64)
+        q = benjamini_hochberg(pg)
+        rows.append({"omics": omics, "stimulus": stim, "test": test, "n_genes": len(pg),
+                     "pct_p_below_alpha": 100.0 * float(np.mean(pg < alpha)) if len(pg) else np.nan,
+                     "pct_significant_bh": 100.0 * float(np.mean(q < fdr)) if len(pg) else np.nan,
+                     "split_tests_false_positive_rate": float(np.mean(ps < alpha)) if len(ps) else np.nan})
+    return _order_rows(pd.DataFrame(rows))[list(NULL_CALIBRATION_COLUMNS)]
+
+
+NULL_PVALUES_FILE = "pvalues_by_test.parquet"
+
+
+def load_null_screen(results_root: str | os.PathLike | None = None) -> tuple[dict, pd.DataFrame] | None:
+    """The null screen's evaluation that ``i2o book`` runs beside the main one, or None if absent.
+
+    Reads ``<null results>/50_evaluate/pvalues_by_test.parquet`` and the null screen's
+    SCREEN.json (:func:`i2o_utils.paths.null_screen_dirs`). Raises when the folder holds a
+    screen that is not a null screen.
+    """
+    from i2o_utils.paths import null_screen_dirs
+
+    dirs = null_screen_dirs(results_root)
+    path = dirs["results"] / "50_evaluate" / NULL_PVALUES_FILE
+    if not path.exists():
+        return None
+    info = read_screen_info(dirs["data"])
+    if not info.get("null"):
+        raise layout.LayoutError(f"{dirs['data']}: the screen there is not a null screen ({info.get('path')})")
+    pv = pd.read_parquet(path)
+    missing = [c for c in ("omics", "stimulus", "test", "level", "split", "gene", "pvalue") if c not in pv]
+    if missing:
+        raise layout.LayoutError(f"{path}: missing column(s) {missing}")
+    return info, pv
+
+
+def null_screen_evidence(screen: dict, results: dict[str, EvaluationResult],
+                         results_root: str | os.PathLike | None = None) -> tuple[str, pd.DataFrame | None]:
+    """The p-values of a screen without signal, and where they come from, for the null section.
+
+    On a null screen, this run's own p-values; otherwise the null screen that ``i2o book`` runs
+    beside the main one (:func:`load_null_screen`). Returns ``(description, pvalues)``, with
+    ``pvalues`` None (and the description saying so) when no null screen was run.
+    """
+    if screen.get("null"):
+        return f"this run itself ({screen_label(screen)})", pvalues_by_test(results)
+    found = load_null_screen(results_root)
+    if found is None:
+        return ("no null screen was run beside this one (`i2o book` runs one; `i2o run` does not), "
+                "so calibration is not shown for this run"), None
+    info, pv = found
+    return f"the {screen_label(info)} run beside this one", pv
+
+
+def save_parquet(path: str | os.PathLike, df: pd.DataFrame) -> list[Path]:
+    """Write ``df`` to ``path`` as Parquet, atomically; returns ``[path]``."""
+    path = Path(path)
+    with layout.atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+    return [path]
 
 
 def save_evaluation(out_dir: str | os.PathLike, result: EvaluationResult, **tables: pd.DataFrame | None) -> list[Path]:
@@ -329,7 +456,8 @@ def null_markdown(screen: dict, result: EvaluationResult, null_fractions: pd.Dat
         return ["", f"**Single split tests reject far more often than alpha** (up to "
                 f"{100 * rate.max():.0f}% for alpha = {result.alpha}): the test treats the wells as "
                 "independent, but wells of one perturbation share their label; only the median over "
-                "splits brings the fraction down. Read fractions near alpha with care."]
+                "splits brings the fraction down. Read fractions near alpha with care, or use the "
+                "calibrated perturbation-level test."]
 
     lines = []
     if screen.get("null"):
@@ -350,9 +478,10 @@ def null_markdown(screen: dict, result: EvaluationResult, null_fractions: pd.Dat
                          "signal overstate predictability.")
         lines += split_warning(fr)
         lines.append("")
-    lines.append(f"**Shuffled predictions** (each split's predictions permuted across its test wells, "
-                 f"{result.test_label}): the same evaluation on predictions that cannot know which well "
-                 f"they belong to. Expected: at most alpha = {result.alpha} raw, and about 0 after BH.")
+    lines.append(f"**Shuffled predictions** (each split's predictions permuted between its test perturbations, "
+                 f"whole blocks of wells at once; {result.test_label}): the same evaluation on predictions that "
+                 "cannot know which perturbation they belong to. Expected: at most alpha = "
+                 f"{result.alpha} raw, and about 0 after BH.")
     lines += [f"- {row_text(r)}" for _, r in null_fractions.iterrows()]
     if "pct_split_tests_below_alpha" in null_fractions:
         lines += split_warning(null_fractions)
@@ -362,9 +491,8 @@ def null_markdown(screen: dict, result: EvaluationResult, null_fractions: pd.Dat
         lines.append("")
         lines.append("**The shuffled predictions are significant too often** in "
                      + ", ".join(f"{o} {s.upper()}" for o, s in zip(above["omics"], above["stimulus"]))
-                     + ": the test wells there are too few or too alike (e.g. all of one perturbation, "
-                     "sharing one label) for shuffling to remove what the predictions know, so the "
-                     "check cannot tell whether the fractions above exceed chance.")
+                     + ": the test is not calibrated there (wells of one perturbation share one label and "
+                     "are treated as independent), so its fractions above overstate predictability.")
     return "\n".join(lines)
 
 

@@ -142,6 +142,23 @@ class SplitPredictions:
         perm = rng.permutation(self.n_wells)
         return replace(self, predicted=self.predicted[perm])
 
+    def block_shuffled(self, rng: np.random.Generator) -> "SplitPredictions":
+        """A copy whose predictions are permuted between test perturbations, whole blocks at once.
+
+        Well k of perturbation g takes the prediction of well (k mod size) of perturbation
+        pi(g) (:func:`~i2o_utils.evaluation.perturbation.block_permutation`): the predictions
+        keep their clustering by perturbation (as they would with images carrying no signal)
+        but cannot know which perturbation they belong to. This is the null at the unit the
+        labels vary at; :meth:`shuffled` (across single wells) is not, because it breaks the
+        clustering that makes well-level tests over-confident.
+        """
+        from i2o_utils.evaluation.perturbation import block_permutation
+
+        if "target" not in self.wells:
+            raise ValueError(f"{self.path or 'split'}: block shuffling needs the wells' 'target' column")
+        order = block_permutation(self.wells["target"], rng)
+        return replace(self, predicted=self.predicted[order])
+
 
 def _dense(m) -> np.ndarray:
     if hasattr(m, "toarray"):

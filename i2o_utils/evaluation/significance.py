@@ -49,6 +49,7 @@ from i2o_utils.evaluation.metrics import smape_per_well
 __all__ = [
     "TESTS",
     "TEST_LABELS",
+    "CALIBRATED",
     "MeanPredictorTest",
     "test_vs_mean_predictor",
     "test_smapes",
@@ -61,11 +62,17 @@ __all__ = [
     "check_test",
 ]
 
-TESTS = ("mannwhitney", "wilcoxon")
+TESTS = ("perturbation", "mannwhitney", "wilcoxon")
+"""The calibrated test at the perturbation level (the default; :mod:`~i2o_utils.evaluation.perturbation`)
+and the paper's two well-level tests, kept exactly as they are for reproduction."""
 TEST_LABELS = {
+    "perturbation": "perturbation-level permutation test (Kendall's tau, out-of-fold perturbation means pooled over splits)",
     "mannwhitney": "one-sided Mann–Whitney U test (the paper's text)",
     "wilcoxon": "one-sided paired Wilcoxon signed-rank test (the authors' released code)",
 }
+CALIBRATED = {"perturbation": True, "mannwhitney": False, "wilcoxon": False}
+"""Whether the test's p-values hold their level on a screen without signal (see notebook 50's null
+section): the well-level tests treat wells sharing one label as independent and do not."""
 """How figures and tables name the test used."""
 
 _MWU_EXACT_MAX = 8  # scipy: exact when min(n1, n2) <= 8 and no ties
@@ -74,10 +81,11 @@ _WILCOXON_PERMUTATION_MAX = 13  # 2**13 sign flips < 9,999 default resamples: ex
 
 
 def check_test(test: str) -> str:
-    """Validate a test name ('mannwhitney' or 'wilcoxon') and return it lower-cased."""
+    """Validate a test name ('perturbation', 'mannwhitney' or 'wilcoxon') and return it lower-cased."""
     t = str(test).lower().replace("-", "").replace("_", "")
     aliases = {"mannwhitney": "mannwhitney", "mannwhitneyu": "mannwhitney", "mwu": "mannwhitney",
-               "wilcoxon": "wilcoxon", "signedrank": "wilcoxon"}
+               "wilcoxon": "wilcoxon", "signedrank": "wilcoxon", "perturbation": "perturbation",
+               "permutation": "perturbation", "kendall": "perturbation"}
     if t not in aliases:
         raise ValueError(f"unknown test {test!r}; choose one of {TESTS}")
     return aliases[t]
@@ -306,6 +314,14 @@ def wilcoxon_less(x: np.ndarray, y: np.ndarray):
 _KERNELS = {"mannwhitney": mannwhitney_less, "wilcoxon": wilcoxon_less}
 
 
+def _well_level(test: str) -> str:
+    test = check_test(test)
+    if test not in _KERNELS:
+        raise ValueError(f"test {test!r} works at the perturbation level and needs each well's "
+                         "perturbation: use i2o_utils.evaluation.summaries.evaluate_split")
+    return test
+
+
 # --------------------------------------------------------------------------------------------
 # the model against the mean predictor
 # --------------------------------------------------------------------------------------------
@@ -348,7 +364,7 @@ def test_smapes(model_smape: np.ndarray, mean_smape: np.ndarray, test: str = "ma
     Returns ``(pvalue, statistic, method, n_wells)`` per gene; see :func:`mannwhitney_less`
     and :func:`wilcoxon_less`.
     """
-    return _KERNELS[check_test(test)](model_smape, mean_smape)
+    return _KERNELS[_well_level(test)](model_smape, mean_smape)
 
 
 test_smapes.__test__ = False
@@ -380,7 +396,7 @@ def test_vs_mean_predictor(y_true, y_pred, train_mean, test: str = "mannwhitney"
         p-values equal to scipy's per-gene ``mannwhitneyu`` / ``wilcoxon`` with
         ``alternative="less"`` on the wells where measured, predicted and train mean are finite.
     """
-    test = check_test(test)
+    test = _well_level(test)
     kernel = _KERNELS[test]
     model, mean = _per_well_smapes(y_true, y_pred, train_mean)
     n_genes = model.shape[1]
@@ -420,7 +436,7 @@ def scipy_pvalues_per_gene(y_true, y_pred, train_mean, test: str = "mannwhitney"
     Each gene uses the wells where measured, predicted and train mean are finite; a gene
     with none gets NaN.
     """
-    test = check_test(test)
+    test = _well_level(test)
     model, mean = _per_well_smapes(y_true, y_pred, train_mean)
     out = np.full(model.shape[1], np.nan)
     fn = stats.mannwhitneyu if test == "mannwhitney" else stats.wilcoxon
@@ -456,6 +472,8 @@ def benjamini_hochberg(p) -> np.ndarray:
 def min_attainable_pvalue(n_wells: int, test: str = "mannwhitney") -> float:
     """The smallest p-value the test can give with ``n_wells`` test wells (the model better in every well).
 
+    For the perturbation-level test, ``n_wells`` is the number of test perturbations and the
+    value is that of one split, ``1 / n!`` (the combination over splits doubles it).
     Below ``alpha`` nothing can be significant whatever the images hold: the data are too
     small to conclude.
     """
@@ -463,6 +481,10 @@ def min_attainable_pvalue(n_wells: int, test: str = "mannwhitney") -> float:
     n = int(n_wells)
     if n < 1:
         return float("nan")
+    if test == "perturbation":
+        from i2o_utils.evaluation.perturbation import inversions_cdf
+
+        return float(inversions_cdf(n)[0]) if n >= 3 else 1.0
     # Untied SMAPEs where the model wins every well by a margin growing with the well.
     x = (np.arange(n, dtype=np.float64) + 1.0)[None, :]
     y = x + 10.0 * n + np.arange(n)[None, :]

@@ -4,12 +4,18 @@ Per split and gene: r², SMAPE, the mean predictor's SMAPE and the one-sided tes
 mean predictor (:func:`evaluate_split`). Over the splits, per gene (:func:`summarise_genes`):
 
 * r², SMAPE: median over splits, and the 2.5% / 97.5% quantiles as the 95% interval;
-* significant when the **median p over the splits is < alpha**; the paper's interval of the
-  fraction counts the genes whose 97.5% quantile of p is < alpha (lower end) and whose 2.5%
+* significant when the **median p over the splits is < alpha** (the paper's rule, for its two
+  tests); for the perturbation-level test, when the p-value of the **pooled test** over the
+  splits' out-of-fold perturbation means is < alpha
+  (:func:`~i2o_utils.evaluation.perturbation.pooled_perturbation_test`; twice the median of the
+  split p-values, always valid but less powerful, is reported beside it as ``p_twice_median``);
+  the paper's interval of the fraction counts the genes whose 97.5% quantile of p is < alpha (lower end) and whose 2.5%
   quantile of p is < alpha (upper end);
-* beyond the paper, Benjamini–Hochberg q-values of the median p over the tested genes (the
-  median p is the gene's p-value under the paper's rule; counts at 5% FDR are reported beside
-  the raw ones).
+* beyond the paper, Benjamini–Hochberg q-values of the gene's p-value (``p_gene``: the median
+  under the paper's rule, the pooled test's p-value for the perturbation-level test) over the tested genes;
+  counts at 5% FDR are reported beside the raw ones;
+* beyond the paper, the out-of-sample R² against the mean predictor on the perturbation means
+  (``r2_oos``), median and interval over splits.
 
 Denominators are every gene measured (the rows of ``genes_{omics}_{stimulus}.csv``): genes the
 expression filter removed count as "filtered (low/no expression)"; kept genes without any
@@ -28,6 +34,15 @@ import numpy as np
 import pandas as pd
 
 from i2o_utils.evaluation.metrics import is_constant, r2, smape_per_well
+from i2o_utils.evaluation.perturbation import (
+    PERTURBATION_TEST,
+    combine_splits,
+    group_indicator,
+    group_means,
+    kendall_greater,
+    oos_r2,
+    pooled_perturbation_test,
+)
 from i2o_utils.evaluation.predictions import SplitPredictions
 from i2o_utils.evaluation.significance import (
     TEST_LABELS,
@@ -84,8 +99,13 @@ def _flag(flags: np.ndarray, cond: np.ndarray, text) -> np.ndarray:
     return np.where(cond, add, flags)
 
 
-def _evaluate_chunk(yt: np.ndarray, yp: np.ndarray, tm: np.ndarray, test: str) -> dict:
-    """Metrics and test for a block of genes in gene-major layout: (genes, wells)."""
+def _evaluate_chunk(yt: np.ndarray, yp: np.ndarray, tm: np.ndarray, test: str,
+                    indicator: np.ndarray | None = None) -> dict:
+    """Metrics and test for a block of genes in gene-major layout: (genes, wells).
+
+    ``indicator`` (wells, perturbations) groups the wells by perturbation for the out-of-sample
+    R² and the perturbation-level test.
+    """
     tm_ok = np.isfinite(tm)
     usable = np.isfinite(yt) & np.isfinite(yp) & tm_ok[:, None]
     if not usable.all():
@@ -97,8 +117,17 @@ def _evaluate_chunk(yt: np.ndarray, yp: np.ndarray, tm: np.ndarray, test: str) -
     with np.errstate(invalid="ignore", divide="ignore"):
         smape_model = np.where(n_used > 0, np.nansum(model, axis=1) / n_used, np.nan)
         smape_mean = np.where(n_used > 0, np.nansum(mean, axis=1) / n_used, np.nan)
-    p, stat, method, _ = test_smapes(model, mean, test)
-    return {"n_wells": n_used, "r2": r2(yt, yp, axis=1), "smape": smape_model,
+    if indicator is None:
+        indicator = np.eye(yt.shape[1])
+    pm_true = group_means(yt, indicator, usable)
+    pm_pred = group_means(yp, indicator, usable)
+    if test == PERTURBATION_TEST:
+        p, stat, method, _ = kendall_greater(pm_pred, pm_true)
+    else:
+        p, stat, method, _ = test_smapes(model, mean, test)
+    return {"n_wells": n_used, "n_perturbations": np.isfinite(pm_true).sum(axis=1),
+            "r2": r2(yt, yp, axis=1), "r2_oos": oos_r2(pm_true, pm_pred, tm),
+            "smape": smape_model,
             "smape_mean_predictor": smape_mean, "pvalue": p, "statistic": stat, "method": method,
             "tm_ok": tm_ok, "const_measured": (n_used > 1) & is_constant(yt, usable, axis=1),
             "const_predicted": (n_used > 1) & is_constant(yp, usable, axis=1)}
@@ -116,18 +145,28 @@ def evaluate_split(split: SplitPredictions, test: str = "mannwhitney", *, chunk_
     pandas.DataFrame
         One row per gene: ``omics, stimulus, split, gene, n_test_wells`` (wells in the file's
         test fold), ``n_test_perturbations`` (distinct targets among them), ``n_wells`` (wells
-        used: measured, predicted and train mean finite), ``r2, smape, smape_mean_predictor,
-        pvalue, statistic, method, test, flags``.
+        used: measured, predicted and train mean finite), ``n_perturbations`` (perturbations
+        with a usable well), ``r2`` (well level, the paper's), ``r2_oos`` (out-of-sample R²
+        against the train-fold mean on the perturbation means), ``smape, smape_mean_predictor,
+        pvalue, statistic`` (U, T+ or Kendall's tau), ``method, test, flags``.
     """
     test = check_test(test)
     yt_t, yp_t = split.measured.T, split.predicted.T
     tm = np.asarray(split.train_mean, dtype=np.float64)
     starts = list(range(0, split.n_genes, max(1, int(chunk_size))))
+    if "target" in split.wells:
+        _, indicator = group_indicator(split.wells["target"])
+    elif test == PERTURBATION_TEST:
+        raise ValueError(f"{split.path or 'split'}: the perturbation-level test needs the wells' "
+                         "'target' column")
+    else:
+        indicator = None
 
     def run(start: int) -> dict:
         sl = slice(start, start + chunk_size)
         return _evaluate_chunk(np.ascontiguousarray(yt_t[sl], dtype=np.float64),
-                               np.ascontiguousarray(yp_t[sl], dtype=np.float64), tm[sl], test)
+                               np.ascontiguousarray(yp_t[sl], dtype=np.float64), tm[sl], test,
+                               indicator)
 
     it = starts
     if progress:
@@ -142,7 +181,8 @@ def evaluate_split(split: SplitPredictions, test: str = "mannwhitney", *, chunk_
     if parts:
         res = {k: np.concatenate([d[k] for d in parts]) for k in parts[0]}
     else:
-        res = {k: np.zeros(0) for k in ("n_wells", "r2", "smape", "smape_mean_predictor", "pvalue",
+        res = {k: np.zeros(0) for k in ("n_wells", "n_perturbations", "r2", "r2_oos", "smape",
+                                        "smape_mean_predictor", "pvalue",
                                         "statistic", "method", "tm_ok", "const_measured", "const_predicted")}
     n_used = res["n_wells"].astype(np.int64)
     tm_ok = res["tm_ok"].astype(bool)
@@ -158,7 +198,9 @@ def evaluate_split(split: SplitPredictions, test: str = "mannwhitney", *, chunk_
     return pd.DataFrame({
         "omics": split.omics, "stimulus": split.stimulus, "split": split.split,
         "gene": np.asarray(split.genes, dtype=object), "n_test_wells": split.n_wells,
-        "n_test_perturbations": n_pert, "n_wells": n_used, "r2": res["r2"], "smape": res["smape"],
+        "n_test_perturbations": n_pert, "n_wells": n_used,
+        "n_perturbations": res["n_perturbations"].astype(np.int64), "r2": res["r2"],
+        "r2_oos": res["r2_oos"], "smape": res["smape"],
         "smape_mean_predictor": res["smape_mean_predictor"], "pvalue": res["pvalue"],
         "statistic": res["statistic"], "method": res["method"], "test": test, "flags": flags,
     })
@@ -183,6 +225,12 @@ def evaluate_splits(splits: Iterable[SplitPredictions], test: str = "mannwhitney
 # --------------------------------------------------------------------------------------------
 # over splits
 # --------------------------------------------------------------------------------------------
+def pooled_pvalues(splits: Sequence[SplitPredictions]) -> pd.Series:
+    """gene -> p-value of :func:`~i2o_utils.evaluation.perturbation.pooled_perturbation_test`."""
+    genes, p, _, _ = pooled_perturbation_test(splits)
+    return pd.Series(p, index=genes, name="p_pooled")
+
+
 def row_nanquantile(a: np.ndarray, q: float) -> np.ndarray:
     """``np.nanquantile(a, q, axis=1)`` (linear interpolation) without its per-row Python loop.
 
@@ -210,7 +258,7 @@ def _quantiles(a: np.ndarray, qs: Sequence[float]) -> list[np.ndarray]:
 
 def summarise_genes(per_split: pd.DataFrame, gene_table: pd.DataFrame | None = None, *,
                     alpha: float = 0.05, fdr: float = 0.05,
-                    symbols: pd.Series | None = None) -> pd.DataFrame:
+                    symbols: pd.Series | None = None, pooled: pd.Series | None = None) -> pd.DataFrame:
     """Aggregate one (omics, stimulus) over splits into the per-gene results table.
 
     Parameters
@@ -228,13 +276,18 @@ def summarise_genes(per_split: pd.DataFrame, gene_table: pd.DataFrame | None = N
         Benjamini–Hochberg level for ``significant_bh``.
     symbols
         Optional gene -> symbol map for the tables.
+    pooled
+        For the perturbation-level test: gene -> p-value of the pooled test over splits
+        (:func:`~i2o_utils.evaluation.perturbation.pooled_perturbation_test`), used as the gene's
+        p-value; without it, twice the median of the split p-values (valid, less powerful).
 
     Returns
     -------
     pandas.DataFrame
         One row per gene: ``omics, stimulus, gene, symbol, kept, reason, category,
         significant, significant_bh, r2, r2_lo, r2_hi, smape, smape_lo, smape_hi,
-        smape_mean_predictor(_lo, _hi), p_median, p_q025, p_q975, q, n_splits,
+        smape_mean_predictor(_lo, _hi), r2_oos(_lo, _hi), p_median, p_q025, p_q975, q, p_gene
+        (the p-value BH is applied to), n_splits,
         n_splits_tested, n_test_wells (median over splits), n_test_wells_min, test, alpha,
         flags``.
     """
@@ -274,8 +327,17 @@ def summarise_genes(per_split: pd.DataFrame, gene_table: pd.DataFrame | None = N
     P1 = np.where(np.isfinite(P), P, 1.0)
     p_med, p_lo, p_hi = (np.where(tested, v, np.nan) for v in
                          (np.median(P1, axis=1), *_quantiles(P1, (0.025, 0.975))))
-    significant = tested & (p_med < alpha)
-    q = benjamini_hochberg(p_med)
+    # the gene's p-value: the paper's median over splits, or for the calibrated test the valid
+    # pooled test, or twice the median (Meinshausen et al. 2009) without it
+    p_twice_median = np.where(tested, combine_splits(P), np.nan)
+    if test == PERTURBATION_TEST and pooled is not None:
+        p_gene = np.where(tested, pd.Series(pooled, dtype=float).reindex(genes).to_numpy(np.float64), np.nan)
+    elif test == PERTURBATION_TEST:
+        p_gene = p_twice_median
+    else:
+        p_gene = p_med
+    significant = tested & (p_gene < alpha)  # NaN (no pooled p) is never significant
+    q = benjamini_hochberg(p_gene)
 
     out = pd.DataFrame({"omics": omics, "stimulus": stimulus, "gene": genes.to_numpy(object)})
     sym = pd.Series(genes, index=genes)
@@ -289,11 +351,17 @@ def summarise_genes(per_split: pd.DataFrame, gene_table: pd.DataFrame | None = N
         "not significant")
     out["significant"] = significant
     out["significant_bh"] = tested & (q < fdr)
-    for col, name in (("r2", "r2"), ("smape", "smape"), ("smape_mean_predictor", "smape_mean_predictor")):
+    cols = [("r2", "r2"), ("smape", "smape"), ("smape_mean_predictor", "smape_mean_predictor")]
+    if "r2_oos" in per_split:
+        cols.append(("r2_oos", "r2_oos"))
+    for col, name in cols:
         W = wide(col)
         med, lo, hi = _quantiles(W, (0.5, 0.025, 0.975))
         out[name], out[f"{name}_lo"], out[f"{name}_hi"] = med, lo, hi
     out["p_median"], out["p_q025"], out["p_q975"], out["q"] = p_med, p_lo, p_hi, q
+    out["p_gene"] = p_gene
+    if test == PERTURBATION_TEST:
+        out["p_twice_median"] = p_twice_median
     out["n_splits"] = len(splits)
     out["n_splits_tested"] = n_tested
     N = wide("n_wells")
@@ -336,7 +404,8 @@ def evaluate_predictions(splits: Sequence[SplitPredictions], gene_table: pd.Data
         found = [s.symbols for s in splits if s.symbols is not None]
         symbols = found[0] if found else None
     per_split = evaluate_splits(splits, test, chunk_size=chunk_size, n_jobs=n_jobs, progress=progress)
-    per_gene = summarise_genes(per_split, gene_table, alpha=alpha, fdr=fdr, symbols=symbols)
+    per_gene = summarise_genes(per_split, gene_table, alpha=alpha, fdr=fdr, symbols=symbols,
+                               pooled=pooled_pvalues(splits) if check_test(test) == PERTURBATION_TEST else None)
     return per_split, per_gene
 
 
@@ -420,15 +489,16 @@ def headline_table(fractions: pd.DataFrame, profile: str, source: str) -> pd.Dat
 def null_by_shuffling(splits: Sequence[SplitPredictions], gene_table: pd.DataFrame | None = None,
                       *, test: str = "mannwhitney", alpha: float = 0.05, fdr: float = 0.05,
                       seed: int = 0, n_jobs: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Evaluate copies whose predictions are shuffled across test wells (a null with no signal).
+    """Evaluate copies whose predictions are permuted between test perturbations (a null with no signal).
 
-    Each split gets its own permutation (seeded by ``seed`` and the split number), shared by
-    all genes. Returns ``(per_gene, fractions)`` of the shuffled evaluation; its significant
+    Each split gets its own permutation of whole perturbation blocks
+    (:meth:`~i2o_utils.evaluation.predictions.SplitPredictions.block_shuffled`, seeded by
+    ``seed`` and the split number), shared by all genes. Returns ``(per_gene, fractions)`` of the shuffled evaluation; its significant
     fraction should be at or below ``alpha`` and its BH count near 0. The fractions also carry
     ``pct_split_tests_below_alpha``: the percent of single (split, gene) tests with p < alpha,
     the calibration of one split's test before the median over splits.
     """
-    shuffled = [s.shuffled(np.random.default_rng([seed, int(s.split)])) for s in splits]
+    shuffled = [s.block_shuffled(np.random.default_rng([seed, int(s.split)])) for s in splits]
     per_split, per_gene = evaluate_predictions(shuffled, gene_table, test=test, alpha=alpha, fdr=fdr,
                                                n_jobs=n_jobs, progress=False)
     fractions = predictability_fractions(per_gene, fdr=fdr)
@@ -440,7 +510,8 @@ def null_by_shuffling(splits: Sequence[SplitPredictions], gene_table: pd.DataFra
 
 def evidence_statement(fractions: pd.DataFrame, per_gene: pd.DataFrame, *, profile: str,
                        n_splits_expected: int, min_wells_for_power: int = 20,
-                       min_tested_genes: int = 50, min_test_perturbations: int = 5) -> tuple[bool, list[str]]:
+                       min_tested_genes: int = 50, min_test_perturbations: int = 5,
+                       min_perturbations_for_power: int = 20) -> tuple[bool, list[str]]:
     """Can this run's numbers be read as results? Plain statements of what limits them.
 
     Checked per (omics, stimulus): the smoke profile; whether the test can reach p < alpha at
@@ -463,7 +534,20 @@ def evidence_statement(fractions: pd.DataFrame, per_gene: pd.DataFrame, *, profi
     for _, r in fractions.iterrows():
         where = f"{r['omics']} {r['stimulus'].upper()}"
         n_min = r.get("min_test_wells", np.nan)
-        if np.isfinite(n_min):
+        n_pert = int(r.get("min_test_perturbations", -1))
+        if r["test"] == PERTURBATION_TEST and n_pert >= 0:
+            p_min = 2 * min_attainable_pvalue(n_pert, r["test"])
+            if not p_min < r["alpha"]:
+                conclusive = False
+                msgs.append(f"{where}: with {n_pert} test perturbations the smallest p-value the "
+                            f"perturbation-level test can give is {p_min:.3g} >= alpha = {r['alpha']}: "
+                            "no gene can be significant; the data are too small to conclude.")
+            elif n_pert < min_perturbations_for_power:
+                conclusive = False
+                msgs.append(f"{where}: only {n_pert} test perturbations per split; the "
+                            "perturbation-level test has little power, so a low fraction says "
+                            "little about the images.")
+        elif np.isfinite(n_min):
             n_min = int(n_min)
             p_min = min_attainable_pvalue(n_min, r["test"])
             if not p_min < r["alpha"]:
@@ -475,8 +559,7 @@ def evidence_statement(fractions: pd.DataFrame, per_gene: pd.DataFrame, *, profi
                 conclusive = False
                 msgs.append(f"{where}: only {n_min} test wells per split; the test has little "
                             "power, so a low fraction says little about the images.")
-        n_pert = int(r.get("min_test_perturbations", -1))
-        if 0 <= n_pert < min_test_perturbations:
+        if r["test"] != PERTURBATION_TEST and 0 <= n_pert < min_test_perturbations:
             conclusive = False
             msgs.append(f"{where}: only {n_pert} test perturbation(s) in a split; wells of one "
                         "perturbation share their label, so the test's wells are far from "

@@ -25,7 +25,7 @@ PAPER_TABLE_NUMBERS = {
 }
 
 _COLUMNS = ["table", "omics", "stimulus", "part", "rank", "gene", "symbol", "r2", "r2_lo", "r2_hi",
-            "smape", "smape_lo", "smape_hi", "smape_mean_predictor", "p_median", "q",
+            "smape", "smape_lo", "smape_hi", "smape_mean_predictor", "r2_oos", "p_median", "p_gene", "q",
             "n_test_wells", "test"]
 
 
@@ -67,8 +67,9 @@ def top_bottom_table(per_gene: pd.DataFrame, omics: str, stimulus: str, n: int =
 
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's layout: ``part, Gene symbol, r² (95% CI), SMAPE (95% CI), median p``."""
-    return pd.DataFrame({
+    """The paper's layout: ``part, Gene symbol, r² (95% CI), SMAPE (95% CI), p``, and beyond the
+    paper the out-of-sample R² against the mean predictor (perturbation level) when present."""
+    out = pd.DataFrame({
         "part": table["part"].map({"top": "Top", "bottom": "Bottom"}),
         "Gene symbol": table["symbol"].fillna(table["gene"]),
         "r² (95% CI)": [format_interval(*v) for v in table[["r2", "r2_lo", "r2_hi"]].to_numpy()],
@@ -76,6 +77,11 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
                            for v in table[["smape", "smape_lo", "smape_hi"]].to_numpy()],
         "median p": [f"{p:.2g}" for p in table["p_median"]],
     })
+    if "p_gene" in table and (table["test"] == "perturbation").any():
+        out = out.drop(columns="median p").assign(**{"p (pooled)": [f"{p:.2g}" for p in table["p_gene"]]})
+    if "r2_oos" in table and table["r2_oos"].notna().any():
+        out.insert(3, "OOS R²", [f"{v:.2f}" if np.isfinite(v) else "n/a" for v in table["r2_oos"]])
+    return out
 
 
 def table_caption(omics: str, stimulus: str, *, test: str, alpha: float, n_significant: int,
@@ -83,9 +89,10 @@ def table_caption(omics: str, stimulus: str, *, test: str, alpha: float, n_signi
     """The caption of Table 1-4 for this run, naming the test, alpha and the number of splits."""
     number = PAPER_TABLE_NUMBERS.get((omics, stimulus), "?")
     return (f"Table {number}: {omics}, {stimulus.upper()}: the top and bottom {n} of the "
-            f"{n_significant} significant gene products (median p < {alpha} over {n_splits} "
+            f"{n_significant} significant gene products (p < {alpha} over {n_splits} "
             f"splits, {TEST_LABELS[test]}) by median r² on the test wells; intervals are the "
-            f"2.5% and 97.5% quantiles over the {n_splits} splits.")
+            f"2.5% and 97.5% quantiles over the {n_splits} splits; OOS R²: median over splits of "
+            "1 - SSE(model) / SSE(train-fold mean) on the perturbation means.")
 
 
 def paper_tables(per_gene: pd.DataFrame, n: int = 10) -> dict[tuple[str, str], pd.DataFrame]:

@@ -18,7 +18,7 @@ from scipy import stats
 
 from i2o_utils.data.layout import LayoutError
 
-__all__ = ["TRUTH_KINDS", "truth_path", "read_truth_genes", "truth_recovery"]
+__all__ = ["TRUTH_KINDS", "truth_path", "read_truth_genes", "truth_recovery", "signal_summary"]
 
 TRUTH_KINDS = ("visible", "hidden", "noise", "low")
 TRUTH_COLUMNS = ("omics", "gene", "kind", "r2_expected")
@@ -89,6 +89,7 @@ def truth_recovery(per_gene: pd.DataFrame, truth: pd.DataFrame,
     """
     on = ["omics", "stimulus", "gene"] if "stimulus" in truth.columns else ["omics", "gene"]
     extra = [c for c in truth.columns if c.startswith("r2_expected_")]
+    extra += ["predictable"] if "predictable" in truth.columns else []
     t = truth[on + ["kind", "r2_expected"] + extra].copy()
     t["gene"] = t["gene"].astype(str)
     rows = []
@@ -99,6 +100,8 @@ def truth_recovery(per_gene: pd.DataFrame, truth: pd.DataFrame,
         tg = t[(t["omics"] == omics) & ((t["stimulus"] == stimulus) if "stimulus" in t else True)]
         kind = m["kind"].fillna("not in truth")
         visible = (kind == "visible").to_numpy()
+        if "predictable" in m:  # a null screen plants 'visible' genes that the images cannot show
+            visible &= m["predictable"].fillna(False).astype(str).str.lower().isin(["true", "1"]).to_numpy()
         tested = m["category"].isin(["significant", "not significant"]).to_numpy()
         kept = m["kept"].to_numpy(bool)
         rho, n_rho = np.nan, int((visible & tested & m["r2"].notna()).sum())
@@ -132,4 +135,29 @@ def truth_recovery(per_gene: pd.DataFrame, truth: pd.DataFrame,
                 "split_tests_true_positive_rate": split_tpr,
                 "split_tests_false_positive_rate": split_fpr,
             })
+    return pd.DataFrame(rows)
+
+
+def signal_summary(truth: pd.DataFrame) -> pd.DataFrame:
+    """The strength of the simulated signal, per omics: how many genes the images can predict and how well.
+
+    One row per omics: ``genes``, ``visible`` (planted as driven by the state the images show;
+    0 on a null screen), the range of their loading ``strength`` (when the table has it) and
+    the quartiles of ``r2_expected`` over them: the share of a visible gene's label variance
+    across perturbations that the visible state explains, i.e. what a perfect image model
+    could reach at the perturbation level.
+    """
+    rows = []
+    for omics, g in truth.groupby("omics", sort=False):
+        vis = g["kind"] == "visible"
+        if "predictable" in g:
+            vis &= g["predictable"].astype(str).str.lower().isin(["true", "1"])
+        v = g[vis]
+        row = {"omics": omics, "genes": len(g), "visible": int(vis.sum())}
+        if "strength" in g and len(v):
+            row["loading strength"] = f"{v['strength'].min():.2f}-{v['strength'].max():.2f}"
+        r2e = v["r2_expected"].to_numpy(np.float64)
+        row["expected r² (25/50/75%)"] = (" / ".join(f"{x:.2f}" for x in np.quantile(r2e, [0.25, 0.5, 0.75]))
+                                           if len(r2e) else "n/a")
+        rows.append(row)
     return pd.DataFrame(rows)

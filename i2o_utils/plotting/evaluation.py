@@ -19,7 +19,7 @@ from i2o_utils.evaluation.significance import TEST_LABELS
 from i2o_utils.plotting.common import save_figure
 
 __all__ = ["COLOURS", "fig2_r2_violins", "fig3_predictability_bars", "fig12_measured_vs_predicted",
-           "headline_plot", "save_figure"]
+           "headline_plot", "null_qq_plot", "save_figure"]
 
 COLOURS = {
     "significant": "#6a3d9a",  # purple, as in the paper's Fig 3
@@ -119,7 +119,8 @@ def fig3_predictability_bars(fractions: pd.DataFrame) -> plt.Figure:
             if r == len(omics_list) - 1:
                 ax.set_xlabel("% of gene products measured")
     fig.suptitle(f"Fig 3 | Gene products more predictable than the mean predictor "
-                 f"(median p < {fractions['alpha'].iloc[0]} over {int(fractions['n_splits'].max())} splits)\n"
+                 f"({'pooled' if test == 'perturbation' else 'median'} p < {fractions['alpha'].iloc[0]} "
+                 f"over {int(fractions['n_splits'].max())} splits)\n"
                  f"{TEST_LABELS[test]}; bar: 95% interval from the 2.5%/97.5% quantiles of p",
                  fontsize=10)
     fig.tight_layout()
@@ -181,7 +182,7 @@ def fig12_measured_vs_predicted(per_gene: pd.DataFrame,
             label = gene["symbol"] if isinstance(gene["symbol"], str) else gene["gene"]
             which = "most" if c == 0 else "least"
             ax.set_title(f"{omics} {stim.upper()}: {which} predictable ({note})\n{label}: "
-                         f"r² {gene['r2']:.2f}, median p {gene['p_median']:.2g}", fontsize=8)
+                         f"r² {gene['r2']:.2f}, p {gene.get('p_gene', gene['p_median']):.2g}", fontsize=8)
             ax.set_xlabel("measured")
             ax.set_ylabel("predicted")
     fig.suptitle(f"Fig 12 | Measured vs predicted abundance (points: test wells of all splits)\n"
@@ -210,5 +211,40 @@ def headline_plot(headline: pd.DataFrame) -> plt.Figure:
     ax.legend(fontsize=8, frameon=False, loc="lower right")
     prof, src = headline["profile"].iloc[0], headline["data source"].iloc[0]
     ax.set_title(f"This run ({prof} profile, {src}) vs the paper\n{headline['test'].iloc[0]}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+TEST_COLOURS = {"perturbation": "#1b7837", "mannwhitney": "#2166ac", "wilcoxon": "#b2182b"}
+
+
+def null_qq_plot(pvalues: pd.DataFrame, alpha: float = 0.05, title: str = "") -> plt.Figure:
+    """QQ plot of a null screen's p-values against the uniform, every test, on -log10 axes.
+
+    ``pvalues``: :func:`i2o_utils.evaluation.pipeline.pvalues_by_test`. Left panel: single
+    split tests (each should be uniform on a screen without signal); right: the gene's p-value
+    over the splits, the one the significance call uses. All (omics, stimulus) pooled. A
+    calibrated test follows the diagonal or stays below it; a curve above it rejects too often.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.3), squeeze=False)
+    for ax, level, name in zip(axes[0], ("split", "gene"), ("single split tests", "over splits (the call)")):
+        top = 0.0
+        for test in [t for t in TEST_COLOURS if t in set(pvalues["test"])]:
+            p = np.sort(pvalues.loc[(pvalues["test"] == test) & (pvalues["level"] == level), "pvalue"]
+                        .to_numpy(np.float64))
+            p = p[np.isfinite(p)]
+            if not len(p):
+                continue
+            expected = (np.arange(1, len(p) + 1) - 0.5) / len(p)
+            obs = -np.log10(np.clip(p, 1e-300, 1))
+            ax.plot(-np.log10(expected), obs, ".", ms=2.5, color=TEST_COLOURS[test], label=test)
+            top = max(top, float(obs.max()), float(-np.log10(expected[0])))
+        ax.plot([0, top], [0, top], color="black", lw=0.8)
+        ax.axhline(-np.log10(alpha), color="grey", ls=":", lw=0.8)
+        ax.set_xlabel("expected -log10(p) (uniform)")
+        ax.set_ylabel("observed -log10(p)")
+        ax.set_title(name, fontsize=10)
+        ax.legend(frameon=False, fontsize=8, markerscale=3)
+    fig.suptitle(title or "Null screen: p-values against the uniform (dotted: alpha)", fontsize=10)
     fig.tight_layout()
     return fig
