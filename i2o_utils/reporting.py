@@ -75,7 +75,15 @@ def _width(header: str, cells: Sequence[str]) -> int:
     spaces and underscores)."""
     words = [w for w in _HEADER_BREAK.split(header) if w] or [""]
     head = max(max(len(w) for w in words), min(len(header), 12))
-    return max([head, *(len(c) for c in cells)]) + 2
+    return max([head, *(_cell_width(c) for c in cells)]) + 2
+
+
+def _cell_width(cell: str) -> int:
+    """Width of a cell: a path breaks after each '/' (see :meth:`BookTable._part_html`), so its
+    widest line is its longest segment (with the slash) or a space-separated word of it."""
+    if "/" not in cell:
+        return len(cell)
+    return max(len(part) + 1 for part in cell.split("/"))
 
 
 @dataclass
@@ -109,7 +117,8 @@ class BookTable:
             cells = []
             for c, v in zip(part.columns, row):
                 cls = ' class="num"' if (c in self.numeric or (self.transposed and c != part.columns[0])) else ""
-                cells.append(f"<td{cls}>{html.escape(str(v))}</td>")
+                text = html.escape(str(v))
+                cells.append(f"<td{cls}>{text if cls else text.replace('/', '/<wbr>')}</td>")
             rows.append("<tr>" + "".join(cells) + "</tr>")
         return (f'<table class="i2o-table"><thead><tr>{head}</tr></thead>'
                 f'<tbody>{"".join(rows)}</tbody></table>')

@@ -100,3 +100,11 @@ def test_dataframes_displayed_in_a_kernel_go_through_the_table_helper():
     long = render(pd.DataFrame({"x": range(500)}))
     assert "first 200 of 500 rows" in long and long.count("<tr>") == 201
     assert not reporting.format_dataframes_for_book(type("NoShell", (), {})())
+
+
+def test_paths_break_after_their_slashes_and_are_measured_by_their_longest_segment():
+    path = "40_finetune_omics/predictions/proteomics_m1/proteomics_m1_predictions.csv"
+    assert reporting._width("path", [path]) == len("proteomics_m1_predictions.csv") + 1 + 2
+    html = table(pd.DataFrame({"path": [path], "size": [1.5]}))._repr_html_()
+    assert "40_finetune_omics/<wbr>predictions/<wbr>proteomics_m1/<wbr>proteomics_m1_predictions.csv" in html
+    assert "<wbr>" not in html.split('class="num"')[1].split("</td>")[0]  # numbers never break
