@@ -72,7 +72,7 @@ def test_book_runs_a_null_screen_sharing_the_imaging_steps(tmp_path, monkeypatch
 
     calls = []
     monkeypatch.setattr(runner, "run_notebooks", lambda profile, **kw: calls.append((profile, kw)) or [])
-    monkeypatch.setattr(i2o_utils.book, "build_book", lambda: tmp_path / "index.html")
+    monkeypatch.setattr(i2o_utils.book, "build_book", lambda **kw: tmp_path / "index.html")
     with pytest.raises(FileNotFoundError, match="20_preprocess_images"):
         main(["book", "--profile", "smoke", "--results-dir", str(tmp_path)])
     for step in runner.NULL_SCREEN_SHARED:
