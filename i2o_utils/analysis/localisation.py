@@ -37,7 +37,8 @@ from i2o_utils.config import OMICS, STIMULI
 
 __all__ = ["ABUNDANCE_TERM", "ALL_LOCATIONS", "Design", "OLSResult", "read_train_means", "predictability_table",
            "location_long", "top_locations", "design_matrix", "fit_ols", "regress_predictability",
-           "forest_terms", "planted_vs_recovered"]
+           "forest_terms", "planted_vs_recovered", "LocalisationInputs", "load_localisation_inputs",
+           "expected_table", "recovery_summary", "TruthCheck", "check_against_truth", "save_localisation"]
 
 ABUNDANCE_TERM = "Mean abundance"
 ALL_LOCATIONS: tuple[str, ...] = (
@@ -262,7 +263,7 @@ def fit_ols(design: Design, y: np.ndarray, alpha: float = 0.05, method: str = "g
         beta = Ginv @ (Xc.T @ y)
         resid = y - Xc @ beta
         df_resid = float(n - rank)
-        s2 = float(resid @ resid) / df_resid
+        s2 = float(resid @ resid) / df_resid if df_resid > 0 else np.nan  # no residual degrees of freedom
         se = np.sqrt(np.maximum(np.diag(Ginv), 0) * s2)
         with np.errstate(divide="ignore", invalid="ignore"):
             t = beta / se
@@ -339,3 +340,136 @@ def planted_vs_recovered(measured: pd.DataFrame, expected: pd.DataFrame, planted
     out["same_sign"] = np.sign(out["beta_planted"]) == np.sign(out["beta_recovered"])
     return out[["omics", "stimulus", "term_type", "term", "propensity", "beta_planted", "beta_recovered",
                 "ci_low", "ci_high", "pvalue", "covered", "same_sign"]]
+
+
+# --------------------------------------------------------------------------------------------
+# notebook 60 in a few calls
+# --------------------------------------------------------------------------------------------
+@dataclass
+class LocalisationInputs:
+    """What notebook 60 reads: notebook 50's per-gene and per-split tables, the train-fold means of
+    split 0, the annotations and, on a simulated screen, the truth."""
+
+    per_gene: pd.DataFrame
+    per_split: pd.DataFrame | None
+    train_means: dict[tuple[str, str], pd.Series]
+    annotations: Annotations
+    truth_genes: pd.DataFrame | None
+    planted: pd.DataFrame | None
+    notes: list[str]
+
+
+def load_localisation_inputs(results_root: str | os.PathLike | None = None,
+                             data_root: str | os.PathLike | None = None,
+                             source: str = "auto") -> LocalisationInputs:
+    """Read notebook 50's results (``50_evaluate/per_gene.parquet``, ``per_split.parquet``), the
+    train-fold means of split 0 (notebook 40's predictions), the annotations
+    (:func:`~i2o_utils.analysis.annotations.load_annotations`) and the simulator's truth if any."""
+    from i2o_utils.analysis.annotations import load_annotations
+    from i2o_utils.evaluation.predictions import predictions_dir
+    from i2o_utils.paths import bucket_paths, results_dir
+
+    ev_dir = Path(results_root) / "50_evaluate" if results_root is not None else results_dir("50_evaluate")
+    pg_path = ev_dir / "per_gene.parquet"
+    if not pg_path.exists():
+        raise FileNotFoundError(f"{pg_path}: run notebook 50 first (it writes the per-gene results)")
+    per_gene = pd.read_parquet(pg_path)
+    ps_path = ev_dir / "per_split.parquet"
+    per_split = pd.read_parquet(ps_path, columns=["omics", "stimulus", "split", "gene", "r2"]) \
+        if ps_path.exists() else None
+    notes = []
+    folder = predictions_dir(results_root)
+    train_means = {}
+    for omics, stim in per_gene[["omics", "stimulus"]].drop_duplicates().itertuples(index=False):
+        first = int(per_split.loc[(per_split["omics"] == omics) & (per_split["stimulus"] == stim), "split"].min()) \
+            if per_split is not None else 0
+        try:
+            train_means[(omics, stim)] = read_train_means(omics, stim, first, folder)
+        except FileNotFoundError as e:
+            notes.append(f"{omics} {stim}: no train-fold means ({e}); the abundance term is left out")
+    bp = bucket_paths(Path(data_root) if data_root is not None else None)
+    truth = planted = None
+    if (bp["simulation"] / "truth_genes.csv").exists():
+        truth = pd.read_csv(bp["simulation"] / "truth_genes.csv", keep_default_na=False,
+                            dtype={"gene": str, "symbol": str, "location": str})
+        f = bp["simulation"] / "truth_annotation_effects.csv"
+        planted = pd.read_csv(f) if f.exists() else None
+        if planted is None:
+            notes.append(f"{f}: absent (a screen simulated before planted effects existed)")
+    return LocalisationInputs(per_gene, per_split, train_means,
+                              load_annotations(data_root, source=source), truth, planted, notes)
+
+
+def expected_table(table: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``r2`` replaced by the simulator's ``r2_expected_<stimulus>`` of each gene
+    (the r² a perfect image model would reach): the planted truth in r² units."""
+    parts = []
+    for (omics, stim), d in table.groupby(["omics", "stimulus"], sort=False):
+        col = f"r2_expected_{stim}"
+        t = truth[truth["omics"] == omics].set_index("gene")
+        if col not in t.columns:
+            raise ValueError(f"the truth table has no column {col!r}")
+        parts.append(d.assign(r2=d["gene"].map(t[col]).to_numpy(float)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def recovery_summary(comparison: pd.DataFrame, measured: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+    """Per (omics, stimulus): how well the measured regression recovers the planted one.
+
+    ``planted_terms`` (in the design), ``same_sign`` and ``covered`` among them, and over every
+    location term the Pearson correlation of recovered with planted betas (``r_locations``).
+    """
+    rows = []
+    for (omics, stim), c in comparison.groupby(["omics", "stimulus"], sort=False):
+        c = c[c["beta_planted"].notna() & c["beta_recovered"].notna()]
+        m = measured[(measured["omics"] == omics) & (measured["stimulus"] == stim) & (measured["term_type"] == "location")]
+        e = expected[(expected["omics"] == omics) & (expected["stimulus"] == stim)]
+        j = m.merge(e[["term", "beta"]], on="term", suffixes=("", "_planted"))
+        r = float(np.corrcoef(j["beta"], j["beta_planted"])[0, 1]) if len(j) > 2 else np.nan
+        rows.append({"omics": omics, "stimulus": stim, "planted terms in design": len(c),
+                     "same sign": int(c["same_sign"].sum()), "planted beta inside 95% CI": int(c["covered"].sum()),
+                     "r (location betas, recovered vs planted)": r})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class TruthCheck:
+    """The regression on a simulated screen's truth beside the measured one."""
+
+    expected: pd.DataFrame
+    comparison: pd.DataFrame
+    summary: pd.DataFrame
+
+
+def check_against_truth(inputs: LocalisationInputs, table: pd.DataFrame, measured: pd.DataFrame,
+                        min_pathway_size: int = 10) -> TruthCheck | None:
+    """On a simulated screen: the same regression fitted to the simulator's expected r²
+    (:func:`expected_table`), :func:`planted_vs_recovered` and :func:`recovery_summary`.
+    ``None`` on real data (no truth table) or a screen without planted effects."""
+    if inputs.truth_genes is None or inputs.planted is None:
+        return None
+    expected = regress_predictability(expected_table(table, inputs.truth_genes), inputs.annotations.gene_sets,
+                                      min_pathway_size=min_pathway_size)
+    comparison = planted_vs_recovered(measured, expected, inputs.planted)
+    return TruthCheck(expected, comparison, recovery_summary(comparison, measured, expected))
+
+
+def save_localisation(out_dir: str | os.PathLike, *, table: pd.DataFrame, top_locations: pd.DataFrame,
+                      coefficients: pd.DataFrame, truth_check: TruthCheck | None = None) -> list[Path]:
+    """Write notebook 60's tables atomically: ``per_gene_annotated.parquet``, ``fig4_top_locations.csv``,
+    ``ols_coefficients.csv`` and, with a truth check, ``ols_coefficients_planted.csv``,
+    ``planted_vs_recovered.csv`` and ``truth_recovery.csv``."""
+    from i2o_utils.data import layout
+
+    out_dir = Path(out_dir)
+    written = []
+    with layout.atomic_path(out_dir / "per_gene_annotated.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    written.append(out_dir / "per_gene_annotated.parquet")
+    written.append(layout.write_csv_atomic(top_locations, out_dir / "fig4_top_locations.csv"))
+    written.append(layout.write_csv_atomic(coefficients, out_dir / "ols_coefficients.csv"))
+    if truth_check is not None:
+        written.append(layout.write_csv_atomic(truth_check.expected, out_dir / "ols_coefficients_planted.csv"))
+        written.append(layout.write_csv_atomic(truth_check.comparison, out_dir / "planted_vs_recovered.csv"))
+        written.append(layout.write_csv_atomic(truth_check.summary, out_dir / "truth_recovery.csv"))
+    return written
