@@ -86,7 +86,7 @@ def test_harmony_reader(tmp_path):
 
 @pytest.mark.parametrize("bad, match", [
     (HARMONY.replace("[Data]\n", ""), "no '\\[Data\\]' line"),
-    (HARMONY.replace("8\t15\t1", "8\t15"), r"line 11: 9 tab-separated fields, the header has 10"),
+    (HARMONY.replace("8\t15\t1", "8\t15"), r"line 11: 8 tab-separated fields, the header has 9"),
     (HARMONY.replace("7\t13\t1", "G\t13\t1"), r"line 10: Row 'G' is not a positive integer"),
     (HARMONY.replace("Row\tColumn", "R\tC"), r"line 9: the table header needs 'Row' and 'Column'"),
 ])
