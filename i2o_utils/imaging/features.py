@@ -296,8 +296,9 @@ def read_harmony_plate_results(path, plate: str | None = None) -> pd.DataFrame:
     if start >= len(lines):
         raise ValueError(f"{path}: nothing after '[Data]'")
     header = lines[start].split("\t")
-    while header and header[-1] == "":
-        header.pop()
+    trailing_tab = header[-1] == ""  # Harmony ends every line with a tab
+    if trailing_tab:
+        header = header[:-1]
     if "Row" not in header or "Column" not in header:
         raise ValueError(f"{path}, line {start + 1}: the table header needs 'Row' and 'Column'; got {header[:8]}")
     rows = []
@@ -305,8 +306,8 @@ def read_harmony_plate_results(path, plate: str | None = None) -> pd.DataFrame:
         if not lines[j].strip():
             continue
         fields = lines[j].split("\t")
-        while len(fields) > len(header) and fields[-1] == "":
-            fields.pop()
+        if trailing_tab and fields[-1] == "":
+            fields = fields[:-1]
         if len(fields) != len(header):
             raise ValueError(f"{path}, line {j + 1}: {len(fields)} tab-separated fields, the header has {len(header)}")
         for col in ("Row", "Column"):
