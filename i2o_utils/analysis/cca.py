@@ -14,7 +14,7 @@ feature, its similarity with the learned features. Here:
   fitting: with tens of learned and interpretable features and a few hundred wells an in-sample
   CCA finds high correlations even in noise;
 * a feature's **similarity** with the learned features is the share of its variance (on held-out
-  wells) explained by the learned canonical variates (R² of a least-squares fit on them); the
+  wells) explained by the learned canonical variates (adjusted R² of a least-squares fit on them); the
   heatmap shows its correlation with each canonical variate.
 
 On a simulated screen the referee is the latent cell state the simulator rendered: each feature's
@@ -34,7 +34,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["CCAInputs", "CCAResult", "load_cca_inputs", "align_wells", "clean_features", "fit_cca",
-           "latent_ties", "ranking_check", "save_cca"]
+           "latent_ties", "ranking_check", "save_cca", "LatentCheck", "check_against_latent"]
 
 
 @dataclass
@@ -142,13 +142,16 @@ def _r2_on(U: np.ndarray, y: np.ndarray) -> float:
 
 
 def fit_cca(X: pd.DataFrame | np.ndarray, Y: pd.DataFrame, plates: pd.Series, n_components: int = 6,
-            max_x_dims: int = 16, test_fraction: float = 1 / 3, seed: int = 0,
+            max_x_dims: int = 16, max_y_dims: int = 16, test_fraction: float = 1 / 3, seed: int = 0,
             shuffle_x: bool = False) -> CCAResult:
     """CCA of learned features ``X`` with interpretable features ``Y`` (rows = wells), fitted on the
     wells of some plates and evaluated on the others.
 
-    ``X`` is standardised (train wells) and reduced to at most ``max_x_dims`` principal components
-    (fewer than wells/5), which keeps CCA from fitting noise; ``Y`` is standardised. ``shuffle_x``
+    Both views are standardised (train wells) and reduced to at most ``max_x_dims`` /
+    ``max_y_dims`` principal components (and fewer than a fifth of the training wells), which
+    keeps CCA from fitting noise. A feature's similarity is the *adjusted* R² of the feature on
+    the learned canonical variates over the held-out wells (``1 - (1 - R²)(n - 1)/(n - k - 1)``),
+    so that a feature unrelated to the embeddings scores about 0 whatever ``k``. ``shuffle_x``
     permutes the rows of ``X`` within the training wells: a null run whose held-out correlations
     show what CCA reports when the two views share nothing.
     """
@@ -173,14 +176,17 @@ def fit_cca(X: pd.DataFrame | np.ndarray, Y: pd.DataFrame, plates: pd.Series, n_
     if shuffle_x:
         Xtr = Xtr[rng.permutation(len(Xtr))]
     k_x = int(max(1, min(max_x_dims, Xtr.shape[1], Xtr.shape[0] // 5)))
-    pca = PCA(n_components=k_x, random_state=seed).fit(Xtr)
-    Ptr, Pte = pca.transform(Xtr), pca.transform(Xte)
-    k = int(max(1, min(n_components, k_x, Ytr.shape[1], Ytr.shape[0] - 2)))
+    k_y = int(max(1, min(max_y_dims, Ytr.shape[1], Ytr.shape[0] // 5)))
+    pca_x = PCA(n_components=k_x, random_state=seed).fit(Xtr)
+    pca_y = PCA(n_components=k_y, random_state=seed).fit(Ytr)
+    Ptr, Pte = pca_x.transform(Xtr), pca_x.transform(Xte)
+    Qtr, Qte = pca_y.transform(Ytr), pca_y.transform(Yte)
+    k = int(max(1, min(n_components, k_x, k_y, Ytr.shape[0] - 2)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # NIPALS convergence notes on tiny smoke data
-        cca = CCA(n_components=k, scale=False, max_iter=2000).fit(Ptr, Ytr)
-    Utr, Vtr = cca.transform(Ptr, Ytr)
-    Ute, Vte = cca.transform(Pte, Yte)
+        cca = CCA(n_components=k, scale=False, max_iter=2000).fit(Ptr, Qtr)
+    Utr, Vtr = cca.transform(Ptr, Qtr)
+    Ute, Vte = cca.transform(Pte, Qte)
 
     def corr(a, b):
         return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else np.nan
@@ -191,7 +197,9 @@ def fit_cca(X: pd.DataFrame | np.ndarray, Y: pd.DataFrame, plates: pd.Series, n_
     names = list(Y.columns)
     sim = np.array([[corr(Yte[:, j], Ute[:, i]) for i in range(k)] for j in range(len(names))])
     similarity = pd.DataFrame(sim, index=pd.Index(names, name="feature"), columns=canonical["component"])
-    scores = pd.DataFrame({"feature": names, "similarity": [_r2_on(Ute, Yte[:, j]) for j in range(len(names))]})
+    n_te = len(Ute)
+    adj = [1 - (1 - _r2_on(Ute, Yte[:, j])) * (n_te - 1) / max(n_te - k - 1, 1) for j in range(len(names))]
+    scores = pd.DataFrame({"feature": names, "similarity": adj})
     scores = scores.sort_values("similarity", ascending=False, ignore_index=True)
     return CCAResult(canonical, similarity, scores, int(train.sum()), int(test.sum()), test_plates)
 
@@ -241,3 +249,33 @@ def save_cca(out_dir: str | os.PathLike, result: CCAResult, **tables: pd.DataFra
         if df is not None:
             written.append(layout.write_csv_atomic(df, out_dir / f"{stem}.csv"))
     return written
+
+
+@dataclass
+class LatentCheck:
+    """On a simulated screen: each feature's tie to the latent state, and how CCA ranks the tied
+    features with the learned embeddings and, as the ceiling, with the true latent state itself."""
+
+    ties: pd.DataFrame
+    ranking: pd.DataFrame
+
+
+def check_against_latent(inputs: CCAInputs, Y: pd.DataFrame, wells: pd.DataFrame, result: CCAResult,
+                         n_components: int = 6, seed: int = 0) -> LatentCheck | None:
+    """``None`` without a simulator latent table. Otherwise :func:`latent_ties` and
+    :func:`ranking_check` for the learned embeddings (``result``) and for a CCA that is given the
+    true visible latent state in place of the embeddings (what a perfect embedding would show)."""
+    if inputs.latent is None or inputs.latent_visible < 1:
+        return None
+    ties = latent_ties(Y, wells, inputs.latent, inputs.latent_visible)
+    zcols = [f"z{i}" for i in range(inputs.latent_visible)]
+    Z = wells[["plate", "well_id"]].merge(inputs.latent[["plate", "well_id", *zcols]], on=["plate", "well_id"],
+                                          how="left")[zcols]
+    ok = Z.notna().all(axis=1).to_numpy()
+    rows = [ranking_check(result.scores, ties).assign(**{"learned features": "well embeddings (notebook 40)"})]
+    if ok.sum() >= 10:
+        ref = fit_cca(Z[ok].to_numpy(), Y[ok].reset_index(drop=True), wells.loc[ok, "plate"].reset_index(drop=True),
+                      n_components=n_components, seed=seed)
+        rows.append(ranking_check(ref.scores, ties).assign(**{"learned features": "true latent state (ceiling)"}))
+    ranking = pd.concat(rows, ignore_index=True)
+    return LatentCheck(ties, ranking[["learned features", *[c for c in ranking.columns if c != "learned features"]]])

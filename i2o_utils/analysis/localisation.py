@@ -38,9 +38,12 @@ from i2o_utils.config import OMICS, STIMULI
 __all__ = ["ABUNDANCE_TERM", "ALL_LOCATIONS", "Design", "OLSResult", "read_train_means", "predictability_table",
            "location_long", "top_locations", "design_matrix", "fit_ols", "regress_predictability",
            "forest_terms", "planted_vs_recovered", "LocalisationInputs", "load_localisation_inputs",
-           "expected_table", "recovery_summary", "TruthCheck", "check_against_truth", "save_localisation"]
+           "expected_table", "recovery_summary", "TruthCheck", "check_against_truth", "save_localisation",
+           "coverage_note"]
 
 ABUNDANCE_TERM = "Mean abundance"
+COEF_COLUMNS = ["term", "beta", "ci_low", "ci_high", "pvalue", "significant", "term_type", "n_genes", "omics",
+                "stimulus", "n_fit", "model_r2"]
 ALL_LOCATIONS: tuple[str, ...] = (
     "Actin filaments", "Cell Junctions", "Centriolar satellite", "Centrosome", "Cytokinetic bridge",
     "Cytosol", "Endoplasmic reticulum", "Golgi apparatus", "Intermediate filaments", "Microtubules",
@@ -111,7 +114,7 @@ def predictability_table(per_gene: pd.DataFrame, per_split: pd.DataFrame | None,
         d["location"] = annotations.location_of(d["gene"] if by_ens else d["symbol"].fillna(d["gene"]),
                                                 by="ensembl_gene_id" if by_ens else "symbol").to_numpy()
         parts.append(d)
-    out = pd.concat(parts, ignore_index=True) if parts else g.assign(mean_abundance=[], location=[])
+    out = pd.concat(parts, ignore_index=True) if parts else g.assign(mean_abundance=np.nan, location="")
     out["symbol"] = out["symbol"].fillna(out["gene"]).astype(str)
     return out[np.isfinite(out["r2"].astype(float))].reset_index(drop=True)
 
@@ -288,9 +291,13 @@ def regress_predictability(table: pd.DataFrame, gene_sets: pd.DataFrame, y: str 
     (columns ``omics, stimulus`` added, plus ``n_fit`` and ``model_r2``)."""
     out = []
     for (omics, stim), d in table.groupby(["omics", "stimulus"], sort=False):
+        if len(d) < 3:
+            continue
         res = fit_ols(design_matrix(d, gene_sets, min_pathway_size=min_pathway_size), d[y].to_numpy(),
                       method=method)
         out.append(res.coefs.assign(omics=omics, stimulus=stim, n_fit=res.n_genes, model_r2=res.r2))
+    if not out:
+        return pd.DataFrame(columns=COEF_COLUMNS)
     df = pd.concat(out, ignore_index=True)
     order = {k: i for i, k in enumerate((o, s) for o in OMICS for s in STIMULI)}
     df["_o"] = [order.get(k, 99) for k in zip(df["omics"], df["stimulus"])]
@@ -335,6 +342,9 @@ def planted_vs_recovered(measured: pd.DataFrame, expected: pd.DataFrame, planted
     rows = []
     for (omics, stim) in measured[["omics", "stimulus"]].drop_duplicates().itertuples(index=False):
         rows.append(planted[["term_type", "term", "propensity"]].assign(omics=omics, stimulus=stim))
+    if not rows:
+        return pd.DataFrame(columns=["omics", "stimulus", "term_type", "term", "propensity", "beta_planted",
+                                     "beta_recovered", "ci_low", "ci_high", "pvalue", "covered", "same_sign"])
     out = pd.concat(rows, ignore_index=True).merge(e, on=keys, how="left").merge(m, on=keys, how="left")
     out["covered"] = (out["ci_low"] <= out["beta_planted"]) & (out["beta_planted"] <= out["ci_high"])
     out["same_sign"] = np.sign(out["beta_planted"]) == np.sign(out["beta_recovered"])
@@ -403,6 +413,8 @@ def load_localisation_inputs(results_root: str | os.PathLike | None = None,
 def expected_table(table: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """``table`` with ``r2`` replaced by the simulator's ``r2_expected_<stimulus>`` of each gene
     (the r² a perfect image model would reach): the planted truth in r² units."""
+    if table.empty:
+        return table.copy()
     parts = []
     for (omics, stim), d in table.groupby(["omics", "stimulus"], sort=False):
         col = f"r2_expected_{stim}"
@@ -473,3 +485,16 @@ def save_localisation(out_dir: str | os.PathLike, *, table: pd.DataFrame, top_lo
         written.append(layout.write_csv_atomic(truth_check.comparison, out_dir / "planted_vs_recovered.csv"))
         written.append(layout.write_csv_atomic(truth_check.summary, out_dir / "truth_recovery.csv"))
     return written
+
+
+def coverage_note(table: pd.DataFrame, per_gene: pd.DataFrame) -> str:
+    """A sentence for the notebook: how many evaluated genes entered the analysis, and why none did."""
+    if not table.empty:
+        located = (table["location"].ne("") & table["location"].ne("other")).sum()
+        return (f"{len(table):,} gene-stimulus rows with a defined r² enter the analysis; "
+                f"{located:,} of them have a known location.")
+    kept = int(per_gene["kept"].astype(bool).sum()) if "kept" in per_gene else 0
+    return (f"**No gene has a defined r² in this run** ({kept:,} gene-stimulus rows passed the filter, but r² "
+            "is undefined for all of them, e.g. because the predictions are constant over the test wells of a "
+            "tiny profile). The figures below are empty: this profile checks that the notebook runs, not what "
+            "it finds.")

@@ -62,6 +62,11 @@ def fig5_forest(coefs: pd.DataFrame, n_top: int = 5, pathway_kind: str = "pathwa
     """Fig 5: forest plots of the OLS coefficients (95% intervals), one panel per (omics, stimulus):
     top and bottom ``n_top`` significant pathway terms, significant location terms, mean abundance."""
     keys = _panels(coefs)
+    if not keys:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "Fig 5: no (omics, stimulus) with genes of defined r² to regress", ha="center", va="center")
+        return fig
     ncol = 2
     nrow = max(1, int(np.ceil(len(keys) / ncol)))
     rows_per = [len(forest_terms(coefs[(coefs["omics"] == o) & (coefs["stimulus"] == s)], n_top)) for o, s in keys]
@@ -99,6 +104,11 @@ def planted_vs_recovered_plot(measured: pd.DataFrame, expected: pd.DataFrame, co
     """Recovered (measured r²) against planted (simulator's expected r²) coefficients of every
     location term, per (omics, stimulus), planted terms highlighted, with the identity line."""
     keys = _panels(measured)
+    if not keys:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no regression to compare with the planted effects", ha="center", va="center")
+        return fig
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.6 * max(1, len(keys)), 3.6), squeeze=False)
     for ax, (omics, stim) in zip(axes[0], keys):
         m = measured[(measured["omics"] == omics) & (measured["stimulus"] == stim)
