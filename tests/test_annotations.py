@@ -230,3 +230,29 @@ def test_load_annotations_prefers_third_party_files(tmp_path):
     assert a.location_of(pd.Series(["GCLC", "NOPE"])).tolist() == ["Plasma membrane;Nucleoplasm", ""]
     with pytest.raises(FileNotFoundError, match="hgnc"):
         ann.load_annotations(tmp_path / "root", source="third-party")
+
+
+def test_simulated_screen_measures_real_genes_with_planted_effects(smoke_screen):
+    import anndata as ad
+
+    from i2o_utils.data.simulate import knockout_targets
+    from i2o_utils.paths import bucket_paths
+
+    bp = bucket_paths(smoke_screen)
+    ref = G.load_gene_table().set_index("ensembl_gene_id")
+    rna = ad.read_h5ad(bp["omics_raw"] / "transcriptomics.h5ad", backed="r")
+    genes = pd.Index(rna.var_names)
+    assert genes.isin(ref.index).all()
+    assert (rna.var["symbol"].to_numpy() == ref.loc[genes, "symbol"].to_numpy()).all()
+    assert set(knockout_targets(6)) <= set(rna.var["symbol"])
+    prot = ad.read_h5ad(bp["omics_raw"] / "proteomics.h5ad", backed="r")
+    assert set(prot.var_names) <= set(rna.var["symbol"])
+    truth = pd.read_csv(bp["simulation"] / "truth_genes.csv", keep_default_na=False)
+    assert {"location", "planted_propensity"} <= set(truth.columns)
+    t = truth[truth["omics"] == "transcriptomics"].set_index("gene")
+    assert (t.loc[genes, "location"].to_numpy() == ref.loc[genes, "location"].to_numpy()).all()
+    eff = pd.read_csv(bp["simulation"] / "truth_annotation_effects.csv")
+    pm = eff.set_index("term").loc["Plasma membrane", "propensity"]
+    only_pm = t["location"] == "Plasma membrane"
+    assert only_pm.sum() >= 3 and t.loc[only_pm, "planted_propensity"].median() == pytest.approx(pm)
+    assert t.loc[t["location"] == "", "planted_propensity"].median() == 0
