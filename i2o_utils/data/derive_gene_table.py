@@ -123,21 +123,24 @@ def derive_bp_sets(org: sqlite3.Connection, go: sqlite3.Connection, genes: pd.Da
     return out.sort_values("name", ignore_index=True)
 
 
+def _write_gz(path: Path, text: str) -> None:
+    """Gzip without file name or time stamp in the header: byte-identical on regeneration."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
+            f.write(text.encode())
+
+
 def write_outputs(out_dir: Path, genes: pd.DataFrame, bp: pd.DataFrame, under_terms: pd.DataFrame,
                   org_meta: dict, go_meta: dict, versions: dict[str, str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     table = genes[["entrez_id", "symbol", "ensembl_gene_id", "gene_type", "location", "n_go_cc"]].copy()
     table["n_go_cc"] = table["n_go_cc"].astype(int)
     table = table.sort_values("ensembl_gene_id", ignore_index=True)
-    with atomic_path(out_dir / "genes.csv.gz") as tmp:
-        with gzip.GzipFile(tmp, "wb", mtime=0) as f:  # mtime=0: byte-identical on regeneration
-            f.write(table.to_csv(index=False).encode())
+    _write_gz(out_dir / "genes.csv.gz", table.to_csv(index=False))
     buf = io.StringIO()
     for r in bp.itertuples(index=False):
         buf.write("\t".join([r.name, r.go_id, *r.members]) + "\n")
-    with atomic_path(out_dir / "go_bp.gmt.gz") as tmp:
-        with gzip.GzipFile(tmp, "wb", mtime=0) as f:
-            f.write(buf.getvalue().encode())
+    _write_gz(out_dir / "go_bp.gmt.gz", buf.getvalue())
     with atomic_path(out_dir / "go_cc_locations.csv") as tmp:
         under_terms.to_csv(tmp, index=False)
     loc_counts = Counter(x for s in table["location"] for x in s.split(";") if x)
