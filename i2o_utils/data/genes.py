@@ -47,36 +47,6 @@ KNOCKOUT_POOL: tuple[str, ...] = (
     "CCND1", "CDK4", "RB1", "E2F1", "SYK", "BTK", "PLCG2", "LYN", "HCK", "TREM2", "TYROBP",
 )
 
-_PREFIXES = (
-    "SLC", "ZNF", "KRT", "RPL", "RPS", "TMEM", "CCDC", "FAM", "ANKRD", "LRRC", "WDR", "TRIM",
-    "CD", "IL", "CXCL", "CCL", "PPP", "DNAJ", "HSPA", "KLHL", "ARHGEF", "RAB", "MRPL", "NDUF",
-    "ATP", "CYP", "ABC", "GPR", "KCN", "OR", "UBE", "USP", "ZBTB", "SEC", "COX", "PSM", "EIF",
-    "POLR", "SNX", "TBC1D",
-)
-
-
-def make_symbols(n: int, rng: np.random.Generator, include: tuple[str, ...] = ()) -> list[str]:
-    """``n`` unique gene-like symbols, starting with ``include`` (e.g. the knock-out targets)."""
-    out = list(dict.fromkeys(include))[:n]
-    seen = set(out)
-    while len(out) < n:
-        p = _PREFIXES[rng.integers(len(_PREFIXES))]
-        s = f"{p}{rng.integers(1, 99)}"
-        if rng.random() < 0.3:
-            s += "ABCDEFGH"[rng.integers(8)]
-            if rng.random() < 0.5:
-                s += str(rng.integers(1, 20))
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    return out
-
-
-def make_ensembl_ids(n: int, rng: np.random.Generator) -> list[str]:
-    """``n`` unique Ensembl-style human gene ids (``ENSG00000xxxxxx``), sorted as Ensembl lists them."""
-    nums = rng.choice(np.arange(100_000, 300_000), size=n, replace=False)
-    return [f"ENSG{v:011d}" for v in np.sort(nums)]
-
 
 # --------------------------------------------------------------------------------------------
 # the reference table
