@@ -20,20 +20,20 @@ def fig13_cca_similarity(result: CCAResult, max_features: int = 60) -> plt.Figur
     sim = result.similarity.loc[scores["feature"]].abs()
     h = max(3.0, 0.17 * len(scores) + 1.5)
     fig, (ax, axb) = plt.subplots(1, 2, figsize=(9.5, h), gridspec_kw={"width_ratios": [max(2, sim.shape[1]), 2]},
-                                  sharey=True)
+                                  sharey=True, layout="constrained")
     im = ax.imshow(sim.to_numpy(), aspect="auto", cmap="magma", vmin=0, vmax=1)
     ax.set_yticks(np.arange(len(scores)))
     ax.set_yticklabels(scores["feature"], fontsize=6)
     ax.set_xticks(np.arange(sim.shape[1]))
     ax.set_xticklabels(sim.columns, fontsize=7)
     ax.set_xlabel("learned features (canonical variates of the well embeddings)")
-    fig.colorbar(im, ax=ax, fraction=0.04, pad=0.01, label="|correlation| (held-out wells)")
+    fig.colorbar(im, ax=[ax, axb], location="bottom", fraction=0.02, pad=0.01, aspect=40,
+                 label="|correlation| with the learned canonical variate (held-out wells)")
     axb.barh(np.arange(len(scores)), scores["similarity"].clip(lower=0), color="#6a3d9a")
     axb.set_xlabel("similarity (adjusted R², held-out)")
     axb.set_xlim(0, 1)
     fig.suptitle(f"Fig 13 · Interpretable features vs learned features (CCA fitted on {result.n_train} wells, "
                  f"shown on {result.n_test} wells of other plates)", fontsize=9)
-    fig.tight_layout()
     return fig
 
 
