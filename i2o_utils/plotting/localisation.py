@@ -79,8 +79,8 @@ def fig5_forest(coefs: pd.DataFrame, n_top: int = 5, pathway_kind: str = "pathwa
         y = np.arange(len(f))[::-1]
         for sec, colour in _SECTION_COLOURS.items():
             m = (f["section"] == sec).to_numpy()
-            ax.errorbar(f.loc[m, "beta"], y[m], xerr=[f.loc[m, "beta"] - f.loc[m, "ci_low"],
-                                                      f.loc[m, "ci_high"] - f.loc[m, "beta"]],
+            beta, lo, hi = (f.loc[m, c].to_numpy(float) for c in ("beta", "ci_low", "ci_high"))
+            ax.errorbar(beta, y[m], xerr=[beta - lo, hi - beta],
                         fmt="o", color=colour, ms=4, capsize=2, lw=1,
                         label=pathway_kind if sec == "pathway" else sec)
         ax.axvline(0, color="#999999", lw=0.8, ls="--")
@@ -116,7 +116,8 @@ def planted_vs_recovered_plot(measured: pd.DataFrame, expected: pd.DataFrame, co
         e = expected[(expected["omics"] == omics) & (expected["stimulus"] == stim)]
         j = m.merge(e[["term", "beta"]], on="term", suffixes=("", "_planted"))
         loc = j[j["term_type"] == "location"]
-        ax.errorbar(loc["beta_planted"], loc["beta"], yerr=[loc["beta"] - loc["ci_low"], loc["ci_high"] - loc["beta"]],
+        bp, b, lo, hi = (loc[c].to_numpy(float) for c in ("beta_planted", "beta", "ci_low", "ci_high"))
+        ax.errorbar(bp, b, yerr=[b - lo, hi - b],
                     fmt="o", ms=3, color="#1f78b4", alpha=0.7, lw=0.7, label="location terms")
         c = comparison[(comparison["omics"] == omics) & (comparison["stimulus"] == stim)].dropna(
             subset=["beta_planted", "beta_recovered"])
