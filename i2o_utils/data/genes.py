@@ -1,14 +1,32 @@
-"""Gene identifiers for the simulated screen that look like the real ones.
+"""Human genes for the simulated screen, with real identifiers and annotations.
 
-Transcripts carry Ensembl-style gene ids (``ENSG`` + 11 digits) and a symbol; proteins carry
-symbols. The knock-out targets are real macrophage-biology gene symbols (STAT1 and STAT6 first,
-the paper's M1- and M2-reverting controls); the rest of the symbols are composed from real gene
-family prefixes, so they read like symbols without claiming any real gene's biology.
+The simulated screen measures real human genes, drawn from a compact reference table shipped in
+``i2o_utils/data/reference/`` (derived once from Bioconductor's org.Hs.eg.db and GO.db as Debian
+packages them; :mod:`i2o_utils.data.derive_gene_table` regenerates it and ``SOURCE.md`` there
+states sources, versions and licences). Each gene carries its NCBI Entrez id, symbol, Ensembl
+gene id, gene type, a subcellular location under the Human Protein Atlas's main-location names
+(derived from GO cellular component, see :func:`assign_locations`) and its GO biological-process
+gene sets (``go_bp.gmt.gz``), so that the analyses of localisation and pathways have real
+groupings to work on with no network.
+
+Transcripts are identified by Ensembl gene id, proteins by symbol, as in the authors' tables.
+The knock-out targets are real macrophage-biology genes (STAT1 and STAT6 first, the paper's M1-
+and M2-reverting controls). A screen asking for more genes than the table holds (27,396 genes;
+the paper's 26,317 transcripts fit) gets the rest as clearly synthetic genes (symbols ``SIMG*``,
+no annotation), see :func:`draw_screen_genes`.
 """
 
 from __future__ import annotations
 
+import gzip
+import os
+import zipfile
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 
 KNOCKOUT_POOL: tuple[str, ...] = (
     "STAT1", "STAT6", "IRF1", "IRF5", "IRF8", "NFKB1", "RELA", "TLR4", "MYD88", "TNF", "IL6",
@@ -29,32 +47,201 @@ KNOCKOUT_POOL: tuple[str, ...] = (
     "CCND1", "CDK4", "RB1", "E2F1", "SYK", "BTK", "PLCG2", "LYN", "HCK", "TREM2", "TYROBP",
 )
 
-_PREFIXES = (
-    "SLC", "ZNF", "KRT", "RPL", "RPS", "TMEM", "CCDC", "FAM", "ANKRD", "LRRC", "WDR", "TRIM",
-    "CD", "IL", "CXCL", "CCL", "PPP", "DNAJ", "HSPA", "KLHL", "ARHGEF", "RAB", "MRPL", "NDUF",
-    "ATP", "CYP", "ABC", "GPR", "KCN", "OR", "UBE", "USP", "ZBTB", "SEC", "COX", "PSM", "EIF",
-    "POLR", "SNX", "TBC1D",
+
+# --------------------------------------------------------------------------------------------
+# the reference table
+# --------------------------------------------------------------------------------------------
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+GENE_TABLE = REFERENCE_DIR / "genes.csv.gz"
+GO_BP_GMT = REFERENCE_DIR / "go_bp.gmt.gz"
+GENE_TABLE_COLUMNS = ("entrez_id", "symbol", "ensembl_gene_id", "gene_type", "location", "n_go_cc")
+
+OTHER_LOCATION = "other"
+"""Location of a gene whose GO cellular-component terms map to none of the HPA names."""
+
+HPA_LOCATION_GO: dict[str, tuple[str, ...]] = {
+    "Actin filaments": ("GO:0015629",),            # actin cytoskeleton
+    "Cell Junctions": ("GO:0030054",),             # cell junction
+    "Centriolar satellite": ("GO:0034451",),       # centriolar satellite
+    "Centrosome": ("GO:0005813",),                 # centrosome
+    "Cytokinetic bridge": ("GO:0045171",),         # intercellular bridge
+    "Cytosol": ("GO:0005829", "GO:0005737"),       # cytosol; cytoplasm not placed more finely
+    "Endoplasmic reticulum": ("GO:0005783",),      # endoplasmic reticulum
+    "Focal adhesion sites": ("GO:0005925",),       # focal adhesion
+    "Golgi apparatus": ("GO:0005794",),            # Golgi apparatus
+    "Intermediate filaments": ("GO:0045111",),     # intermediate filament cytoskeleton
+    "Microtubules": ("GO:0015630",),               # microtubule cytoskeleton
+    "Mitochondria": ("GO:0005739",),               # mitochondrion
+    "Nuclear bodies": ("GO:0016604",),             # nuclear body
+    "Nuclear membrane": ("GO:0005635",),           # nuclear envelope
+    "Nuclear speckles": ("GO:0016607",),           # nuclear speck
+    "Nucleoli": ("GO:0005730",),                   # nucleolus
+    "Nucleoli fibrillar center": ("GO:0001650",),  # fibrillar center
+    "Nucleoplasm": ("GO:0005654", "GO:0005634"),   # nucleoplasm; nucleus not placed more finely
+    "Plasma membrane": ("GO:0005886",),            # plasma membrane
+    "Vesicles": ("GO:0031410", "GO:0005768", "GO:0005764", "GO:0005811", "GO:0005777"),
+    # cytoplasmic vesicle, endosome, lysosome, lipid droplet, peroxisome (HPA's "Vesicles")
+}
+"""HPA main-location names and the GO cellular-component terms (with everything under them)
+that stand for each. HPA's "Nucleoli rim" has no GO counterpart and is not produced."""
+
+EVIDENCE_TIERS: tuple[frozenset[str], ...] = (
+    frozenset({"EXP", "IDA", "IPI", "IMP", "IGI", "IEP", "HTP", "HDA", "HMP", "HGI", "HEP"}),
+    frozenset({"IBA", "IBD", "IKR", "IRD", "ISS", "ISO", "ISA", "ISM", "IGC", "RCA", "TAS", "NAS", "IC"}),
+    frozenset({"IEA"}),
 )
+"""GO evidence codes from strongest (experimental) to weakest (electronic)."""
+
+MAX_MAIN_LOCATIONS = 3
 
 
-def make_symbols(n: int, rng: np.random.Generator, include: tuple[str, ...] = ()) -> list[str]:
-    """``n`` unique gene-like symbols, starting with ``include`` (e.g. the knock-out targets)."""
-    out = list(dict.fromkeys(include))[:n]
-    seen = set(out)
-    while len(out) < n:
-        p = _PREFIXES[rng.integers(len(_PREFIXES))]
-        s = f"{p}{rng.integers(1, 99)}"
-        if rng.random() < 0.3:
-            s += "ABCDEFGH"[rng.integers(8)]
-            if rng.random() < 0.5:
-                s += str(rng.integers(1, 20))
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    return out
+def assign_locations(annotations: Iterable[tuple[str, str]], under: dict[str, set[str]],
+                     max_locations: int = MAX_MAIN_LOCATIONS) -> str:
+    """A gene's main location(s), HPA names joined by ``;``, from its GO CC annotations.
+
+    Rule: every annotated term goes to the most specific HPA location whose GO term is the term
+    itself or one of its ancestors (``under[go_id]`` is the set of terms under ``go_id``, itself
+    included); a location is kept only from the strongest evidence tier the gene has
+    (:data:`EVIDENCE_TIERS`), at most ``max_locations`` of them, the best supported first (ties
+    alphabetical, the output sorted alphabetically as HPA lists them). A gene whose terms map to
+    no location gets :data:`OTHER_LOCATION`, so the mapping is total.
+
+    Parameters
+    ----------
+    annotations
+        ``(go_id, evidence_code)`` pairs of one gene (ND excluded by the caller).
+    under
+        For each GO id of :data:`HPA_LOCATION_GO`, the terms under it.
+    """
+    roots = [(loc, r) for loc, rs in HPA_LOCATION_GO.items() for r in rs]
+    tier_of = {c: i for i, codes in enumerate(EVIDENCE_TIERS) for c in codes}
+    best: dict[str, tuple[int, int]] = {}
+    for term, evidence in annotations:
+        hits = [(loc, r) for loc, r in roots if term in under.get(r, ())]
+        # most specific: drop a hit whose GO term lies above another hit's
+        hits = [(loc, r) for loc, r in hits
+                if not any(r2 != r and r2 in under.get(r, ()) for _, r2 in hits)]
+        tier = tier_of.get(evidence, len(EVIDENCE_TIERS))
+        for loc in {loc for loc, _ in hits}:
+            t, n = best.get(loc, (tier + 1, 0))
+            if tier < t:
+                best[loc] = (tier, 1)
+            elif tier == t:
+                best[loc] = (tier, n + 1)
+    if not best:
+        return OTHER_LOCATION
+    top = min(t for t, _ in best.values())
+    chosen = sorted((loc for loc, (t, _) in best.items() if t == top), key=lambda l: (-best[l][1], l))
+    return ";".join(sorted(chosen[:max_locations]))
 
 
-def make_ensembl_ids(n: int, rng: np.random.Generator) -> list[str]:
-    """``n`` unique Ensembl-style human gene ids (``ENSG00000xxxxxx``), sorted as Ensembl lists them."""
-    nums = rng.choice(np.arange(100_000, 300_000), size=n, replace=False)
-    return [f"ENSG{v:011d}" for v in np.sort(nums)]
+@lru_cache(maxsize=2)
+def _load_gene_table(path: str) -> pd.DataFrame:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: the reference gene table is missing; regenerate it with "
+                                "`python -m i2o_utils.data.derive_gene_table`")
+    df = pd.read_csv(p, dtype={"entrez_id": str, "symbol": str, "ensembl_gene_id": str, "gene_type": str,
+                               "location": str}, keep_default_na=False)
+    missing = [c for c in GENE_TABLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{p}: missing column(s) {missing}; found {list(df.columns)}")
+    for col in ("symbol", "ensembl_gene_id"):
+        dup = df[col].duplicated()
+        if dup.any():
+            raise ValueError(f"{p}: column {col!r} repeats {df.loc[dup, col].iloc[0]!r}")
+    return df
+
+
+def load_gene_table(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The reference gene table (a copy): ``entrez_id, symbol, ensembl_gene_id, gene_type,
+    location, n_go_cc`` (``location`` empty for a gene without GO CC term)."""
+    return _load_gene_table(str(path or GENE_TABLE)).copy()
+
+
+def _open_text(path: Path):
+    """A text handle on a plain, gzip or single-member zip file."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    if path.suffix == ".zip":
+        zf = zipfile.ZipFile(path)
+        names = [n for n in zf.namelist() if not n.endswith("/")]
+        if len(names) != 1:
+            raise ValueError(f"{path}: expected one file in the zip archive, found {names}")
+        import io
+
+        return io.TextIOWrapper(zf.open(names[0]), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def read_gmt(path: str | os.PathLike, min_size: int = 1) -> pd.DataFrame:
+    """Gene sets in GMT form (plain, ``.gz`` or ``.zip``): ``name<TAB>id-or-description<TAB>gene...``.
+
+    Reactome's ``ReactomePathways.gmt(.zip)`` and the shipped ``go_bp.gmt.gz`` both have this form.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``name, term_id, members`` (a list of gene symbols, duplicates removed, order kept),
+        sets with fewer than ``min_size`` members dropped.
+
+    Raises
+    ------
+    ValueError
+        A line with fewer than three tab-separated fields or a set named twice; the message names
+        the file and the line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    rows, seen = [], {}
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) < 3 or not parts[0]:
+                raise ValueError(f"{path}, line {lineno}: a GMT line needs a set name, an id or "
+                                 f"description and at least one gene, tab-separated; got {line[:80]!r}")
+            name = parts[0]
+            if name in seen:
+                raise ValueError(f"{path}, line {lineno}: set {name!r} already defined on line {seen[name]}")
+            seen[name] = lineno
+            members = list(dict.fromkeys(g.strip() for g in parts[2:] if g.strip()))
+            if len(members) >= min_size:
+                rows.append((name, parts[1], members))
+    return pd.DataFrame(rows, columns=["name", "term_id", "members"])
+
+
+def draw_screen_genes(n: int, rng: np.random.Generator, include: tuple[str, ...] = (),
+                      table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``n`` genes for a simulated screen: ``include`` (e.g. the knock-out targets) first, the
+    rest drawn at random from the reference table, returned sorted by Ensembl id.
+
+    Genes beyond the table's size are synthetic (symbol ``SIMG<k>``, an Ensembl-shaped id
+    ``ENSG9<k>`` that no real gene has, type ``synthetic``, no location or gene set), so a
+    profile larger than the table still runs and the analyses simply see them as unannotated.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns of :func:`load_gene_table`, one row per gene.
+    """
+    table = load_gene_table() if table is None else table
+    inc = list(dict.fromkeys(include))
+    unknown = [s for s in inc if s not in set(table["symbol"])]
+    if unknown:
+        raise ValueError(f"gene(s) {unknown} are not in the reference table {GENE_TABLE.name}")
+    chosen = table.set_index("symbol").loc[inc[:n]].reset_index()
+    rest = table[~table["symbol"].isin(inc)]
+    k = min(n - len(chosen), len(rest))
+    picked = rest.iloc[np.sort(rng.choice(len(rest), size=k, replace=False))] if k > 0 else rest.iloc[:0]
+    out = pd.concat([chosen[list(GENE_TABLE_COLUMNS)], picked[list(GENE_TABLE_COLUMNS)]], ignore_index=True)
+    extra = n - len(out)
+    if extra > 0:
+        out = pd.concat([out, pd.DataFrame({
+            "entrez_id": "", "symbol": [f"SIMG{i:05d}" for i in range(1, extra + 1)],
+            "ensembl_gene_id": [f"ENSG9{i:010d}" for i in range(1, extra + 1)],
+            "gene_type": "synthetic", "location": "", "n_go_cc": 0})], ignore_index=True)
+    return out.sort_values("ensembl_gene_id", ignore_index=True)

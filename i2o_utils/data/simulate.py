@@ -27,6 +27,11 @@ A gene's log expression is ``base + w_visible . z_visible + w_hidden . z_hidden 
 or ``low`` (too lowly expressed to pass the filter). With ``null=True`` the omics wells draw their
 perturbation effects independently of the imaging wells', so images carry no information about
 the omics and every predictability claim should fail.
+
+Genes are real human genes (:mod:`i2o_utils.data.genes`), and which genes get a ``visible``
+programme depends on their location and GO gene sets by planted effects of known size
+(:mod:`i2o_utils.data.planted`; ``simulation/truth_annotation_effects.csv``), so that the
+localisation and pathway analyses can be checked against the truth.
 """
 
 from __future__ import annotations
@@ -45,11 +50,12 @@ from tqdm.auto import tqdm
 
 from i2o_utils.config import CONTROL, M1_REVERTING, M2_REVERTING, STIMULI, Profile, get_profile
 from i2o_utils.data import layout
-from i2o_utils.data.genes import KNOCKOUT_POOL, make_ensembl_ids, make_symbols
+from i2o_utils.data.genes import GO_BP_GMT, KNOCKOUT_POOL, draw_screen_genes, read_gmt
+from i2o_utils.data.planted import gene_propensity, plant_annotation_effects, planted_terms
 from i2o_utils.paths import bucket_paths
 
 SCREEN_FILE = "SCREEN.json"
-SIMULATOR_VERSION = 2
+SIMULATOR_VERSION = 3
 SIMULATED_ELN = "ELN90001"
 """The experiment number of the simulated plates' barcodes (``<ELN>_<PLATE>``, as the authors')."""
 _FIRST_IMAGING = datetime(2021, 6, 4, 9, 0, 0)
@@ -524,15 +530,24 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
     # omics ------------------------------------------------------------------------------------
     orng = np.random.default_rng(omics_ss)
     n_t, n_p = sc.n_transcripts, sc.n_proteins
-    symbols = make_symbols(n_t, orng, include=tuple(targets[:]))  # targets are measured genes too
-    ens = make_ensembl_ids(n_t, orng)
-    prot_idx = np.sort(orng.choice(n_t, size=min(n_p, n_t), replace=False))
+    # real genes (the targets are measured too) and the planted location/pathway effects
+    grng = np.random.default_rng(ss.spawn(1)[0])
+    genes = draw_screen_genes(n_t, grng, include=tuple(t for t in targets if t != CONTROL))
+    symbols, ens = genes["symbol"].tolist(), genes["ensembl_gene_id"].tolist()
+    coding = genes["gene_type"].to_numpy() == "protein-coding"  # proteins: coding genes first
+    prot_idx = np.sort(np.concatenate([grng.permutation(np.flatnonzero(coding)),
+                                       grng.permutation(np.flatnonzero(~coding))])[:min(n_p, n_t)])
+    gene_sets = read_gmt(GO_BP_GMT)
+    planted = planted_terms(genes, gene_sets, grng)
     truth = []
     for omics_name, names, syms in (("transcriptomics", ens, symbols),
                                     ("proteomics", [symbols[i] for i in prot_idx], [symbols[i] for i in prot_idx])):
         sel = omics["omics"] == omics_name
         wells = omics.loc[sel].reset_index(drop=True)
         prog = gene_programme(len(names), prof, orng)
+        rows = genes if omics_name == "transcriptomics" else genes.iloc[prot_idx].reset_index(drop=True)
+        propensity = gene_propensity(rows, planted, gene_sets)
+        prog = plant_annotation_effects(prog, propensity, grng)
         if omics_name == "transcriptomics":
             x, noise_var = simulate_rna(wells, z_om[sel.to_numpy()], prog, orng)
             obs = wells[["plate_barcode", "omics_plate", "well_id", "target", "cell_state"]]
@@ -544,8 +559,10 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
         r2 = expected_r2(prog, effects, targets, sc.latent_visible, noise_var, prof.omics.wells_per_label, null)
         t = pd.concat([pd.DataFrame({"omics": omics_name, "gene": names, "symbol": syms}), prog, r2], axis=1)
         t["predictable"] = (t["kind"] == "visible") & (not null)
+        t["location"], t["planted_propensity"] = rows["location"].to_numpy(), propensity
         truth.append(t)
     layout.write_csv_atomic(pd.concat(truth, ignore_index=True), bp["simulation"] / "truth_genes.csv")
+    layout.write_csv_atomic(planted, bp["simulation"] / "truth_annotation_effects.csv")
     eff_rows = [{"target": t, "cell_state": s, **{f"z{i}": v for i, v in enumerate(e)}}
                 for (t, s), e in sorted(effects.items())]
     layout.write_csv_atomic(pd.DataFrame(eff_rows), bp["simulation"] / "perturbation_effects.csv")

@@ -18,7 +18,13 @@ Features (CellProfiler-like names, ``<Compartment>_<Kind>_<Measure>[_<Channel>]`
 * ``Cytoplasm_Intensity_CV_MitoTracker``: coefficient of variation of mitochondria signal
   outside the nucleus (clustering);
 * ``Cells_Texture_Gradient_<ch>``: mean gradient magnitude over mean intensity in the cell
-  (edge density: actin fibres, mitochondrial network).
+  (edge density: actin fibres, mitochondrial network);
+* ``Cells_Texture_SER-<Kind>_<ch>`` for Kind in Spot, Hole, Edge, Ridge, Valley, Saddle, Bright,
+  Dark: mean over the cell of the filter responses of :func:`ser_filters` (Hessian-eigenvalue
+  texture, in the spirit of PerkinElmer Harmony's "SER" features), over the cell's mean intensity.
+
+A Harmony per-well export (``PlateResults.txt``) can stand in for the computed features:
+:func:`read_harmony_plate_results`.
 
 Identity columns carry the ``Metadata_`` prefix, so features are "every other column".
 """
@@ -32,6 +38,8 @@ from skimage.segmentation import watershed
 
 from i2o_utils.config import CHANNEL_SHORT
 from i2o_utils.imaging.nuclei import otsu_mask
+
+SER_KINDS = ("Spot", "Hole", "Edge", "Ridge", "Valley", "Saddle", "Bright", "Dark")
 
 def segment_cells(field: np.ndarray, centres: np.ndarray, nucleus_diameter_px: float,
                   max_cell_radius: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -116,8 +124,11 @@ def _label_mean_std(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.
 
 
 def cell_features(field: np.ndarray, centres: np.ndarray, nucleus_diameter_px: float,
-                  channel_names=CHANNEL_SHORT, max_cell_radius: float | None = None) -> pd.DataFrame:
+                  channel_names=CHANNEL_SHORT, max_cell_radius: float | None = None,
+                  ser_sigma: float | None = 1.5) -> pd.DataFrame:
     """Interpretable features of every cell of one field (one row per centre, in order).
+
+    ``ser_sigma``: scale (px) of the SER texture filters (:func:`ser_filters`); ``None`` skips them.
 
     Returns
     -------
@@ -147,6 +158,11 @@ def cell_features(field: np.ndarray, centres: np.ndarray, nucleus_diameter_px: f
             nl, img[0].ravel(), n + 1)[1:]
         m, sd = _label_mean_std(img[1].ravel(), cyto, n)
         cols[f"Cytoplasm_Intensity_CV_{channel_names[1]}"] = sd / m
+        if ser_sigma:
+            for c, name in enumerate(channel_names):
+                mean = cols[f"Cells_Intensity_MeanIntensity_{name}"]
+                for kind, resp in ser_filters(img[c], ser_sigma).items():
+                    cols[f"Cells_Texture_SER-{kind}_{name}"] = _label_mean_std(resp.ravel(), cl, n)[0] / mean
     return pd.DataFrame(cols)
 
 
@@ -175,3 +191,155 @@ def aggregate_wells(cells: pd.DataFrame, by: tuple[str, ...] = ("Metadata_Plate"
     if meta:
         agg = g[meta].first().join(agg)
     return agg.reset_index()
+
+
+# --------------------------------------------------------------------------------------------
+# SER texture (Hessian eigenvalues)
+# --------------------------------------------------------------------------------------------
+def ser_filters(image: np.ndarray, sigma: float = 1.5, background_sigma: float | None = None) -> dict[str, np.ndarray]:
+    """Saddle / edge / ridge / valley / spot / hole / bright / dark responses of one channel.
+
+    From the eigenvalues ``l1 >= l2`` of the Hessian of the image smoothed at scale ``sigma``
+    (Gaussian derivative filters, scale-normalised by ``sigma**2``; equal to
+    ``skimage.feature.hessian_matrix_eigvals``), the gradient magnitude
+    at the same scale (``sigma``-normalised) and the smoothed intensity against a local background
+    (Gaussian at ``background_sigma``, default ``4 sigma``), every response non-negative:
+
+    * Spot (bright blob): ``max(-l1, 0)`` (both curvatures negative);
+    * Hole (dark blob): ``max(l2, 0)`` (both positive);
+    * Ridge (bright line): ``max(-l2 - |l1|, 0)`` (strongly negative across, flat along);
+    * Valley (dark line): ``max(l1 - |l2|, 0)``;
+    * Saddle: ``min(max(l1, 0), max(-l2, 0))`` (opposite signs);
+    * Edge: gradient magnitude;
+    * Bright / Dark: ``max(I_sigma - I_background, 0)`` / ``max(I_background - I_sigma, 0)``.
+
+    These follow the idea of PerkinElmer Harmony's SER features (Hessian-based shape of the
+    intensity landscape); Harmony's exact normalisation is not published, so the values are not
+    interchangeable with Harmony's.
+    """
+    img = np.asarray(image, np.float32)
+    # Gaussian derivative filters in float32 (skimage.feature.hessian_matrix works in float64 and
+    # made the features 4x slower); eigenvalues of the symmetric 2x2 Hessian in closed form. The
+    # tests check both against skimage's hessian_matrix / hessian_matrix_eigvals.
+    centred = img - img.mean()  # the truncated 2nd-derivative kernels do not sum to exactly 0
+    hrr = ndi.gaussian_filter(centred, sigma, order=(2, 0))
+    hcc = ndi.gaussian_filter(centred, sigma, order=(0, 2))
+    hrc = ndi.gaussian_filter(centred, sigma, order=(1, 1))
+    half_tr = (hrr + hcc) / 2
+    disc = np.sqrt(((hrr - hcc) / 2) ** 2 + hrc**2)
+    l1, l2 = (half_tr + disc) * sigma**2, (half_tr - disc) * sigma**2  # l1 >= l2, scale-normalised
+    smooth = ndi.gaussian_filter(img, sigma)
+    grad = np.hypot(ndi.gaussian_filter(img, sigma, order=(1, 0)), ndi.gaussian_filter(img, sigma, order=(0, 1))) * sigma
+    bg = ndi.gaussian_filter(img, background_sigma or 4 * sigma)
+    zero = np.float32(0)
+    return {
+        "Spot": np.maximum(-l1, zero),
+        "Hole": np.maximum(l2, zero),
+        "Edge": grad,
+        "Ridge": np.maximum(-l2 - np.abs(l1), zero),
+        "Valley": np.maximum(l1 - np.abs(l2), zero),
+        "Saddle": np.minimum(np.maximum(l1, zero), np.maximum(-l2, zero)),
+        "Bright": np.maximum(smooth - bg, zero),
+        "Dark": np.maximum(bg - smooth, zero),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Harmony per-well export
+# --------------------------------------------------------------------------------------------
+HARMONY_ID_COLUMNS = ("Row", "Column", "Plane", "Timepoint", "Field", "Field Number", "Compound",
+                      "Concentration", "Cell Type", "Cell Count", "Number of Analyzed Fields")
+
+
+def read_harmony_plate_results(path, plate: str | None = None) -> pd.DataFrame:
+    """A PerkinElmer Harmony per-well export (``PlateResults.txt``) as a per-well feature table.
+
+    The file is tab-separated: a header block of ``key<TAB>value`` lines (``Plate Name``,
+    ``Measurement``, ``Evaluation``, ...), section lines in brackets, then ``[Data]`` followed by
+    the table (a header line with ``Row`` and ``Column``, one line per well).
+
+    Parameters
+    ----------
+    plate
+        Plate id for ``Metadata_Plate``; default the header's ``Plate Name``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``Metadata_Plate, Metadata_Well`` (e.g. ``G13``), ``Metadata_ROW, Metadata_COLUMN``, the
+        other identifying columns with a ``Metadata_`` prefix, and every numeric measurement column
+        as a feature (``Cell Count`` kept as ``Cells_Count``); non-numeric text columns go to
+        ``Metadata_``.
+
+    Raises
+    ------
+    ValueError
+        No ``[Data]`` section, no Row/Column header, or a data line whose field count differs from
+        the header's or whose Row/Column is not a positive integer: the message names the file and
+        the line.
+    """
+    from pathlib import Path
+
+    from i2o_utils.data.layout import format_well_id
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    meta: dict[str, str] = {}
+    start = None
+    for i, line in enumerate(lines):
+        if line.strip() == "[Data]":
+            start = i + 1
+            break
+        if line.startswith("[") or not line.strip():
+            continue
+        key, _, value = line.partition("\t")
+        meta[key.strip()] = value.strip()
+    if start is None:
+        raise ValueError(f"{path}: no '[Data]' line; not a Harmony PlateResults export")
+    while start < len(lines) and not lines[start].strip():
+        start += 1
+    if start >= len(lines):
+        raise ValueError(f"{path}: nothing after '[Data]'")
+    header = lines[start].split("\t")
+    trailing_tab = header[-1] == ""  # Harmony ends every line with a tab
+    if trailing_tab:
+        header = header[:-1]
+    if "Row" not in header or "Column" not in header:
+        raise ValueError(f"{path}, line {start + 1}: the table header needs 'Row' and 'Column'; got {header[:8]}")
+    rows = []
+    for j in range(start + 1, len(lines)):
+        if not lines[j].strip():
+            continue
+        fields = lines[j].split("\t")
+        if trailing_tab and fields[-1] == "":
+            fields = fields[:-1]
+        if len(fields) != len(header):
+            raise ValueError(f"{path}, line {j + 1}: {len(fields)} tab-separated fields, the header has {len(header)}")
+        for col in ("Row", "Column"):
+            v = fields[header.index(col)]
+            if not v.isdigit() or int(v) < 1:
+                raise ValueError(f"{path}, line {j + 1}: {col} {v!r} is not a positive integer")
+        rows.append(fields)
+    df = pd.DataFrame(rows, columns=header)
+    out = pd.DataFrame({"Metadata_Plate": plate or meta.get("Plate Name", path.stem),
+                        "Metadata_ROW": df["Row"].astype(int), "Metadata_COLUMN": df["Column"].astype(int)})
+    out["Metadata_Well"] = [format_well_id(r, c) for r, c in zip(out["Metadata_ROW"], out["Metadata_COLUMN"])]
+    dup = out.duplicated(["Metadata_Well"])
+    if dup.any():
+        raise ValueError(f"{path}: well {out.loc[dup, 'Metadata_Well'].iloc[0]} appears more than once")
+    feats = {}
+    for col in header:
+        if col in ("Row", "Column"):
+            continue
+        blank = df[col].str.strip().isin(["", "NaN", "nan"])
+        num = pd.to_numeric(df[col].where(~blank), errors="coerce")
+        is_numeric = bool((~blank).any()) and int(num.notna().sum()) == int((~blank).sum())
+        if col == "Cell Count" and is_numeric:
+            feats["Cells_Count"] = num.to_numpy(float)
+        elif col in HARMONY_ID_COLUMNS or not is_numeric:
+            out[f"Metadata_{col}"] = df[col].to_numpy()
+        else:
+            feats[col] = num.to_numpy(float)
+    return pd.concat([out, pd.DataFrame(feats)], axis=1)
