@@ -12,7 +12,7 @@
   samples) as :func:`i2o_utils.analysis.attribution.attribute_genes` runs them, with one torch
   thread as notebook 70 does by default. Target: <= 60 s on 2 cores.
 
-Run: ``python -m benchmarks analysis`` (or ``make bench``).
+Run: ``python -m benchmarks attribution_embedding`` (or ``make bench``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ CCA: 672 wells (the quick profile's imaging wells) x 64 learned dimensions x 58 
 features with a shared 4-d latent state; the fit, the null run and the latent check of notebook 90.
 Target: notebook 90 <= 30 s on the quick profile.
 
-Run: ``python -m benchmarks analyses`` (or ``make bench``).
+Run: ``python -m benchmarks localisation_cca`` (or ``make bench``).
 """
 
 from __future__ import annotations
