@@ -292,7 +292,9 @@ def run_null_screen(profile: str = "quick", results_root: str | Path | None = No
     backbone, which never see the omics) are the main screen's, linked, so the images carry no
     information about the null omics; notebooks 00, 10, 40 and 50 run again into
     :func:`i2o_utils.paths.null_screen_dirs` of ``results_root`` (default: the results root).
-    Notebook 50 of the main screen then reads the null screen's p-values from there.
+    Notebook 50 of the main screen then reads the null screen's p-values from there. The null
+    screen's data root is this runner's own product: it is simulated again (without images) on
+    every run.
 
     The main screen's notebooks 20 and 30 must have run (into ``results_root``).
     """
@@ -318,5 +320,5 @@ def run_null_screen(profile: str = "quick", results_root: str | Path | None = No
     log(f"[i2o] null screen (seed {seed}, the main screen's images): notebooks "
         f"{', '.join(s[:2] for s in stems)} -> {dirs['base']}")
     return run_notebooks(profile, select=stems, output_dir=dirs["executed"],
-                         parameters={"null": True, "seed": int(seed)}, data_dir=dirs["data"],
+                         parameters={"null": True, "seed": int(seed), "images": False, "overwrite": True}, data_dir=dirs["data"],
                          results_dir=dirs["results"], progress=progress, log=log)

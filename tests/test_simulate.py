@@ -11,7 +11,7 @@ import pytest
 
 from i2o_utils.config import CONTROL, M1_REVERTING, M2_REVERTING, get_profile
 from i2o_utils.data import layout
-from i2o_utils.data.simulate import plate_design, read_screen_info, simulate_screen
+from i2o_utils.data.simulate import ScreenMismatch, plate_design, read_screen_info, simulate_screen
 from i2o_utils.paths import bucket_paths
 
 
@@ -169,3 +169,17 @@ def test_null_screen_decouples_omics_from_images(tmp_path):
         assert json.loads((root / "SCREEN.json").read_text())["null"] is null
     assert out[False] > 0.8
     assert abs(out[True]) < 0.3
+
+
+def test_a_screen_without_images_has_the_same_plate_map_omics_and_truth(tmp_path, smoke_screen):
+    """images=False (the null screen of make book): no RAW images, everything else as with them."""
+    bare = simulate_screen(tmp_path / "bare", profile="smoke", seed=0, progress=False, images=False)
+    bp, full = bucket_paths(bare.root), bucket_paths(smoke_screen)
+    assert not bp["raw"].exists() or not any(bp["raw"].iterdir())
+    assert bp["metadata"].read_bytes() == full["metadata"].read_bytes()
+    a = ad.read_h5ad(bp["omics_raw"] / "proteomics.h5ad")
+    s = ad.read_h5ad(full["omics_raw"] / "proteomics.h5ad")
+    np.testing.assert_array_equal(a.X, s.X)
+    assert (bp["simulation"] / "truth_genes.csv").read_bytes() == (full["simulation"] / "truth_genes.csv").read_bytes()
+    with pytest.raises(ScreenMismatch, match="images"):  # a screen without images is not the screen with them
+        simulate_screen(tmp_path / "bare", profile="smoke", seed=0, progress=False)

@@ -467,7 +467,8 @@ def _clear_simulated(root: Path) -> None:
 
 
 def simulate_screen(out: str | Path | None = None, profile: str | Profile = "quick", seed: int = 0,
-                    null: bool = False, overwrite: bool = False, progress: bool = True) -> ScreenSummary:
+                    null: bool = False, overwrite: bool = False, progress: bool = True,
+                    images: bool = True) -> ScreenSummary:
     """Generate the simulated screen into a data root (bucket layout).
 
     Parameters
@@ -488,13 +489,17 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
         that were not simulated (downloaded data) is never touched, even with ``overwrite``.
     progress
         Show a progress bar over wells.
+    images
+        Render the wells' images (``data/RAW``). ``False`` writes the plate map, the omics and the
+        truth only: the null screen of ``make book`` takes its images' tiles from the main screen
+        and needs no images of its own.
     """
     prof = get_profile(profile) if isinstance(profile, str) else profile
     sc = prof.screen
     root = Path(out) if out is not None else bucket_paths()["root"]
     bp = bucket_paths(root)
     want = {"source": "simulated", "profile": prof.name, "seed": int(seed), "null": bool(null),
-            "simulator_version": SIMULATOR_VERSION, "screen": prof.to_dict()["screen"]}
+            "simulator_version": SIMULATOR_VERSION, "screen": prof.to_dict()["screen"], "images": bool(images)}
     info = read_screen_info(root)
     if info is not None and not overwrite and all(info.get(k) == v for k, v in want.items()):
         return ScreenSummary(root, prof.name, seed, null, info["n_imaging_wells"], info["n_omics_wells"],
@@ -588,8 +593,8 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
         plate_optics[p] = (vignetting(shape, strength, centre), gains)
     well_seeds = image_ss.spawn(len(imaging))
     nuclei_rows = []
-    bar = tqdm(total=len(imaging), desc="simulating wells", unit="well", disable=not progress)
-    for i, w in enumerate(imaging.itertuples(index=False)):
+    bar = tqdm(total=len(imaging) if images else 0, desc="simulating wells", unit="well", disable=not progress)
+    for i, w in enumerate(imaging.itertuples(index=False) if images else ()):
         wrng = np.random.default_rng(well_seeds[i])
         shading, gains = plate_optics[w.plate_barcode]
         fields = np.empty((sc.fields_per_well, 3, *shape), np.uint16)
@@ -603,11 +608,12 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
         layout.write_well_images(bp["raw"] / name, w.plate_barcode, w.ROW, w.COLUMN, fields)
         bar.update(1)
     bar.close()
-    nuc = pd.DataFrame(nuclei_rows, columns=["plate", "well_id", "fov", "y", "x"])
-    with layout.atomic_path(bp["simulation"] / "nuclei_truth.parquet") as tmp:
-        nuc.to_parquet(tmp, index=False)
-    shading_rows = [{"plate": p, "strength": float(1 - plate_optics[p][0].min())} for p in plates]
-    layout.write_csv_atomic(pd.DataFrame(shading_rows), bp["simulation"] / "shading.csv")
+    if images:
+        nuc = pd.DataFrame(nuclei_rows, columns=["plate", "well_id", "fov", "y", "x"])
+        with layout.atomic_path(bp["simulation"] / "nuclei_truth.parquet") as tmp:
+            nuc.to_parquet(tmp, index=False)
+        shading_rows = [{"plate": p, "strength": float(1 - plate_optics[p][0].min())} for p in plates]
+        layout.write_csv_atomic(pd.DataFrame(shading_rows), bp["simulation"] / "shading.csv")
 
     meta = imaging.assign(Column=imaging["COLUMN"])[list(layout.METADATA_COLUMNS) + ["omics_plate", "replicate",
                                                                                    "plate_barcode"]]
