@@ -517,7 +517,7 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
                              "it with overwrite=True (i2o simulate --overwrite, or -p overwrite true)")
     t0 = time.perf_counter()
     _clear_simulated(root)
-    for key in ("raw", "omics_raw", "simulation"):
+    for key in ("raw", "omics_raw", "simulation") if images else ("omics_raw", "simulation"):
         bp[key].mkdir(parents=True, exist_ok=True)
 
     ss = np.random.SeedSequence(seed)
