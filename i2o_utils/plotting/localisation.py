@@ -20,6 +20,14 @@ def _panels(df: pd.DataFrame):
     return keys
 
 
+def _message_figure(text: str) -> plt.Figure:
+    """A small figure that says why there is nothing to plot (e.g. the smoke profile)."""
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    return fig
+
+
 def fig4_location_r2(table: pd.DataFrame, top: pd.DataFrame, r2_label: str = "r² (split 0)") -> plt.Figure:
     """Fig 4: r² of the genes of the 8 largest locations, sorted by mean r² (left lowest), one
     panel per (omics, stimulus): transcripts top, proteins bottom, M1 left, M2 right.
@@ -63,10 +71,7 @@ def fig5_forest(coefs: pd.DataFrame, n_top: int = 5, pathway_kind: str = "pathwa
     top and bottom ``n_top`` significant pathway terms, significant location terms, mean abundance."""
     keys = _panels(coefs)
     if not keys:
-        fig, ax = plt.subplots(figsize=(6, 1.5))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "Fig 5: no (omics, stimulus) with genes of defined r² to regress", ha="center", va="center")
-        return fig
+        return _message_figure("Fig 5: no (omics, stimulus) with genes of defined r² to regress")
     ncol = 2
     nrow = max(1, int(np.ceil(len(keys) / ncol)))
     rows_per = [len(forest_terms(coefs[(coefs["omics"] == o) & (coefs["stimulus"] == s)], n_top)) for o, s in keys]
@@ -105,10 +110,7 @@ def planted_vs_recovered_plot(measured: pd.DataFrame, expected: pd.DataFrame, co
     location term, per (omics, stimulus), planted terms highlighted, with the identity line."""
     keys = _panels(measured)
     if not keys:
-        fig, ax = plt.subplots(figsize=(6, 1.5))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no regression to compare with the planted effects", ha="center", va="center")
-        return fig
+        return _message_figure("no regression to compare with the planted effects")
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.6 * max(1, len(keys)), 3.6), squeeze=False)
     for ax, (omics, stim) in zip(axes[0], keys):
         m = measured[(measured["omics"] == omics) & (measured["stimulus"] == stim)
