@@ -320,5 +320,6 @@ def run_null_screen(profile: str = "quick", results_root: str | Path | None = No
     log(f"[i2o] null screen (seed {seed}, the main screen's images): notebooks "
         f"{', '.join(s[:2] for s in stems)} -> {dirs['base']}")
     return run_notebooks(profile, select=stems, output_dir=dirs["executed"],
-                         parameters={"null": True, "seed": int(seed), "images": False, "overwrite": True}, data_dir=dirs["data"],
+                         parameters={"null": True, "seed": int(seed), "images": False, "overwrite": True,
+                                     "run_baselines": False}, data_dir=dirs["data"],
                          results_dir=dirs["results"], progress=progress, log=log)

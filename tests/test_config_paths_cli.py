@@ -84,7 +84,8 @@ def test_book_runs_a_null_screen_sharing_the_imaging_steps(tmp_path, monkeypatch
     assert p1 == p_null == p2 == "smoke"
     assert all(int(s[:2]) < 50 for s in first["select"]) and rest["select"][0].startswith("50_")
     # the null screen: the main screen's seed, its own roots, the imaging steps linked, not rerun
-    assert null_kw["parameters"] == {"null": True, "seed": 3, "images": False, "overwrite": True}
+    assert null_kw["parameters"] == {"null": True, "seed": 3, "images": False, "overwrite": True,
+                                     "run_baselines": False}
     assert null_kw["data_dir"] == dirs["data"] and null_kw["results_dir"] == dirs["results"]
     assert null_kw["output_dir"] == dirs["executed"]
     assert [s[:2] for s in null_kw["select"]] == ["00", "10", "40", "50"]

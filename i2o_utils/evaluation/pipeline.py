@@ -39,7 +39,7 @@ from i2o_utils.evaluation.summaries import (
     predictability_fractions,
     summarise_genes,
 )
-from i2o_utils.evaluation.truth import read_truth_genes, truth_path
+from i2o_utils.evaluation.truth import read_truth_genes, screen_label_oracle, truth_path
 
 __all__ = ["EvaluationInputs", "EvaluationResult", "load_evaluation_inputs", "evaluate_screen",
            "null_check", "evaluate_all_tests", "tests_compared", "compare_tests", "pvalues_by_test",
@@ -66,6 +66,9 @@ class EvaluationInputs:
     missing: list[Key] = field(default_factory=list)
     gt_reports: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    oracle: pd.DataFrame | None = None
+    """Simulated screens: which genes' processed labels the visible state predicts
+    (:func:`~i2o_utils.evaluation.truth.screen_label_oracle`)."""
 
     def overview(self) -> pd.DataFrame:
         """One row per (omics, stimulus): splits, test wells per split, genes predicted and measured."""
@@ -178,7 +181,8 @@ def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = Fals
     symbols = {o: read_gene_symbols(o, data_root) for o in {k[0] for k in preds}}
     tpath = truth_path(data_root)
     truth = read_truth_genes(tpath) if tpath.exists() else None
-    return EvaluationInputs(predictions=preds, gene_tables=tables, symbols=symbols, truth=truth,
+    oracle = screen_label_oracle(data_root) if truth is not None else None
+    return EvaluationInputs(predictions=preds, gene_tables=tables, symbols=symbols, truth=truth, oracle=oracle,
                             screen=read_screen_info(data_root), missing=missing, gt_reports=gt_reports,
                             notes=notes)
 
@@ -248,7 +252,8 @@ def evaluate_all_tests(inputs: EvaluationInputs, *, alpha: float = 0.05, fdr: fl
 
 
 TESTS_COMPARED_COLUMNS = ("omics", "stimulus", "test", "n_genes", "n_significant", "n_significant_bh",
-                          "pct_significant", "precision", "recall", "split_tests_false_positive_rate")
+                          "pct_significant", "precision", "recall", "split_tests_false_positive_rate",
+                          "precision_labels")
 
 
 def _order_rows(out: pd.DataFrame) -> pd.DataFrame:
@@ -259,13 +264,17 @@ def _order_rows(out: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["_o", "_t"], kind="mergesort", ignore_index=True).drop(columns=["_o", "_t"])
 
 
-def tests_compared(results: dict[str, EvaluationResult], truth: pd.DataFrame | None) -> pd.DataFrame:
+def tests_compared(results: dict[str, EvaluationResult], truth: pd.DataFrame | None,
+                   oracle: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (omics, stimulus, test): the contract table ``tests_compared.csv``.
 
     Columns :data:`TESTS_COMPARED_COLUMNS`; ``precision`` and ``recall`` are those of the
     Benjamini–Hochberg call (q < FDR) against the simulator's planted genes, and
     ``split_tests_false_positive_rate`` the share of single (split, gene) tests with p < alpha
     among genes that are not planted; all three empty without a truth table (real data).
+    ``precision_labels`` is the precision against the planted genes and those whose processed
+    labels the visible state predicts (``oracle``, :func:`~i2o_utils.evaluation.truth.screen_label_oracle`;
+    empty without it).
     """
     from i2o_utils.evaluation.truth import truth_recovery
 
@@ -274,12 +283,15 @@ def tests_compared(results: dict[str, EvaluationResult], truth: pd.DataFrame | N
         fr = res.fractions[["omics", "stimulus", "test", "n_genes", "n_significant", "n_significant_bh",
                             "pct_significant"]].copy()
         if truth is not None:
-            rec = truth_recovery(res.per_gene, truth, res.per_split)
+            rec = truth_recovery(res.per_gene, truth, res.per_split, oracle=oracle)
+            if "precision_labels" not in rec:
+                rec["precision_labels"] = np.nan
             rec = rec[rec["call"] == "BH"][["omics", "stimulus", "precision", "recall",
-                                            "split_tests_false_positive_rate"]]
+                                            "split_tests_false_positive_rate", "precision_labels"]]
             fr = fr.merge(rec, on=["omics", "stimulus"], how="left")
         else:
             fr["precision"] = fr["recall"] = fr["split_tests_false_positive_rate"] = np.nan
+            fr["precision_labels"] = np.nan
         rows.append(fr)
     return _order_rows(pd.concat(rows, ignore_index=True))[list(TESTS_COMPARED_COLUMNS)]
 
@@ -287,7 +299,8 @@ def tests_compared(results: dict[str, EvaluationResult], truth: pd.DataFrame | N
 def compare_tests(inputs: EvaluationInputs, *, alpha: float = 0.05, fdr: float = 0.05,
                   n_jobs: int = 1) -> pd.DataFrame:
     """Every test side by side on the same predictions (:func:`tests_compared` of :func:`evaluate_all_tests`)."""
-    return tests_compared(evaluate_all_tests(inputs, alpha=alpha, fdr=fdr, n_jobs=n_jobs), inputs.truth)
+    return tests_compared(evaluate_all_tests(inputs, alpha=alpha, fdr=fdr, n_jobs=n_jobs), inputs.truth,
+                          inputs.oracle)
 
 
 def pvalues_by_test(results: dict[str, EvaluationResult]) -> pd.DataFrame:

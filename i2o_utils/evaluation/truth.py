@@ -18,7 +18,8 @@ from scipy import stats
 
 from i2o_utils.data.layout import LayoutError
 
-__all__ = ["TRUTH_KINDS", "truth_path", "read_truth_genes", "truth_recovery", "signal_summary"]
+__all__ = ["TRUTH_KINDS", "truth_path", "read_truth_genes", "truth_recovery", "signal_summary",
+           "label_oracle", "screen_label_oracle", "label_oracle_summary"]
 
 TRUTH_KINDS = ("visible", "hidden", "noise", "low")
 TRUTH_COLUMNS = ("omics", "gene", "kind", "r2_expected")
@@ -56,12 +57,118 @@ def read_truth_genes(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def _state_terms(z: np.ndarray) -> np.ndarray:
+    """Intercept, the state, its squares and pairwise products (a quadratic response surface)."""
+    d = z.shape[1]
+    cols = [np.ones(len(z)), *z.T, *(z**2).T]
+    cols += [z[:, i] * z[:, j] for i in range(d) for j in range(i + 1, d)]
+    return np.column_stack(cols)
+
+
+def label_oracle(labels: pd.DataFrame, latent: pd.DataFrame, d_visible: int, fdr: float = 0.05) -> pd.DataFrame:
+    """Which genes' **processed labels** depend on the state the images show (simulated screens).
+
+    The simulator plants ``visible`` genes, but preprocessing can pass part of their signal to
+    other genes: vsn's per-sample calibration, for instance, is fitted to every protein of a
+    sample, so when many proteins move with the cell state the calibration does too, and so does
+    every protein it is applied to. A calibrated test then rightly finds such genes predictable
+    from the images. This oracle measures it with the simulator's own latent state, at the
+    perturbation level: per gene, the labels averaged over each perturbation's wells are
+    regressed on the perturbation's mean visible state of the imaging wells (a quadratic
+    response surface), and an F-test against the intercept alone gives a p-value; BH over the
+    genes at ``fdr``.
+
+    Parameters
+    ----------
+    labels
+        Wells x genes of one (omics, stimulus), indexed by ``(plate_barcode, well_id)`` of the
+        imaging wells (as :func:`~i2o_utils.data.layout.read_gt_matrix` returns the GT table).
+    latent
+        The simulator's ``simulation/latent.parquet``: ``plate, well_id, target, kind, z0...``.
+    d_visible
+        Number of latent dimensions the images show (``z0 .. z{d_visible-1}``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``gene, oracle_r2, oracle_p, oracle_q, oracle_predictable``.
+    """
+    img = latent[latent["kind"] == "imaging"].set_index(["plate", "well_id"])
+    zcols = [f"z{i}" for i in range(d_visible)]
+    missing = [c for c in zcols + ["target"] if c not in img.columns]
+    if missing:
+        raise LayoutError(f"latent state: missing column(s) {missing}")
+    idx = labels.index.intersection(img.index)
+    if len(idx) < len(labels):
+        raise LayoutError(f"latent state: {len(labels) - len(idx)} labelled well(s) have no latent state, "
+                          f"e.g. {labels.index.difference(img.index)[0]}")
+    target = img.loc[labels.index, "target"].to_numpy()
+    y = labels.groupby(target).mean()
+    z = img.loc[labels.index, zcols].groupby(target).mean().loc[y.index].to_numpy()
+    x = _state_terms(z)
+    n, k = x.shape
+    if n <= k + 2:
+        raise LayoutError(f"label oracle: {n} perturbations for {k} terms; too few")
+    yv = y.to_numpy(np.float64)
+    ok = np.isfinite(yv)
+    yv = np.where(ok, yv, np.nanmean(yv, axis=0))  # a perturbation without a value: the gene's mean
+    yc = yv - yv.mean(axis=0)
+    beta, *_ = np.linalg.lstsq(x, yv, rcond=None)
+    sse = ((yv - x @ beta) ** 2).sum(axis=0)
+    sst = (yc**2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(sst > 0, 1 - sse / sst, np.nan)
+        f = (r2 / (k - 1)) / ((1 - r2) / (n - k))
+    p = stats.f.sf(f, k - 1, n - k)
+    q = stats.false_discovery_control(np.where(np.isfinite(p), p, 1.0), method="bh")
+    return pd.DataFrame({"gene": y.columns.astype(str), "oracle_r2": r2, "oracle_p": p, "oracle_q": q,
+                         "oracle_predictable": q < fdr})
+
+
+def screen_label_oracle(data_root: str | os.PathLike | None = None, fdr: float = 0.05) -> pd.DataFrame | None:
+    """:func:`label_oracle` for every (omics, stimulus) GT table of a simulated screen
+    (``omics, stimulus`` columns added); ``None`` without a latent state (real data)."""
+    from i2o_utils.config import OMICS, STIMULI
+    from i2o_utils.data import layout
+    from i2o_utils.data.simulate import read_screen_info
+    from i2o_utils.paths import bucket_paths
+
+    lat_path = bucket_paths(data_root)["simulation"] / "latent.parquet"
+    info = read_screen_info(data_root)
+    if not lat_path.exists() or info is None:
+        return None
+    latent = pd.read_parquet(lat_path)
+    d_visible = int(info["screen"]["latent_visible"])
+    parts = []
+    for omics in OMICS:
+        for stim in STIMULI:
+            path = layout.gt_path(omics, stim, data_root)
+            if path.exists():
+                o = label_oracle(layout.read_gt_matrix(path), latent, d_visible, fdr)
+                parts.append(o.assign(omics=omics, stimulus=stim))
+    if not parts:
+        return None
+    out = pd.concat(parts, ignore_index=True)
+    return out[["omics", "stimulus"] + [c for c in out.columns if c not in ("omics", "stimulus")]]
+
+
+def label_oracle_summary(oracle: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Per (omics, stimulus): the share of each planted kind whose processed labels the visible
+    state predicts (:func:`label_oracle`), as percent columns ``visible %, hidden %, noise %``."""
+    on = ["omics", "stimulus", "gene"] if "stimulus" in truth.columns else ["omics", "gene"]
+    m = oracle.merge(truth[on + ["kind"]].astype({"gene": str}), on=on, how="left")
+    m = m[m["kind"].isin(["visible", "hidden", "noise"])]
+    out = (m.groupby(["omics", "stimulus", "kind"], sort=False)["oracle_predictable"].mean() * 100).unstack("kind")
+    out = out.reindex(columns=[k for k in ("visible", "hidden", "noise") if k in out.columns])
+    return out.add_suffix(" %").reset_index()
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else np.nan
 
 
 def truth_recovery(per_gene: pd.DataFrame, truth: pd.DataFrame,
-                   per_split: pd.DataFrame | None = None) -> pd.DataFrame:
+                   per_split: pd.DataFrame | None = None, oracle: pd.DataFrame | None = None) -> pd.DataFrame:
     """Precision and recall of the significant genes against ``kind == 'visible'``.
 
     Parameters
@@ -85,7 +192,12 @@ def truth_recovery(per_gene: pd.DataFrame, truth: pd.DataFrame,
         when the table has it) over the tested visible genes. With ``per_split`` (the per-split
         results), ``split_tests_true_positive_rate`` and ``split_tests_false_positive_rate``:
         the share of single (split, gene) tests with p < alpha among visible and among
-        non-visible genes, i.e. one split's test before the median over splits.
+        non-visible genes, i.e. one split's test before the median over splits. With ``oracle``
+        (:func:`screen_label_oracle`), ``n_label_predictable`` (genes whose processed labels the
+        visible state predicts), ``n_called_label_only`` (called genes not planted but whose labels
+        the oracle finds predictable) and ``precision_labels``: the share of called genes that are
+        planted or whose processed labels are predictable, i.e. precision against what the labels
+        the model was trained on really carry.
     """
     on = ["omics", "stimulus", "gene"] if "stimulus" in truth.columns else ["omics", "gene"]
     extra = [c for c in truth.columns if c.startswith("r2_expected_")]
@@ -117,10 +229,19 @@ def truth_recovery(per_gene: pd.DataFrame, truth: pd.DataFrame,
             below = (ps["pvalue"] < alpha).to_numpy()
             split_tpr = float(below[vis_ps.to_numpy()].mean()) if vis_ps.any() else np.nan
             split_fpr = float(below[~vis_ps.to_numpy()].mean()) if (~vis_ps).any() else np.nan
+        label_pred = None
+        if oracle is not None:
+            o = oracle[(oracle["omics"] == omics) & (oracle["stimulus"] == stimulus)]
+            label_pred = m["gene"].map(o.set_index("gene")["oracle_predictable"]).fillna(False).to_numpy(bool)
         for call, col in (("raw", "significant"), ("BH", "significant_bh")):
             called = m[col].to_numpy(bool)
             tp = int((called & visible).sum())
             fp = int((called & ~visible).sum())
+            by_labels = {}
+            if label_pred is not None:
+                only = int((called & ~visible & label_pred).sum())
+                by_labels = {"n_label_predictable": int((label_pred & tested).sum()), "n_called_label_only": only,
+                             "precision_labels": _ratio(tp + only, tp + fp)}
             rows.append({
                 "omics": omics, "stimulus": stimulus, "call": call, "test": g["test"].iloc[0],
                 "n_genes": len(m), "n_visible": int(visible.sum()),
@@ -134,6 +255,7 @@ def truth_recovery(per_gene: pd.DataFrame, truth: pd.DataFrame,
                 "spearman_r2_vs_expected": rho, "n_spearman": n_rho,
                 "split_tests_true_positive_rate": split_tpr,
                 "split_tests_false_positive_rate": split_fpr,
+                **by_labels,
             })
     return pd.DataFrame(rows)
 
