@@ -30,13 +30,13 @@ from i2o_utils.config import get_profile
 from i2o_utils.data import layout
 from i2o_utils.data.simulate import acquire, render_field, vignetting
 from i2o_utils.imaging.flatfield import (MeanAccumulator, correct_image, default_step, flatfield_from_mean,
-                                         grid_percentile, percentile_filter_exact, relative_deviation,
-                                         vignetting_field)
+                                         grid_percentile, percentile_filter_exact)
 from i2o_utils.imaging.nuclei import find_nuclei_centres
 from i2o_utils.imaging.plan import WellTask
 from i2o_utils.imaging.tiles import extract_tiles, tile_corners, to_tile_dtype
 from i2o_utils.imaging.tilestore import TileStore, finalise_store, write_plate_tiles
 from i2o_utils.imaging.well import process_well
+from tests.support.imaging import relative_deviation, vignetting_field
 
 GAINS = np.array([1800.0, 1400.0, 1600.0])
 

@@ -241,7 +241,7 @@ def estimate_plate_flatfields(tasks: Sequence[WellTask], params: ImagingConfig, 
 
     Workers sum the fields of up to ``wells_per_task`` wells of one plate; the sums are added to
     the plate's running mean as they arrive. Wells whose fields differ in shape from most of
-    their plate's are errors.
+    their plate's are left out (and fail in :func:`~i2o_utils.imaging.well.process_well`, named).
     """
     chunks: list[list[WellTask]] = []
     for t in tasks:
@@ -250,24 +250,17 @@ def estimate_plate_flatfields(tasks: Sequence[WellTask], params: ImagingConfig, 
         else:
             chunks.append([t])
     acc: dict[tuple, MeanAccumulator] = {}  # (plate, field shape) -> running sum
-    wells_of: dict[tuple, list[WellTask]] = {}
     errors = []
     with tqdm(total=len(tasks), desc="plate means", unit="well", disable=not progress) as bar:
         for i, (groups, errs) in runner.map(plate_sums, [(c,) for c in chunks]):
             errors += errs
             bar.update(len(chunks[i]))
-            for shape, (part, ids) in groups.items():
-                k = (chunks[i][0].plate, shape)
-                acc.setdefault(k, MeanAccumulator()).merge(part)
-                wells_of.setdefault(k, []).extend(t for t in chunks[i] if t.well_id in ids)
+            for shape, part in groups.items():
+                acc.setdefault((chunks[i][0].plate, shape), MeanAccumulator()).merge(part)
     flatfields, counts, means = {}, {}, {}
     d = params.dark_offset
     for plate in sorted({p for p, _ in acc}):
-        shapes = sorted((k for k in acc if k[0] == plate), key=lambda k: -acc[k].count)
-        for other in shapes[1:]:  # wells whose fields differ from most of the plate's
-            errors += [status_row(t, error=f"{t.where}: fields are {other[1]}, most wells of the plate {shapes[0][1]}")
-                       for t in wells_of[other]]
-        a = acc[shapes[0]]
+        a = max((acc[k] for k in acc if k[0] == plate), key=lambda a: a.count)  # the shape of most fields
         means[plate], counts[plate] = a.mean.astype(np.float32), a.count
         flatfields[plate] = np.stack([
             flatfield_from_mean(m, params.flatfield_percentile, params.flatfield_size, params.flatfield_sigma,

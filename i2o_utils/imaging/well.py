@@ -65,13 +65,10 @@ def read_well(task: WellTask, dtypes=layout.IMAGE_DTYPES) -> layout.WellImages:
         raise LayoutError(f"{e} [plate {task.plate}, well {task.well_id}]") from None
 
 
-def plate_sums(tasks: Sequence[WellTask]) -> tuple[dict, list[dict]]:
-    """The fields of some wells of one plate summed per channel, grouped by field shape.
-
-    Returns ``({shape: (MeanAccumulator, well_ids)}, error_rows)``; an unreadable file becomes an
-    error row naming the file and well.
-    """
-    groups: dict[tuple, tuple[MeanAccumulator, list]] = {}
+def plate_sums(tasks: Sequence[WellTask]) -> tuple[dict[tuple, MeanAccumulator], list[dict]]:
+    """The fields of some wells of one plate summed per channel, by field shape, and the error
+    rows of unreadable files (file and well named)."""
+    groups: dict[tuple, MeanAccumulator] = {}
     errors = []
     for t in tasks:
         try:
@@ -79,9 +76,7 @@ def plate_sums(tasks: Sequence[WellTask]) -> tuple[dict, list[dict]]:
         except Exception as e:  # noqa: BLE001 - reported with the file and well
             errors.append(status_row(t, error=_error_text(t, e)))
             continue
-        acc, ids = groups.setdefault(fields.shape[1:], (MeanAccumulator(), []))
-        acc.add(fields, batch=True)
-        ids.append(t.well_id)
+        groups.setdefault(fields.shape[1:], MeanAccumulator()).add(fields, batch=True)
     return groups, errors
 
 
