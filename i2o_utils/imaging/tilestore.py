@@ -216,10 +216,11 @@ class TileStore:
         s = self.tile_size
         out = np.empty((len(well_idx), int(n), len(self.channels), s, s), dtype=self.dtype)
         for k, i in enumerate(well_idx):
-            n_tiles, where = int(self._n[i]), f"plate {self._plate[i]}, well {self.wells['well_id'].iat[i]}"
-            if n_tiles <= 0:
-                raise TileStoreError(f"{where}: the well has no tiles")
+            n_tiles = int(self._n[i])
             if n_tiles < n:
+                where = f"plate {self._plate[i]}, well {self.wells['well_id'].iat[i]}"
+                if n_tiles <= 0:
+                    raise TileStoreError(f"{where}: the well has no tiles")
                 log.info("%s: %d tiles for %d requested; sampling with replacement", where, n_tiles, n)
             out[k] = self.read_tiles(i, rng.choice(n_tiles, size=int(n), replace=n_tiles < n))
         return out
