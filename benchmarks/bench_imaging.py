@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +30,13 @@ from i2o_utils.config import get_profile
 from i2o_utils.data import layout
 from i2o_utils.data.simulate import acquire, render_field, vignetting
 from i2o_utils.imaging.flatfield import (MeanAccumulator, correct_image, default_step, flatfield_from_mean,
-                                         grid_percentile, percentile_filter_exact, relative_deviation,
-                                         vignetting_field)
+                                         grid_percentile, percentile_filter_exact)
 from i2o_utils.imaging.nuclei import find_nuclei_centres
-from i2o_utils.imaging.pipeline import ImagingParams, WellTask, process_well
+from i2o_utils.imaging.plan import WellTask
 from i2o_utils.imaging.tiles import extract_tiles, tile_corners, to_tile_dtype
 from i2o_utils.imaging.tilestore import TileStore, finalise_store, write_plate_tiles
+from i2o_utils.imaging.well import process_well
+from tests.support.imaging import relative_deviation, vignetting_field
 
 GAINS = np.array([1800.0, 1400.0, 1600.0])
 
@@ -79,7 +81,7 @@ def bench_fields() -> None:
                         input_pointer="data/ICF/ICF.X1.Y1.P1.h5", shard_path=str(tmp / "s.npy"),
                         cells_path=str(tmp / "c.parquet"), marker_path=str(tmp / "m.json"))
         for features in (False, True):
-            params = ImagingParams.from_profile(prof, features=features)
+            params = replace(prof.imaging.resolved(sc), features=features)
             t0, c0 = time.perf_counter(), time.process_time()
             row = process_well(task, ff, scale, params)
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -118,13 +118,33 @@ class ImagingConfig:
     tile_size: int = 128
     nucleus_diameter_px: float | None = None
     """Nucleus diameter for the LoG scale; None: the screen's ``nucleus_diameter_px``."""
+    min_response: float = 0.25
+    """Smallest scale-normalised LoG response of a nucleus centre (a full disk gives 2/e = 0.74)."""
     border: str = "drop"
     """Tiles reaching outside the field: 'drop' the nucleus, or 'pad' with zeros."""
     tile_dtype: str = "uint8"
-    """Dtype of the tile store (uint8 or uint16); 1.0 = the channel's 99.9th percentile."""
+    """Dtype of the tile store (uint8 or uint16); 1.0 = the channel's ``scale_quantile``."""
+    scale_quantile: float = 99.9
+    scale_wells_per_plate: int = 4
+    """Wells sampled on every plate to estimate the tile scale (``scale_quantile`` of intensities)."""
+    features: bool = True
+    """Morphology features of every cell (for the CCA of notebook 90)."""
+    cell_radius_px: float | None = None
+    """Cells are cut at this distance from their centre; None: 0.75 x the screen's ``cell_diameter_px``."""
+    icf_compression: str | None = "gzip"
+    icf_mantissa_bits: int = 11
+    """Significant bits kept in the float32 ICF images (relative precision 2**-12 = 0.024%, far
+    below the photon noise) so that they compress to about half; 23 keeps them exact."""
     scheduler: str = "local"
     """'local' (LocalCluster), 'synchronous' (no cluster) or a dask scheduler address."""
     n_workers: int = 2
+
+    def resolved(self, screen: ScreenConfig) -> "ImagingConfig":
+        """A copy with the sizes left to the screen (``None``) taken from ``screen``."""
+        return dataclasses.replace(
+            self, nucleus_diameter_px=(screen.nucleus_diameter_px if self.nucleus_diameter_px is None
+                                       else self.nucleus_diameter_px),
+            cell_radius_px=0.75 * screen.cell_diameter_px if self.cell_radius_px is None else self.cell_radius_px)
 
 
 @dataclass(frozen=True)

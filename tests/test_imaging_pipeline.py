@@ -249,3 +249,17 @@ def test_downloaded_files_are_never_modified(tmp_path):
     res = _run(bp["root"], tmp_path / "res20")
     assert (res.status["status"] == "ok").all() and res.paths["tiles"].parent == tmp_path / "res20"
     assert digests() == before
+
+
+def test_parameters_key_follows_what_a_well_depends_on():
+    from dataclasses import replace
+
+    from i2o_utils.imaging.well import params_key
+
+    p = PROFILE.imaging.resolved(PROFILE.screen)
+    assert p.nucleus_diameter_px == PROFILE.screen.nucleus_diameter_px == 10.0
+    assert p.cell_radius_px == 0.75 * PROFILE.screen.cell_diameter_px
+    key = params_key(p, [1.0, 2.0, 3.0])
+    assert params_key(replace(p, scheduler="local", n_workers=7, flatfield_method="exact"), [1.0, 2.0, 3.0]) == key
+    assert params_key(replace(p, min_response=0.3), [1.0, 2.0, 3.0]) != key
+    assert params_key(p, [1.0, 2.0, 3.5]) != key

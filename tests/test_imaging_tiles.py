@@ -10,7 +10,7 @@ import pytest
 
 from i2o_utils.data import layout
 from i2o_utils.imaging.tiles import extract_tiles, intensity_scale, tile_corners, to_tile_dtype
-from i2o_utils.imaging.tilestore import (InMemoryTileStore, TileStore, TileStoreError, finalise_store,
+from i2o_utils.imaging.tilestore import (TileStore, TileStoreError, finalise_store,
                                          write_plate_tiles)
 
 
@@ -150,13 +150,3 @@ def test_unfinished_store_is_refused(tmp_path):
     with pytest.raises(TileStoreError, match="announced"):
         write_plate_tiles(tmp_path / "p.h5", [("W", np.zeros((2, 3, 4, 4), np.uint8))], 3, 4)
     assert not (tmp_path / "p.h5").exists() and not list(tmp_path.glob("*.part"))
-
-
-def test_in_memory_store_has_the_interface():
-    wells = pd.DataFrame({"plate": ["P"] * 2, "well_id": ["A1", "A2"], "target": ["NT", "X"],
-                          "cell_state": ["m1", "m1"]})
-    tiles = [np.zeros((3, 3, 4, 4), np.uint16), np.ones((1, 3, 4, 4), np.uint16)]
-    mem = InMemoryTileStore(wells, tiles)
-    assert mem.wells["n_tiles"].tolist() == [3, 1] and mem.tile_size == 4 and mem.dtype == np.uint16
-    assert mem.sample([0, 1], 2, np.random.default_rng(0)).shape == (2, 2, 3, 4, 4)
-    assert mem.to_float(np.array([65535], np.uint16))[0] == 1.0

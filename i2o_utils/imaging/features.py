@@ -286,41 +286,27 @@ def read_harmony_plate_results(path, plate: str | None = None) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     lines = path.read_text(encoding="utf-8-sig").splitlines()
-    meta: dict[str, str] = {}
-    start = None
-    for i, line in enumerate(lines):
-        if line.strip() == "[Data]":
-            start = i + 1
-            break
-        if line.startswith("[") or not line.strip():
-            continue
-        key, _, value = line.partition("\t")
-        meta[key.strip()] = value.strip()
+    start = next((i + 1 for i, line in enumerate(lines) if line.strip() == "[Data]"), None)
     if start is None:
         raise ValueError(f"{path}: no '[Data]' line; not a Harmony PlateResults export")
-    while start < len(lines) and not lines[start].strip():
-        start += 1
-    if start >= len(lines):
+    meta = {k.strip(): v.strip() for k, _, v in (line.partition("\t") for line in lines[:start - 1]
+                                                 if line.strip() and not line.startswith("["))}
+    table = [(j + 1, line.split("\t")) for j, line in enumerate(lines[start:], start) if line.strip()]
+    if not table:
         raise ValueError(f"{path}: nothing after '[Data]'")
-    header = lines[start].split("\t")
+    (at, header), rows = table[0], []
     trailing_tab = header[-1] == ""  # Harmony ends every line with a tab
-    if trailing_tab:
-        header = header[:-1]
+    header = header[:-1] if trailing_tab else header
     if "Row" not in header or "Column" not in header:
-        raise ValueError(f"{path}, line {start + 1}: the table header needs 'Row' and 'Column'; got {header[:8]}")
-    rows = []
-    for j in range(start + 1, len(lines)):
-        if not lines[j].strip():
-            continue
-        fields = lines[j].split("\t")
-        if trailing_tab and fields[-1] == "":
-            fields = fields[:-1]
+        raise ValueError(f"{path}, line {at}: the table header needs 'Row' and 'Column'; got {header[:8]}")
+    for at, fields in table[1:]:
+        fields = fields[:-1] if trailing_tab and fields[-1] == "" else fields
         if len(fields) != len(header):
-            raise ValueError(f"{path}, line {j + 1}: {len(fields)} tab-separated fields, the header has {len(header)}")
+            raise ValueError(f"{path}, line {at}: {len(fields)} tab-separated fields, the header has {len(header)}")
         for col in ("Row", "Column"):
             v = fields[header.index(col)]
             if not v.isdigit() or int(v) < 1:
-                raise ValueError(f"{path}, line {j + 1}: {col} {v!r} is not a positive integer")
+                raise ValueError(f"{path}, line {at}: {col} {v!r} is not a positive integer")
         rows.append(fields)
     df = pd.DataFrame(rows, columns=header)
     out = pd.DataFrame({"Metadata_Plate": plate or meta.get("Plate Name", path.stem),

@@ -46,15 +46,8 @@ FAST_WINDOW = 25
 
 
 class MeanAccumulator:
-    """Running mean of equally shaped arrays, accumulated in float64 without keeping them.
-
-    Examples
-    --------
-    >>> acc = MeanAccumulator()
-    >>> for field in fields:            # doctest: +SKIP
-    ...     acc.add(field)              # one (H, W) image, or (3, H, W) channels of a field
-    >>> acc.mean.shape                  # doctest: +SKIP
-    """
+    """Running mean of equally shaped arrays (one image, or the channels of a field), accumulated
+    in float64 without keeping them."""
 
     def __init__(self) -> None:
         self.sum: np.ndarray | None = None
@@ -102,23 +95,6 @@ class MeanAccumulator:
         if self.sum is None or self.count == 0:
             raise ValueError("no image was accumulated")
         return self.sum / self.count
-
-
-def mean_image(images: Iterable[np.ndarray] | np.ndarray) -> np.ndarray:
-    """Mean of images, streaming over an iterable (a 3-D array is a stack of 2-D images)."""
-    if isinstance(images, np.ndarray):
-        if images.ndim == 2:
-            return images.astype(np.float64)
-        if images.ndim == 3:
-            return images.mean(axis=0, dtype=np.float64)
-        raise ValueError(f"expected a 2-D image or a (N, H, W) stack, got shape {images.shape}")
-    acc = MeanAccumulator()
-    for i, img in enumerate(images):
-        img = np.asarray(img)
-        if img.ndim != 2:
-            raise ValueError(f"image {i}: expected a 2-D image, got shape {img.shape}")
-        acc.add(img, where=f"image {i}")
-    return acc.mean
 
 
 def _keys_weights(n_out: int, n_in: int, step: int, offset: int) -> np.ndarray:
@@ -301,30 +277,21 @@ def grid_percentile(image: np.ndarray, percentile: float, size: int, step: int, 
 def estimate_flatfield(images: Iterable[np.ndarray] | np.ndarray, percentile: float = 10,
                        size: int = 250, sigma: float = 50, method: FlatfieldMethod = "fast",
                        step: int | None = None) -> np.ndarray:
-    """Estimate one plate's flat field for one channel: ``G_sigma * (P_k * mean(images))``.
+    """One plate's flat field for one channel, ``G_sigma * (P_k * mean(images))`` (float32).
 
-    Parameters
-    ----------
-    images
-        The plate's images of one channel: an iterable of 2-D arrays (consumed in one streaming
-        pass, never held together), a ``(N, H, W)`` stack, or a single 2-D (mean) image.
-    percentile
-        Percentile of the percentile filter ``P_k`` (paper: 10).
-    size
-        Window size ``k`` of the percentile filter in pixels (paper: 250).
-    sigma
-        Standard deviation of the Gaussian ``G_sigma`` in pixels (paper: 50).
-    method
-        ``"fast"`` (default) or ``"exact"`` (literal full-resolution filters; minutes per image).
-    step
-        Subsampling step of the fast method (default :func:`default_step`).
-
-    Returns
-    -------
-    numpy.ndarray
-        The flat field ``F`` (float32, shape of one image); correct with :func:`correct_image`.
+    ``images``: an iterable of 2-D arrays (consumed in one streaming pass, never held together),
+    a ``(N, H, W)`` stack, or a single 2-D (mean) image; the other arguments are those of
+    :func:`flatfield_from_mean` (paper: percentile 10, ``k = 250``, ``sigma = 50``). Correct with
+    :func:`correct_image`.
     """
-    return flatfield_from_mean(mean_image(images), percentile, size, sigma, method, step)
+    if isinstance(images, np.ndarray) and images.ndim == 2:
+        images = images[None]
+    acc = MeanAccumulator()
+    for i, img in enumerate(images):
+        if np.ndim(img) != 2:
+            raise ValueError(f"image {i}: expected a 2-D image, got shape {np.shape(img)}")
+        acc.add(img, where=f"image {i}")
+    return flatfield_from_mean(acc.mean, percentile, size, sigma, method, step)
 
 
 def correct_image(image: np.ndarray, flatfield: np.ndarray, *, where: str = "") -> np.ndarray:
@@ -345,23 +312,3 @@ def correct_image(image: np.ndarray, flatfield: np.ndarray, *, where: str = "") 
         raise ValueError(f"{where or 'flat field'}: the flat field has non-positive values "
                          "(an all-dark plate or channel?)")
     return image.astype(np.float32) * (np.float32(1.0) / flatfield)
-
-
-def relative_deviation(approx: np.ndarray, reference: np.ndarray) -> float:
-    """``max |approx - reference| / |reference|`` over pixels (the fast-vs-exact criterion)."""
-    reference = np.asarray(reference, dtype=np.float64)
-    return float(np.max(np.abs(np.asarray(approx, dtype=np.float64) - reference) / np.abs(reference)))
-
-
-def vignetting_field(shape: tuple[int, int], strength: float = 0.4, centre: tuple[float, float] | None = None,
-                     tilt: float = 0.1) -> np.ndarray:
-    """A smooth, realistic illumination profile (radial cos^4-like fall-off plus a linear tilt).
-
-    Used to build test and benchmark images: values are 1 at the optical centre and about
-    ``1 - strength`` in the corners.
-    """
-    h, w = shape
-    cy, cx = centre if centre is not None else ((h - 1) / 2 * 1.1, (w - 1) / 2 * 0.93)
-    yy, xx = np.mgrid[0:h, 0:w]
-    r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / (0.5 * (h**2 + w**2))
-    return ((1.0 - strength * r2 * (1.0 + 0.3 * r2)) * (1.0 + tilt * (xx - cx) / w)).astype(np.float64)

@@ -191,18 +191,12 @@ def detection_scores(detected: np.ndarray, truth: np.ndarray, radius: float) -> 
     """
     n_det, n_true = len(np.asarray(detected).reshape(-1, 2)), len(np.asarray(truth).reshape(-1, 2))
     tp = len(match_points(detected, truth, radius)[0])
-    fp, fn = n_det - tp, n_true - tp
-    precision = tp / n_det if n_det else float(n_true == 0)
-    recall = tp / n_true if n_true else float(n_det == 0)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+    return sum_scores([{"tp": tp, "fp": n_det - tp, "fn": n_true - tp}])
 
 
 def sum_scores(scores: list[dict[str, float]]) -> dict[str, float]:
     """Pool per-field :func:`detection_scores` (sums of tp/fp/fn, then precision/recall/F1)."""
-    tp = sum(s["tp"] for s in scores)
-    fp = sum(s["fp"] for s in scores)
-    fn = sum(s["fn"] for s in scores)
+    tp, fp, fn = (sum(s[k] for s in scores) for k in ("tp", "fp", "fn"))
     precision = tp / (tp + fp) if tp + fp else float(fn == 0)
     recall = tp / (tp + fn) if tp + fn else float(fp == 0)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0

@@ -27,8 +27,8 @@ Reads
     opened lazily and per process, so a store can be handed to data-loader worker processes.
 
 Model code depends only on the interface of :class:`TileStore` (``wells``, ``tile_size``,
-``dtype``, ``sample``, ``read_well``, ``to_float``); :class:`InMemoryTileStore` implements the
-same interface on arrays, for tests.
+``dtype``, ``sample``, ``read_well``, ``to_float``); :class:`i2o_utils.model.data.InMemoryTiles`
+implements the same interface on arrays.
 """
 
 from __future__ import annotations
@@ -56,22 +56,6 @@ INDEX_COLUMNS = ("plate", "well_id", "fov", "row", "col", "r0", "c0", "i")
 
 class TileStoreError(ValueError):
     """A store folder is missing, incomplete or inconsistent; the message names the file."""
-
-
-def _to_float(x, m: int):
-    if isinstance(x, np.ndarray) or np.isscalar(x):
-        return np.asarray(x, dtype=np.float32) / np.float32(m)
-    return x.float() / m  # a torch tensor: stays on its device
-
-
-def _sample_indices(n_tiles: int, n: int, rng: np.random.Generator, where) -> np.ndarray:
-    """``n`` tile numbers of a well; ``where()`` names the well in messages."""
-    if n_tiles <= 0:
-        raise TileStoreError(f"{where()}: the well has no tiles")
-    if n_tiles >= n:
-        return rng.choice(n_tiles, size=n, replace=False)
-    log.info("%s: %d tiles for %d requested; sampling with replacement", where(), n_tiles, n)
-    return rng.choice(n_tiles, size=n, replace=True)
 
 
 class TileStore:
@@ -232,15 +216,20 @@ class TileStore:
         s = self.tile_size
         out = np.empty((len(well_idx), int(n), len(self.channels), s, s), dtype=self.dtype)
         for k, i in enumerate(well_idx):
-            out[k] = self.read_tiles(i, _sample_indices(int(self._n[i]), int(n), rng, self._where(i)))
+            n_tiles = int(self._n[i])
+            if n_tiles < n:
+                where = f"plate {self._plate[i]}, well {self.wells['well_id'].iat[i]}"
+                if n_tiles <= 0:
+                    raise TileStoreError(f"{where}: the well has no tiles")
+                log.info("%s: %d tiles for %d requested; sampling with replacement", where, n_tiles, n)
+            out[k] = self.read_tiles(i, rng.choice(n_tiles, size=int(n), replace=n_tiles < n))
         return out
-
-    def _where(self, i: int):
-        return lambda: f"plate {self._plate[i]}, well {self.wells['well_id'].iat[i]}"
 
     def to_float(self, x):
         """Stored integers -> float32 in [0, 1] (``x / 255`` or ``x / 65535``); numpy or torch."""
-        return _to_float(x, self._max)
+        if isinstance(x, np.ndarray) or np.isscalar(x):
+            return np.asarray(x, dtype=np.float32) / np.float32(self._max)
+        return x.float() / self._max  # a torch tensor: stays on its device
 
 
 def stored_wells_note(store_dir: str | os.PathLike | None = None) -> str | None:
@@ -253,48 +242,6 @@ def stored_wells_note(store_dir: str | os.PathLike | None = None) -> str | None:
         return TileStore(store_dir).wells_note(one_line=True)
     except (TileStoreError, OSError, ValueError):
         return None
-
-
-class InMemoryTileStore:
-    """The :class:`TileStore` interface over arrays held in memory (tests, small examples).
-
-    Parameters
-    ----------
-    wells
-        One row per well (plate, well_id, target, cell_state; ``n_tiles`` is filled in).
-    tiles
-        One ``(n_i, 3, s, s)`` uint8 or uint16 array per well.
-    """
-
-    def __init__(self, wells: pd.DataFrame, tiles: Sequence[np.ndarray]):
-        if len(wells) != len(tiles):
-            raise ValueError(f"{len(wells)} wells but {len(tiles)} tile arrays")
-        self._tiles = [np.asarray(t) for t in tiles]
-        dtypes = {t.dtype for t in self._tiles}
-        shapes = {t.shape[1:] for t in self._tiles}
-        if len(dtypes) != 1 or len(shapes) != 1:
-            raise ValueError(f"tile arrays differ in dtype {dtypes} or shape {shapes}")
-        self.dtype = dtypes.pop()
-        shape = shapes.pop()
-        self.tile_size = int(shape[-1])
-        self.channels = [f"channel_{c}" for c in range(shape[0])]
-        self._max = dtype_max(self.dtype)
-        self.wells = wells.reset_index(drop=True).copy()
-        self.wells["n_tiles"] = [len(t) for t in self._tiles]
-
-    def __len__(self) -> int:
-        return len(self.wells)
-
-    def read_well(self, i: int) -> np.ndarray:
-        return self._tiles[int(i)]
-
-    def sample(self, well_idx, n: int, rng: np.random.Generator) -> np.ndarray:
-        well_idx = np.asarray(well_idx, dtype=np.int64).reshape(-1)
-        return np.stack([self._tiles[i][_sample_indices(len(self._tiles[i]), int(n), rng, lambda: f"well {i}")]
-                         for i in well_idx])
-
-    def to_float(self, x):
-        return _to_float(x, self._max)
 
 
 # --------------------------------------------------------------------------------------------
