@@ -9,7 +9,7 @@ import pytest
 
 from i2o_utils.config import OmicsConfig
 from i2o_utils.data import layout
-from i2o_utils.evaluation.splits import split_perturbations
+from i2o_utils.data.splits import split_perturbations
 from i2o_utils.omics import (OmicsInputError, build_ground_truth, gene_filter_summary, preprocess_omics,
                              read_all_omics_raw, read_omics_raw, write_outputs)
 from i2o_utils.omics.qc import plate_effect_summary

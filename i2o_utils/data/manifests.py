@@ -45,7 +45,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 from urllib.parse import urljoin, urlparse, urlunparse
 
-from i2o_utils.data.layout import atomic_path
+from i2o_utils.data.layout import atomic_path, parse_bool
 from i2o_utils.paths import MANIFESTS_DIR
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,6 @@ SMOKE_MAX_BYTES = 1 << 30
 """Upstream omics files larger than this (1 GiB) are left to the full tier."""
 DEFAULT_SMOKE_WELLS = 8
 """Wells (ICF + TILES pairs) of the image bucket in the smoke tier."""
-
-_TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f", ""}
 
 
 class ManifestError(ValueError):
@@ -170,12 +167,10 @@ def _parse_size(value: str) -> int | None:
 
 
 def _parse_bool(value: str) -> bool:
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ValueError(f"verified {value!r} is not true/false")
+    b = parse_bool(value) if value.strip() else False
+    if b is None:
+        raise ValueError(f"verified {value!r} is not true/false")
+    return b
 
 
 def entry_problems(e: ManifestEntry) -> list[str]:
