@@ -2,7 +2,7 @@
 
 The simulated screen measures real human genes, drawn from a compact reference table shipped in
 ``i2o_utils/data/reference/`` (derived once from Bioconductor's org.Hs.eg.db and GO.db as Debian
-packages them; :mod:`i2o_utils.data.derive_gene_table` regenerates it and ``SOURCE.md`` there
+packages them; ``tools/derive_gene_table.py`` regenerates it and ``SOURCE.md`` there
 states sources, versions and licences). Each gene carries its NCBI Entrez id, symbol, Ensembl
 gene id, gene type, a subcellular location under the Human Protein Atlas's main-location names
 (derived from GO cellular component, see :func:`assign_locations`) and its GO biological-process
@@ -140,7 +140,7 @@ def _load_gene_table(path: str) -> pd.DataFrame:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: the reference gene table is missing; regenerate it with "
-                                "`python -m i2o_utils.data.derive_gene_table`")
+                                "`python tools/derive_gene_table.py`")
     df = pd.read_csv(p, dtype={"entrez_id": str, "symbol": str, "ensembl_gene_id": str, "gene_type": str,
                                "location": str}, keep_default_na=False)
     missing = [c for c in GENE_TABLE_COLUMNS if c not in df.columns]

@@ -110,7 +110,7 @@ def read_split_table(path: str | os.PathLike, n_splits: int | None = None) -> pd
     if dup.any():
         raise LayoutError(f"{path}: perturbation {df.loc[dup, 'target'].iloc[0]} appears twice in split "
                           f"{df.loc[dup, 'split'].iloc[0]}")
-    splits = sorted(df["split"].unique())
+    splits = sorted(int(k) for k in df["split"].unique())
     want = list(range(n_splits if n_splits is not None else len(splits)))
     if splits != want:
         raise LayoutError(f"{path}: splits {splits}, expected {want}")

@@ -4,7 +4,7 @@ Run once, offline, from the SQLite files of two Bioconductor annotation packages
 ships them (``apt-get download r-bioc-org.hs.eg.db r-bioc-go.db`` then ``dpkg-deb -x`` each,
 or ``apt-get install`` them)::
 
-    python -m i2o_utils.data.derive_gene_table \\
+    python tools/derive_gene_table.py \\
         --orgdb /usr/lib/R/site-library/org.Hs.eg.db/extdata/org.Hs.eg.sqlite \\
         --godb /usr/lib/R/site-library/GO.db/extdata/GO.sqlite
 
@@ -148,7 +148,7 @@ def write_outputs(out_dir: Path, genes: pd.DataFrame, bp: pd.DataFrame, under_te
     lines = [
         "# Reference gene table: sources, versions, licences",
         "",
-        "Derived once, offline, by `python -m i2o_utils.data.derive_gene_table` (see its docstring)",
+        "Derived once, offline, by `python tools/derive_gene_table.py` (see its docstring)",
         "from the SQLite files of two Bioconductor annotation packages as shipped by Debian 12:",
         "",
         f"* `r-bioc-org.hs.eg.db` {versions.get('orgdb', '?')} (org.Hs.eg.db; package licence Artistic-2.0):",
