@@ -559,9 +559,8 @@ def _parquet_columns(path: Path) -> list[str]:
 
 
 def read_gt(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a GT long table (the authors' columns, :data:`GT_COLUMNS`); well ids are normalised.
-
-    The authors' CSV, or the Parquet form a simulated screen of the paper's size writes.
+    """Read a GT long table, the five :data:`GT_COLUMNS` (the authors' CSV, or the Parquet form a
+    simulated screen of the paper's size writes); well ids are normalised.
 
     Raises
     ------
@@ -570,24 +569,19 @@ def read_gt(path: str | os.PathLike) -> pd.DataFrame:
         naming the file (and the gene, well and plate of a missing value).
     """
     path = Path(path)
-    if not path.exists():
-        raise LayoutError(f"{path}: no such file")
-    if _is_parquet(path):
-        _require_columns(pd.DataFrame(columns=_parquet_columns(path)), GT_COLUMNS, path)
-        df = pd.read_parquet(path)
-        df = df.astype({c: str for c in (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD)})
-    else:
-        with open(path, "rb") as f:
-            header = _csv_header(f.readline(), path)
-        _require_columns(pd.DataFrame(columns=header), GT_COLUMNS, path)
-        df = pd.read_csv(path, dtype={GT_PLATE: str, GT_WELL: str, GT_GENE: str, GT_FOLD: str})
-    ids = {w: normalise_well_id(w, where=path) for w in df[GT_WELL].unique()}
-    df[GT_WELL] = df[GT_WELL].map(ids)
-    if df[GT_MEASURED].isna().any():
-        bad = df.loc[df[GT_MEASURED].isna()].iloc[0]
-        raise LayoutError(f"{path}: missing {GT_MEASURED!r} value for gene {bad[GT_GENE]} in well "
-                          f"{bad[GT_WELL]} of plate {bad[GT_PLATE]}")
+    t = _read_gt_arrow(path, (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD), GT_MEASURED)
+    _refuse_missing_values(t, path, GT_MEASURED)
+    df = t.to_pandas().astype({c: str for c in (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD)})
+    df[GT_WELL] = df[GT_WELL].map({w: normalise_well_id(w, where=path) for w in df[GT_WELL].unique()})
     return df
+
+
+def _refuse_missing_values(t, path: Path, value: str) -> None:
+    missing = np.isnan(t.column(value).to_numpy(zero_copy_only=False))
+    if missing.any():
+        row = {k: t.column(k)[int(np.flatnonzero(missing)[0])].as_py() for k in (GT_PLATE, GT_WELL, GT_GENE)}
+        raise LayoutError(f"{path}: missing {value!r} value for gene {row[GT_GENE]} in well {row[GT_WELL]} of "
+                          f"plate {row[GT_PLATE]}")
 
 
 def _csv_header(line: bytes, path) -> list[str]:
@@ -672,13 +666,8 @@ def read_gt_matrix(path: str | os.PathLike, value: str = GT_MEASURED) -> pd.Data
     keys = (GT_PLATE, GT_WELL, GT_GENE)
     t = _read_gt_arrow(path, keys, value)
     text = pa.dictionary(pa.int32(), pa.string())
+    _refuse_missing_values(t, path, value)
     v = t.column(value).to_numpy(zero_copy_only=False)
-    missing = np.isnan(v)
-    if missing.any():
-        i = int(np.flatnonzero(missing)[0])
-        row = {k: t.column(k)[i].as_py() for k in keys}
-        raise LayoutError(f"{path}: missing {value!r} value for gene {row[GT_GENE]} in well {row[GT_WELL]} of "
-                          f"plate {row[GT_PLATE]}")
     codes, levels = {}, {}
     for k in keys:
         col = t.column(k).chunk(0) if t.column(k).num_chunks else pa.array([], text)
