@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
 
 import pandas as pd
 
 from i2o_utils.data.genes import OTHER_LOCATION, read_gmt
-from i2o_utils.paths import REPO_ROOT
+from tests.support.tools import load_tool
 
-_spec = importlib.util.spec_from_file_location("derive_gene_table", REPO_ROOT / "tools" / "derive_gene_table.py")
-D = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(D)
+D = load_tool("derive_gene_table")
 
 
 def _orgdb(path):
