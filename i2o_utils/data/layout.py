@@ -752,8 +752,10 @@ def read_truth_genes(path: str | os.PathLike | None = None) -> pd.DataFrame | No
     path = Path(path) if path is not None else truth_path()
     if not path.exists():
         return None
-    df = pd.read_csv(path, dtype={"omics": str, "gene": str, "kind": str})
+    df = pd.read_csv(path, dtype={c: str for c in ("omics", "gene", "kind", "symbol", "location")})
     _require_columns(df, TRUTH_COLUMNS, path)
+    for c in {"symbol", "location"} & set(df.columns):
+        df[c] = df[c].fillna("")
     bad = sorted(set(df["kind"]) - set(TRUTH_KINDS))
     if bad:
         raise LayoutError(f"{path}: unknown kind(s) {bad}; expected {TRUTH_KINDS}")

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from i2o_utils.config import CONTROL, M1_REVERTING, M2_REVERTING, STIMULI, Profile, get_profile
 from i2o_utils.data import layout
-from i2o_utils.data.layout import SCREEN_FILE, read_screen_info  # noqa: F401 (read here and by callers)
+from i2o_utils.data.layout import SCREEN_FILE, read_screen_info
 from i2o_utils.data.genes import GO_BP_GMT, KNOCKOUT_POOL, draw_screen_genes, read_gmt
 from i2o_utils.data.planted import gene_propensity, plant_annotation_effects, planted_terms
 from i2o_utils.paths import bucket_paths

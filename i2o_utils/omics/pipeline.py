@@ -464,7 +464,7 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
 # --------------------------------------------------------------------------------------------
 def may_write_gt(root: str | os.PathLike | None = None) -> tuple[bool, str]:
     """GT tables are (re)written on a simulated screen or where none exist; real GT is never replaced."""
-    from i2o_utils.data.simulate import read_screen_info
+    from i2o_utils.data.layout import read_screen_info
 
     bp = bucket_paths(root)
     existing = sorted([*bp["gt"].glob("*.csv"), *bp["gt"].glob("*.parquet")]) if bp["gt"].exists() else []
