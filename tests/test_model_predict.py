@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from i2o_utils.config import OMICS, STIMULI, get_profile
-from i2o_utils.data import layout
 from i2o_utils.model.backbone import MResNet18
 from i2o_utils.model.data import resolve_runtime
 from tests.support.tiles import synthetic_tiles

@@ -645,7 +645,7 @@ def read_gt_folds(path: str | os.PathLike) -> pd.DataFrame:
     well ids normalised (CSV or Parquet; only the three columns are read)."""
     path = Path(path)
     t = _read_gt_arrow(path, (GT_PLATE, GT_WELL, GT_FOLD))
-    df = t.to_pandas().drop_duplicates().astype(str)
+    df = t.group_by([GT_PLATE, GT_WELL, GT_FOLD]).aggregate([]).to_pandas().astype(str)
     df[GT_WELL] = [normalise_well_id(w, where=path) for w in df[GT_WELL]]
     return df.drop_duplicates().rename(columns={GT_FOLD: "fold"}).reset_index(drop=True)
 
