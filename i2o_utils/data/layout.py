@@ -277,18 +277,17 @@ def read_well_attrs(path: str | os.PathLike) -> dict:
     """The attributes of a per-well image file (PLATE_BARCODE, ROW, COLUMN, PLANE) and its fields."""
     path = Path(path)
     with _open_h5(path) as f:
-        missing = [a for a in ("PLATE_BARCODE", "ROW", "COLUMN") if a not in f.attrs]
-        if missing:
-            raise LayoutError(f"{path}: missing attribute(s) {missing}")
         first = f[CHANNELS[0]] if CHANNELS[0] in f else None
-        return {
-            "plate": _as_str(f.attrs["PLATE_BARCODE"]),
-            "row": int(f.attrs["ROW"]),
-            "column": int(f.attrs["COLUMN"]),
-            "plane": int(f.attrs.get("PLANE", 1)),
-            "n_fields": len(_fov_names(first)) if first is not None else 0,
-            "path": path,
-        }
+        return {**_well_attrs(f, path), "n_fields": len(_fov_names(first)) if first is not None else 0, "path": path}
+
+
+def _well_attrs(f: h5py.File, path: Path) -> dict:
+    """``plate, row, column, plane`` of an open per-well image file; a missing attribute raises."""
+    missing = [a for a in ("PLATE_BARCODE", "ROW", "COLUMN") if a not in f.attrs]
+    if missing:
+        raise LayoutError(f"{path}: missing attribute(s) {missing}")
+    return {"plate": _as_str(f.attrs["PLATE_BARCODE"]), "row": int(f.attrs["ROW"]),
+            "column": int(f.attrs["COLUMN"]), "plane": int(f.attrs.get("PLANE", 1))}
 
 
 def _as_str(v) -> str:
@@ -316,9 +315,7 @@ def read_well_images(path: str | os.PathLike, fields: Sequence[int] | None = Non
     """
     path = Path(path)
     with _open_h5(path) as f:
-        missing = [a for a in ("PLATE_BARCODE", "ROW", "COLUMN") if a not in f.attrs]
-        if missing:
-            raise LayoutError(f"{path}: missing attribute(s) {missing}")
+        attrs = _well_attrs(f, path)
         absent = [c for c in CHANNELS if c not in f]
         if absent:
             raise LayoutError(f"{path}: missing channel group(s) {absent}; found {sorted(f.keys())}")
@@ -352,9 +349,7 @@ def read_well_images(path: str | os.PathLike, fields: Sequence[int] | None = Non
                                       f"is {shape} {dtype}: all fields must share shape and dtype")
                 per_channel.append(ds[()])
             arrays.append(np.stack(per_channel))
-        return WellImages(plate=_as_str(f.attrs["PLATE_BARCODE"]), row=int(f.attrs["ROW"]),
-                          column=int(f.attrs["COLUMN"]), plane=int(f.attrs.get("PLANE", 1)),
-                          fields=np.stack(arrays), path=path)
+        return WellImages(**attrs, fields=np.stack(arrays), path=path)
 
 
 def list_well_files(folder: str | os.PathLike) -> list[Path]:
