@@ -45,6 +45,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 from urllib.parse import urljoin, urlparse, urlunparse
 
+import pandas as pd
+
 from i2o_utils.data.layout import atomic_path, parse_bool
 from i2o_utils.paths import MANIFESTS_DIR
 
@@ -575,16 +577,9 @@ def pick_smoke_wells(icf_names: Sequence[str], tiles_names: Sequence[str], n: in
     common = sorted(icf & tiles) if icf and tiles else sorted(icf | tiles)
     if not common:
         return set(sorted(icf)[:n]) | set(sorted(tiles)[:n])
-    by_plate: dict[str, list[str]] = {}
-    for k in common:
-        by_plate.setdefault(_plate_of(k), []).append(k)
-    chosen: list[str] = []
-    queues = [list(v) for _, v in sorted(by_plate.items())]
-    while len(chosen) < n and any(queues):
-        for q in queues:
-            if q and len(chosen) < n:
-                chosen.append(q.pop(0))
-    return set(chosen)
+    keys = pd.DataFrame({"key": common, "plate": [_plate_of(k) for k in common]})
+    keys["turn"] = keys.groupby("plate").cumcount()  # the k-th well of each plate, plates in order
+    return set(keys.sort_values(["turn", "plate"], kind="stable")["key"].head(n))
 
 
 _S3_SMOKE = (re.compile(r"^data/metadata\.csv$"), re.compile(r"^data/GT/[^/]+\.csv$"),
