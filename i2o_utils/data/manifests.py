@@ -427,39 +427,34 @@ def _directory_links(index_html: str) -> list[str]:
 
 
 LISTING_ATTEMPTS, LISTING_BACKOFF = 4, 0.5
-"""Tries of a listing request and the first backoff in seconds (doubled after each try)."""
+"""Tries of a listing request and the backoff factor in seconds (urllib3's ``Retry``)."""
 
 
 def _request(session, method: str, url: str, **kwargs):
-    """One listing request, retried with backoff on connection errors and HTTP 5xx/429."""
-    import time
-
+    """One listing request (retried by the session, :func:`_session`); a connection that never
+    succeeds is a :class:`ManifestError`."""
     import requests
 
-    attempts, backoff = LISTING_ATTEMPTS, LISTING_BACKOFF
-    for attempt in range(1, attempts + 1):
-        try:
-            r = session.request(method, url, **kwargs)
-            if r.status_code < 500 and r.status_code != 429:
-                return r
-            err = f"HTTP {r.status_code}"
-        except (requests.ConnectionError, requests.Timeout) as e:
-            err = f"{type(e).__name__}: {e}"
-            if attempt == attempts:
-                raise ManifestError(f"listing {url}: {err}") from e
-        if attempt < attempts:
-            time.sleep(backoff * 2 ** (attempt - 1))
-    return r
+    try:
+        return session.request(method, url, **kwargs)
+    except (requests.ConnectionError, requests.Timeout) as e:
+        raise ManifestError(f"listing {url}: {type(e).__name__}: {e}") from e
 
 
 def _session(session=None):
-    if session is not None:
-        return session
+    """``session`` (or a new one) whose requests are retried with backoff on connection errors
+    and HTTP 5xx/429, :data:`LISTING_ATTEMPTS` tries in all."""
     import requests
+    from urllib3.util.retry import Retry
 
-    s = requests.Session()
-    s.headers["User-Agent"] = "i2o-data-fetch"
-    return s
+    if session is None:
+        session = requests.Session()
+        session.headers["User-Agent"] = "i2o-data-fetch"
+    retry = Retry(total=LISTING_ATTEMPTS - 1, backoff_factor=LISTING_BACKOFF, allowed_methods=None,
+                  status_forcelist=[429, *range(500, 600)], raise_on_status=False)
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, requests.adapters.HTTPAdapter(max_retries=retry))
+    return session
 
 
 def list_http_directory(url: str, relative_prefix: str, *, source: str, licence: str = "",
