@@ -182,7 +182,7 @@ def screen_splits(metadata: pd.DataFrame, n_splits: int, fractions: tuple[float,
 
 
 def check_split_table(table: pd.DataFrame, metadata: pd.DataFrame,
-                      root: str | os.PathLike | None = None, where: str | os.PathLike = "split table") -> list[Path]:
+                      root: str | os.PathLike | None = None, where: str | os.PathLike = "the split table") -> list[Path]:
     """Compare split 0 of the table with the fold column of every GT table, well by well.
 
     Returns the GT files checked. Raises :class:`LayoutError` naming the GT file, the well, its
@@ -198,8 +198,8 @@ def check_split_table(table: pd.DataFrame, metadata: pd.DataFrame,
         if bad.any():
             r = f.loc[bad].iloc[0]
             want = expected[bad].iloc[0]
-            what = (f"has no fold in split 0 of the {where}" if pd.isna(want)
-                    else f"is in fold {want!r} in split 0 of the {where}")
+            what = (f"has no fold in split 0 of {where}" if pd.isna(want)
+                    else f"is in fold {want!r} in split 0 of {where}")
             raise LayoutError(f"{path}: well {r[layout.GT_WELL]} of plate {r[layout.GT_PLATE]} (perturbation "
                               f"{r['target']}) has fold {r['fold']!r}, but the perturbation {what} "
                               f"({int(bad.sum())} well(s) disagree)")
