@@ -83,7 +83,8 @@ def test_split0_is_checked_against_every_gt_table(tmp_path, fmt):
     assert sorted(p.name for p in checked) == [f"proteomics_m1.{fmt}", f"transcriptomics_m1.{fmt}"]
     # split 1 as split 0: some perturbation changes fold, and the error names the file, well and perturbation
     other = table.assign(split=1 - table["split"])
-    moved = next(t for t in TARGETS if fold0[t] != other[(other["split"] == 0) & (other["target"] == t)]["fold"].iloc[0])
+    fold1 = other[other["split"] == 0].set_index("target")["fold"]
+    moved = next(t for t in TARGETS if fold0[t] != fold1[t])
     well = meta.loc[meta["target"] == moved, "well_id"].iloc[0]
     with pytest.raises(LayoutError, match=rf"transcriptomics_m1\.{fmt}: well {well} of plate {PLATE} \(perturbation "
                                           rf"{moved}\) has fold '{fold0[moved]}', but the perturbation is in fold"):

@@ -617,17 +617,18 @@ def _read_gt_arrow(path: Path, keys: Sequence[str], value: str | None = None):
     else:
         with open(path, "rb") as f:
             header = _csv_header(f.readline(), path)
-    _require_columns(pd.DataFrame(columns=header), list(GT_COLUMNS) + [c for c in cols if c not in GT_COLUMNS], path)
+    _require_columns(pd.DataFrame(columns=header), list(dict.fromkeys([*GT_COLUMNS, *cols])), path)
     try:
         if parquet:
             t = pq.read_table(path, columns=cols)
             t = pa.table([t.column(k).cast(text) if t.column(k).type != text else t.column(k) for k in keys]
                          + ([t.column(value).cast(pa.float64())] if value else []), names=cols)
         else:
-            t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20),  # few blocks: few dictionaries
+            # large blocks: few dictionaries to unify
+            t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20),
                                convert_options=pacsv.ConvertOptions(
                                    include_columns=cols, strings_can_be_null=False,
-                                   column_types={**{k: text for k in keys}, **({value: pa.float64()} if value else {})}))
+                                   column_types={**{k: text for k in keys}, **{c: pa.float64() for c in cols[len(keys):]}}))
     except pa.ArrowInvalid as e:  # Arrow numbers the columns from 0: name them
         msg = re.sub(r"CSV column #(\d+)", lambda m: f"column {header[int(m.group(1))]!r}"
                      if int(m.group(1)) < len(header) else m.group(0), str(e))

@@ -181,8 +181,8 @@ def screen_splits(metadata: pd.DataFrame, n_splits: int, fractions: tuple[float,
     return make_splits(metadata["target"].astype(str).unique(), n_splits, fractions, split0=split0)
 
 
-def check_split_table(table: pd.DataFrame, metadata: pd.DataFrame,
-                      root: str | os.PathLike | None = None, where: str | os.PathLike = "the split table") -> list[Path]:
+def check_split_table(table: pd.DataFrame, metadata: pd.DataFrame, root: str | os.PathLike | None = None,
+                      where: str | os.PathLike = "the split table") -> list[Path]:
     """Compare split 0 of the table with the fold column of every GT table, well by well.
 
     Returns the GT files checked. Raises :class:`LayoutError` naming the GT file, the well, its
