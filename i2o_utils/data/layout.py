@@ -628,7 +628,7 @@ def _read_gt_arrow(path: Path, keys: Sequence[str], value: str | None = None):
             t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20),
                                convert_options=pacsv.ConvertOptions(
                                    include_columns=cols, strings_can_be_null=False,
-                                   column_types={**{k: text for k in keys}, **{c: pa.float64() for c in cols[len(keys):]}}))
+                                   column_types={c: text if c in keys else pa.float64() for c in cols}))
     except pa.ArrowInvalid as e:  # Arrow numbers the columns from 0: name them
         msg = re.sub(r"CSV column #(\d+)", lambda m: f"column {header[int(m.group(1))]!r}"
                      if int(m.group(1)) < len(header) else m.group(0), str(e))
