@@ -198,9 +198,6 @@ class FinetuneConfig:
 class InferenceConfig:
     tiles_per_well: int = 512
     seeds: tuple[int, ...] = (0, 1, 2)
-    long_csv_splits: int | None = 1
-    """Splits whose predictions are also written in the authors' post-processing table (None:
-    all). The h5ad files hold every split; at the paper's 26k genes one split is gigabytes."""
 
 
 @dataclass(frozen=True)

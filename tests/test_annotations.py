@@ -13,6 +13,9 @@ from i2o_utils.analysis import annotations as ann
 from i2o_utils.data import genes as G
 from i2o_utils.data import planted
 from i2o_utils.data.layout import LayoutError
+from tests.support.tools import load_tool
+
+D = load_tool("derive_gene_table")  # the GO -> HPA location rule of the regeneration script
 
 HPA_HEADER = ("Gene\tGene name\tReliability\tMain location\tAdditional location\tExtracellular location\t"
               "Enhanced\tSupported\tApproved\tUncertain\tSingle-cell variation intensity\t"
@@ -55,12 +58,12 @@ def test_go_to_location_mapping_is_total_on_the_shipped_table():
     # every gene with a GO CC term has a location or the explicit "other"; none without has one
     assert (t.loc[has_cc, "location"] != "").all()
     assert (t.loc[~has_cc, "location"] == "").all()
-    names = set(G.HPA_LOCATION_GO) | {G.OTHER_LOCATION}
+    names = set(D.HPA_LOCATION_GO) | {G.OTHER_LOCATION}
     used = {x for s in t.loc[has_cc, "location"] for x in s.split(";")}
     assert used <= names
     assert {"Plasma membrane", "Cytosol", "Nucleoplasm", "Mitochondria", "Vesicles"} <= used
     n_loc = t.loc[has_cc, "location"].str.count(";") + 1
-    assert n_loc.max() <= G.MAX_MAIN_LOCATIONS
+    assert n_loc.max() <= D.MAX_MAIN_LOCATIONS
     # spot checks of well-known genes
     loc = t.set_index("symbol")["location"]
     assert "Mitochondria" in loc["SDHA"]
@@ -69,16 +72,16 @@ def test_go_to_location_mapping_is_total_on_the_shipped_table():
 
 
 def test_assign_locations_takes_the_most_specific_and_strongest_evidence():
-    under = {gid: {gid} for gids in G.HPA_LOCATION_GO.values() for gid in gids}
+    under = {gid: {gid} for gids in D.HPA_LOCATION_GO.values() for gid in gids}
     under["GO:0005737"] |= {"GO:0005739", "GO:0005829", "GO:X_MITO_MATRIX"}  # cytoplasm above mito, cytosol
     under["GO:0005739"] |= {"GO:X_MITO_MATRIX"}
     # mitochondrial matrix lies under cytoplasm and mitochondrion: the more specific one wins
-    assert G.assign_locations([("GO:X_MITO_MATRIX", "IDA")], under) == "Mitochondria"
+    assert D.assign_locations([("GO:X_MITO_MATRIX", "IDA")], under) == "Mitochondria"
     # experimental evidence beats electronic
-    assert G.assign_locations([("GO:0005886", "IEA"), ("GO:0005739", "IDA")], under) == "Mitochondria"
+    assert D.assign_locations([("GO:0005886", "IEA"), ("GO:0005739", "IDA")], under) == "Mitochondria"
     # same tier: all kept up to the cap, sorted
-    assert G.assign_locations([("GO:0005886", "IDA"), ("GO:0005739", "IDA")], under) == "Mitochondria;Plasma membrane"
-    assert G.assign_locations([("GO:9999999", "IDA")], under) == G.OTHER_LOCATION
+    assert D.assign_locations([("GO:0005886", "IDA"), ("GO:0005739", "IDA")], under) == "Mitochondria;Plasma membrane"
+    assert D.assign_locations([("GO:9999999", "IDA")], under) == G.OTHER_LOCATION
 
 
 def test_draw_screen_genes_includes_targets_and_falls_back_to_synthetic():

@@ -39,19 +39,16 @@ from i2o_utils.config import CHANNELS, OMICS, STIMULI, get_profile
 from i2o_utils.paths import bucket_paths
 
 GT_HEADER = "plate_barcode,well_id,gene/protein,train/test/val fold,measured (absolute)"
-PREDICTION_COLUMNS = ["plate_barcode", "well_id", "seed", "gene/protein", "train/test/val fold",
-                      "measured (absolute)", "predicted from images (absolute)"]
 NAME_RE = r"(ICF|TILES)\.X(\d+)\.Y(\d+)\.P(\d+)\.(\d{13})\.([A-Za-z0-9]+)_([A-Za-z0-9]+)\.h5"
 
 
 @pytest.fixture(scope="module")
 def bucket(smoke_screen, tmp_path_factory):
     """A copy of the smoke screen after the project's omics and image preprocessing (notebooks
-    10 and 20), and a predictions table in the authors' form built from its GT."""
+    10 and 20)."""
     from i2o_utils import omics
     from i2o_utils.data import layout
     from i2o_utils.imaging.pipeline import preprocess_images
-    from i2o_utils.model.predict import authors_prediction_rows, write_authors_predictions
 
     root = tmp_path_factory.mktemp("bucket") / "root"
     shutil.copytree(smoke_screen, root)
@@ -60,17 +57,7 @@ def bucket(smoke_screen, tmp_path_factory):
     gt = omics.build_ground_truth(sets, layout.read_metadata(bucket_paths(root)["metadata"]), prof.omics)
     omics.write_outputs(sets, gt, root / "results10", root=root)
     preprocess_images(prof, data_root=root, out_dir=root / "results20", progress=False)
-    # predictions: measured plus noise for every GT well, two model seeds
-    rng = np.random.default_rng(0)
-    wide = layout.read_gt_matrix(layout.gt_path("proteomics", "m1", root))
-    long = layout.read_gt(layout.gt_path("proteomics", "m1", root))
-    fold = long.drop_duplicates(["plate_barcode", "well_id"]).set_index(["plate_barcode", "well_id"])[
-        "train/test/val fold"]
-    wells = wide.index.to_frame(index=False).assign(fold=fold.loc[wide.index].to_numpy())
-    parts = [authors_prediction_rows(wells, wide.columns, wide.to_numpy(),
-                                     wide.to_numpy() + rng.normal(0, 0.1, wide.shape), seed) for seed in (0, 1)]
-    pred = write_authors_predictions(root / "save" / "proteomics_m1" / "proteomics_m1_predictions.csv", parts)
-    return root, pred
+    return root
 
 
 def _attrs(path) -> dict:
@@ -84,7 +71,7 @@ def test_quick_and_smoke_profiles_image_at_least_two_fields():
 
 
 def test_gt_tables_have_the_authors_columns_and_join_the_images(bucket):
-    root, _ = bucket
+    root = bucket
     bp = bucket_paths(root)
     image_wells = set()
     for p in sorted(bp["icf"].glob("*.h5")):
@@ -108,7 +95,7 @@ def test_gt_tables_have_the_authors_columns_and_join_the_images(bucket):
 def test_icf_files_carry_the_authors_attributes_fields_and_names(bucket):
     import re
 
-    root, _ = bucket
+    root = bucket
     files = sorted(bucket_paths(root)["icf"].glob("*.h5"))
     assert len(files) == 64
     for p in files:
@@ -126,7 +113,7 @@ def test_icf_files_carry_the_authors_attributes_fields_and_names(bucket):
 
 
 def test_tiles_files_read_as_the_authors_readers_read_them(bucket, tmp_path):
-    root, _ = bucket
+    root = bucket
     bp = bucket_paths(root)
     files = sorted(bp["tiles"].glob("*.h5"))
     assert len(files) == 64
@@ -169,7 +156,7 @@ def test_tiles_files_read_as_the_authors_readers_read_them(bucket, tmp_path):
 
 
 def test_metadata_plate_ids_join_the_image_barcodes(bucket):
-    root, _ = bucket
+    root = bucket
     bp = bucket_paths(root)
     meta = pd.read_csv(bp["metadata"], encoding="utf-8")
     assert list(meta.columns[:5]) == ["well_id", "PLATE_ID", "target", "cell_state", "Column"]
@@ -180,22 +167,3 @@ def test_metadata_plate_ids_join_the_image_barcodes(bucket):
     df["well_id"] = [f"{chr(ord('a') + r - 1).upper()}{c:d}" for r, c in zip(df["Row"], df["Column"])]
     merged = pd.merge(df, meta, on=["well_id", "PLATE_ID"])
     assert len(merged) == len(df) == len(meta)
-
-
-def test_predictions_table_reads_as_the_plotting_code_reads_it(bucket):
-    root, pred = bucket
-    names = list(pd.read_csv(pred, nrows=1))
-    assert names[1:] == PREDICTION_COLUMNS and names[0].startswith("Unnamed")
-    df = pd.read_csv(pred, usecols=[c for c in names if "plate_barcode" not in c], index_col=0,
-                     dtype={"well_id": "category", "train/test/val fold": "category",
-                            "measured (absolute)": np.float32, "predicted from images (absolute)": np.float32,
-                            "seed": np.uint8})
-    assert sorted(set(df["seed"])) == [0, 1]
-    assert set(df["train/test/val fold"]) == {"train", "val", "test"}
-    # the rows join the GT on plate, well and gene, with the GT's measured values and folds
-    full = pd.read_csv(pred, index_col=0)
-    gt = pd.read_csv(bucket_paths(root)["gt"] / "proteomics_m1.csv")
-    both = full.merge(gt, on=["plate_barcode", "well_id", "gene/protein"], how="left", suffixes=("", "_gt"))
-    assert both["measured (absolute)_gt"].notna().all() and len(both) == 2 * len(gt)
-    np.testing.assert_allclose(both["measured (absolute)"], both["measured (absolute)_gt"], rtol=1e-6)
-    assert (both["train/test/val fold"] == both["train/test/val fold_gt"]).all()

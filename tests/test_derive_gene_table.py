@@ -6,8 +6,10 @@ import sqlite3
 
 import pandas as pd
 
-from i2o_utils.data import derive_gene_table as D
 from i2o_utils.data.genes import OTHER_LOCATION, read_gmt
+from tests.support.tools import load_tool
+
+D = load_tool("derive_gene_table")
 
 
 def _orgdb(path):

@@ -11,7 +11,7 @@ from i2o_utils.evaluation.pipeline import EvaluationInputs
 from i2o_utils.evaluation.predictions import SplitPredictions
 from i2o_utils.evaluation.baselines import evaluate_baselines
 from i2o_utils.data.layout import LayoutError, normalise_well_id
-from i2o_utils.evaluation.splits import make_splits
+from i2o_utils.data.splits import make_splits
 
 
 def _screen(n_targets=40, wells=3, seed=0):

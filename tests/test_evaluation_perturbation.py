@@ -182,7 +182,7 @@ def test_block_permutation_moves_whole_perturbations():
 
 def _crossfit_screen(n_pert=60, wells=2, n_genes=2000, signal=0.0, seed=0, n_splits=10):
     """Ridge on per-well 'image' features, refitted on the train perturbations of each split."""
-    from i2o_utils.evaluation.splits import make_splits
+    from i2o_utils.data.splits import make_splits
 
     rng = np.random.default_rng(seed)
     targets = np.array([f"T{i:03d}" for i in range(n_pert)])

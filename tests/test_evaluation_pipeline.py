@@ -167,3 +167,16 @@ def test_null_calibration_from_a_null_screens_pvalues(roots, tmp_path):
     (dirs["data"] / "SCREEN.json").write_text(json.dumps({"source": "simulated", "null": True, "seed": 5}))
     info, back = pipeline.load_null_screen(results)
     assert info["seed"] == 5 and len(back) == len(pv)
+
+
+def test_predictions_must_follow_the_split_table(roots):
+    targets = ["NT"] + [f"KO{i}" for i in range(5)]
+    table = pd.DataFrame([(k, t, "val" if t == "NT" else "test") for k in range(2) for t in targets],
+                         columns=["split", "target", "fold"])
+    inputs = pipeline.load_evaluation_inputs(n_splits=2, split_table=table)
+    assert inputs.predictions
+    moved = table.copy()
+    moved.loc[(moved["split"] == 1) & (moved["target"] == "KO3"), "fold"] = "train"
+    with pytest.raises(layout.LayoutError, match=r"_split01\.h5ad: perturbation KO3 is predicted as a test "
+                                                 r"perturbation, but split 1 of the split table puts it in 'train'"):
+        pipeline.load_evaluation_inputs(n_splits=2, split_table=moved)

@@ -16,6 +16,7 @@ from i2o_utils.evaluation.predictions import (
     PredictionsMissing,
     attach_gt,
     find_prediction_files,
+    gene_symbols,
     gene_table_path,
     load_predictions,
     prediction_path,
@@ -201,3 +202,15 @@ def test_reads_what_the_finetuning_writer_writes(tmp_path):
     [sp] = load_predictions("transcriptomics", "m2", tmp_path / "predictions")
     assert sp.split == 7 and sp.n_wells == 3
     np.testing.assert_array_equal(sp.predicted, m[1:] + 1)
+
+
+def test_gene_symbols_come_from_the_gene_tables(tmp_path):
+    path = gene_table_path("transcriptomics", "m1", tmp_path)
+    pd.DataFrame({"gene": ["ENSG1", "ENSG2"], "symbol": ["STAT1", "STAT6"], "kept": ["True", "false"],
+                  "reason": ["", "low expression"]}).to_csv(path, index=False)
+    m1 = read_gene_table(path)
+    assert m1["kept"].tolist() == [True, False]
+    m2 = pd.DataFrame({"gene": ["ENSG2", "ENSG3"], "symbol": ["STAT6", "IRF1"], "kept": [True, True]})
+    s = gene_symbols([m1, None, m2])
+    assert s.to_dict() == {"ENSG1": "STAT1", "ENSG2": "STAT6", "ENSG3": "IRF1"}
+    assert gene_symbols([m1.drop(columns="symbol")]).empty

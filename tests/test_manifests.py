@@ -233,3 +233,17 @@ def test_s3_manifest_rebuilt_from_the_bucket(tmp_path):
         out = tmp_path / "s3.csv"
         assert main(["manifest", "s3", "--s3-endpoint-url", url, "--out", str(out), "--smoke-wells", "1"]) == 0
         assert len(mf.read_manifest(out)) == len(objects)
+
+
+def test_listing_retries_are_bounded(monkeypatch):
+    monkeypatch.setattr(mf, "LISTING_BACKOFF", 0.01)
+    base = "/geo/series/GSE237nnn/GSE237485/suppl/"
+    with FaultyHTTPServer() as srv:
+        srv.add(base + "a.txt", b"a")
+        srv.faults[base] = ["503"] * 10
+        with pytest.raises(mf.ManifestError, match="HTTP 503"):
+            mf.list_http_directory("https://ftp.ncbi.nlm.nih.gov" + base, "x/", source="geo_GSE237485",
+                                   http_base_url=srv.url)
+        assert [r[3] for r in srv.requests if r[1] == base] == [503] * mf.LISTING_ATTEMPTS
+    with pytest.raises(mf.ManifestError, match="listing http://127.0.0.1:9/x/: ConnectionError"):
+        mf.list_http_directory("http://127.0.0.1:9/x/", "x/", source="geo_GSE237485")

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from i2o_utils.config import OMICS, STIMULI, get_profile
-from i2o_utils.data import layout
 from i2o_utils.model.backbone import MResNet18
 from i2o_utils.model.data import resolve_runtime
 from tests.support.tiles import synthetic_tiles
 from i2o_utils.model.finetune import LabelError, cache_tile_embeddings
-from i2o_utils.model.predict import (authors_predictions_path, embedding_separation, finetune_and_predict,
-                                     inference_embeddings)
+from i2o_utils.data.splits import make_splits
+from i2o_utils.model.predict import embedding_separation, finetune_and_predict, inference_embeddings
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -79,13 +78,14 @@ def _labels(store, genes=6, seed=0):
 def test_finetune_and_predict_outputs(store, model, tmp_path):
     prof = get_profile("smoke").with_overrides(
         finetune={"max_epochs": 5, "patience": 5, "wells_per_batch": 8, "tiles_per_well": 4},
-        inference={"tiles_per_well": 6, "seeds": (0, 1), "long_csv_splits": 1},
+        inference={"tiles_per_well": 6, "seeds": (0, 1)},
         evaluation={"n_splits": 2})
     labels = _labels(store)
-    run = finetune_and_predict(store, model, prof, tmp_path, labels=labels, device="cpu", progress=False)
+    splits = make_splits(store.wells["target"].unique(), 2)
+    run = finetune_and_predict(store, model, prof, tmp_path, labels=labels, split_table=splits, device="cpu",
+                               progress=False)
     assert len(run.runs) == 4 * 2 and set(run.runs["epochs"]) == {5}
     assert (run.curves.groupby(["omics", "stimulus", "split"]).size() == 5).all()
-    splits = pd.read_csv(tmp_path / "splits.csv")
     for omics in OMICS:
         for stim in STIMULI:
             wide = labels[(omics, stim)][0]
@@ -105,25 +105,7 @@ def test_finetune_and_predict_outputs(store, model, tmp_path):
                 np.testing.assert_allclose(a.var["train_mean"], tr.mean(0), rtol=1e-10)
                 np.testing.assert_allclose(a.var["train_std"], tr.std(0, ddof=1), rtol=1e-10)
                 assert np.isfinite(a.layers["predicted"]).all()
-            # the authors' post-processing table: split 0 only, every labelled well, train included
-            path = tmp_path / "predictions" / f"{omics}_{stim}" / f"{omics}_{stim}_predictions.csv"
-            assert path == authors_predictions_path(tmp_path, omics, stim)
-            table = pd.read_csv(path, index_col=0)
-            assert list(table.columns) == ["plate_barcode", "well_id", "seed", "gene/protein", "train/test/val fold",
-                                           "measured (absolute)", "predicted from images (absolute)"]
-            assert table.index.tolist() == list(range(len(table))) and set(table["seed"]) == {0}
-            assert len(table) == wide.size and set(table["train/test/val fold"]) == {"train", "val", "test"}
-            a0 = ad.read_h5ad(tmp_path / "predictions" / f"{omics}_{stim}_split00.h5ad")
-            key = ["plate_barcode", "well_id"]
-            pred = table.pivot(index=key, columns="gene/protein", values="predicted from images (absolute)")
-            meas = table.pivot(index=key, columns="gene/protein", values="measured (absolute)")
-            wells = list(zip(a0.obs["plate_barcode"], a0.obs["well_id"]))
-            np.testing.assert_allclose(pred.loc[wells, a0.var_names].to_numpy(), a0.layers["predicted"], rtol=1e-5)
-            np.testing.assert_allclose(meas.loc[wide.index, wide.columns].to_numpy(), wide.to_numpy(), rtol=1e-12)
-            folds = table.drop_duplicates(key).set_index(key)["train/test/val fold"]
-            fold0 = splits[splits["split"] == 0].set_index("target")["fold"]
-            tw = store.wells.set_index(["plate", "well_id"])["target"]
-            assert (folds == tw.loc[folds.index].map(fold0).to_numpy()).all()
+    assert not list((tmp_path / "predictions").glob("*/*.csv")) and not (tmp_path / "splits.csv").exists()
     emb = pd.read_parquet(tmp_path / "embeddings" / "well_embeddings.parquet")
     assert len(emb) == len(store.wells) and emb.columns[0] == "Metadata_plate"
     assert [c for c in emb.columns if c.startswith("emb_")] == [f"emb_{i:03d}" for i in range(8)]
@@ -141,7 +123,8 @@ def test_finetune_label_errors(store, model, tmp_path):
     wide.iloc[0, 0] = np.nan
     with pytest.raises(LabelError, match="proteomics_m2.csv: no finite measured value"):
         finetune_and_predict(store, model, prof, tmp_path, labels={key: (wide, "proteomics_m2.csv")},
-                             device="cpu", progress=False)
+                             split_table=make_splits(store.wells["target"].unique(), 1), device="cpu",
+                             progress=False)
 
 
 def test_figures_build(store):

@@ -9,7 +9,7 @@ import pytest
 
 from i2o_utils.config import OmicsConfig
 from i2o_utils.data import layout
-from i2o_utils.evaluation.splits import split_perturbations
+from i2o_utils.data.splits import split_perturbations
 from i2o_utils.omics import (OmicsInputError, build_ground_truth, gene_filter_summary, preprocess_omics,
                              read_all_omics_raw, read_omics_raw, write_outputs)
 from i2o_utils.omics.qc import plate_effect_summary
@@ -260,7 +260,7 @@ def test_filter_against_simulated_truth(tmp_path):
     sets = preprocess_omics(read_all_omics_raw(tmp_path), progress=False)
     assert filter_against_truth(sets, tmp_path) is None  # no truth table: real data
     truth = pd.DataFrame({"omics": "transcriptomics", "gene": [f"ENSG{k:011d}" for k in range(60)],
-                          "kind": ["low"] * 6 + ["noise"] * 54})
+                          "kind": ["low"] * 6 + ["noise"] * 54, "r2_expected": 0.0})
     bp["simulation"].mkdir()
     truth.to_csv(bp["simulation"] / "truth_genes.csv", index=False)
     table = filter_against_truth(sets, tmp_path).set_index(["omics", "stimulus", "kind"])

@@ -75,7 +75,7 @@ def load_cca_inputs(results_root: str | os.PathLike | None = None, data_root: st
     if lat_path.exists():
         latent = pd.read_parquet(lat_path)
         latent = latent[latent["kind"] == "imaging"].reset_index(drop=True)
-        from i2o_utils.data.simulate import read_screen_info
+        from i2o_utils.data.layout import read_screen_info
 
         info = read_screen_info(bp["root"]) or {}
         d_vis = int(info.get("screen", {}).get("latent_visible", 4))

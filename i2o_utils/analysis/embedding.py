@@ -358,7 +358,7 @@ def map_vs_truth(map_table: pd.DataFrame, root: str | Path | None = None) -> pd.
     """
     from scipy import stats
 
-    from i2o_utils.data.simulate import read_screen_info
+    from i2o_utils.data.layout import read_screen_info
     from i2o_utils.paths import bucket_paths
 
     info = read_screen_info(root)

@@ -34,6 +34,7 @@ from scipy import sparse
 
 from i2o_utils.analysis.annotations import Annotations, split_locations
 from i2o_utils.config import OMICS, STIMULI
+from i2o_utils.data.layout import read_truth_genes, truth_path
 
 __all__ = ["ABUNDANCE_TERM", "ALL_LOCATIONS", "Design", "OLSResult", "read_train_means", "predictability_table",
            "location_long", "top_locations", "design_matrix", "fit_ols", "regress_predictability",
@@ -399,9 +400,8 @@ def load_localisation_inputs(results_root: str | os.PathLike | None = None,
             notes.append(f"{omics} {stim}: no train-fold means ({e}); the abundance term is left out")
     bp = bucket_paths(Path(data_root) if data_root is not None else None)
     truth = planted = None
-    if (bp["simulation"] / "truth_genes.csv").exists():
-        truth = pd.read_csv(bp["simulation"] / "truth_genes.csv", keep_default_na=False,
-                            dtype={"gene": str, "symbol": str, "location": str})
+    truth = read_truth_genes(truth_path(bp["root"]))
+    if truth is not None:
         f = bp["simulation"] / "truth_annotation_effects.csv"
         planted = pd.read_csv(f) if f.exists() else None
         if planted is None:

@@ -2,10 +2,10 @@
 
 The simulated screen measures real human genes, drawn from a compact reference table shipped in
 ``i2o_utils/data/reference/`` (derived once from Bioconductor's org.Hs.eg.db and GO.db as Debian
-packages them; :mod:`i2o_utils.data.derive_gene_table` regenerates it and ``SOURCE.md`` there
+packages them; ``tools/derive_gene_table.py`` regenerates it and ``SOURCE.md`` there
 states sources, versions and licences). Each gene carries its NCBI Entrez id, symbol, Ensembl
 gene id, gene type, a subcellular location under the Human Protein Atlas's main-location names
-(derived from GO cellular component, see :func:`assign_locations`) and its GO biological-process
+(derived from GO cellular component by the regeneration script) and its GO biological-process
 gene sets (``go_bp.gmt.gz``), so that the analyses of localisation and pathways have real
 groupings to work on with no network.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import gzip
 import os
 import zipfile
-from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -59,88 +58,12 @@ GENE_TABLE_COLUMNS = ("entrez_id", "symbol", "ensembl_gene_id", "gene_type", "lo
 OTHER_LOCATION = "other"
 """Location of a gene whose GO cellular-component terms map to none of the HPA names."""
 
-HPA_LOCATION_GO: dict[str, tuple[str, ...]] = {
-    "Actin filaments": ("GO:0015629",),            # actin cytoskeleton
-    "Cell Junctions": ("GO:0030054",),             # cell junction
-    "Centriolar satellite": ("GO:0034451",),       # centriolar satellite
-    "Centrosome": ("GO:0005813",),                 # centrosome
-    "Cytokinetic bridge": ("GO:0045171",),         # intercellular bridge
-    "Cytosol": ("GO:0005829", "GO:0005737"),       # cytosol; cytoplasm not placed more finely
-    "Endoplasmic reticulum": ("GO:0005783",),      # endoplasmic reticulum
-    "Focal adhesion sites": ("GO:0005925",),       # focal adhesion
-    "Golgi apparatus": ("GO:0005794",),            # Golgi apparatus
-    "Intermediate filaments": ("GO:0045111",),     # intermediate filament cytoskeleton
-    "Microtubules": ("GO:0015630",),               # microtubule cytoskeleton
-    "Mitochondria": ("GO:0005739",),               # mitochondrion
-    "Nuclear bodies": ("GO:0016604",),             # nuclear body
-    "Nuclear membrane": ("GO:0005635",),           # nuclear envelope
-    "Nuclear speckles": ("GO:0016607",),           # nuclear speck
-    "Nucleoli": ("GO:0005730",),                   # nucleolus
-    "Nucleoli fibrillar center": ("GO:0001650",),  # fibrillar center
-    "Nucleoplasm": ("GO:0005654", "GO:0005634"),   # nucleoplasm; nucleus not placed more finely
-    "Plasma membrane": ("GO:0005886",),            # plasma membrane
-    "Vesicles": ("GO:0031410", "GO:0005768", "GO:0005764", "GO:0005811", "GO:0005777"),
-    # cytoplasmic vesicle, endosome, lysosome, lipid droplet, peroxisome (HPA's "Vesicles")
-}
-"""HPA main-location names and the GO cellular-component terms (with everything under them)
-that stand for each. HPA's "Nucleoli rim" has no GO counterpart and is not produced."""
-
-EVIDENCE_TIERS: tuple[frozenset[str], ...] = (
-    frozenset({"EXP", "IDA", "IPI", "IMP", "IGI", "IEP", "HTP", "HDA", "HMP", "HGI", "HEP"}),
-    frozenset({"IBA", "IBD", "IKR", "IRD", "ISS", "ISO", "ISA", "ISM", "IGC", "RCA", "TAS", "NAS", "IC"}),
-    frozenset({"IEA"}),
-)
-"""GO evidence codes from strongest (experimental) to weakest (electronic)."""
-
-MAX_MAIN_LOCATIONS = 3
-
-
-def assign_locations(annotations: Iterable[tuple[str, str]], under: dict[str, set[str]],
-                     max_locations: int = MAX_MAIN_LOCATIONS) -> str:
-    """A gene's main location(s), HPA names joined by ``;``, from its GO CC annotations.
-
-    Rule: every annotated term goes to the most specific HPA location whose GO term is the term
-    itself or one of its ancestors (``under[go_id]`` is the set of terms under ``go_id``, itself
-    included); a location is kept only from the strongest evidence tier the gene has
-    (:data:`EVIDENCE_TIERS`), at most ``max_locations`` of them, the best supported first (ties
-    alphabetical, the output sorted alphabetically as HPA lists them). A gene whose terms map to
-    no location gets :data:`OTHER_LOCATION`, so the mapping is total.
-
-    Parameters
-    ----------
-    annotations
-        ``(go_id, evidence_code)`` pairs of one gene (ND excluded by the caller).
-    under
-        For each GO id of :data:`HPA_LOCATION_GO`, the terms under it.
-    """
-    roots = [(loc, r) for loc, rs in HPA_LOCATION_GO.items() for r in rs]
-    tier_of = {c: i for i, codes in enumerate(EVIDENCE_TIERS) for c in codes}
-    best: dict[str, tuple[int, int]] = {}
-    for term, evidence in annotations:
-        hits = [(loc, r) for loc, r in roots if term in under.get(r, ())]
-        # most specific: drop a hit whose GO term lies above another hit's
-        hits = [(loc, r) for loc, r in hits
-                if not any(r2 != r and r2 in under.get(r, ()) for _, r2 in hits)]
-        tier = tier_of.get(evidence, len(EVIDENCE_TIERS))
-        for loc in {loc for loc, _ in hits}:
-            t, n = best.get(loc, (tier + 1, 0))
-            if tier < t:
-                best[loc] = (tier, 1)
-            elif tier == t:
-                best[loc] = (tier, n + 1)
-    if not best:
-        return OTHER_LOCATION
-    top = min(t for t, _ in best.values())
-    chosen = sorted((loc for loc, (t, _) in best.items() if t == top), key=lambda l: (-best[l][1], l))
-    return ";".join(sorted(chosen[:max_locations]))
-
-
 @lru_cache(maxsize=2)
 def _load_gene_table(path: str) -> pd.DataFrame:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: the reference gene table is missing; regenerate it with "
-                                "`python -m i2o_utils.data.derive_gene_table`")
+                                "`python tools/derive_gene_table.py`")
     df = pd.read_csv(p, dtype={"entrez_id": str, "symbol": str, "ensembl_gene_id": str, "gene_type": str,
                                "location": str}, keep_default_na=False)
     missing = [c for c in GENE_TABLE_COLUMNS if c not in df.columns]

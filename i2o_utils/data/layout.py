@@ -38,6 +38,7 @@ interrupted run never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -58,9 +59,6 @@ GT_PLATE, GT_WELL, GT_GENE, GT_FOLD, GT_MEASURED = (
     "plate_barcode", "well_id", "gene/protein", "train/test/val fold", "measured (absolute)")
 GT_COLUMNS = (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD, GT_MEASURED)
 """The GT tables' columns, as the authors' code reads and writes them."""
-PRED_SEED, PRED_PREDICTED = "seed", "predicted from images (absolute)"
-PREDICTION_TABLE_COLUMNS = (GT_PLATE, GT_WELL, PRED_SEED, GT_GENE, GT_FOLD, GT_MEASURED, PRED_PREDICTED)
-"""The authors' post-processing table of predictions (one file per omics and stimulus)."""
 TILES_ATTRS = ("ROW", "COLUMN", "PLANE", "PLATE_BARCODE", "INPUT_POINTER")
 METADATA_COLUMNS = ("well_id", "PLATE_ID", "target", "cell_state", "Column")
 IMAGE_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
@@ -279,18 +277,17 @@ def read_well_attrs(path: str | os.PathLike) -> dict:
     """The attributes of a per-well image file (PLATE_BARCODE, ROW, COLUMN, PLANE) and its fields."""
     path = Path(path)
     with _open_h5(path) as f:
-        missing = [a for a in ("PLATE_BARCODE", "ROW", "COLUMN") if a not in f.attrs]
-        if missing:
-            raise LayoutError(f"{path}: missing attribute(s) {missing}")
         first = f[CHANNELS[0]] if CHANNELS[0] in f else None
-        return {
-            "plate": _as_str(f.attrs["PLATE_BARCODE"]),
-            "row": int(f.attrs["ROW"]),
-            "column": int(f.attrs["COLUMN"]),
-            "plane": int(f.attrs.get("PLANE", 1)),
-            "n_fields": len(_fov_names(first)) if first is not None else 0,
-            "path": path,
-        }
+        return {**_well_attrs(f, path), "n_fields": len(_fov_names(first)) if first is not None else 0, "path": path}
+
+
+def _well_attrs(f: h5py.File, path: Path) -> dict:
+    """``plate, row, column, plane`` of an open per-well image file; a missing attribute raises."""
+    missing = [a for a in ("PLATE_BARCODE", "ROW", "COLUMN") if a not in f.attrs]
+    if missing:
+        raise LayoutError(f"{path}: missing attribute(s) {missing}")
+    return {"plate": _as_str(f.attrs["PLATE_BARCODE"]), "row": int(f.attrs["ROW"]),
+            "column": int(f.attrs["COLUMN"]), "plane": int(f.attrs.get("PLANE", 1))}
 
 
 def _as_str(v) -> str:
@@ -318,9 +315,7 @@ def read_well_images(path: str | os.PathLike, fields: Sequence[int] | None = Non
     """
     path = Path(path)
     with _open_h5(path) as f:
-        missing = [a for a in ("PLATE_BARCODE", "ROW", "COLUMN") if a not in f.attrs]
-        if missing:
-            raise LayoutError(f"{path}: missing attribute(s) {missing}")
+        attrs = _well_attrs(f, path)
         absent = [c for c in CHANNELS if c not in f]
         if absent:
             raise LayoutError(f"{path}: missing channel group(s) {absent}; found {sorted(f.keys())}")
@@ -354,9 +349,7 @@ def read_well_images(path: str | os.PathLike, fields: Sequence[int] | None = Non
                                       f"is {shape} {dtype}: all fields must share shape and dtype")
                 per_channel.append(ds[()])
             arrays.append(np.stack(per_channel))
-        return WellImages(plate=_as_str(f.attrs["PLATE_BARCODE"]), row=int(f.attrs["ROW"]),
-                          column=int(f.attrs["COLUMN"]), plane=int(f.attrs.get("PLANE", 1)),
-                          fields=np.stack(arrays), path=path)
+        return WellImages(**attrs, fields=np.stack(arrays), path=path)
 
 
 def list_well_files(folder: str | os.PathLike) -> list[Path]:
@@ -561,9 +554,8 @@ def _parquet_columns(path: Path) -> list[str]:
 
 
 def read_gt(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a GT long table (the authors' columns, :data:`GT_COLUMNS`); well ids are normalised.
-
-    The authors' CSV, or the Parquet form a simulated screen of the paper's size writes.
+    """Read a GT long table, the five :data:`GT_COLUMNS` (the authors' CSV, or the Parquet form a
+    simulated screen of the paper's size writes); well ids are normalised.
 
     Raises
     ------
@@ -572,24 +564,19 @@ def read_gt(path: str | os.PathLike) -> pd.DataFrame:
         naming the file (and the gene, well and plate of a missing value).
     """
     path = Path(path)
-    if not path.exists():
-        raise LayoutError(f"{path}: no such file")
-    if _is_parquet(path):
-        _require_columns(pd.DataFrame(columns=_parquet_columns(path)), GT_COLUMNS, path)
-        df = pd.read_parquet(path)
-        df = df.astype({c: str for c in (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD)})
-    else:
-        with open(path, "rb") as f:
-            header = _csv_header(f.readline(), path)
-        _require_columns(pd.DataFrame(columns=header), GT_COLUMNS, path)
-        df = pd.read_csv(path, dtype={GT_PLATE: str, GT_WELL: str, GT_GENE: str, GT_FOLD: str})
-    ids = {w: normalise_well_id(w, where=path) for w in df[GT_WELL].unique()}
-    df[GT_WELL] = df[GT_WELL].map(ids)
-    if df[GT_MEASURED].isna().any():
-        bad = df.loc[df[GT_MEASURED].isna()].iloc[0]
-        raise LayoutError(f"{path}: missing {GT_MEASURED!r} value for gene {bad[GT_GENE]} in well "
-                          f"{bad[GT_WELL]} of plate {bad[GT_PLATE]}")
+    t = _read_gt_arrow(path, (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD), GT_MEASURED)
+    _refuse_missing_values(t, path, GT_MEASURED)
+    df = t.to_pandas().astype({c: str for c in (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD)})
+    df[GT_WELL] = df[GT_WELL].map({w: normalise_well_id(w, where=path) for w in df[GT_WELL].unique()})
     return df
+
+
+def _refuse_missing_values(t, path: Path, value: str) -> None:
+    missing = np.isnan(t.column(value).to_numpy(zero_copy_only=False))
+    if missing.any():
+        row = {k: t.column(k)[int(np.flatnonzero(missing)[0])].as_py() for k in (GT_PLATE, GT_WELL, GT_GENE)}
+        raise LayoutError(f"{path}: missing {value!r} value for gene {row[GT_GENE]} in well {row[GT_WELL]} of "
+                          f"plate {row[GT_PLATE]}")
 
 
 def _csv_header(line: bytes, path) -> list[str]:
@@ -613,14 +600,50 @@ def gt_to_matrix(df: pd.DataFrame, value: str = GT_MEASURED) -> pd.DataFrame:
     return m
 
 
-def _read_parquet_gt(path: Path, keys: Sequence[str], value: str):
+def _read_gt_arrow(path: Path, keys: Sequence[str], value: str | None = None):
+    """Columns ``keys`` (text, dictionary-encoded) and ``value`` (float64) of a GT table (CSV or
+    Parquet) as one Arrow table; a missing file or column raises :class:`LayoutError` naming them."""
     import pyarrow as pa
+    import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    t = pq.read_table(path, columns=list(keys) + [value])
+    if not path.exists():
+        raise LayoutError(f"{path}: no such file")
     text = pa.dictionary(pa.int32(), pa.string())
-    cols = [t.column(k).cast(text) if t.column(k).type != text else t.column(k) for k in keys]
-    return pa.table(cols + [t.column(value).cast(pa.float64())], names=list(keys) + [value])
+    cols = list(keys) + ([value] if value else [])
+    parquet = _is_parquet(path)
+    if parquet:
+        header = _parquet_columns(path)
+    else:
+        with open(path, "rb") as f:
+            header = _csv_header(f.readline(), path)
+    _require_columns(pd.DataFrame(columns=header), list(dict.fromkeys([*GT_COLUMNS, *cols])), path)
+    try:
+        if parquet:
+            t = pq.read_table(path, columns=cols)
+            t = pa.table([t.column(k).cast(text) if t.column(k).type != text else t.column(k) for k in keys]
+                         + ([t.column(value).cast(pa.float64())] if value else []), names=cols)
+        else:
+            # large blocks: few dictionaries to unify
+            t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20),
+                               convert_options=pacsv.ConvertOptions(
+                                   include_columns=cols, strings_can_be_null=False,
+                                   column_types={c: text if c in keys else pa.float64() for c in cols}))
+    except pa.ArrowInvalid as e:  # Arrow numbers the columns from 0: name them
+        msg = re.sub(r"CSV column #(\d+)", lambda m: f"column {header[int(m.group(1))]!r}"
+                     if int(m.group(1)) < len(header) else m.group(0), str(e))
+        raise LayoutError(f"{path}: {msg}") from e
+    return t.unify_dictionaries().combine_chunks()
+
+
+def read_gt_folds(path: str | os.PathLike) -> pd.DataFrame:
+    """The fold column of a GT table: one row per (``plate_barcode``, ``well_id``, ``fold``) present,
+    well ids normalised (CSV or Parquet; only the three columns are read)."""
+    path = Path(path)
+    t = _read_gt_arrow(path, (GT_PLATE, GT_WELL, GT_FOLD))
+    df = t.group_by([GT_PLATE, GT_WELL, GT_FOLD]).aggregate([]).to_pandas().astype(str)
+    df[GT_WELL] = [normalise_well_id(w, where=path) for w in df[GT_WELL]]
+    return df.drop_duplicates().rename(columns={GT_FOLD: "fold"}).reset_index(drop=True)
 
 
 def read_gt_matrix(path: str | os.PathLike, value: str = GT_MEASURED) -> pd.DataFrame:
@@ -634,42 +657,13 @@ def read_gt_matrix(path: str | os.PathLike, value: str = GT_MEASURED) -> pd.Data
     :func:`gt_to_matrix` does.
     """
     import pyarrow as pa
-    import pyarrow.csv as pacsv
 
     path = Path(path)
-    if not path.exists():
-        raise LayoutError(f"{path}: no such file")
-    text = pa.dictionary(pa.int32(), pa.string())
     keys = (GT_PLATE, GT_WELL, GT_GENE)
-    parquet = _is_parquet(path)
-    if parquet:
-        header = _parquet_columns(path)
-    else:
-        with open(path, "rb") as f:
-            header = _csv_header(f.readline(), path)
-    _require_columns(pd.DataFrame(columns=header), list(GT_COLUMNS) + ([value] if value not in GT_COLUMNS else []),
-                     path)
-    try:
-        if parquet:
-            t = _read_parquet_gt(path, keys, value)
-        else:
-            t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20),  # few blocks: few dictionaries
-                               convert_options=pacsv.ConvertOptions(
-                                   include_columns=list(keys) + [value],
-                                   column_types={**{k: text for k in keys}, value: pa.float64()},
-                                   strings_can_be_null=False))
-    except pa.ArrowInvalid as e:  # Arrow numbers the columns from 0: name them
-        msg = re.sub(r"CSV column #(\d+)", lambda m: f"column {header[int(m.group(1))]!r}"
-                     if int(m.group(1)) < len(header) else m.group(0), str(e))
-        raise LayoutError(f"{path}: {msg}") from e
-    t = t.unify_dictionaries().combine_chunks()
+    t = _read_gt_arrow(path, keys, value)
+    text = pa.dictionary(pa.int32(), pa.string())
+    _refuse_missing_values(t, path, value)
     v = t.column(value).to_numpy(zero_copy_only=False)
-    missing = np.isnan(v)
-    if missing.any():
-        i = int(np.flatnonzero(missing)[0])
-        row = {k: t.column(k)[i].as_py() for k in keys}
-        raise LayoutError(f"{path}: missing {value!r} value for gene {row[GT_GENE]} in well {row[GT_WELL]} of "
-                          f"plate {row[GT_PLATE]}")
     codes, levels = {}, {}
     for k in keys:
         col = t.column(k).chunk(0) if t.column(k).num_chunks else pa.array([], text)
@@ -698,3 +692,73 @@ def read_gt_matrix(path: str | os.PathLike, value: str = GT_MEASURED) -> pd.Data
                                        levels[GT_WELL][rows % len(levels[GT_WELL])]],
                                       names=[GT_PLATE, GT_WELL])
     return pd.DataFrame(m.reshape(len(rows), n_genes), index=index, columns=pd.Index(levels[GT_GENE], name="gene"))
+
+
+# --------------------------------------------------------------------------------------------
+# the screen's description and, for a simulated screen, its truth
+# --------------------------------------------------------------------------------------------
+SCREEN_FILE = "SCREEN.json"
+"""At the data root: what the data are (written by the simulator; real data have none)."""
+TRUTH_KINDS = ("visible", "hidden", "noise", "low")
+TRUTH_COLUMNS = ("omics", "gene", "kind", "r2_expected")
+TRUE_WORDS = frozenset({"true", "1", "yes", "y", "t"})
+FALSE_WORDS = frozenset({"false", "0", "no", "n", "f"})
+
+
+def parse_bool(value) -> bool | None:
+    """``True``/``False`` for the usual spellings (``true``, ``1``, ``yes``, ``t``, ``y`` and their
+    opposites, any case), ``None`` for anything else."""
+    v = str(value).strip().lower()
+    return True if v in TRUE_WORDS else False if v in FALSE_WORDS else None
+
+
+def read_screen_info(root: str | os.PathLike | None = None) -> dict | None:
+    """The ``SCREEN.json`` of a data root, or ``None`` if there is none (real data)."""
+    from i2o_utils.paths import bucket_paths
+
+    f = bucket_paths(root)["root"] / SCREEN_FILE
+    if not f.exists():
+        return None
+    try:
+        info = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LayoutError(f"{f}: not a readable screen description (truncated or edited?): {e}; "
+                          "regenerate the screen with overwrite=True (i2o simulate --overwrite)") from None
+    if not isinstance(info, dict):
+        raise LayoutError(f"{f}: not a readable screen description (expected a JSON object)")
+    return info
+
+
+def truth_path(root: str | os.PathLike | None = None) -> Path:
+    """``<data root>/simulation/truth_genes.csv``."""
+    from i2o_utils.paths import bucket_paths
+
+    return bucket_paths(root)["simulation"] / "truth_genes.csv"
+
+
+def read_truth_genes(path: str | os.PathLike | None = None) -> pd.DataFrame | None:
+    """The simulator's gene truth table (``omics, gene, kind, r2_expected, ...``; default
+    :func:`truth_path`), or ``None`` where there is none (real data).
+
+    Raises
+    ------
+    LayoutError
+        Missing column, unknown ``kind``, or a gene listed twice for one omics (and stimulus).
+    """
+    path = Path(path) if path is not None else truth_path()
+    if not path.exists():
+        return None
+    df = pd.read_csv(path, dtype={c: str for c in ("omics", "gene", "kind", "symbol", "location")})
+    _require_columns(df, TRUTH_COLUMNS, path)
+    for c in {"symbol", "location"} & set(df.columns):
+        df[c] = df[c].fillna("")
+    bad = sorted(set(df["kind"]) - set(TRUTH_KINDS))
+    if bad:
+        raise LayoutError(f"{path}: unknown kind(s) {bad}; expected {TRUTH_KINDS}")
+    key = ["omics", "stimulus", "gene"] if "stimulus" in df.columns else ["omics", "gene"]
+    dup = df.duplicated(key)
+    if dup.any():
+        raise LayoutError(f"{path}: {df.loc[dup, key].iloc[0].tolist()} appears more than once")
+    if "predictable" in df.columns:  # a null screen plants 'visible' genes that the images cannot show
+        df["predictable"] = df["predictable"].map(parse_bool).fillna(False).astype(bool)
+    return df

@@ -45,7 +45,9 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 from urllib.parse import urljoin, urlparse, urlunparse
 
-from i2o_utils.data.layout import atomic_path
+import pandas as pd
+
+from i2o_utils.data.layout import atomic_path, parse_bool
 from i2o_utils.paths import MANIFESTS_DIR
 
 log = logging.getLogger(__name__)
@@ -80,9 +82,6 @@ SMOKE_MAX_BYTES = 1 << 30
 """Upstream omics files larger than this (1 GiB) are left to the full tier."""
 DEFAULT_SMOKE_WELLS = 8
 """Wells (ICF + TILES pairs) of the image bucket in the smoke tier."""
-
-_TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f", ""}
 
 
 class ManifestError(ValueError):
@@ -170,12 +169,10 @@ def _parse_size(value: str) -> int | None:
 
 
 def _parse_bool(value: str) -> bool:
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ValueError(f"verified {value!r} is not true/false")
+    b = parse_bool(value) if value.strip() else False
+    if b is None:
+        raise ValueError(f"verified {value!r} is not true/false")
+    return b
 
 
 def entry_problems(e: ManifestEntry) -> list[str]:
@@ -430,39 +427,34 @@ def _directory_links(index_html: str) -> list[str]:
 
 
 LISTING_ATTEMPTS, LISTING_BACKOFF = 4, 0.5
-"""Tries of a listing request and the first backoff in seconds (doubled after each try)."""
+"""Tries of a listing request and the backoff factor in seconds (urllib3's ``Retry``)."""
 
 
 def _request(session, method: str, url: str, **kwargs):
-    """One listing request, retried with backoff on connection errors and HTTP 5xx/429."""
-    import time
-
+    """One listing request (retried by the session, :func:`_session`); a connection that never
+    succeeds is a :class:`ManifestError`."""
     import requests
 
-    attempts, backoff = LISTING_ATTEMPTS, LISTING_BACKOFF
-    for attempt in range(1, attempts + 1):
-        try:
-            r = session.request(method, url, **kwargs)
-            if r.status_code < 500 and r.status_code != 429:
-                return r
-            err = f"HTTP {r.status_code}"
-        except (requests.ConnectionError, requests.Timeout) as e:
-            err = f"{type(e).__name__}: {e}"
-            if attempt == attempts:
-                raise ManifestError(f"listing {url}: {err}") from e
-        if attempt < attempts:
-            time.sleep(backoff * 2 ** (attempt - 1))
-    return r
+    try:
+        return session.request(method, url, **kwargs)
+    except (requests.ConnectionError, requests.Timeout) as e:
+        raise ManifestError(f"listing {url}: {type(e).__name__}: {e}") from e
 
 
 def _session(session=None):
-    if session is not None:
-        return session
+    """``session`` (or a new one) whose requests are retried with backoff on connection errors
+    and HTTP 5xx/429, :data:`LISTING_ATTEMPTS` tries in all."""
     import requests
+    from urllib3.util.retry import Retry
 
-    s = requests.Session()
-    s.headers["User-Agent"] = "i2o-data-fetch"
-    return s
+    if session is None:
+        session = requests.Session()
+        session.headers["User-Agent"] = "i2o-data-fetch"
+    retry = Retry(total=LISTING_ATTEMPTS - 1, backoff_factor=LISTING_BACKOFF, allowed_methods=None,
+                  status_forcelist=[429, *range(500, 600)], raise_on_status=False)
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, requests.adapters.HTTPAdapter(max_retries=retry))
+    return session
 
 
 def list_http_directory(url: str, relative_prefix: str, *, source: str, licence: str = "",
@@ -580,16 +572,9 @@ def pick_smoke_wells(icf_names: Sequence[str], tiles_names: Sequence[str], n: in
     common = sorted(icf & tiles) if icf and tiles else sorted(icf | tiles)
     if not common:
         return set(sorted(icf)[:n]) | set(sorted(tiles)[:n])
-    by_plate: dict[str, list[str]] = {}
-    for k in common:
-        by_plate.setdefault(_plate_of(k), []).append(k)
-    chosen: list[str] = []
-    queues = [list(v) for _, v in sorted(by_plate.items())]
-    while len(chosen) < n and any(queues):
-        for q in queues:
-            if q and len(chosen) < n:
-                chosen.append(q.pop(0))
-    return set(chosen)
+    keys = pd.DataFrame({"key": common, "plate": [_plate_of(k) for k in common]})
+    keys["turn"] = keys.groupby("plate").cumcount()  # the k-th well of each plate, plates in order
+    return set(keys.sort_values(["turn", "plate"], kind="stable")["key"].head(n))
 
 
 _S3_SMOKE = (re.compile(r"^data/metadata\.csv$"), re.compile(r"^data/GT/[^/]+\.csv$"),

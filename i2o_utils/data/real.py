@@ -25,7 +25,7 @@ from i2o_utils.data.importers import (
     read_series_matrix,
     samples_from_series_matrix,
 )
-from i2o_utils.data.layout import atomic_path
+from i2o_utils.data.layout import SCREEN_FILE, atomic_path, read_screen_info
 from i2o_utils.data.manifests import DEFAULT_SMOKE_WELLS, GEO_ACCESSION, PRIDE_ACCESSION, SOURCES, TIERS
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ class RealDataSummary:
         return "\n".join(lines)
 
 
-SCREEN_FILE = "SCREEN.json"
 RECORD_FILE = "REAL_DATA.json"
 """What was fetched into a data root (``SCREEN.json`` is the simulated screen's, never written here)."""
 UPSTREAM_DIRS = {"geo": Path("upstream") / GEO_ACCESSION, "pride": Path("upstream") / PRIDE_ACCESSION}
@@ -92,15 +91,9 @@ def _extract_table(zip_path: Path, words: tuple[str, ...]) -> Path:
 
 
 def _check_root(dest: Path, source: str) -> None:
-    screen = dest / SCREEN_FILE
-    if screen.exists():
-        try:
-            meta = json.loads(screen.read_text())
-        except ValueError:
-            meta = {}
-        if meta.get("source") == "simulated":
-            raise FileExistsError(f"{dest} holds a simulated screen ({screen}); fetch the real data ({source}) "
-                                  "into another data root (set I2O_DATA_DIR or pass dest)")
+    if (read_screen_info(dest) or {}).get("source") == "simulated":
+        raise FileExistsError(f"{dest} holds a simulated screen ({dest / SCREEN_FILE}); fetch the real data "
+                              f"({source}) into another data root (set I2O_DATA_DIR or pass dest)")
 
 
 def _write_record(dest: Path, source: str, tier: str, summary: FetchSummary, written: list[Path]) -> Path:

@@ -50,11 +50,11 @@ from tqdm.auto import tqdm
 
 from i2o_utils.config import CONTROL, M1_REVERTING, M2_REVERTING, STIMULI, Profile, get_profile
 from i2o_utils.data import layout
+from i2o_utils.data.layout import SCREEN_FILE, read_screen_info
 from i2o_utils.data.genes import GO_BP_GMT, KNOCKOUT_POOL, draw_screen_genes, read_gmt
 from i2o_utils.data.planted import gene_propensity, plant_annotation_effects, planted_terms
 from i2o_utils.paths import bucket_paths
 
-SCREEN_FILE = "SCREEN.json"
 SIMULATOR_VERSION = 3
 SIMULATED_ELN = "ELN90001"
 """The experiment number of the simulated plates' barcodes (``<ELN>_<PLATE>``, as the authors')."""
@@ -419,22 +419,6 @@ def _write_h5ad(path: Path, x: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame)
 # --------------------------------------------------------------------------------------------
 def _dir_size(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-
-
-def read_screen_info(root: str | Path | None = None) -> dict | None:
-    """The ``SCREEN.json`` of a data root, or ``None`` if there is none."""
-    root = Path(root) if root is not None else bucket_paths()["root"]
-    f = root / SCREEN_FILE
-    if not f.exists():
-        return None
-    try:
-        info = json.loads(f.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise layout.LayoutError(f"{f}: not a readable screen description (truncated or edited?): {e}; "
-                                 "regenerate the screen with overwrite=True (i2o simulate --overwrite)") from None
-    if not isinstance(info, dict):
-        raise layout.LayoutError(f"{f}: not a readable screen description (expected a JSON object)")
-    return info
 
 
 class ScreenMismatch(FileExistsError):

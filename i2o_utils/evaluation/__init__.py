@@ -1,6 +1,5 @@
-"""Evaluation of the predictions (paper: "Data splitting", "Metrics", Tables 1-4).
+"""Evaluation of the predictions (paper: "Metrics", Tables 1-4; the splits are :mod:`i2o_utils.data.splits`).
 
-* :mod:`~i2o_utils.evaluation.splits`: train/validation/test splits of the perturbations.
 * :mod:`~i2o_utils.evaluation.metrics`: SMAPE and r², vectorised over genes.
 * :mod:`~i2o_utils.evaluation.significance`: the paper's one-sided tests against the mean predictor
   (Mann–Whitney U, paired Wilcoxon), equal to scipy's per-gene results; Benjamini–Hochberg.

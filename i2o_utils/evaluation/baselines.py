@@ -2,7 +2,7 @@
 
 A gene the images "predict" may be one that any crude summary of the wells predicts as well.
 Each baseline is fitted on the train wells of every split that notebook 40 used
-(``results/40_finetune_omics/splits.csv``), with the same labels and train-fold means
+(notebook 10's ``splits.csv``, :mod:`i2o_utils.data.splits`), with the same labels and train-fold means
 (:func:`i2o_utils.model.finetune.load_labels`, :func:`~i2o_utils.model.finetune.align_labels`), and
 its test-fold predictions are evaluated exactly like the model's:
 
@@ -122,7 +122,7 @@ def baseline_splits(name: str, features: pd.DataFrame, labels: dict, store_wells
     labels
         ``{(omics, stimulus): (wide GT matrix, source)}`` (:func:`i2o_utils.model.finetune.load_labels`).
     split_table
-        ``split, target, fold`` of notebook 40 (``splits.csv``).
+        ``split, target, fold`` (:func:`i2o_utils.data.splits.load_split_table`).
     model_predictions
         The model's :class:`SplitPredictions` per (omics, stimulus) (their test wells are
         checked to be the baseline's).
@@ -229,7 +229,8 @@ class BaselineInputs:
     @classmethod
     def load(cls, keys, *, random_tiles_per_well: int = 16, seed: int = 0, data_root=None) -> "BaselineInputs":
         """Read notebook 20's features and tile store, notebook 30's backbone (for its
-        architecture) and notebook 40's splits, and the labels of the ``keys`` (omics, stimulus)."""
+        architecture) and notebook 10's splits, and the labels of the ``keys`` (omics, stimulus)."""
+        from i2o_utils.data.splits import load_split_table
         from i2o_utils.imaging.tilestore import TileStore
         from i2o_utils.model.finetune import load_labels
         from i2o_utils.model.train import CHECKPOINT_NAME, load_backbone
@@ -237,10 +238,7 @@ class BaselineInputs:
 
         notes: list[str] = []
         features: dict[str, pd.DataFrame] = {}
-        split_path = results_dir("40_finetune_omics") / "splits.csv"
-        if not split_path.exists():
-            raise layout.LayoutError(f"{split_path}: no such file (written by notebook 40)")
-        split_table = pd.read_csv(split_path, dtype={"target": str, "fold": str})
+        split_table = load_split_table(check_gt=False)  # notebook 10's, checked by load_evaluation_inputs' caller
         store = TileStore(results_dir("20_preprocess_images") / "tilestore")
         try:
             morph = read_well_features(results_dir("20_preprocess_images") / "features_wells.parquet")

@@ -20,6 +20,7 @@ import pandas as pd
 
 from i2o_utils.config import OMICS, STIMULI
 from i2o_utils.data import layout
+from i2o_utils.data.splits import folds_of
 from i2o_utils.evaluation.predictions import (
     PredictionsMissing,
     SplitPredictions,
@@ -27,7 +28,7 @@ from i2o_utils.evaluation.predictions import (
     gene_table_path,
     load_predictions,
     predictions_dir,
-    read_gene_symbols,
+    gene_symbols,
     read_gene_table,
     read_screen_info,
 )
@@ -115,7 +116,8 @@ class EvaluationInputs:
 def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = False,
                            predictions_folder: str | os.PathLike | None = None,
                            genes_folder: str | os.PathLike | None = None,
-                           data_root: str | os.PathLike | None = None) -> EvaluationInputs:
+                           data_root: str | os.PathLike | None = None,
+                           split_table: pd.DataFrame | None = None) -> EvaluationInputs:
     """Read the predictions, gene tables, symbols, screen description and truth.
 
     Parameters
@@ -126,6 +128,10 @@ def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = Fals
     check_gt
         Take the measured values from ``data/GT`` (the truth) and report predicted wells or
         genes missing from it (:func:`~i2o_utils.evaluation.predictions.attach_gt`).
+    split_table
+        Notebook 10's splits (:func:`i2o_utils.data.splits.load_split_table`): every test well of
+        a prediction file must belong to a test perturbation of its split, else
+        :class:`~i2o_utils.data.layout.LayoutError` names the file and the perturbation.
 
     Raises
     ------
@@ -145,6 +151,14 @@ def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = Fals
             except PredictionsMissing:
                 missing.append((omics, stim))
                 continue
+            if split_table is not None:
+                for sp in splits:
+                    fold = folds_of(split_table, sp.split, sp.wells["target"], sp.path)
+                    if (fold != "test").any():
+                        t = sp.wells["target"].to_numpy()[fold != "test"][0]
+                        raise layout.LayoutError(f"{sp.path}: perturbation {t} is predicted as a test perturbation, "
+                                                 f"but split {sp.split} of the split table puts it in "
+                                                 f"{fold[fold != 'test'][0]!r} (predictions of other splits?)")
             if n_splits is not None and len(splits) < n_splits:
                 notes.append(f"{omics} {stim.upper()}: {len(splits)} of {n_splits} splits found")
             path = gene_table_path(omics, stim, genes_folder)
@@ -178,9 +192,8 @@ def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = Fals
     wells_note = stored_wells_note()
     if wells_note:
         notes.append(f"imaging: {wells_note}")
-    symbols = {o: read_gene_symbols(o, data_root) for o in {k[0] for k in preds}}
-    tpath = truth_path(data_root)
-    truth = read_truth_genes(tpath) if tpath.exists() else None
+    symbols = {o: gene_symbols(t for (o2, _), t in tables.items() if o2 == o) for o in {k[0] for k in preds}}
+    truth = read_truth_genes(truth_path(data_root))
     oracle = screen_label_oracle(data_root) if truth is not None else None
     return EvaluationInputs(predictions=preds, gene_tables=tables, symbols=symbols, truth=truth, oracle=oracle,
                             screen=read_screen_info(data_root), missing=missing, gt_reports=gt_reports,

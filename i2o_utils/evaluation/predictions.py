@@ -16,7 +16,6 @@ the evaluation handles them per gene and reports them.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, replace
@@ -44,7 +43,7 @@ __all__ = [
     "load_predictions",
     "gene_table_path",
     "read_gene_table",
-    "read_gene_symbols",
+    "gene_symbols",
     "read_screen_info",
     "attach_gt",
 ]
@@ -280,10 +279,6 @@ def gene_table_path(omics: str, stimulus: str, folder: str | os.PathLike | None 
     return Path(folder) / f"genes_{omics}_{stimulus}.csv"
 
 
-_TRUE = {"true", "1", "yes", "t", "y"}
-_FALSE = {"false", "0", "no", "f", "n"}
-
-
 def read_gene_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read ``genes_{omics}_{stimulus}.csv``: ``gene`` (str), ``kept`` (bool), ``reason`` (str).
 
@@ -302,60 +297,39 @@ def read_gene_table(path: str | os.PathLike) -> pd.DataFrame:
         raise LayoutError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
     if "reason" not in df.columns:
         df["reason"] = ""
-    kept = df["kept"].astype(str).str.strip().str.lower()
-    bad = ~kept.isin(_TRUE | _FALSE)
+    kept = df["kept"].map(layout.parse_bool)
+    bad = kept.isna()
     if bad.any():
         row = df.loc[bad].iloc[0]
         raise LayoutError(f"{path}: column 'kept' of gene {row['gene']} is {row['kept']!r}, "
                           "not a boolean")
-    df["kept"] = kept.isin(_TRUE)
+    df["kept"] = kept.astype(bool)
     dup = df["gene"].duplicated()
     if dup.any():
         raise LayoutError(f"{path}: gene {df.loc[dup, 'gene'].iloc[0]} appears more than once")
     return df[list(GENE_TABLE_COLUMNS) + [c for c in df.columns if c not in GENE_TABLE_COLUMNS]]
 
 
-def read_gene_symbols(omics: str, root: str | os.PathLike | None = None) -> pd.Series:
-    """Gene id -> symbol from the ``var`` of ``data/OMICS_RAW/{omics}.h5ad`` (empty if absent).
-
-    Only the ``var`` table is read, so this is cheap even for the full transcriptome.
-    """
-    import h5py
-    from anndata.io import read_elem
-
-    from i2o_utils.paths import bucket_paths
-
-    path = bucket_paths(root)["omics_raw"] / f"{omics}.h5ad"
-    if not path.exists():
+def gene_symbols(tables) -> pd.Series:
+    """Gene id -> symbol from the ``symbol`` column of notebook 10's gene tables (:func:`read_gene_table`;
+    ``None`` entries skipped); empty when no table has one."""
+    parts = [t.set_index("gene")["symbol"] for t in tables if t is not None and "symbol" in t.columns]
+    if not parts:
         return pd.Series(dtype=str, name="symbol")
-    with h5py.File(path, "r") as f:
-        var = read_elem(f["var"])
-    if "symbol" not in var.columns:
-        return pd.Series(dtype=str, name="symbol")
-    s = var["symbol"].astype(str)
-    s.index = s.index.astype(str)
-    return s.rename("symbol")
+    s = pd.concat(parts).astype(str)
+    return s[~s.index.duplicated()].rename("symbol")
 
 
 def read_screen_info(root: str | os.PathLike | None = None) -> dict:
-    """``SCREEN.json`` at the data root; ``{"source": "unknown", "null": False}`` when absent.
+    """:func:`i2o_utils.data.layout.read_screen_info` with its ``path``, and
+    ``{"source": "unknown", "null": False}`` when the data root has no ``SCREEN.json``.
 
     The data source and whether it is a null screen are named in every headline table.
     """
     from i2o_utils.paths import bucket_paths
 
-    path = bucket_paths(root)["root"] / "SCREEN.json"
-    if not path.exists():
-        return {"source": "unknown (no SCREEN.json at the data root)", "null": False,
-                "path": str(path)}
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise LayoutError(f"{path}: not valid JSON: {e}") from e
-    info.setdefault("source", "unknown")
-    info.setdefault("null", False)
-    info["path"] = str(path)
-    return info
+    info = layout.read_screen_info(root) or {"source": "unknown (no SCREEN.json at the data root)"}
+    return {"source": "unknown", "null": False, **info, "path": str(bucket_paths(root)["root"] / layout.SCREEN_FILE)}
 
 
 def attach_gt(split: SplitPredictions, gt: pd.DataFrame) -> tuple[SplitPredictions, dict]:

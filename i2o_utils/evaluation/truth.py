@@ -10,51 +10,15 @@ screen (images without signal) it calls about ``alpha`` of the genes or fewer.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from i2o_utils.data.layout import LayoutError
+from i2o_utils.data.layout import TRUTH_KINDS, LayoutError, parse_bool, read_screen_info, read_truth_genes, truth_path
 
 __all__ = ["TRUTH_KINDS", "truth_path", "read_truth_genes", "truth_recovery", "signal_summary",
            "label_oracle", "screen_label_oracle", "label_oracle_summary"]
-
-TRUTH_KINDS = ("visible", "hidden", "noise", "low")
-TRUTH_COLUMNS = ("omics", "gene", "kind", "r2_expected")
-
-
-def truth_path(root: str | os.PathLike | None = None) -> Path:
-    """``<data root>/simulation/truth_genes.csv``."""
-    from i2o_utils.paths import bucket_paths
-
-    return bucket_paths(root)["simulation"] / "truth_genes.csv"
-
-
-def read_truth_genes(path: str | os.PathLike) -> pd.DataFrame:
-    """Read the simulator's gene truth table, checking columns, kinds and duplicates.
-
-    Raises
-    ------
-    LayoutError
-        Missing file or column, unknown ``kind``, or a gene listed twice for one omics.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise LayoutError(f"{path}: no such file (only simulated screens have a truth table)")
-    df = pd.read_csv(path, dtype={"omics": str, "gene": str, "kind": str})
-    missing = [c for c in TRUTH_COLUMNS if c not in df.columns]
-    if missing:
-        raise LayoutError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
-    bad = sorted(set(df["kind"]) - set(TRUTH_KINDS))
-    if bad:
-        raise LayoutError(f"{path}: unknown kind(s) {bad}; expected {TRUTH_KINDS}")
-    key = ["omics", "stimulus", "gene"] if "stimulus" in df.columns else ["omics", "gene"]
-    dup = df.duplicated(key)
-    if dup.any():
-        raise LayoutError(f"{path}: {df.loc[dup, key].iloc[0].tolist()} appears more than once")
-    return df
 
 
 def _state_terms(z: np.ndarray) -> np.ndarray:
@@ -130,7 +94,6 @@ def screen_label_oracle(data_root: str | os.PathLike | None = None, fdr: float =
     (``omics, stimulus`` columns added); ``None`` without a latent state (real data)."""
     from i2o_utils.config import OMICS, STIMULI
     from i2o_utils.data import layout
-    from i2o_utils.data.simulate import read_screen_info
     from i2o_utils.paths import bucket_paths
 
     lat_path = bucket_paths(data_root)["simulation"] / "latent.parquet"
@@ -213,7 +176,7 @@ def truth_recovery(per_gene: pd.DataFrame, truth: pd.DataFrame,
         kind = m["kind"].fillna("not in truth")
         visible = (kind == "visible").to_numpy()
         if "predictable" in m:  # a null screen plants 'visible' genes that the images cannot show
-            visible &= m["predictable"].fillna(False).astype(str).str.lower().isin(["true", "1"]).to_numpy()
+            visible &= m["predictable"].map(parse_bool).fillna(False).to_numpy(bool)
         tested = m["category"].isin(["significant", "not significant"]).to_numpy()
         kept = m["kept"].to_numpy(bool)
         rho, n_rho = np.nan, int((visible & tested & m["r2"].notna()).sum())
@@ -273,7 +236,7 @@ def signal_summary(truth: pd.DataFrame) -> pd.DataFrame:
     for omics, g in truth.groupby("omics", sort=False):
         vis = g["kind"] == "visible"
         if "predictable" in g:
-            vis &= g["predictable"].astype(str).str.lower().isin(["true", "1"])
+            vis &= g["predictable"].map(parse_bool).fillna(False).astype(bool)
         v = g[vis]
         row = {"omics": omics, "genes": len(g), "visible": int(vis.sum())}
         if "strength" in g and len(v):

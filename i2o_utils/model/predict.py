@@ -8,15 +8,12 @@ what is computed (:func:`inference_embeddings`). Predictions are de-standardised
 fold's per-gene mean and standard deviation.
 
 :func:`finetune_and_predict` runs everything for notebook 40: embedding cache, inference
-embeddings, 4 (omics, stimulus) x ``n_splits`` heads, and the results contract:
+embeddings, 4 (omics, stimulus) x ``n_splits`` heads on notebook 10's splits
+(:func:`i2o_utils.data.splits.load_split_table`), and the results contract:
 
 * ``predictions/{omics}_{stimulus}_split{k:02d}.h5ad``: obs = val and test wells
   (plate_barcode, well_id, target, fold), layers ``measured`` and ``predicted`` (label scale),
   var = genes with ``train_mean`` and ``train_std``;
-* ``predictions/{omics}_{stimulus}/{omics}_{stimulus}_predictions.csv``: the authors'
-  post-processing table (:func:`write_authors_predictions`: every labelled well, train wells
-  included, of the first ``InferenceConfig.long_csv_splits`` splits, ``seed`` = split), laid out
-  as their plotting code reads it from its ``SAVE_DIR`` (here ``predictions/``);
 * ``embeddings/well_embeddings.parquet``: ``Metadata_*`` columns + ``emb_000`` ...;
 * ``runs.csv`` (one row per head), ``curves.parquet`` (per-epoch losses),
   ``val_per_gene.parquet`` (validation MSE per gene, model and mean predictor), ``heads.pt``.
@@ -37,7 +34,7 @@ from tqdm.auto import tqdm
 
 from i2o_utils.config import OMICS, STIMULI, Profile
 from i2o_utils.data import layout
-from i2o_utils.evaluation.splits import make_splits
+from i2o_utils.data.splits import folds_of, load_split_table
 from i2o_utils.model.data import Runtime, prepare_tiles, resolve_runtime, sample_tile_indices, to_device
 from i2o_utils.model.finetune import (HeadData, LabelError, TileEmbeddings, align_labels, cache_tile_embeddings,
                                       load_labels, standardise, train_head)
@@ -47,8 +44,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "inference_embeddings", "embedding_separation", "write_predictions", "write_well_embeddings",
     "FinetuneRun", "finetune_and_predict", "prediction_path", "embed_wells", "embedding_sanity_check",
-    "runs_summary", "read_truth_genes", "planted_gene_summary", "authors_predictions_path",
-    "authors_prediction_rows", "write_authors_predictions",
+    "runs_summary", "planted_gene_summary",
 ]
 
 
@@ -160,65 +156,6 @@ def write_predictions(out_dir: str | Path, omics: str, stimulus: str, split: int
     return [path]
 
 
-def authors_predictions_path(out_dir: str | Path, omics: str, stimulus: str) -> Path:
-    """``<out_dir>/predictions/{omics}_{stimulus}/{omics}_{stimulus}_predictions.csv``."""
-    name = f"{omics}_{stimulus}"
-    return Path(out_dir) / "predictions" / name / f"{name}_predictions.csv"
-
-
-def authors_prediction_rows(wells: pd.DataFrame, genes: pd.Index, measured: np.ndarray, predicted: np.ndarray,
-                            split: int) -> pd.DataFrame:
-    """One split's rows of the authors' post-processing table (:data:`layout.PREDICTION_TABLE_COLUMNS`).
-
-    ``wells``: ``plate_barcode``, ``well_id`` and ``fold`` (this split's) of each row of
-    ``measured`` and ``predicted`` (wells x genes, label scale); ``seed`` is the split, as the
-    authors number their models.
-    """
-    nw, ng = np.shape(measured)
-    g = np.asarray(pd.Index(genes).astype(str))
-
-    def per_well(col) -> pd.Categorical:
-        c = pd.Categorical(wells[col].astype(str).to_numpy())
-        return pd.Categorical.from_codes(np.repeat(c.codes, ng), categories=c.categories)
-
-    return pd.DataFrame({
-        layout.GT_PLATE: per_well("plate_barcode"),
-        layout.GT_WELL: per_well("well_id"),
-        layout.PRED_SEED: np.full(nw * ng, int(split), np.int64),
-        layout.GT_GENE: pd.Categorical.from_codes(np.tile(np.arange(ng, dtype=np.int32), nw), categories=g),
-        layout.GT_FOLD: per_well("fold"),
-        layout.GT_MEASURED: np.asarray(measured, np.float64).ravel(),
-        layout.PRED_PREDICTED: np.asarray(predicted, np.float64).ravel(),
-    })
-
-
-def write_authors_predictions(path: str | Path, parts: list[pd.DataFrame]) -> Path:
-    """Write the authors' post-processing table as their ``postprocessing.py`` saves it.
-
-    Columns :data:`i2o_utils.data.layout.PREDICTION_TABLE_COLUMNS` after a leading unnamed row
-    number (pandas' ``to_csv`` with its default index, which their plotting code reads with
-    ``index_col=0``). Written by Arrow's CSV writer, atomically.
-    """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(layout.PREDICTION_TABLE_COLUMNS))
-    df = df[list(layout.PREDICTION_TABLE_COLUMNS)]
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.add_column(0, "", pa.array(np.arange(len(df), dtype=np.int64)))
-    # text columns as plain strings (dictionary columns are written the same; casting keeps it simple)
-    table = pa.table({n: (c.cast(pa.string()) if pa.types.is_dictionary(c.type) else c)
-                      for n, c in zip(table.column_names, table.columns)})
-    texts = "".join(str(v) for c in (layout.GT_PLATE, layout.GT_WELL, layout.GT_GENE, layout.GT_FOLD)
-                    for v in pd.unique(df[c].astype(str)))
-    quoting = "needed" if any(ch in texts for ch in ',"\n\r') else "none"
-    path = Path(path)
-    with layout.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(("," + ",".join(layout.PREDICTION_TABLE_COLUMNS) + "\n").encode())  # pandas' header
-        pacsv.write_csv(table, f, write_options=pacsv.WriteOptions(include_header=False, quoting_style=quoting))
-    return path
-
-
 def write_well_embeddings(path: str | Path, wells: pd.DataFrame, emb: np.ndarray) -> Path:
     """``Metadata_plate, Metadata_well_id, Metadata_target, Metadata_cell_state, Metadata_n_tiles``
     and ``emb_000 ...`` (one row per well of the tile store)."""
@@ -244,16 +181,9 @@ class FinetuneRun:
     timings: dict = field(default_factory=dict)
 
 
-def _folds(targets: pd.Series, split_table: pd.DataFrame, k: int, source: str) -> np.ndarray:
-    s = split_table[split_table["split"] == k].set_index("target")["fold"]
-    f = targets.astype(str).map(s)
-    if f.isna().any():
-        raise LabelError(f"{source}: target(s) {sorted(set(targets[f.isna()]))[:5]} have no fold in split {k}")
-    return f.to_numpy()
-
-
 def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
                          labels: dict[tuple[str, str], tuple[pd.DataFrame, str]] | None = None,
+                         split_table: pd.DataFrame | None = None,
                          data_root: str | Path | None = None, input_size: int | None = None,
                          runtime: Runtime | None = None, device: str = "auto",
                          threads: int | None = None, progress: bool = True) -> FinetuneRun:
@@ -272,6 +202,9 @@ def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
     labels
         ``{(omics, stimulus): (wide table, source name)}``; default: read ``data/GT`` under
         ``data_root`` (:func:`~i2o_utils.model.finetune.load_labels`).
+    split_table
+        ``split, target, fold``; default: notebook 10's, checked against the GT tables
+        (:func:`i2o_utils.data.splits.load_split_table`).
     input_size
         The pre-training's tile resize (from the checkpoint's configuration).
     threads
@@ -297,20 +230,17 @@ def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
     written = [write_well_embeddings(out_dir / "embeddings" / "well_embeddings.parquet", store.wells, emb)]
     emb_t = torch.from_numpy(emb).to(cache.embeddings.device)
 
-    targets = sorted(store.wells["target"].astype(str).unique())
-    split_table = make_splits(targets, ev.n_splits, ev.split_fractions)
-    written.append(layout.write_csv_atomic(split_table, out_dir / "splits.csv"))
+    if split_table is None:
+        split_table = load_split_table(ev.n_splits, data_root=data_root)
     if labels is None:
         labels = {(o, s): load_labels(o, s, data_root) for o in OMICS for s in STIMULI}
     runs, curves, per_gene, heads = [], [], [], {}
-    n_export = ev.n_splits if inf.long_csv_splits is None else min(int(inf.long_csv_splits), ev.n_splits)
     t0 = time.perf_counter()
     bar = tqdm(total=len(labels) * ev.n_splits, desc="fine-tuning heads", disable=not progress)
     for (omics, stim), (wide, source) in labels.items():
         data: HeadData = align_labels(store.wells, wide, omics, stim, source=source)
-        export = []
         for k in range(ev.n_splits):
-            fold = _folds(data.wells["target"], split_table, k, source)
+            fold = folds_of(split_table, k, data.wells["target"], source)
             idx = {f: np.flatnonzero(fold == f) for f in ("train", "val", "test")}
             empty = [f for f, i in idx.items() if len(i) == 0]
             if empty:
@@ -324,9 +254,6 @@ def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
             pred = head.predict_z(emb[wi[vt]]) * std + mean
             obs = data.wells.iloc[vt].assign(fold=fold[vt])
             written += write_predictions(out_dir, omics, stim, k, obs, data.genes, data.y[vt], pred, mean, std)
-            if k < n_export:  # every labelled well, train included (the authors' table holds them all)
-                export.append(authors_prediction_rows(data.wells.assign(fold=fold), data.genes, data.y,
-                                                      head.predict_z(emb[wi]) * std + mean, k))
             heads[f"{omics}_{stim}_split{k:02d}"] = {
                 "weight": torch.from_numpy(head.weight.astype(np.float32)),
                 "bias": torch.from_numpy(head.bias.astype(np.float32)),
@@ -347,8 +274,6 @@ def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
                                           "val_mse": head.val_mse_per_gene,
                                           "val_mse_mean_predictor": head.val_mse_per_gene_mean_predictor}))
             bar.update(1)
-        if n_export:
-            written.append(write_authors_predictions(authors_predictions_path(out_dir, omics, stim), export))
     bar.close()
     timings["heads_s"] = time.perf_counter() - t0
     if hasattr(store, "content_key"):
@@ -431,15 +356,6 @@ def runs_summary(runs: pd.DataFrame) -> pd.DataFrame:
         heads=("split", "size"), genes=("n_genes", "first"), mean_epochs=("epochs", "mean"),
         val_mse=("val_mse", "mean"), val_mse_mean_predictor=("val_mse_mean_predictor", "mean"),
         heads_beating_mean_predictor=("beats", "sum"))
-
-
-def read_truth_genes(root: str | Path | None = None) -> pd.DataFrame | None:
-    """The simulated screen's ``simulation/truth_genes.csv`` (omics, gene, kind, ...), or None
-    for real data."""
-    from i2o_utils.paths import bucket_paths
-
-    path = bucket_paths(root)["simulation"] / "truth_genes.csv"
-    return pd.read_csv(path) if path.exists() else None
 
 
 def planted_gene_summary(per_gene: pd.DataFrame, truth: pd.DataFrame | None) -> pd.DataFrame | None:

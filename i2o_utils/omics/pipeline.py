@@ -423,13 +423,15 @@ def check_pairing(metadata: pd.DataFrame, sets: OmicsSets, n_seeds: int) -> None
 
 
 def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig = OmicsConfig(),
-                       split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> GroundTruth:
-    """Labels of every set and the GT long tables of the imaging wells (fold = split 0).
+                       split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                       split_table: pd.DataFrame | None = None) -> GroundTruth:
+    """Labels of every set and the GT long tables of the imaging wells (fold = split 0 of
+    ``split_table``, :mod:`i2o_utils.data.splits`; drawn with ``split_fractions`` when not given).
 
     Returns an empty :class:`GroundTruth` with a ``note`` when ``metadata`` lacks the pairing
     columns (real data: their GT tables are given) or there are no omics sets.
     """
-    from i2o_utils.evaluation.splits import split_perturbations
+    from i2o_utils.data.splits import make_splits
 
     missing = [c for c in PAIRING_COLUMNS if c not in metadata.columns]
     if missing:
@@ -440,7 +442,9 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
         return GroundTruth(note="no omics sets to label: data/GT is left as it is")
     seeds = list(cfg.label_seeds)
     check_pairing(metadata, sets, len(seeds))
-    fold = split_perturbations(metadata["target"].astype(str).unique(), seed=0, fractions=split_fractions)
+    if split_table is None:
+        split_table = make_splits(metadata["target"].astype(str).unique(), 1, split_fractions)
+    fold = split_table[split_table["split"] == 0].set_index("target")["fold"]
     gt = GroundTruth(fold=fold)
     for (o, s), a in sets.data.items():
         corrected = pd.DataFrame(a.layers["corrected"], index=a.obs_names, columns=a.var_names)
@@ -460,7 +464,7 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
 # --------------------------------------------------------------------------------------------
 def may_write_gt(root: str | os.PathLike | None = None) -> tuple[bool, str]:
     """GT tables are (re)written on a simulated screen or where none exist; real GT is never replaced."""
-    from i2o_utils.data.simulate import read_screen_info
+    from i2o_utils.data.layout import read_screen_info
 
     bp = bucket_paths(root)
     existing = sorted([*bp["gt"].glob("*.csv"), *bp["gt"].glob("*.parquet")]) if bp["gt"].exists() else []

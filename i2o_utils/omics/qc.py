@@ -119,12 +119,11 @@ def filter_against_truth(sets, root=None) -> pd.DataFrame | None:
     "low"``; this table shows whether the filter removed exactly those. ``None`` without a truth
     table (real data).
     """
-    from i2o_utils.paths import bucket_paths
+    from i2o_utils.data.layout import read_truth_genes, truth_path
 
-    path = bucket_paths(root)["simulation"] / "truth_genes.csv"
-    if not path.exists():
+    truth = read_truth_genes(truth_path(root))
+    if truth is None:
         return None
-    truth = pd.read_csv(path, usecols=["omics", "gene", "kind"], dtype=str)
     rows = []
     genes = sets.genes if hasattr(sets, "genes") else sets
     for (o, s), table in genes.items():

@@ -4,7 +4,7 @@ Run once, offline, from the SQLite files of two Bioconductor annotation packages
 ships them (``apt-get download r-bioc-org.hs.eg.db r-bioc-go.db`` then ``dpkg-deb -x`` each,
 or ``apt-get install`` them)::
 
-    python -m i2o_utils.data.derive_gene_table \\
+    python tools/derive_gene_table.py \\
         --orgdb /usr/lib/R/site-library/org.Hs.eg.db/extdata/org.Hs.eg.sqlite \\
         --godb /usr/lib/R/site-library/GO.db/extdata/GO.sqlite
 
@@ -14,7 +14,7 @@ It writes, atomically:
   records left out): ``entrez_id, symbol, ensembl_gene_id, gene_type, location, n_go_cc``;
   ``location`` is the gene's main subcellular location(s) under the Human Protein Atlas's
   names, derived from its GO cellular-component annotations (see
-  :func:`i2o_utils.data.genes.go_cc_locations`), ``other`` when its GO CC terms map to none of
+  :func:`assign_locations`), ``other`` when its GO CC terms map to none of
   them, empty when it has no GO CC term;
 * ``go_bp.gmt.gz``: GO biological-process gene sets in GMT form (name, GO id, symbols), the
   pathway stand-in when the authors' Reactome file is not at hand;
@@ -29,14 +29,91 @@ import gzip
 import io
 import sqlite3
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from i2o_utils.data.genes import HPA_LOCATION_GO, REFERENCE_DIR, assign_locations
+from i2o_utils.data.genes import OTHER_LOCATION, REFERENCE_DIR
 from i2o_utils.data.layout import atomic_path
+
+
+HPA_LOCATION_GO: dict[str, tuple[str, ...]] = {
+    "Actin filaments": ("GO:0015629",),            # actin cytoskeleton
+    "Cell Junctions": ("GO:0030054",),             # cell junction
+    "Centriolar satellite": ("GO:0034451",),       # centriolar satellite
+    "Centrosome": ("GO:0005813",),                 # centrosome
+    "Cytokinetic bridge": ("GO:0045171",),         # intercellular bridge
+    "Cytosol": ("GO:0005829", "GO:0005737"),       # cytosol; cytoplasm not placed more finely
+    "Endoplasmic reticulum": ("GO:0005783",),      # endoplasmic reticulum
+    "Focal adhesion sites": ("GO:0005925",),       # focal adhesion
+    "Golgi apparatus": ("GO:0005794",),            # Golgi apparatus
+    "Intermediate filaments": ("GO:0045111",),     # intermediate filament cytoskeleton
+    "Microtubules": ("GO:0015630",),               # microtubule cytoskeleton
+    "Mitochondria": ("GO:0005739",),               # mitochondrion
+    "Nuclear bodies": ("GO:0016604",),             # nuclear body
+    "Nuclear membrane": ("GO:0005635",),           # nuclear envelope
+    "Nuclear speckles": ("GO:0016607",),           # nuclear speck
+    "Nucleoli": ("GO:0005730",),                   # nucleolus
+    "Nucleoli fibrillar center": ("GO:0001650",),  # fibrillar center
+    "Nucleoplasm": ("GO:0005654", "GO:0005634"),   # nucleoplasm; nucleus not placed more finely
+    "Plasma membrane": ("GO:0005886",),            # plasma membrane
+    "Vesicles": ("GO:0031410", "GO:0005768", "GO:0005764", "GO:0005811", "GO:0005777"),
+    # cytoplasmic vesicle, endosome, lysosome, lipid droplet, peroxisome (HPA's "Vesicles")
+}
+"""HPA main-location names and the GO cellular-component terms (with everything under them)
+that stand for each. HPA's "Nucleoli rim" has no GO counterpart and is not produced."""
+
+EVIDENCE_TIERS: tuple[frozenset[str], ...] = (
+    frozenset({"EXP", "IDA", "IPI", "IMP", "IGI", "IEP", "HTP", "HDA", "HMP", "HGI", "HEP"}),
+    frozenset({"IBA", "IBD", "IKR", "IRD", "ISS", "ISO", "ISA", "ISM", "IGC", "RCA", "TAS", "NAS", "IC"}),
+    frozenset({"IEA"}),
+)
+"""GO evidence codes from strongest (experimental) to weakest (electronic)."""
+
+MAX_MAIN_LOCATIONS = 3
+
+
+def assign_locations(annotations: Iterable[tuple[str, str]], under: dict[str, set[str]],
+                     max_locations: int = MAX_MAIN_LOCATIONS) -> str:
+    """A gene's main location(s), HPA names joined by ``;``, from its GO CC annotations.
+
+    Rule: every annotated term goes to the most specific HPA location whose GO term is the term
+    itself or one of its ancestors (``under[go_id]`` is the set of terms under ``go_id``, itself
+    included); a location is kept only from the strongest evidence tier the gene has
+    (:data:`EVIDENCE_TIERS`), at most ``max_locations`` of them, the best supported first (ties
+    alphabetical, the output sorted alphabetically as HPA lists them). A gene whose terms map to
+    no location gets :data:`OTHER_LOCATION`, so the mapping is total.
+
+    Parameters
+    ----------
+    annotations
+        ``(go_id, evidence_code)`` pairs of one gene (ND excluded by the caller).
+    under
+        For each GO id of :data:`HPA_LOCATION_GO`, the terms under it.
+    """
+    roots = [(loc, r) for loc, rs in HPA_LOCATION_GO.items() for r in rs]
+    tier_of = {c: i for i, codes in enumerate(EVIDENCE_TIERS) for c in codes}
+    best: dict[str, tuple[int, int]] = {}
+    for term, evidence in annotations:
+        hits = [(loc, r) for loc, r in roots if term in under.get(r, ())]
+        # most specific: drop a hit whose GO term lies above another hit's
+        hits = [(loc, r) for loc, r in hits
+                if not any(r2 != r and r2 in under.get(r, ()) for _, r2 in hits)]
+        tier = tier_of.get(evidence, len(EVIDENCE_TIERS))
+        for loc in {loc for loc, _ in hits}:
+            t, n = best.get(loc, (tier + 1, 0))
+            if tier < t:
+                best[loc] = (tier, 1)
+            elif tier == t:
+                best[loc] = (tier, n + 1)
+    if not best:
+        return OTHER_LOCATION
+    top = min(t for t, _ in best.values())
+    chosen = sorted((loc for loc, (t, _) in best.items() if t == top), key=lambda l: (-best[l][1], l))
+    return ";".join(sorted(chosen[:max_locations]))
 
 GENE_TYPES_KEPT = ("protein-coding", "ncRNA", "snoRNA", "snRNA", "rRNA", "scRNA", "other", "unknown")
 BP_MIN, BP_MAX = 20, 300
@@ -148,7 +225,7 @@ def write_outputs(out_dir: Path, genes: pd.DataFrame, bp: pd.DataFrame, under_te
     lines = [
         "# Reference gene table: sources, versions, licences",
         "",
-        "Derived once, offline, by `python -m i2o_utils.data.derive_gene_table` (see its docstring)",
+        "Derived once, offline, by `python tools/derive_gene_table.py` (see its docstring)",
         "from the SQLite files of two Bioconductor annotation packages as shipped by Debian 12:",
         "",
         f"* `r-bioc-org.hs.eg.db` {versions.get('orgdb', '?')} (org.Hs.eg.db; package licence Artistic-2.0):",
@@ -165,7 +242,7 @@ def write_outputs(out_dir: Path, genes: pd.DataFrame, bp: pd.DataFrame, under_te
         "",
         f"* `genes.csv.gz`: {len(table):,} genes with an Ensembl id ({', '.join(f'{k} {v:,}' for k, v in types.items())});",
         "  pseudogenes are left out. `location`: HPA main-location names from GO cellular component",
-        f"  (mapping in `go_cc_locations.csv`, rule in `i2o_utils.data.genes.assign_locations`);",
+        f"  (mapping in `go_cc_locations.csv`, rule in `assign_locations` of `tools/derive_gene_table.py`);",
         f"  {int((table['location'] != '').sum()):,} genes have a GO CC term, "
         f"{int((table['location'] == 'other').sum()):,} of them map to no HPA location (`other`).",
         f"* `go_bp.gmt.gz`: {len(bp):,} GO biological-process sets of {BP_MIN}-{BP_MAX} table genes",

@@ -1,0 +1,221 @@
+"""Data splits (paper: "Data splitting"), computed once for a screen.
+
+The unique perturbations (knock-out targets, NT included as one perturbation) are split into
+train / validation / test with fractions 70/10/20, once per seed. A perturbation is on one side
+only, under both stimuli, so no well of a test perturbation is ever seen in training.
+
+Notebook 10 writes the split table (``split, target, fold``; :func:`split_table_path`) beside
+its labels; notebooks 40 and 50 read it (:func:`load_split_table`). Split 0 is the fold column of
+the GT tables: on a simulated screen notebook 10 writes that column from split 0; where the GT
+tables are given (the authors' data), split 0 is taken from their fold column
+(:func:`gt_perturbation_folds`) and the other splits are drawn. :func:`check_split_table`
+compares split 0 with every GT table, well by well.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from i2o_utils.data import layout
+from i2o_utils.data.layout import FOLDS, LayoutError
+
+SPLIT_TABLE_COLUMNS = ("split", "target", "fold")
+SPLITS_STEP = "10_preprocess_omics"
+
+
+def split_perturbations(perturbations: Sequence[str], seed: int,
+                        fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> pd.Series:
+    """Assign each unique perturbation to 'train', 'val' or 'test'.
+
+    Counts are ``round(n * f_val)`` and ``round(n * f_test)`` (at least one each when there are
+    three or more perturbations); the rest train. Deterministic for a seed.
+
+    Returns
+    -------
+    pandas.Series
+        Indexed by perturbation (sorted), values the fold.
+    """
+    uniq = sorted(set(map(str, perturbations)))
+    n = len(uniq)
+    if n < 3:
+        raise ValueError(f"need at least 3 perturbations to split train/val/test, got {n}")
+    if not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
+        raise ValueError(f"fractions must be non-negative and sum to 1, got {fractions}")
+    n_val = max(1, int(round(n * fractions[1])))
+    n_test = max(1, int(round(n * fractions[2])))
+    if n_val + n_test >= n:
+        raise ValueError(f"{n} perturbations are too few for fractions {fractions}")
+    order = np.random.default_rng(seed).permutation(n)
+    fold = np.empty(n, dtype=object)
+    fold[order[:n_test]] = "test"
+    fold[order[n_test:n_test + n_val]] = "val"
+    fold[order[n_test + n_val:]] = "train"
+    return pd.Series(fold, index=pd.Index(uniq, name="target"), name="fold")
+
+
+def make_splits(perturbations: Sequence[str], n_splits: int = 10,
+                fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                split0: pd.Series | None = None) -> pd.DataFrame:
+    """All splits as a long table: ``split, target, fold`` (split k uses seed k).
+
+    ``split0`` (target -> fold, e.g. :func:`gt_perturbation_folds`) replaces the drawn split 0
+    for the perturbations it lists (the others, which have no label, keep the drawn fold).
+    """
+    parts = []
+    for k in range(n_splits):
+        s = split_perturbations(perturbations, seed=k, fractions=fractions)
+        if k == 0 and split0 is not None:
+            s = split0.astype(str).reindex(s.index).fillna(s).rename("fold")
+        s = s.reset_index()
+        s.insert(0, "split", k)
+        parts.append(s)
+    return pd.concat(parts, ignore_index=True)
+
+
+def split_table_path(results_root: str | os.PathLike | None = None) -> Path:
+    """``<results>/10_preprocess_omics/splits.csv``."""
+    if results_root is None:
+        from i2o_utils.paths import results_dir
+
+        return results_dir(SPLITS_STEP) / "splits.csv"
+    return Path(results_root) / SPLITS_STEP / "splits.csv"
+
+
+def read_split_table(path: str | os.PathLike, n_splits: int | None = None) -> pd.DataFrame:
+    """Read and check a split table: columns, folds, one fold per (split, target), the same
+    perturbations in every split, splits numbered 0.. (``n_splits`` of them when given).
+
+    Raises
+    ------
+    LayoutError
+        Naming the file and the split, perturbation or value at fault.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise LayoutError(f"{path}: no such file (the split table is written by notebook {SPLITS_STEP})")
+    df = pd.read_csv(path, dtype={"target": str, "fold": str}, keep_default_na=False)
+    missing = [c for c in SPLIT_TABLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise LayoutError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    bad = df.loc[~df["fold"].isin(FOLDS)]
+    if len(bad):
+        raise LayoutError(f"{path}: split {bad['split'].iloc[0]}, perturbation {bad['target'].iloc[0]}: "
+                          f"fold {bad['fold'].iloc[0]!r} is not one of {FOLDS}")
+    dup = df.duplicated(["split", "target"])
+    if dup.any():
+        raise LayoutError(f"{path}: perturbation {df.loc[dup, 'target'].iloc[0]} appears twice in split "
+                          f"{df.loc[dup, 'split'].iloc[0]}")
+    splits = sorted(int(k) for k in df["split"].unique())
+    want = list(range(n_splits if n_splits is not None else len(splits)))
+    if splits != want:
+        raise LayoutError(f"{path}: splits {splits}, expected {want}")
+    targets = set(df.loc[df["split"] == 0, "target"])
+    for k, g in df.groupby("split"):
+        if set(g["target"]) != targets:
+            odd = sorted(set(g["target"]) ^ targets)
+            raise LayoutError(f"{path}: split {k} does not hold the perturbations of split 0 (e.g. {odd[:3]})")
+    return df[list(SPLIT_TABLE_COLUMNS)]
+
+
+def folds_of(table: pd.DataFrame, split: int, targets: pd.Series, where: str | os.PathLike) -> np.ndarray:
+    """The fold of each of ``targets`` in ``split`` of the table; a perturbation the table lacks
+    raises :class:`LayoutError` naming ``where``."""
+    s = table[table["split"] == split].set_index("target")["fold"]
+    f = targets.astype(str).map(s)
+    if f.isna().any():
+        raise LayoutError(f"{where}: perturbation(s) {sorted(set(targets[f.isna()].astype(str)))[:5]} have no fold "
+                          f"in split {split} of the split table")
+    return f.to_numpy()
+
+
+def _gt_well_folds(metadata: pd.DataFrame, root: str | os.PathLike | None) -> list[tuple[Path, pd.DataFrame]]:
+    """Each GT table present with its wells' folds and perturbations (``plate_barcode, well_id,
+    fold, target``; a well the plate map does not list has no target)."""
+    from i2o_utils.config import OMICS, STIMULI
+
+    targets = {(str(p), str(w)): str(t) for p, w, t in
+               zip(metadata["PLATE_ID"], metadata["well_id"], metadata["target"])}
+    out = []
+    for omics in OMICS:
+        for stim in STIMULI:
+            path = layout.gt_path(omics, stim, root)
+            if path.exists():
+                f = layout.read_gt_folds(path)
+                f["target"] = [targets.get((layout.plate_id(p, where=path), w))
+                               for p, w in zip(f[layout.GT_PLATE], f[layout.GT_WELL])]
+                out.append((path, f))
+    return out
+
+
+def gt_perturbation_folds(metadata: pd.DataFrame, root: str | os.PathLike | None = None) -> pd.Series | None:
+    """The fold of each perturbation in the GT tables' fold column (target -> fold), or ``None``
+    without GT tables. A perturbation in two folds raises :class:`LayoutError` naming the file(s)
+    and wells."""
+    tables = _gt_well_folds(metadata, root)
+    if not tables:
+        return None
+    seen: dict[str, tuple[str, Path, str]] = {}
+    for path, f in tables:
+        for p, w, fold, t in f[[layout.GT_PLATE, layout.GT_WELL, "fold", "target"]].itertuples(index=False):
+            if t is None:
+                continue
+            if t in seen and seen[t][0] != fold:
+                raise LayoutError(f"{path}: well {w} of plate {p} puts perturbation {t} in fold {fold!r}, but "
+                                  f"{seen[t][1]} puts it in {seen[t][0]!r} (well {seen[t][2]}); the wells of one "
+                                  "perturbation share one fold")
+            seen.setdefault(t, (fold, path, f"{w} of plate {p}"))
+    return pd.Series({t: v[0] for t, v in seen.items()}, name="fold").rename_axis("target")
+
+
+def screen_splits(metadata: pd.DataFrame, n_splits: int, fractions: tuple[float, float, float], *,
+                  gt_given: bool, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The split table of a screen (the perturbations of ``metadata.csv``): drawn, except that
+    split 0 follows the GT tables' fold column when the GT tables are given (``gt_given``: the
+    authors' data, which notebook 10 does not rewrite)."""
+    split0 = gt_perturbation_folds(metadata, root) if gt_given else None
+    return make_splits(metadata["target"].astype(str).unique(), n_splits, fractions, split0=split0)
+
+
+def check_split_table(table: pd.DataFrame, metadata: pd.DataFrame, root: str | os.PathLike | None = None,
+                      where: str | os.PathLike = "the split table") -> list[Path]:
+    """Compare split 0 of the table with the fold column of every GT table, well by well.
+
+    Returns the GT files checked. Raises :class:`LayoutError` naming the GT file, the well, its
+    perturbation and both folds at the first disagreement, or a GT well whose perturbation the
+    table does not list.
+    """
+    s0 = table[table["split"] == 0].set_index("target")["fold"]
+    checked = []
+    for path, f in _gt_well_folds(metadata, root):
+        f = f[f["target"].notna()]
+        expected = f["target"].map(s0)
+        bad = expected.isna() | (expected != f["fold"])
+        if bad.any():
+            r = f.loc[bad].iloc[0]
+            want = expected[bad].iloc[0]
+            what = (f"has no fold in split 0 of {where}" if pd.isna(want)
+                    else f"is in fold {want!r} in split 0 of {where}")
+            raise LayoutError(f"{path}: well {r[layout.GT_WELL]} of plate {r[layout.GT_PLATE]} (perturbation "
+                              f"{r['target']}) has fold {r['fold']!r}, but the perturbation {what} "
+                              f"({int(bad.sum())} well(s) disagree)")
+        checked.append(path)
+    return checked
+
+
+def load_split_table(n_splits: int | None = None, path: str | os.PathLike | None = None, *,
+                     data_root: str | os.PathLike | None = None, check_gt: bool = True) -> pd.DataFrame:
+    """Read notebook 10's split table (:func:`read_split_table`) and, with ``check_gt``, check its
+    split 0 against the GT tables of the data root (:func:`check_split_table`)."""
+    path = Path(path) if path is not None else split_table_path()
+    table = read_split_table(path, n_splits)
+    if check_gt:
+        from i2o_utils.paths import bucket_paths
+
+        if bucket_paths(data_root)["metadata"].exists():
+            check_split_table(table, layout.read_metadata(bucket_paths(data_root)["metadata"]), data_root, where=path)
+    return table
