@@ -36,9 +36,9 @@ ALIAS_TOL = 1e-7
 """R's ``lm.fit`` tolerance: a column whose norm after projection on the earlier columns is below
 this fraction of its own norm is aliased."""
 _FAST_PIVOT = 1e-3
-"""Genes with missing values are fitted through the normal equations (downdated, see
-``_fit_missing``) only when every Cholesky pivot keeps at least this fraction of the square root of
-its diagonal entry (the system is well conditioned); otherwise by QR on their observed samples."""
+"""Genes with missing values are fitted through their downdated normal equations (see
+``_fit_missing``) only when the system's smallest eigenvalue, relative to its diagonal, is at least
+the square of this (well conditioned); otherwise by QR on their observed samples."""
 
 
 def sum_to_zero_contrasts(labels: Any, what: str = "batch", samples=None) -> tuple[np.ndarray, list[str]]:
@@ -151,41 +151,49 @@ def _fit_one(X: np.ndarray, y: np.ndarray, obs: np.ndarray, tol: float) -> np.nd
     return beta
 
 
-def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float, chunk: int = 1024,
+def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float,
                  progress: bool = False) -> np.ndarray:
     """Coefficients for genes with missing values, each fitted on its observed samples.
 
     With ``A = (X'X)^-1`` and ``M = X[missing]``, a gene's normal equations are ``X'X - M'M``;
     the Woodbury identity ``(X'X - M'M)^-1 = A + A M' (I - M A M')^-1 M A`` turns each into a
-    system as small as the gene's number of missing values (compiled, genes in parallel; genes
-    missing more values than there are columns take the downdated q x q normal equations).
-    Where a Cholesky pivot says the system is ill conditioned (a gene missing most of a batch),
-    the gene is fitted by QR on its observed samples, aliased columns dropped.
+    system as small as the gene's number ``k`` of missing values, solved for all genes with the
+    same ``k`` at once. Genes missing more values than there are columns solve their downdated
+    normal equations. Where the system is ill conditioned (its smallest eigenvalue, on the scale
+    of its diagonal, below ``_FAST_PIVOT ** 2``: a gene missing most of a batch), the gene is
+    fitted by QR on its observed samples, aliased columns dropped.
     """
-    from i2o_utils.omics._kernels import fit_missing_genes
-
     q = X.shape[1]
     G = X.T @ X
     A = np.linalg.inv(G)
-    XA = np.ascontiguousarray(X @ A)
-    Xc = np.ascontiguousarray(X, dtype=np.float64)
-    out = np.zeros((q, len(genes_idx)))
-    starts = range(0, len(genes_idx), chunk)
-    for s in tqdm(starts, desc="batch fit (genes with missing values)", unit="chunk",
-                  disable=not progress or len(starts) < 4):
-        gi = genes_idx[s:s + chunk]
-        Yc = Y[:, gi]
-        miss = np.isnan(Yc)
-        R = X.T @ np.where(miss, 0.0, Yc)
-        Z = A @ R
-        beta = np.empty((q, len(gi)))
-        ok = np.zeros(len(gi), dtype=np.bool_)
-        fit_missing_genes(Xc, XA, G, np.ascontiguousarray(miss.T), R, Z, _FAST_PIVOT, beta, ok)
-        out[:, s:s + len(gi)] = np.where(ok, beta, 0.0)
-        for t in np.flatnonzero(~ok):
-            g = gi[t]
-            out[:, s + t] = _fit_one(X, Y[:, g], ~np.isnan(Y[:, g]), tol)
-    return out
+    XA = X @ A
+    Yg = Y[:, genes_idx]
+    miss = np.isnan(Yg)
+    R = X.T @ np.where(miss, 0.0, Yg)
+    beta = A @ R  # the fit as if nothing were missing, downdated below
+    ok = np.ones(len(genes_idx), dtype=bool)
+    n_missing = miss.sum(axis=0)
+    for k in tqdm(np.unique(n_missing), desc="batch fit (genes with missing values)", disable=not progress):
+        sel = np.flatnonzero(n_missing == k)
+        if k <= q:
+            idx = np.nonzero(miss[:, sel].T)[1].reshape(len(sel), k)
+            M, MA = X[idx], XA[idx]  # genes x k x q
+            S = np.eye(k) - MA @ M.transpose(0, 2, 1)
+            good = np.linalg.eigvalsh(S)[:, 0] >= _FAST_PIVOT**2
+            w = np.einsum("tkc,ct->tk", M[good], beta[:, sel[good]])
+            beta[:, sel[good]] += np.einsum("tk,tkc->ct", np.linalg.solve(S[good], w[..., None])[..., 0], MA[good])
+            ok[sel[~good]] = False
+            continue
+        for t in sel:
+            M = X[miss[:, t]]
+            Gt = G - M.T @ M
+            d = np.sqrt(np.maximum(np.diag(Gt), 0.0))
+            ok[t] = d.all() and np.linalg.eigvalsh(Gt / d / d[:, None])[0] >= _FAST_PIVOT**2
+            if ok[t]:
+                beta[:, t] = np.linalg.solve(Gt, R[:, t])
+    for t in np.flatnonzero(~ok):
+        beta[:, t] = _fit_one(X, Yg[:, t], ~miss[:, t], tol)
+    return beta
 
 
 def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariates: Any = None,

@@ -32,8 +32,7 @@ import pandas as pd
 
 from i2o_utils.config import CONTROL, OMICS, STIMULI, OmicsConfig
 from i2o_utils.data import layout
-from i2o_utils.omics._checks import (COMPILED_MIN_SIZE, OmicsInputError, check_counts, check_no_empty_samples,
-                                     check_no_inf)
+from i2o_utils.omics._checks import OmicsInputError, _at, check_counts, check_no_empty_samples, check_no_inf
 from i2o_utils.omics.batch import remove_batch_effect
 from i2o_utils.omics.filter import filter_low_expression
 from i2o_utils.omics.gt import WellLabels
@@ -183,19 +182,6 @@ def _design(obs: pd.DataFrame, kind: str) -> np.ndarray | None:
     raise OmicsInputError(f"batch_design must be 'intercept' or 'target', got {kind!r}")
 
 
-def _take_columns32(x: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``x[:, cols]`` as float32 (no copy when that is all of ``x`` and already float32)."""
-    if len(cols) == x.shape[1]:
-        return np.asarray(x, dtype=np.float32)
-    if x.size < COMPILED_MIN_SIZE:
-        return np.asarray(x[:, cols], dtype=np.float32)
-    from i2o_utils.omics._kernels import take_columns
-
-    out = np.empty((x.shape[0], len(cols)), dtype=np.float32)
-    take_columns(np.ascontiguousarray(x), cols.astype(np.int64), out)
-    return out
-
-
 def _rows(x, sel: np.ndarray) -> np.ndarray:
     """``x[sel]`` for a boolean row mask: a view when the selected rows are consecutive (the wells
     of one stimulus usually are, as wells are sorted by plate), else a copy."""
@@ -274,8 +260,7 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
         check_no_inf(x_raw, f"{src} ({stimulus})", samples, genes, allow_nan=True)
         if (x_raw < 0).any():
             i, j = np.argwhere(x_raw < 0)[0]
-            raise OmicsInputError(f"{src}: negative intensity {x_raw[i, j]:g} in sample {samples[i]!r}, "
-                                  f"gene {genes[j]!r}")
+            raise OmicsInputError(f"{src}: negative intensity {x_raw[i, j]:g} in {_at(i, j, samples, genes)}")
         y = np.array(x_raw, dtype=np.float64)  # a copy: x_raw may be a view of the raw table
         detected = y > 0
         y[~detected] = np.nan
@@ -318,7 +303,7 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     var = raw.var.loc[kept].copy()
     var["min_detected_fraction"] = filt["min_detected_fraction"].to_numpy()[kept]
     var["max_detected_fraction"] = filt["max_detected_fraction"].to_numpy()[kept]
-    raw32 = _take_columns32(x_raw, kept_idx)
+    raw32 = np.asarray(x_raw if kept.all() else x_raw[:, kept_idx], dtype=np.float32)  # (a view when it can)
     adata = ad.AnnData(X=corrected32, obs=obs, var=var,
                        layers={"raw": raw32, "normalised": normalised32, "corrected": corrected32},
                        uns={"preprocessing": info})
