@@ -85,40 +85,19 @@ def estimable_columns(X: np.ndarray, tol: float = ALIAS_TOL) -> np.ndarray:
     return keep
 
 
-def _as_design(design: Any, n: int, samples) -> np.ndarray:
-    if design is None:
-        return np.ones((n, 1))
-    if isinstance(design, pd.DataFrame):
-        if samples is not None and not design.index.equals(pd.RangeIndex(n)) and not design.index.equals(samples):
-            missing = pd.Index(samples).difference(design.index)
-            if len(missing):
-                raise OmicsInputError(f"design: no row for sample(s) {list(missing[:5])}")
-            design = design.reindex(samples)
-        design = design.to_numpy(dtype=np.float64)
-    d = np.asarray(design, dtype=np.float64)
-    if d.ndim == 1:
-        d = d[:, None]
-    if d.ndim != 2 or d.shape[0] != n:
-        raise OmicsInputError(f"design: shape {d.shape} does not match {n} samples (one row per sample)")
-    if not np.isfinite(d).all():
-        raise OmicsInputError("design: contains NaN or inf")
-    return d
-
-
-def _as_covariates(covariates: Any, n: int, samples) -> np.ndarray:
-    if isinstance(covariates, (pd.DataFrame, pd.Series)) and samples is not None \
-            and not covariates.index.equals(pd.RangeIndex(n)):
-        missing = pd.Index(samples).difference(covariates.index)
+def _as_numeric(x: Any, n: int, samples, what: str) -> np.ndarray:
+    """``x`` as a finite n x c float array (a DataFrame or Series indexed by sample is aligned)."""
+    if isinstance(x, (pd.DataFrame, pd.Series)) and samples is not None and not x.index.equals(pd.RangeIndex(n)):
+        missing = pd.Index(samples).difference(x.index)
         if len(missing):
-            raise OmicsInputError(f"covariates: no value for sample(s) {list(missing[:5])}")
-        covariates = covariates.reindex(samples)
-    c = np.asarray(covariates, dtype=np.float64)
-    if c.ndim == 1:
-        c = c[:, None]
+            raise OmicsInputError(f"{what}: no row for sample(s) {list(missing[:5])}")
+        x = x.reindex(samples)
+    c = np.asarray(x, dtype=np.float64)
+    c = c[:, None] if c.ndim == 1 else c
     if c.ndim != 2 or c.shape[0] != n:
-        raise OmicsInputError(f"covariates: shape {c.shape} does not match {n} samples")
+        raise OmicsInputError(f"{what}: shape {c.shape} does not match {n} samples (one row per sample)")
     if not np.isfinite(c).all():
-        raise OmicsInputError("covariates: contains NaN or inf")
+        raise OmicsInputError(f"{what}: contains NaN or inf")
     return c
 
 
@@ -131,7 +110,7 @@ def batch_design(n: int, batch: Any = None, batch2: Any = None, covariates: Any 
     if batch2 is not None:
         parts.append(sum_to_zero_contrasts(as_labels(batch2, n, "batch2", samples), "batch2")[0])
     if covariates is not None:
-        parts.append(_as_covariates(covariates, n, samples))
+        parts.append(_as_numeric(covariates, n, samples, "covariates"))
     return np.column_stack(parts) if parts else np.zeros((n, 0))
 
 
@@ -240,7 +219,7 @@ def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariate
                               "(and x an array, not a DataFrame)")
     check_no_inf(v, "x", samples, genes, allow_nan=allow_nan)
     n = v.shape[0]
-    D = _as_design(design, n, samples)
+    D = np.ones((n, 1)) if design is None else _as_numeric(design, n, samples, "design")
     Xb = batch_design(n, batch, batch2, covariates, samples)
     if out is None:
         out = np.empty_like(v)

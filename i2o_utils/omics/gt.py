@@ -166,7 +166,3 @@ class WellLabels:
                             w.write_batch(b)
                             bar.update(n)
         return path
-
-    def write_csv(self, path: str | os.PathLike, progress: bool = False, label: str | None = None) -> Path:
-        """:meth:`write` to a CSV path (the authors' format)."""
-        return self.write(Path(path), progress=progress, label=label)

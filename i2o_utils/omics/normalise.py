@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from i2o_utils.omics._checks import OmicsInputError, as_matrix, check_counts, check_no_inf
+from i2o_utils.omics._checks import OmicsInputError, as_matrix, check_counts
 
 
 def _log_geo_means(counts: np.ndarray, type: str) -> np.ndarray:
@@ -123,49 +123,3 @@ def log_normalised(k: np.ndarray, cols: np.ndarray, factors: np.ndarray, pseudoc
     np.log(out, out=out)
     out /= np.log(base)
     return out
-
-
-def normalize_counts(counts: Any, factors: Any | None = None, type: str = "ratio") -> np.ndarray | pd.DataFrame:
-    """Counts divided by their sample's size factor (DESeq2's ``counts(dds, normalized=TRUE)``).
-
-    Parameters
-    ----------
-    counts
-        Raw counts, samples x genes.
-    factors
-        Size factors, one per sample; computed with :func:`size_factors` when omitted.
-    type
-        Passed to :func:`size_factors` when ``factors`` is omitted.
-    """
-    k, samples, genes = as_matrix(counts, "counts")
-    check_counts(k, "counts", samples, genes)
-    if factors is None:
-        factors = size_factors(counts, type=type)
-    sf = np.asarray(factors.reindex(samples) if isinstance(factors, pd.Series) and samples is not None
-                    else factors, dtype=np.float64)
-    if sf.shape != (k.shape[0],):
-        raise OmicsInputError(f"size factors: {sf.shape[0] if sf.ndim else 1} values for {k.shape[0]} samples")
-    if not np.all(np.isfinite(sf) & (sf > 0)):
-        raise OmicsInputError("size factors must be finite and > 0 (a NaN here means a sample is missing "
-                              "from the factors' index)")
-    out = k / sf[:, None]
-    return pd.DataFrame(out, index=samples, columns=genes) if samples is not None else out
-
-
-def log_transform(x: Any, pseudocount: float = 1.0, base: float = 2.0) -> np.ndarray | pd.DataFrame:
-    """``log_base(x + pseudocount)`` of normalised counts (DESeq2's ``normTransform``: log2, +1).
-
-    Raises
-    ------
-    OmicsInputError
-        Non-finite or negative values, or a pseudocount <= 0.
-    """
-    if not pseudocount > 0:
-        raise OmicsInputError(f"log_transform: pseudocount must be > 0, got {pseudocount}")
-    v, samples, genes = as_matrix(x, "normalised counts")
-    check_no_inf(v, "normalised counts", samples, genes)
-    if (v < 0).any():
-        i, j = np.argwhere(v < 0)[0]
-        raise OmicsInputError(f"normalised counts: negative value at sample {i}, gene {j}")
-    out = np.log(v + pseudocount) / np.log(base)
-    return pd.DataFrame(out, index=samples, columns=genes) if samples is not None else out

@@ -169,17 +169,15 @@ def compare_filter_rules(raw: Mapping[str, Any], cfg: OmicsConfig = OmicsConfig(
 # one set
 # --------------------------------------------------------------------------------------------
 def _design(obs: pd.DataFrame, kind: str) -> np.ndarray | None:
+    """The effects kept by the batch correction: an intercept, or the perturbations (dummies, the
+    first column replaced by the intercept)."""
     if kind == "intercept":
         return None
-    if kind == "target":
-        t = obs["target"].astype(str).to_numpy()
-        levels = sorted(set(t))
-        d = np.zeros((len(t), len(levels)))
-        d[:, 0] = 1.0
-        for j, lev in enumerate(levels[1:], start=1):
-            d[t == lev, j] = 1.0
-        return d
-    raise OmicsInputError(f"batch_design must be 'intercept' or 'target', got {kind!r}")
+    if kind != "target":
+        raise OmicsInputError(f"batch_design must be 'intercept' or 'target', got {kind!r}")
+    d = pd.get_dummies(obs["target"].astype(str)).to_numpy(dtype=np.float64)
+    d[:, 0] = 1.0
+    return d
 
 
 def _rows(x, sel: np.ndarray) -> np.ndarray:
@@ -214,27 +212,13 @@ def _normalise_and_correct_counts(x_raw: np.ndarray, kept_idx: np.ndarray, sf: n
 
 
 def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfig(), progress: bool = False):
-    """Filter, normalise and batch-correct one (omics, stimulus) set.
+    """Filter, normalise and batch-correct the wells of one stimulus in ``raw`` (from
+    :func:`read_omics_raw`).
 
-    Parameters
-    ----------
-    raw
-        AnnData from :func:`read_omics_raw` (all stimuli; this set's wells are selected here).
-    omics, stimulus
-        Which set.
-    cfg
-        The profile's omics section.
-    progress
-        Progress bars on long loops.
-
-    Returns
-    -------
-    tuple
-        ``(adata, genes)``: AnnData of the set's wells x kept genes with layers
-        ``raw/normalised/corrected``; the gene table of all genes (``gene, symbol, kept, reason``
-        and detection fractions). Where every gene is kept and the set's wells are consecutive
-        in ``raw``, the layer ``raw`` is a view of ``raw.X`` (no copy): copy it before changing
-        it in place.
+    Returns ``(adata, genes)``: AnnData of the set's wells x kept genes with layers
+    ``raw/normalised/corrected``; the gene table of all genes (``gene, symbol, kept, reason`` and
+    detection fractions). Where every gene is kept and the set's wells are consecutive in ``raw``,
+    the layer ``raw`` is a view of ``raw.X`` (no copy): copy it before changing it in place.
     """
     import anndata as ad
 
@@ -371,40 +355,29 @@ class GroundTruth:
         return bool(self.tables)
 
 
-def _pairing_key(obs: pd.DataFrame) -> pd.Series:
-    return obs["omics_plate"].astype(str) if "omics_plate" in obs.columns else obs["plate_barcode"].astype(str)
-
-
-def check_pairing(metadata: pd.DataFrame, sets: OmicsSets, n_seeds: int) -> None:
-    """Check the imaging-omics plate pairing in ``metadata`` against the omics sets.
-
-    Every imaging plate must have one ``omics_plate``, one ``replicate`` in ``0..n_seeds-1`` and one
-    ``cell_state``, and its ``omics_plate`` must be an omics plate of that stimulus (matched against
-    the omics ``obs['omics_plate']`` when present, else ``obs['plate_barcode']``).
-    """
+def check_pairing(metadata: pd.DataFrame, sets: OmicsSets) -> None:
+    """Check the imaging-omics plate pairing in ``metadata`` against the omics sets: every imaging
+    plate has one ``omics_plate``, ``replicate`` and ``cell_state``, and its ``omics_plate`` is an
+    omics plate of that stimulus (``obs['omics_plate']`` of the sets, else ``obs['plate_barcode']``).
+    Replicate values are checked well by well by :func:`~i2o_utils.omics.labels.label_wells`."""
     for col in PAIRING_COLUMNS:
         if metadata[col].isna().any():
             r = metadata.loc[metadata[col].isna()].iloc[0]
             raise OmicsInputError(f"metadata.csv: missing {col!r} for plate {r['PLATE_ID']} well {r['well_id']}")
     per_plate = metadata.groupby("PLATE_ID")[["omics_plate", "replicate", "cell_state"]].nunique()
-    for col in ("omics_plate", "replicate", "cell_state"):
+    for col in per_plate.columns:
         bad = per_plate.index[per_plate[col] > 1]
         if len(bad):
             raise OmicsInputError(f"metadata.csv: imaging plate {bad[0]} has more than one {col!r}")
-    plates = metadata.drop_duplicates("PLATE_ID").set_index("PLATE_ID")
-    for plate, r in plates.iterrows():
-        rep = pd.to_numeric(pd.Series([r["replicate"]]), errors="coerce").iloc[0]
-        if not (pd.notna(rep) and float(rep).is_integer() and 0 <= rep < n_seeds):
-            raise OmicsInputError(f"metadata.csv: imaging plate {plate} has replicate {r['replicate']}; "
-                                  f"expected 0..{n_seeds - 1} (one per label seed)")
-        known = set()
-        for (o, s), a in sets.data.items():
-            if s == r["cell_state"]:
-                known |= set(_pairing_key(a.obs))
-        if known and str(r["omics_plate"]) not in known:
+    known: dict[str, set] = {}
+    for (o, s), a in sets.data.items():
+        key = a.obs["omics_plate"] if "omics_plate" in a.obs.columns else a.obs["plate_barcode"]
+        known.setdefault(s, set()).update(key.astype(str))
+    for plate, r in metadata.drop_duplicates("PLATE_ID").set_index("PLATE_ID").iterrows():
+        if r["cell_state"] in known and str(r["omics_plate"]) not in known[r["cell_state"]]:
             raise OmicsInputError(f"metadata.csv: imaging plate {plate} ({r['cell_state']}) pairs with omics plate "
                                   f"{r['omics_plate']!r}, which is not among that stimulus's omics plates "
-                                  f"{sorted(known)}")
+                                  f"{sorted(known[r['cell_state']])}")
 
 
 def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig = OmicsConfig(),
@@ -424,7 +397,7 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
     if not sets:
         return GroundTruth(note="no omics sets to label: data/GT is left as it is")
     seeds = list(cfg.label_seeds)
-    check_pairing(metadata, sets, len(seeds))
+    check_pairing(metadata, sets)
     fold = split_perturbations(metadata["target"].astype(str).unique(), seed=0, fractions=split_fractions)
     gt = GroundTruth(fold=fold)
     for (o, s), a in sets.data.items():
