@@ -2,11 +2,12 @@
 
 This is the one hand-written compiled step of the omics pipeline that earns its place: the vsn fit
 evaluates its likelihood some 80-250 times per stimulus, and at the paper's size (1,536 wells x
-4,986 proteins) one evaluation takes 28 ms here against 329 ms with NumPy (11.7x), the whole fit
-19.7 s against 273 s (13.8x; 2 cores, both measured on the same machine under the same load).
-Other kernels measured against NumPy at the paper's size gained less than 5x (count checks 1.7x,
-size factors 2.4x, log normalisation 4.2x, column take 1.6x, vsn transform 2.0x and trimming
-statistics 1.8x, missing-value batch fits 1.0-1.6x) and were replaced by NumPy.
+4,986 proteins) one evaluation takes 31-36 ms against 280-430 ms with NumPy (8-12x over repeated
+runs on 2 shared cores; a whole fit about 20 s against 270 s; ``python -m benchmarks.bench_omics
+--kernels`` measures it again).
+Compiled versions of the pipeline's other steps gained less than 5x over NumPy at the paper's size
+(count checks 1.7x, size factors 2.4x, log normalisation 4.2x, column take 1.6x, vsn transform
+2.0x and trimming statistics 1.8x, missing-value batch fits 1.0-1.6x), so those steps use NumPy.
 
 The kernels are module-level functions so that numba's on-disk cache serves them to every later
 process. ``flog`` is fdlibm's ``__ieee754_log`` (Sun Microsystems, 1993; the same code is in musl
@@ -45,6 +46,7 @@ def flog(x):  # pragma: no cover - compiled
     return dk * _LN2_HI - ((hfsq - (s * (hfsq + r) + dk * _LN2_LO)) - f)
 
 
+# with vsn_pass2: 8-12x over vsn._terms_numpy at 1,536 x 4,986 (module notes)
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
 def vsn_pass1(y, a, eb, h, jac, colsum):  # pragma: no cover - compiled
     """``h = arsinh(eb * y + a)`` (0 where ``y`` is NaN), ``jac`` = per sample sum of log(sqrt(1 + Y^2)),
@@ -77,8 +79,8 @@ def vsn_pass1(y, a, eb, h, jac, colsum):  # pragma: no cover - compiled
 
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
 def vsn_pass2(y, a, eb, h, mu, out):  # pragma: no cover - compiled
-    """The 8 per-sample sums of the likelihood's gradient and curvature (branch-free: selects
-    instead of NaN tests, so that the loop vectorises)."""
+    """The 5 per-sample sums of the likelihood's gradient (branch-free: selects instead of NaN
+    tests, so that the loop vectorises)."""
     n, g = y.shape
     for i in prange(n):
         ssq = 0.0
@@ -86,9 +88,6 @@ def vsn_pass2(y, a, eb, h, mu, out):  # pragma: no cover - compiled
         s2 = 0.0
         s3 = 0.0
         s4 = 0.0
-        s5 = 0.0
-        s6 = 0.0
-        s7 = 0.0
         ai = a[i]
         ei = eb[i]
         for k in range(g):
@@ -107,14 +106,8 @@ def vsn_pass2(y, a, eb, h, mu, out):  # pragma: no cover - compiled
             s2 += aay
             s3 += r * A * vv
             s4 += aay * vv
-            s5 += aa
-            s6 += aa * vv
-            s7 += aa * vv * vv
         out[i, 0] = ssq
         out[i, 1] = s1
         out[i, 2] = s2
         out[i, 3] = s3
         out[i, 4] = s4
-        out[i, 5] = s5
-        out[i, 6] = s6
-        out[i, 7] = s7
