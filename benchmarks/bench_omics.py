@@ -38,7 +38,7 @@ SCALES = {
     # wells per plate, plates per stimulus, transcripts, proteins
     "paper": (384, 4, 26_317, 4_986),
     "quick": (84, 2, 2_000, 500),
-    # the smallest scale on which every compiled (numba) path is taken: run first, untimed, so that
+    # a small scale on which vsn takes the compiled (numba) likelihood: run first, untimed, so that
     # the timed run finds the kernels in numba's on-disk cache, as every run after the first does
     "warm": (96, 2, 6_000, 6_000),
 }

@@ -172,12 +172,12 @@ class _Data:
 
     def gene_mean_var(self, a: np.ndarray, eb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per protein, mean and variance (denominator n - 1) of the transformed observed values."""
-        hy = np.arcsinh(eb[:, None] * self.y + a[:, None])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            hmean = np.nanmean(hy, axis=0)
-        hy -= hmean
+        hy = eb[:, None] * self.y
+        hy += a[:, None]
+        np.arcsinh(hy, out=hy)
         with np.errstate(invalid="ignore", divide="ignore"):
+            hmean = np.nansum(hy, axis=0) / self.n_obs_gene
+            hy -= hmean
             return hmean, np.nansum(hy * hy, axis=0) / (self.n_obs_gene - 1)
 
 
