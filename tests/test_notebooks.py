@@ -77,3 +77,124 @@ def test_failing_notebook_is_named_with_its_cell(tmp_path):
         runner.list_notebooks = orig
     assert e.value.executed.exists()
     assert json.loads(e.value.executed.read_text())["cells"]
+
+
+# --------------------------------------------------------------------------------------------
+# what each notebook promises to write (checked on the smoke run's outputs)
+# --------------------------------------------------------------------------------------------
+SETS = [(o, s) for o in ("transcriptomics", "proteomics") for s in ("m1", "m2")]
+
+
+def _png(path):
+    from PIL import Image
+
+    assert path.exists(), f"{path.name} missing"
+    with Image.open(path) as im:
+        assert im.size[0] >= 200 and im.size[1] >= 100, f"{path.name} is {im.size}"
+
+
+def _rows(path, n=None, columns=()):
+    import pandas as pd
+
+    assert path.exists(), f"{path.name} missing"
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    assert len(df) > 0 if n is None else len(df) == n, f"{path.name}: {len(df)} rows"
+    assert set(columns) <= set(df.columns), f"{path.name}: missing {set(columns) - set(df.columns)}"
+    return df
+
+
+def _promises_00(res, data, n_splits):
+    wells = _rows(data / "data" / "metadata.csv", columns=("plate_barcode", "well_id", "target", "cell_state"))
+    assert (data / "SCREEN.json").exists()
+    for name in ("plate_maps.png", "example_fields.png"):
+        _png(res / name)
+    return {"imaging_wells": len(wells)}
+
+
+def _promises_10(res, data, n_splits):
+    import anndata as ad
+
+    from i2o_utils.data import layout
+
+    genes = {}
+    for o, s in SETS:
+        a = ad.read_h5ad(res / f"{o}_{s}.h5ad")
+        assert a.n_obs > 0 and a.n_vars > 0 and {"raw", "normalised", "corrected"} <= set(a.layers)
+        table = _rows(res / f"genes_{o}_{s}.csv", columns=("gene", "symbol", "kept"))
+        assert int(table["kept"].sum()) == a.n_vars
+        genes[(o, s)] = (a.n_vars, len(table))
+        assert layout.gt_path(o, s, data).exists()
+    splits = _rows(res / "splits.csv", columns=("split", "target", "fold"))
+    assert sorted(splits["split"].unique()) == list(range(n_splits))
+    per_split = splits.groupby("split")["target"]
+    assert (per_split.nunique() == per_split.size()).all()  # each perturbation once per split
+    assert set(splits["fold"]) <= {"train", "val", "test"} and "test" in set(splits["fold"])
+    _png(res / "fig9_plate_effects.png")
+    return {"genes": genes}
+
+
+def _promises_20(res, data, n_splits, imaging_wells):
+    status = _rows(res / "wells_status.csv", n=imaging_wells)
+    assert (res / "tilestore").is_dir()
+    _rows(res / "features_wells.parquet", n=int((status["status"] == "ok").sum()) if "status" in status else None)
+    for name in ("fig8_channels.png", "fig11_preprocessing.png"):
+        _png(res / name)
+
+
+def _promises_40(res, data, n_splits, genes, imaging_wells):
+    import anndata as ad
+
+    files = sorted(p.name for p in (res / "predictions").iterdir())
+    assert files == sorted(f"{o}_{s}_split{k:02d}.h5ad" for o, s in SETS for k in range(n_splits))
+    for o, s in SETS:
+        for k in range(n_splits):
+            a = ad.read_h5ad(res / "predictions" / f"{o}_{s}_split{k:02d}.h5ad")
+            assert a.n_obs > 0 and a.n_vars == genes[(o, s)][0]
+            assert {"measured", "predicted"} <= set(a.layers) and set(a.obs["fold"]) == {"test"}
+    assert (res / "heads.pt").exists()
+    _rows(res / "embeddings" / "well_embeddings.parquet", n=imaging_wells)
+    _png(res / "validation_curves.png")
+
+
+def _promises_50(res, data, n_splits, genes):
+    per_gene = _rows(res / "per_gene.parquet", columns=("omics", "stimulus", "gene", "r2", "r2_oos", "q"))
+    sizes = per_gene.groupby(["omics", "stimulus"]).size()
+    assert {k: int(v) for k, v in sizes.items()} == {k: v[1] for k, v in genes.items()}
+    from i2o_utils.evaluation.pipeline import TESTS_COMPARED_COLUMNS
+
+    _rows(res / "tests_compared.csv", n=len(SETS) * 3, columns=TESTS_COMPARED_COLUMNS)
+    _rows(res / "headline.csv", n=len(SETS))
+    _rows(res / "truth_recovery.csv", n=len(SETS) * 2, columns=("precision", "recall", "precision_labels"))
+    _rows(res / "label_oracle.csv", n=sum(v[0] for v in genes.values()), columns=("oracle_predictable",))
+    for name in ("headline.png", "fig2_r2_violins.png", "fig3_predictability.png", "fig12_measured_vs_predicted.png"):
+        _png(res / name)
+
+
+def test_notebooks_write_what_they_promise(smoke_run):
+    """Each notebook's outputs exist with the expected shape: the smoke run, read back."""
+    from i2o_utils.config import get_profile
+
+    root, outcome = smoke_run
+    failed = [s for s, r in outcome.items() if isinstance(r, Exception)]
+    if failed:
+        pytest.fail(f"notebook(s) failed, outputs not checked: {failed}")
+    res, data = root / "results", root / "data"
+    n_splits = get_profile("smoke").evaluation.n_splits
+    by = {stem[:2]: res / stem for stem in NOTEBOOKS}
+    screen = _promises_00(by["00"], data, n_splits)
+    out10 = _promises_10(by["10"], data, n_splits)
+    _promises_20(by["20"], data, n_splits, screen["imaging_wells"])
+    assert (by["30"] / "backbone.pt").exists()
+    _rows(by["30"] / "loss_history.csv")
+    _promises_40(by["40"], data, n_splits, out10["genes"], screen["imaging_wells"])
+    _promises_50(by["50"], data, n_splits, out10["genes"])
+    _rows(by["55"] / "files_read.csv")
+    for stem, figures, table in (("60", ("fig4_location_r2.png", "fig5_forest.png"), "ols_coefficients.csv"),
+                                 ("70", ("fig6_attribution.png",), "genes.csv"),
+                                 ("80", ("fig7_umap.png",), "map.csv"),
+                                 ("90", ("fig13_cca_similarity.png",), "canonical_correlations.csv")):
+        for name in figures:
+            _png(by[stem] / name)
+        _rows(by[stem] / table)
+    umap = _rows(by["80"] / "umap.parquet")
+    assert len(umap) <= screen["imaging_wells"]

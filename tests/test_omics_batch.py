@@ -140,6 +140,29 @@ def test_genes_missing_few_many_or_a_whole_batch_match_the_reference():
     np.testing.assert_allclose(got[obs, 45], x[obs, 45] - X[obs, 1:] @ beta[1:], atol=1e-8)
 
 
+def test_ill_conditioned_and_regular_genes_with_as_many_missing_values_are_each_fitted_right():
+    # genes with the same number k <= q of missing values are solved together: here 10 miss a whole
+    # multiplex (aliased: QR, R's rule drops the last contrast) and 20 miss 10 values at random
+    rng = np.random.default_rng(13)
+    n = 200
+    batch = rng.choice(["P1", "P2"], n)
+    batch2 = np.repeat([f"T{i:02d}" for i in range(20)], 10)
+    x = rng.normal(size=(n, 30)) + 2 * (batch == "P2")[:, None] + rng.normal(0, 1, 20)[np.arange(n) // 10, None]
+    x[batch2 == "T03", :10] = np.nan
+    for j in range(10, 30):
+        x[rng.choice(n, 10, replace=False), j] = np.nan
+    got = remove_batch_effect(x, batch, batch2, allow_nan=True)
+    np.testing.assert_allclose(got[:, 10:], reference_lstsq(x[:, 10:], batch, batch2), atol=1e-8)
+    obs = batch2 != "T03"
+    X = np.column_stack([np.ones(n), sum_to_zero_contrasts(batch)[0], sum_to_zero_contrasts(batch2)[0]])
+    keep = np.ones(X.shape[1], bool)
+    keep[-1] = False
+    for j in range(10):
+        beta = np.zeros(X.shape[1])
+        beta[keep] = np.linalg.lstsq(X[obs][:, keep], x[obs, j], rcond=None)[0]
+        np.testing.assert_allclose(got[obs, j], x[obs, j] - X[obs, 1:] @ beta[1:], atol=1e-8)
+
+
 def test_nested_multiplexes_drop_the_aliased_column_like_r():
     # TMT multiplexes nested in plates: the plate contrast is a sum of multiplex contrasts.
     # R's pivoted QR keeps the columns in order and drops the last multiplex contrast; the

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from i2o_utils.omics import OmicsInputError, detected_fraction_per_plate, filter_low_expression
+from i2o_utils.omics import OmicsInputError, filter_low_expression
 
 
 def plate_matrix(detected_per_plate: list[list[int]], wells: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -54,8 +54,8 @@ def test_fraction_scales_with_plate_size():
     plates = np.array(["small"] * 8 + ["large"] * 16)
     out = filter_low_expression(det, plates, min_fraction=0.25)
     assert out["kept"].tolist() == [True, False]
-    frac = detected_fraction_per_plate(det, plates)
-    assert frac.loc["large"].tolist() == [4 / 16, 3 / 16]
+    assert out["min_detected_fraction"].tolist() == [4 / 16, 3 / 16]
+    assert out["max_detected_fraction"].tolist() == [2 / 8, 2 / 8]
 
 
 def test_dataframe_input_keeps_gene_names():

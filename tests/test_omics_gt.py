@@ -42,14 +42,14 @@ def arrow_csv(df: pd.DataFrame) -> bytes:
 def test_csv_equals_the_long_table_written_in_one_piece(tmp_path, rows, monkeypatch):
     monkeypatch.setattr(gtmod, "_BATCH_ROWS", rows)  # one batch, several, one well per batch
     t = table()
-    path = t.write_csv(tmp_path / "gt.csv")
+    path = t.write(tmp_path / "gt.csv")
     assert path.read_bytes() == arrow_csv(t.frame())
     assert path.read_text().splitlines()[0] == ",".join(GT_COLUMNS)
 
 
 def test_values_read_back_as_the_same_float32(tmp_path):
     t = table(n_wells=5, n_genes=2000, n_labels=3)
-    df = pd.read_csv(t.write_csv(tmp_path / "gt.csv"), dtype={GT_GENE: str})
+    df = pd.read_csv(t.write(tmp_path / "gt.csv"), dtype={GT_GENE: str})
     assert list(df.columns) == list(GT_COLUMNS) and len(df) == len(t) == t.shape[0]
     np.testing.assert_array_equal(df[GT_MEASURED].to_numpy(np.float32), t.frame()[GT_MEASURED].to_numpy())
 
@@ -86,7 +86,7 @@ def test_large_tables_are_written_as_parquet(tmp_path, monkeypatch):
 def test_fields_with_commas_or_quotes_read_back(tmp_path):
     t = table(n_wells=3, n_genes=4, n_labels=2, genes=["a,b", 'say "x"', "plain", "line\nbreak"],
               plates=["P,1", "P2", 'P"3'])
-    back = pd.read_csv(t.write_csv(tmp_path / "gt.csv"))
+    back = pd.read_csv(t.write(tmp_path / "gt.csv"))
     assert set(back[GT_GENE]) == {"a,b", 'say "x"', "plain", "line\nbreak"}
     assert set(back["plate_barcode"]) == {"P,1", "P2", 'P"3'}
     np.testing.assert_array_equal(back[GT_MEASURED].to_numpy(np.float32), t.frame()[GT_MEASURED].to_numpy())

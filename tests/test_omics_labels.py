@@ -6,8 +6,8 @@ import pytest
 
 from i2o_utils.data.layout import GT_MEASURED
 
-from i2o_utils.omics import (OmicsInputError, apply_zscore, assign_labels, compute_labels, fit_zscore,
-                             invert_zscore)
+from i2o_utils.omics import (OmicsInputError, apply_zscore, compute_labels, fit_zscore, invert_zscore,
+                             label_wells)
 
 
 def omics_wells():
@@ -63,7 +63,7 @@ def test_missing_values_fall_back_to_group_then_gene_minimum():
     assert lab.n_fallback_min >= 2 and not np.isnan(lab.values).any()
 
 
-def test_assign_labels_uses_the_replicate_seed_and_split_folds():
+def test_label_wells_uses_the_replicate_seed_and_split_folds():
     values, targets = omics_wells()
     lab = compute_labels(values, targets, seeds=[10, 20])
     imaging = pd.DataFrame({
@@ -73,7 +73,7 @@ def test_assign_labels_uses_the_replicate_seed_and_split_folds():
         "replicate": [1, 0, 0, 1, 0],
     })
     fold = pd.Series({"NT": "train", "STAT1": "test", "IRF5": "val", "UNMEASURED": "train"})
-    gt = assign_labels(lab, imaging, seeds=[10, 20], fold=fold).rename(columns={GT_MEASURED: "measured"})
+    gt = label_wells(lab, imaging, seeds=[10, 20], fold=fold).frame().rename(columns={GT_MEASURED: "measured"})
     assert list(gt.columns) == ["plate_barcode", "well_id", "gene/protein", "train/test/val fold", "measured"]
     assert gt.groupby(["plate_barcode", "well_id"], observed=True).size().to_dict() == {
         ("IMG1", "A1"): 3, ("IMG1", "A2"): 3, ("IMG2", "B2"): 3, ("IMG2", "B3"): 3}
@@ -85,12 +85,12 @@ def test_assign_labels_uses_the_replicate_seed_and_split_folds():
     assert set(gt.loc[gt["well_id"] == "A2", "train/test/val fold"]) == {"test"}
 
 
-def test_assign_labels_rejects_unknown_replicate():
+def test_label_wells_rejects_unknown_replicate():
     values, targets = omics_wells()
     lab = compute_labels(values, targets, seeds=[0, 1])
     imaging = pd.DataFrame({"PLATE_ID": ["IMG1"], "well_id": ["A1"], "target": ["NT"], "replicate": [2]})
     with pytest.raises(OmicsInputError, match="replicate 2 of plate IMG1 well A1"):
-        assign_labels(lab, imaging, seeds=[0, 1], fold=pd.Series({"NT": "train"}))
+        label_wells(lab, imaging, seeds=[0, 1], fold=pd.Series({"NT": "train"}))
 
 
 def test_zscore_round_trip_with_ddof_1():

@@ -91,6 +91,9 @@ def test_end_to_end_outputs(tmp_path):
     np.testing.assert_array_equal(a.X, a.layers["corrected"])
     genes = pd.read_csv(tmp_path / "results" / "genes_transcriptomics_m2.csv")
     assert len(genes) == 60 and genes["kept"].sum() == 54
+    raw = read_all_omics_raw(tmp_path)["transcriptomics"]
+    m2 = sets.data[("transcriptomics", "m2")]
+    np.testing.assert_array_equal(m2.layers["raw"], raw[m2.obs_names, genes.loc[genes["kept"], "gene"].astype(str)].X)
     assert (genes.loc[~genes["kept"], "reason"].str.startswith("detected in <")).all()
     summary = gene_filter_summary(sets)
     assert summary.set_index(["omics", "stimulus"]).loc[("proteomics", "m2"), "filtered"] == 5

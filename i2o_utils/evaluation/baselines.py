@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from i2o_utils.data import layout
-from i2o_utils.evaluation.predictions import SplitPredictions
 
 __all__ = ["BASELINES", "BaselineInputs", "read_well_features", "random_backbone_features",
            "baseline_splits", "evaluate_baselines", "beyond_baselines"]

@@ -7,10 +7,10 @@ Arrays are samples (wells) x genes, as in AnnData. The vsn transformation itself
 
 from i2o_utils.omics._checks import OmicsInputError
 from i2o_utils.omics.batch import remove_batch_effect, sum_to_zero_contrasts
-from i2o_utils.omics.filter import detected_fraction_per_plate, filter_low_expression
-from i2o_utils.omics.labels import (Labels, apply_zscore, assign_labels, compute_labels, fit_zscore,
-                                    invert_zscore)
-from i2o_utils.omics.normalise import log_transform, normalize_counts, size_factors
+from i2o_utils.omics.filter import filter_low_expression
+from i2o_utils.omics.labels import (Labels, apply_zscore, compute_labels, fit_zscore, invert_zscore,
+                                    label_wells)
+from i2o_utils.omics.normalise import log_normalised, size_factors
 from i2o_utils.omics.pipeline import (GroundTruth, OmicsSets, build_ground_truth, compare_filter_rules,
                                       gene_filter_summary, may_write_gt, preprocess_omics, preprocess_set,
                                       raw_summary, read_all_omics_raw, read_omics_raw, write_gt_tables,
@@ -18,9 +18,9 @@ from i2o_utils.omics.pipeline import (GroundTruth, OmicsSets, build_ground_truth
 from i2o_utils.omics.vsn import VsnFit, mean_sd_trend, vsn_fit
 
 __all__ = [
-    "OmicsInputError", "remove_batch_effect", "sum_to_zero_contrasts", "detected_fraction_per_plate",
-    "filter_low_expression", "Labels", "apply_zscore", "assign_labels", "compute_labels", "fit_zscore",
-    "invert_zscore", "log_transform", "normalize_counts", "size_factors", "GroundTruth", "OmicsSets",
+    "OmicsInputError", "remove_batch_effect", "sum_to_zero_contrasts", "filter_low_expression", "Labels",
+    "apply_zscore", "label_wells", "compute_labels", "fit_zscore", "invert_zscore", "log_normalised",
+    "size_factors", "GroundTruth", "OmicsSets",
     "build_ground_truth", "compare_filter_rules", "gene_filter_summary", "may_write_gt", "preprocess_omics",
     "preprocess_set", "raw_summary", "read_all_omics_raw", "read_omics_raw", "write_gt_tables", "write_outputs",
     "VsnFit", "mean_sd_trend", "vsn_fit",

@@ -46,20 +46,8 @@ def as_matrix(x: Any, what: str = "x") -> tuple[np.ndarray, pd.Index | None, pd.
     return values, index, columns
 
 
-def _nonfinite_error(what: str, x: np.ndarray, i: int, j: int, n_bad: int, samples=None,
-                     genes=None) -> OmicsInputError:
-    kind = "infinite" if np.isinf(x[i, j]) else "NaN"
-    return OmicsInputError(f"{what}: {kind} value in {_name(samples, i, 'sample')}, {_name(genes, j, 'gene')} "
-                           f"({n_bad} non-finite values in all)")
-
-
-_COUNT_FAULTS = {"negative": "negative count {v:g} in {s}, {g}; counts must be >= 0",
-                 "non-integer": "non-integer count {v:g} in {s}, {g}; raw counts are required"}
-
-
-def _count_error(what: str, fault: str, x: np.ndarray, i: int, j: int, samples=None, genes=None) -> OmicsInputError:
-    return OmicsInputError(f"{what}: " + _COUNT_FAULTS[fault].format(v=x[i, j], s=_name(samples, i, "sample"),
-                                                                    g=_name(genes, j, "gene")))
+def _at(i: int, j: int, samples=None, genes=None) -> str:
+    return f"{_name(samples, i, 'sample')}, {_name(genes, j, 'gene')}"
 
 
 def check_no_inf(x: np.ndarray, what: str, samples=None, genes=None, allow_nan: bool = False) -> None:
@@ -67,41 +55,19 @@ def check_no_inf(x: np.ndarray, what: str, samples=None, genes=None, allow_nan: 
     bad = np.isinf(x) if allow_nan else ~np.isfinite(x)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise _nonfinite_error(what, x, i, j, int(bad.sum()), samples, genes)
-
-
-COMPILED_MIN_SIZE = 1_000_000
-"""Matrices with at least this many entries take the compiled (numba) paths of the omics code
-(below it, NumPy is as fast and compiling would cost more than it saves)."""
+        raise OmicsInputError(f"{what}: {'infinite' if np.isinf(x[i, j]) else 'NaN'} value in "
+                              f"{_at(i, j, samples, genes)} ({int(bad.sum())} non-finite values in all)")
 
 
 def check_counts(x: np.ndarray, what: str, samples=None, genes=None) -> None:
     """Counts must be finite, non-negative integers, and no sample may be all zero."""
-    if x.size >= COMPILED_MIN_SIZE and x.ndim == 2 and x.dtype.kind in "fiu":
-        return _check_counts_compiled(x, what, samples, genes)
     check_no_inf(x, what, samples, genes)
-    for fault, bad in (("negative", x < 0), ("non-integer", x != np.floor(x))):  # (small matrices only)
+    for bad, fault in ((x < 0, "negative count {v:g} in {at}; counts must be >= 0"),
+                       (x != np.floor(x), "non-integer count {v:g} in {at}; raw counts are required")):
         if bad.any():
             i, j = np.argwhere(bad)[0]
-            raise _count_error(what, fault, x, i, j, samples, genes)
+            raise OmicsInputError(f"{what}: " + fault.format(v=x[i, j], at=_at(i, j, samples, genes)))
     check_no_empty_samples(x > 0, what, samples)
-
-
-def _check_counts_compiled(x: np.ndarray, what: str, samples=None, genes=None) -> None:
-    """:func:`check_counts` in one compiled pass (the same errors, naming the first bad value in
-    row-major order, as the NumPy checks do)."""
-    from i2o_utils.omics._kernels import scan_counts
-
-    scan = np.empty((x.shape[0], 5), dtype=np.int64)
-    scan_counts(np.ascontiguousarray(x), scan)
-    for col, fault in ((0, "non-finite"), (2, "negative"), (3, "non-integer")):
-        rows = np.flatnonzero(scan[:, col] >= 0)
-        if len(rows):
-            i, j = int(rows[0]), int(scan[rows[0], col])
-            if fault == "non-finite":
-                raise _nonfinite_error(what, x, i, j, int(scan[:, 1].sum()), samples, genes)
-            raise _count_error(what, fault, x, i, j, samples, genes)
-    check_no_empty_samples(scan[:, 4:5] > 0, what, samples)
 
 
 def check_no_empty_samples(detected: np.ndarray, what: str, samples=None) -> None:

@@ -36,9 +36,9 @@ ALIAS_TOL = 1e-7
 """R's ``lm.fit`` tolerance: a column whose norm after projection on the earlier columns is below
 this fraction of its own norm is aliased."""
 _FAST_PIVOT = 1e-3
-"""Genes with missing values are fitted through the normal equations (downdated, see
-``_fit_missing``) only when every Cholesky pivot keeps at least this fraction of the square root of
-its diagonal entry (the system is well conditioned); otherwise by QR on their observed samples."""
+"""Genes with missing values are fitted through their downdated normal equations (see
+``_fit_missing``) only when the system's smallest eigenvalue, relative to its diagonal, is at least
+the square of this (well conditioned); otherwise by QR on their observed samples."""
 
 
 def sum_to_zero_contrasts(labels: Any, what: str = "batch", samples=None) -> tuple[np.ndarray, list[str]]:
@@ -85,40 +85,19 @@ def estimable_columns(X: np.ndarray, tol: float = ALIAS_TOL) -> np.ndarray:
     return keep
 
 
-def _as_design(design: Any, n: int, samples) -> np.ndarray:
-    if design is None:
-        return np.ones((n, 1))
-    if isinstance(design, pd.DataFrame):
-        if samples is not None and not design.index.equals(pd.RangeIndex(n)) and not design.index.equals(samples):
-            missing = pd.Index(samples).difference(design.index)
-            if len(missing):
-                raise OmicsInputError(f"design: no row for sample(s) {list(missing[:5])}")
-            design = design.reindex(samples)
-        design = design.to_numpy(dtype=np.float64)
-    d = np.asarray(design, dtype=np.float64)
-    if d.ndim == 1:
-        d = d[:, None]
-    if d.ndim != 2 or d.shape[0] != n:
-        raise OmicsInputError(f"design: shape {d.shape} does not match {n} samples (one row per sample)")
-    if not np.isfinite(d).all():
-        raise OmicsInputError("design: contains NaN or inf")
-    return d
-
-
-def _as_covariates(covariates: Any, n: int, samples) -> np.ndarray:
-    if isinstance(covariates, (pd.DataFrame, pd.Series)) and samples is not None \
-            and not covariates.index.equals(pd.RangeIndex(n)):
-        missing = pd.Index(samples).difference(covariates.index)
+def _as_numeric(x: Any, n: int, samples, what: str) -> np.ndarray:
+    """``x`` as a finite n x c float array (a DataFrame or Series indexed by sample is aligned)."""
+    if isinstance(x, (pd.DataFrame, pd.Series)) and samples is not None and not x.index.equals(pd.RangeIndex(n)):
+        missing = pd.Index(samples).difference(x.index)
         if len(missing):
-            raise OmicsInputError(f"covariates: no value for sample(s) {list(missing[:5])}")
-        covariates = covariates.reindex(samples)
-    c = np.asarray(covariates, dtype=np.float64)
-    if c.ndim == 1:
-        c = c[:, None]
+            raise OmicsInputError(f"{what}: no row for sample(s) {list(missing[:5])}")
+        x = x.reindex(samples)
+    c = np.asarray(x, dtype=np.float64)
+    c = c[:, None] if c.ndim == 1 else c
     if c.ndim != 2 or c.shape[0] != n:
-        raise OmicsInputError(f"covariates: shape {c.shape} does not match {n} samples")
+        raise OmicsInputError(f"{what}: shape {c.shape} does not match {n} samples (one row per sample)")
     if not np.isfinite(c).all():
-        raise OmicsInputError("covariates: contains NaN or inf")
+        raise OmicsInputError(f"{what}: contains NaN or inf")
     return c
 
 
@@ -131,7 +110,7 @@ def batch_design(n: int, batch: Any = None, batch2: Any = None, covariates: Any 
     if batch2 is not None:
         parts.append(sum_to_zero_contrasts(as_labels(batch2, n, "batch2", samples), "batch2")[0])
     if covariates is not None:
-        parts.append(_as_covariates(covariates, n, samples))
+        parts.append(_as_numeric(covariates, n, samples, "covariates"))
     return np.column_stack(parts) if parts else np.zeros((n, 0))
 
 
@@ -151,41 +130,49 @@ def _fit_one(X: np.ndarray, y: np.ndarray, obs: np.ndarray, tol: float) -> np.nd
     return beta
 
 
-def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float, chunk: int = 1024,
+def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float,
                  progress: bool = False) -> np.ndarray:
     """Coefficients for genes with missing values, each fitted on its observed samples.
 
     With ``A = (X'X)^-1`` and ``M = X[missing]``, a gene's normal equations are ``X'X - M'M``;
     the Woodbury identity ``(X'X - M'M)^-1 = A + A M' (I - M A M')^-1 M A`` turns each into a
-    system as small as the gene's number of missing values (compiled, genes in parallel; genes
-    missing more values than there are columns take the downdated q x q normal equations).
-    Where a Cholesky pivot says the system is ill conditioned (a gene missing most of a batch),
-    the gene is fitted by QR on its observed samples, aliased columns dropped.
+    system as small as the gene's number ``k`` of missing values, solved for all genes with the
+    same ``k`` at once. Genes missing more values than there are columns solve their downdated
+    normal equations. Where the system is ill conditioned (its smallest eigenvalue, on the scale
+    of its diagonal, below ``_FAST_PIVOT ** 2``: a gene missing most of a batch), the gene is
+    fitted by QR on its observed samples, aliased columns dropped.
     """
-    from i2o_utils.omics._kernels import fit_missing_genes
-
     q = X.shape[1]
     G = X.T @ X
     A = np.linalg.inv(G)
-    XA = np.ascontiguousarray(X @ A)
-    Xc = np.ascontiguousarray(X, dtype=np.float64)
-    out = np.zeros((q, len(genes_idx)))
-    starts = range(0, len(genes_idx), chunk)
-    for s in tqdm(starts, desc="batch fit (genes with missing values)", unit="chunk",
-                  disable=not progress or len(starts) < 4):
-        gi = genes_idx[s:s + chunk]
-        Yc = Y[:, gi]
-        miss = np.isnan(Yc)
-        R = X.T @ np.where(miss, 0.0, Yc)
-        Z = A @ R
-        beta = np.empty((q, len(gi)))
-        ok = np.zeros(len(gi), dtype=np.bool_)
-        fit_missing_genes(Xc, XA, G, np.ascontiguousarray(miss.T), R, Z, _FAST_PIVOT, beta, ok)
-        out[:, s:s + len(gi)] = np.where(ok, beta, 0.0)
-        for t in np.flatnonzero(~ok):
-            g = gi[t]
-            out[:, s + t] = _fit_one(X, Y[:, g], ~np.isnan(Y[:, g]), tol)
-    return out
+    XA = X @ A
+    Yg = Y[:, genes_idx]
+    miss = np.isnan(Yg)
+    R = X.T @ np.where(miss, 0.0, Yg)
+    beta = A @ R  # the fit as if nothing were missing, downdated below
+    ok = np.ones(len(genes_idx), dtype=bool)
+    n_missing = miss.sum(axis=0)
+    for k in tqdm(np.unique(n_missing), desc="batch fit (genes with missing values)", disable=not progress):
+        sel = np.flatnonzero(n_missing == k)
+        if k <= q:
+            idx = np.nonzero(miss[:, sel].T)[1].reshape(len(sel), k)
+            M, MA = X[idx], XA[idx]  # genes x k x q
+            S = np.eye(k) - MA @ M.transpose(0, 2, 1)
+            good = np.linalg.eigvalsh(S)[:, 0] >= _FAST_PIVOT**2
+            w = np.einsum("tkc,ct->tk", M[good], beta[:, sel[good]])
+            beta[:, sel[good]] += np.einsum("tk,tkc->ct", np.linalg.solve(S[good], w[..., None])[..., 0], MA[good])
+            ok[sel[~good]] = False
+            continue
+        for t in sel:
+            M = X[miss[:, t]]
+            Gt = G - M.T @ M
+            d = np.sqrt(np.maximum(np.diag(Gt), 0.0))
+            ok[t] = d.all() and np.linalg.eigvalsh(Gt / d / d[:, None])[0] >= _FAST_PIVOT**2
+            if ok[t]:
+                beta[:, t] = np.linalg.solve(Gt, R[:, t])
+    for t in np.flatnonzero(~ok):
+        beta[:, t] = _fit_one(X, Yg[:, t], ~miss[:, t], tol)
+    return beta
 
 
 def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariates: Any = None,
@@ -232,7 +219,7 @@ def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariate
                               "(and x an array, not a DataFrame)")
     check_no_inf(v, "x", samples, genes, allow_nan=allow_nan)
     n = v.shape[0]
-    D = _as_design(design, n, samples)
+    D = np.ones((n, 1)) if design is None else _as_numeric(design, n, samples, "design")
     Xb = batch_design(n, batch, batch2, covariates, samples)
     if out is None:
         out = np.empty_like(v)

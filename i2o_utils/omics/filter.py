@@ -45,28 +45,7 @@ def _detected_counts(detected: Any, plates: Any, genes: Any | None):
     counts = (onehot @ d.astype(np.float32)).astype(np.float64)  # exact: counts < 2**24
     n = np.bincount(inv, minlength=len(uniq)).astype(float)
     genes = pd.Index(genes if genes is not None else np.arange(d.shape[1]), name="gene")
-    return pd.Index(uniq, name="plate"), counts, n, genes
-
-
-def detected_fraction_per_plate(detected: Any, plates: Any, genes: Any | None = None) -> pd.DataFrame:
-    """Fraction of each plate's wells in which each gene is detected.
-
-    Parameters
-    ----------
-    detected
-        Boolean samples x genes matrix (True = value > 0 / quantified).
-    plates
-        Plate of each sample.
-    genes
-        Gene labels (default: the DataFrame's columns, or 0..n-1).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Plates x genes.
-    """
-    uniq, counts, n, genes = _detected_counts(detected, plates, genes)
-    return pd.DataFrame(counts / n[:, None], index=uniq, columns=genes)
+    return counts, n, genes
 
 
 def filter_low_expression(detected: Any, plates: Any, min_fraction: float = 50 / 384, rule: str = "all",
@@ -96,7 +75,7 @@ def filter_low_expression(detected: Any, plates: Any, min_fraction: float = 50 /
         raise OmicsInputError(f"filter rule must be one of {RULES}, got {rule!r}")
     if not 0 <= min_fraction <= 1:
         raise OmicsInputError(f"min_fraction must be in [0, 1], got {min_fraction}")
-    _, counts, n, genes = _detected_counts(detected, plates, genes)
+    counts, n, genes = _detected_counts(detected, plates, genes)
     # compare counts (not fractions) with a tolerance, so that 50 of 384 passes at 50/384
     passed = counts >= min_fraction * n[:, None] - 1e-9
     frac = counts / n[:, None]

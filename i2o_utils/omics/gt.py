@@ -134,7 +134,6 @@ class WellLabels:
         """Write the long table atomically (temporary name, then rename): the authors' CSV for a
         ``.csv`` path, Parquet for a ``.parquet`` path (``fmt``, ``"csv"`` or ``"parquet"``,
         overrides the suffix, e.g. for a staging name). ``label``: the progress bar's name."""
-        import pyarrow as pa
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
         from tqdm.auto import tqdm
@@ -166,7 +165,3 @@ class WellLabels:
                             w.write_batch(b)
                             bar.update(n)
         return path
-
-    def write_csv(self, path: str | os.PathLike, progress: bool = False, label: str | None = None) -> Path:
-        """:meth:`write` to a CSV path (the authors' format)."""
-        return self.write(Path(path), progress=progress, label=label)

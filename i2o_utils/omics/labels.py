@@ -172,7 +172,7 @@ def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fol
     -------
     WellLabels
         Imaging wells ordered by plate, row and column (by plate and well id without ``ROW`` and
-        ``COLUMN``); :meth:`~WellLabels.frame` gives the long table, :meth:`~WellLabels.write_csv`
+        ``COLUMN``); :meth:`~WellLabels.frame` gives the long table, :meth:`~WellLabels.write`
         writes it. Imaging wells whose perturbation has no omics wells get no rows.
     """
     for col in ("PLATE_ID", "well_id", "target", "replicate"):
@@ -205,19 +205,6 @@ def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fol
                           "fold": fold.reindex(wells["target"].astype(str)).astype(str).to_numpy()})
     return WellLabels(wells=table, label_index=wells["_s"].to_numpy() * n_targets + wells["_t"].to_numpy(),
                       values=labels.values.reshape(-1, labels.values.shape[-1]), genes=labels.genes)
-
-
-def assign_labels(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fold: pd.Series) -> pd.DataFrame:
-    """The GT long table of one set (:func:`label_wells` expanded).
-
-    Returns
-    -------
-    pandas.DataFrame
-        The GT columns (:data:`i2o_utils.data.layout.GT_COLUMNS`; imaging plate and well;
-        categorical columns), ordered by plate, well and gene. Imaging wells whose perturbation has no omics
-        wells get no rows.
-    """
-    return label_wells(labels, imaging, seeds, fold).frame()
 
 
 # --------------------------------------------------------------------------------------------

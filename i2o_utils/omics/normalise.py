@@ -21,13 +21,12 @@ Arrays are samples x genes, as in AnnData (DESeq2 works genes x samples).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from i2o_utils.omics._checks import COMPILED_MIN_SIZE, OmicsInputError, as_matrix, check_counts, check_no_inf
+from i2o_utils.omics._checks import OmicsInputError, as_matrix, check_counts
 
 
 def _log_geo_means(counts: np.ndarray, type: str) -> np.ndarray:
@@ -105,82 +104,24 @@ def median_of_ratios(k: np.ndarray, type: str = "ratio", samples=None) -> np.nda
 def _log_ratio_medians(k: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Per sample, the median over genes ``cols`` of ``log k - mean over samples of log k``
     (``k`` >= 1 there): the log size factors."""
-    if k.size < COMPILED_MIN_SIZE:
-        logk = np.log(k[:, cols].astype(np.float64))
-        return np.median(logk - logk.mean(axis=0), axis=1)
-    from i2o_utils.omics._kernels import log_column_means, log_ratio_medians
-
-    k = np.ascontiguousarray(k)
-    cols = cols.astype(np.int64)
-    means, out = np.empty(len(cols)), np.empty(k.shape[0])
-    log_column_means(k, cols, means)
-    log_ratio_medians(k, cols, means, out)
-    return out
+    logk = np.log(k[:, cols], dtype=np.float64)
+    logk -= logk.mean(axis=0)
+    h, odd = divmod(logk.shape[1], 2)  # the median by one partition (2-3x faster than np.median here)
+    logk.partition(h if odd else [h - 1, h], axis=1)
+    return logk[:, h] if odd else (logk[:, h - 1] + logk[:, h]) / 2
 
 
 def log_normalised(k: np.ndarray, cols: np.ndarray, factors: np.ndarray, pseudocount: float = 1.0,
                    base: float = 2.0) -> np.ndarray:
-    """``log_base(k[:, cols] / factors + pseudocount)`` as float64, in one pass over ``k``.
-
-    ``k`` are checked counts (samples x genes, any float or integer type), ``cols`` the genes to
-    keep, ``factors`` one size factor per sample (finite, > 0).
-    """
+    """``log_base(k[:, cols] / factors + pseudocount)`` as float64 (``k``: checked counts, samples x
+    genes, any float or integer type; ``factors``: one size factor per sample, finite and > 0)."""
     if not pseudocount >= np.finfo(np.float64).tiny:
         raise OmicsInputError(f"log transform: pseudocount must be > 0, got {pseudocount}")
     if not base > 0 or base == 1:
         raise OmicsInputError(f"log transform: base must be > 0 and != 1, got {base}")
-    cols = np.asarray(cols, dtype=np.int64)
-    factors = np.asarray(factors, dtype=np.float64)
-    if k.size < COMPILED_MIN_SIZE:
-        return np.log(k[:, cols] / factors[:, None] + pseudocount) / np.log(base)
-    from i2o_utils.omics._kernels import log_normalise
-
-    out = np.empty((k.shape[0], len(cols)))
-    log_normalise(np.ascontiguousarray(k), cols, factors, float(pseudocount), 1.0 / math.log(base), out)
+    out = k[:, np.asarray(cols, dtype=np.int64)].astype(np.float64)
+    out /= np.asarray(factors, dtype=np.float64)[:, None]
+    out += pseudocount
+    np.log(out, out=out)
+    out /= np.log(base)
     return out
-
-
-def normalize_counts(counts: Any, factors: Any | None = None, type: str = "ratio") -> np.ndarray | pd.DataFrame:
-    """Counts divided by their sample's size factor (DESeq2's ``counts(dds, normalized=TRUE)``).
-
-    Parameters
-    ----------
-    counts
-        Raw counts, samples x genes.
-    factors
-        Size factors, one per sample; computed with :func:`size_factors` when omitted.
-    type
-        Passed to :func:`size_factors` when ``factors`` is omitted.
-    """
-    k, samples, genes = as_matrix(counts, "counts")
-    check_counts(k, "counts", samples, genes)
-    if factors is None:
-        factors = size_factors(counts, type=type)
-    sf = np.asarray(factors.reindex(samples) if isinstance(factors, pd.Series) and samples is not None
-                    else factors, dtype=np.float64)
-    if sf.shape != (k.shape[0],):
-        raise OmicsInputError(f"size factors: {sf.shape[0] if sf.ndim else 1} values for {k.shape[0]} samples")
-    if not np.all(np.isfinite(sf) & (sf > 0)):
-        raise OmicsInputError("size factors must be finite and > 0 (a NaN here means a sample is missing "
-                              "from the factors' index)")
-    out = k / sf[:, None]
-    return pd.DataFrame(out, index=samples, columns=genes) if samples is not None else out
-
-
-def log_transform(x: Any, pseudocount: float = 1.0, base: float = 2.0) -> np.ndarray | pd.DataFrame:
-    """``log_base(x + pseudocount)`` of normalised counts (DESeq2's ``normTransform``: log2, +1).
-
-    Raises
-    ------
-    OmicsInputError
-        Non-finite or negative values, or a pseudocount <= 0.
-    """
-    if not pseudocount > 0:
-        raise OmicsInputError(f"log_transform: pseudocount must be > 0, got {pseudocount}")
-    v, samples, genes = as_matrix(x, "normalised counts")
-    check_no_inf(v, "normalised counts", samples, genes)
-    if (v < 0).any():
-        i, j = np.argwhere(v < 0)[0]
-        raise OmicsInputError(f"normalised counts: negative value at sample {i}, gene {j}")
-    out = np.log(v + pseudocount) / np.log(base)
-    return pd.DataFrame(out, index=samples, columns=genes) if samples is not None else out

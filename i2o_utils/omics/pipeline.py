@@ -32,8 +32,7 @@ import pandas as pd
 
 from i2o_utils.config import CONTROL, OMICS, STIMULI, OmicsConfig
 from i2o_utils.data import layout
-from i2o_utils.omics._checks import (COMPILED_MIN_SIZE, OmicsInputError, check_counts, check_no_empty_samples,
-                                     check_no_inf)
+from i2o_utils.omics._checks import OmicsInputError, _at, check_counts, check_no_empty_samples, check_no_inf
 from i2o_utils.omics.batch import remove_batch_effect
 from i2o_utils.omics.filter import filter_low_expression
 from i2o_utils.omics.gt import WellLabels
@@ -170,30 +169,15 @@ def compare_filter_rules(raw: Mapping[str, Any], cfg: OmicsConfig = OmicsConfig(
 # one set
 # --------------------------------------------------------------------------------------------
 def _design(obs: pd.DataFrame, kind: str) -> np.ndarray | None:
+    """The effects kept by the batch correction: an intercept, or the perturbations (dummies, the
+    first column replaced by the intercept)."""
     if kind == "intercept":
         return None
-    if kind == "target":
-        t = obs["target"].astype(str).to_numpy()
-        levels = sorted(set(t))
-        d = np.zeros((len(t), len(levels)))
-        d[:, 0] = 1.0
-        for j, lev in enumerate(levels[1:], start=1):
-            d[t == lev, j] = 1.0
-        return d
-    raise OmicsInputError(f"batch_design must be 'intercept' or 'target', got {kind!r}")
-
-
-def _take_columns32(x: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``x[:, cols]`` as float32 (no copy when that is all of ``x`` and already float32)."""
-    if len(cols) == x.shape[1]:
-        return np.asarray(x, dtype=np.float32)
-    if x.size < COMPILED_MIN_SIZE:
-        return np.asarray(x[:, cols], dtype=np.float32)
-    from i2o_utils.omics._kernels import take_columns
-
-    out = np.empty((x.shape[0], len(cols)), dtype=np.float32)
-    take_columns(np.ascontiguousarray(x), cols.astype(np.int64), out)
-    return out
+    if kind != "target":
+        raise OmicsInputError(f"batch_design must be 'intercept' or 'target', got {kind!r}")
+    d = pd.get_dummies(obs["target"].astype(str)).to_numpy(dtype=np.float64)
+    d[:, 0] = 1.0
+    return d
 
 
 def _rows(x, sel: np.ndarray) -> np.ndarray:
@@ -228,27 +212,13 @@ def _normalise_and_correct_counts(x_raw: np.ndarray, kept_idx: np.ndarray, sf: n
 
 
 def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfig(), progress: bool = False):
-    """Filter, normalise and batch-correct one (omics, stimulus) set.
+    """Filter, normalise and batch-correct the wells of one stimulus in ``raw`` (from
+    :func:`read_omics_raw`).
 
-    Parameters
-    ----------
-    raw
-        AnnData from :func:`read_omics_raw` (all stimuli; this set's wells are selected here).
-    omics, stimulus
-        Which set.
-    cfg
-        The profile's omics section.
-    progress
-        Progress bars on long loops.
-
-    Returns
-    -------
-    tuple
-        ``(adata, genes)``: AnnData of the set's wells x kept genes with layers
-        ``raw/normalised/corrected``; the gene table of all genes (``gene, symbol, kept, reason``
-        and detection fractions). Where every gene is kept and the set's wells are consecutive
-        in ``raw``, the layer ``raw`` is a view of ``raw.X`` (no copy): copy it before changing
-        it in place.
+    Returns ``(adata, genes)``: AnnData of the set's wells x kept genes with layers
+    ``raw/normalised/corrected``; the gene table of all genes (``gene, symbol, kept, reason`` and
+    detection fractions). Where every gene is kept and the set's wells are consecutive in ``raw``,
+    the layer ``raw`` is a view of ``raw.X`` (no copy): copy it before changing it in place.
     """
     import anndata as ad
 
@@ -274,8 +244,7 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
         check_no_inf(x_raw, f"{src} ({stimulus})", samples, genes, allow_nan=True)
         if (x_raw < 0).any():
             i, j = np.argwhere(x_raw < 0)[0]
-            raise OmicsInputError(f"{src}: negative intensity {x_raw[i, j]:g} in sample {samples[i]!r}, "
-                                  f"gene {genes[j]!r}")
+            raise OmicsInputError(f"{src}: negative intensity {x_raw[i, j]:g} in {_at(i, j, samples, genes)}")
         y = np.array(x_raw, dtype=np.float64)  # a copy: x_raw may be a view of the raw table
         detected = y > 0
         y[~detected] = np.nan
@@ -318,7 +287,7 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     var = raw.var.loc[kept].copy()
     var["min_detected_fraction"] = filt["min_detected_fraction"].to_numpy()[kept]
     var["max_detected_fraction"] = filt["max_detected_fraction"].to_numpy()[kept]
-    raw32 = _take_columns32(x_raw, kept_idx)
+    raw32 = np.asarray(x_raw if kept.all() else x_raw[:, kept_idx], dtype=np.float32)  # (a view when it can)
     adata = ad.AnnData(X=corrected32, obs=obs, var=var,
                        layers={"raw": raw32, "normalised": normalised32, "corrected": corrected32},
                        uns={"preprocessing": info})
@@ -386,40 +355,29 @@ class GroundTruth:
         return bool(self.tables)
 
 
-def _pairing_key(obs: pd.DataFrame) -> pd.Series:
-    return obs["omics_plate"].astype(str) if "omics_plate" in obs.columns else obs["plate_barcode"].astype(str)
-
-
-def check_pairing(metadata: pd.DataFrame, sets: OmicsSets, n_seeds: int) -> None:
-    """Check the imaging-omics plate pairing in ``metadata`` against the omics sets.
-
-    Every imaging plate must have one ``omics_plate``, one ``replicate`` in ``0..n_seeds-1`` and one
-    ``cell_state``, and its ``omics_plate`` must be an omics plate of that stimulus (matched against
-    the omics ``obs['omics_plate']`` when present, else ``obs['plate_barcode']``).
-    """
+def check_pairing(metadata: pd.DataFrame, sets: OmicsSets) -> None:
+    """Check the imaging-omics plate pairing in ``metadata`` against the omics sets: every imaging
+    plate has one ``omics_plate``, ``replicate`` and ``cell_state``, and its ``omics_plate`` is an
+    omics plate of that stimulus (``obs['omics_plate']`` of the sets, else ``obs['plate_barcode']``).
+    Replicate values are checked well by well by :func:`~i2o_utils.omics.labels.label_wells`."""
     for col in PAIRING_COLUMNS:
         if metadata[col].isna().any():
             r = metadata.loc[metadata[col].isna()].iloc[0]
             raise OmicsInputError(f"metadata.csv: missing {col!r} for plate {r['PLATE_ID']} well {r['well_id']}")
     per_plate = metadata.groupby("PLATE_ID")[["omics_plate", "replicate", "cell_state"]].nunique()
-    for col in ("omics_plate", "replicate", "cell_state"):
+    for col in per_plate.columns:
         bad = per_plate.index[per_plate[col] > 1]
         if len(bad):
             raise OmicsInputError(f"metadata.csv: imaging plate {bad[0]} has more than one {col!r}")
-    plates = metadata.drop_duplicates("PLATE_ID").set_index("PLATE_ID")
-    for plate, r in plates.iterrows():
-        rep = pd.to_numeric(pd.Series([r["replicate"]]), errors="coerce").iloc[0]
-        if not (pd.notna(rep) and float(rep).is_integer() and 0 <= rep < n_seeds):
-            raise OmicsInputError(f"metadata.csv: imaging plate {plate} has replicate {r['replicate']}; "
-                                  f"expected 0..{n_seeds - 1} (one per label seed)")
-        known = set()
-        for (o, s), a in sets.data.items():
-            if s == r["cell_state"]:
-                known |= set(_pairing_key(a.obs))
-        if known and str(r["omics_plate"]) not in known:
+    known: dict[str, set] = {}
+    for (o, s), a in sets.data.items():
+        key = a.obs["omics_plate"] if "omics_plate" in a.obs.columns else a.obs["plate_barcode"]
+        known.setdefault(s, set()).update(key.astype(str))
+    for plate, r in metadata.drop_duplicates("PLATE_ID").set_index("PLATE_ID").iterrows():
+        if r["cell_state"] in known and str(r["omics_plate"]) not in known[r["cell_state"]]:
             raise OmicsInputError(f"metadata.csv: imaging plate {plate} ({r['cell_state']}) pairs with omics plate "
                                   f"{r['omics_plate']!r}, which is not among that stimulus's omics plates "
-                                  f"{sorted(known)}")
+                                  f"{sorted(known[r['cell_state']])}")
 
 
 def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig = OmicsConfig(),
@@ -441,7 +399,7 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
     if not sets:
         return GroundTruth(note="no omics sets to label: data/GT is left as it is")
     seeds = list(cfg.label_seeds)
-    check_pairing(metadata, sets, len(seeds))
+    check_pairing(metadata, sets)
     if split_table is None:
         split_table = make_splits(metadata["target"].astype(str).unique(), 1, split_fractions)
     fold = split_table[split_table["split"] == 0].set_index("target")["fold"]

@@ -41,15 +41,10 @@ What differs from R ``vsn``
   2e-4``, start ``a = 0, b = 1``) rather than R's C copy of the same algorithm. On complete data
   the fit agrees with a Python port of R's code (``vsn`` 0.1.1 on PyPI, which reports agreement
   with R's ``justvsn``) to about 1e-9; see ``tests/test_omics_vsn.py``;
-* R's stopping rule (relative decrease of the likelihood) often fires before the optimum: offsets
-  and log scale factors differ in curvature by orders of magnitude, and moving all samples
-  together hardly changes the likelihood. ``optimizer="whitened"`` maximises the same likelihood
-  in coordinates scaled by each sample's 2 x 2 Gauss-Newton curvature, plus two coordinates that
-  move all offsets or all scale factors together (scaled by their measured curvature), from
-  ``b = -log(median intensity)``, restarting when a run hits 100 iterations and stopping when the
-  transformed values settle; it reaches the optimum itself (tested against a tightly converged
-  plain run). Where the data show no additive noise floor the likelihood keeps rising along a
-  flat valley and the offsets drift, so the default stays with R's procedure;
+* as in R, the stopping rule (relative decrease of the likelihood) often fires before the
+  optimum: offsets and log scale factors differ in curvature by orders of magnitude, and moving
+  all samples together hardly changes the likelihood. Tighter rules (``factr=10, pgtol=1e-12``)
+  reach it (tested against the port run to the optimum);
 * versions of R ``vsn`` differ in two details of the trimming, taken here as: slices by
   ``cut(rank(mean), breaks = 5)``, residual variance over each protein's observed values.
 
@@ -74,7 +69,7 @@ MIN_PROTEINS = 42
 """R's ``minDataPointsPerStratum``: more proteins than this are needed for a fit."""
 N_SLICES = 5
 _NUMBA_MIN_SIZE = 250_000
-"""Matrices with at least this many entries use the compiled (numba) likelihood."""
+"""Matrices with at least this many entries use the compiled likelihood (``_kernels``: 8-12x)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +113,7 @@ class VsnFit:
         if v.shape[0] != len(self.offset):
             raise OmicsInputError(f"vsn transform: x has {v.shape[0]} samples, the fit {len(self.offset)}")
         check_no_inf(v, "x", samples, genes, allow_nan=True)
-        out = _arsinh_affine(v, self.offset, np.exp(self.log_scale))
+        out = np.arcsinh(np.exp(self.log_scale)[:, None] * v + self.offset[:, None])
         out /= math.log(2)
         out -= self.hoffset
         return pd.DataFrame(out, index=samples, columns=genes) if samples is not None else out
@@ -138,97 +133,56 @@ def _terms_numpy(y: np.ndarray, a: np.ndarray, eb: np.ndarray):
     AA = np.where(obs, 1.0 / (1.0 + Y * Y), 0.0)
     A = np.sqrt(AA)
     AAY = AA * Y
-    sums = np.stack([(r * r).sum(1), (r * A).sum(1), AAY.sum(1), (r * A * y0).sum(1), (AAY * y0).sum(1),
-                     AA.sum(1), (AA * y0).sum(1), (AA * y0 * y0).sum(1)], axis=1)
+    sums = np.stack([(r * r).sum(1), (r * A).sum(1), AAY.sum(1), (r * A * y0).sum(1), (AAY * y0).sum(1)], axis=1)
     return jac, sums, mu
-
-
-def _n_threads() -> int:
-    import numba
-
-    return numba.get_num_threads()
-
-
-def _numba_kernels():
-    """The compiled likelihood kernels (pass1, pass2, transform, column mean/variance)."""
-    from i2o_utils.omics import _kernels as K
-
-    return K.vsn_pass1, K.vsn_pass2, K.arsinh_affine, K.column_mean_var
 
 
 class _Data:
     """An intensity matrix with what every likelihood evaluation on it reuses: the counts of
-    observed values and, for the compiled engine, the work arrays (a fresh samples x proteins
-    array at every evaluation costs about as much as computing it).
+    observed values and, for the compiled engine, the work array (a fresh samples x proteins array
+    at every evaluation costs about as much as computing it)."""
 
-    ``cols`` takes those columns of ``y``; ``buffers`` (two flat float64 arrays of at least
-    ``y.size``) are reused for the copy and the work array, so that the rounds of the trimmed
-    fit do not allocate.
-    """
-
-    def __init__(self, y: np.ndarray, engine: str = "auto", cols: np.ndarray | None = None,
-                 buffers: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(self, y: np.ndarray, engine: str = "auto"):
         if engine not in ("auto", "numpy", "numba"):
             raise OmicsInputError(f"vsn: engine must be 'auto', 'numpy' or 'numba', got {engine!r}")
-        shape = (y.shape[0], y.shape[1] if cols is None else len(cols))
-        if buffers is not None and cols is not None:
-            self.y = buffers[0][:shape[0] * shape[1]].reshape(shape)
-            from i2o_utils.omics._kernels import take_columns
-
-            take_columns(np.ascontiguousarray(y, dtype=np.float64), np.asarray(cols, dtype=np.int64), self.y)
-        else:
-            self.y = np.ascontiguousarray(y if cols is None else y[:, cols], dtype=np.float64)
+        self.y = np.ascontiguousarray(y, dtype=np.float64)
         obs = ~np.isnan(self.y)
         self.n_obs_sample = obs.sum(axis=1)
         self.n_obs_gene = obs.sum(axis=0)
         self.numba = engine == "numba" or (engine == "auto" and self.y.size >= _NUMBA_MIN_SIZE)
-        self._h = buffers[1][:self.y.size].reshape(shape) if buffers is not None else None
-
-    def _buffer(self) -> np.ndarray:
-        if self._h is None:
-            self._h = np.empty_like(self.y)
-        return self._h
+        self._h = None
 
     def terms(self, a: np.ndarray, eb: np.ndarray):
-        """(Jacobian term per sample, the 8 sums per sample, mu per protein)."""
+        """(Jacobian term per sample, the 5 sums per sample, mu per protein)."""
         if not self.numba:
             return _terms_numpy(self.y, a, eb)
-        pass1, pass2, _, _ = _numba_kernels()
-        h = self._buffer()
+        import numba
+
+        from i2o_utils.omics._kernels import vsn_pass1, vsn_pass2
+
+        if self._h is None:
+            self._h = np.empty_like(self.y)
         jac = np.empty(self.y.shape[0])
-        colsum = np.empty((min(self.y.shape[0], 4 * _n_threads()), self.y.shape[1]))
-        pass1(self.y, a, eb, h, jac, colsum)
+        colsum = np.empty((min(self.y.shape[0], 4 * numba.get_num_threads()), self.y.shape[1]))
+        vsn_pass1(self.y, a, eb, self._h, jac, colsum)
         mu = colsum.sum(axis=0) / self.n_obs_gene
-        sums = np.empty((self.y.shape[0], 8))
-        pass2(self.y, a, eb, h, mu, sums)
+        sums = np.empty((self.y.shape[0], 5))
+        vsn_pass2(self.y, a, eb, self._h, mu, sums)
         return jac, sums, mu
 
     def gene_mean_var(self, a: np.ndarray, eb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per protein, mean and variance (denominator n - 1) of the transformed observed values."""
-        if not self.numba:
-            hy = np.arcsinh(eb[:, None] * self.y + a[:, None])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                hmean = np.nanmean(hy, axis=0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return hmean, np.nansum((hy - hmean) ** 2, axis=0) / (self.n_obs_gene - 1)
-        h = self._buffer()
-        _numba_kernels()[2](self.y, a, eb, h)
-        mean, var = np.empty(h.shape[1]), np.empty(h.shape[1])
-        _numba_kernels()[3](h, self.n_obs_gene, mean, var)
-        return mean, var
-
-
-def _arsinh_affine(y: np.ndarray, a: np.ndarray, eb: np.ndarray) -> np.ndarray:
-    if y.size >= _NUMBA_MIN_SIZE:
-        h = np.empty_like(y)
-        _numba_kernels()[2](np.ascontiguousarray(y), a, eb, h)
-        return h
-    return np.arcsinh(eb[:, None] * y + a[:, None])
+        hy = eb[:, None] * self.y
+        hy += a[:, None]
+        np.arcsinh(hy, out=hy)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            hmean = np.nansum(hy, axis=0) / self.n_obs_gene
+            hy -= hmean
+            return hmean, np.nansum(hy * hy, axis=0) / (self.n_obs_gene - 1)
 
 
 def _evaluate(d: _Data, offset: np.ndarray, log_scale: np.ndarray):
-    """(nll, gradient, mu, sigsq, curvature blocks (h_aa, h_ab, h_bb) per sample)."""
+    """(nll, gradient, mu, sigsq)."""
     eb = np.exp(log_scale)
     n_obs_sample = d.n_obs_sample
     jac, sums, mu = d.terms(offset, eb)
@@ -238,8 +192,7 @@ def _evaluate(d: _Data, offset: np.ndarray, log_scale: np.ndarray):
         + float(jac.sum())
     ga = sums[:, 1] / sigsq + sums[:, 2]
     gb = -n_obs_sample + eb * (sums[:, 3] / sigsq + sums[:, 4])
-    blocks = (sums[:, 5] / sigsq, eb * sums[:, 6] / sigsq, eb * eb * sums[:, 7] / sigsq)
-    return nll, np.concatenate([ga, gb]), mu, sigsq, blocks
+    return nll, np.concatenate([ga, gb]), mu, sigsq
 
 
 def negative_profile_loglik(y: np.ndarray, offset: np.ndarray, log_scale: np.ndarray,
@@ -260,8 +213,7 @@ def negative_profile_loglik(y: np.ndarray, offset: np.ndarray, log_scale: np.nda
     (nll, grad, mu, sigsq)
         ``grad`` is ``[d/da_1..d/da_n, d/db_1..d/db_n]`` (the vignette's equations).
     """
-    nll, grad, mu, sigsq, _ = _evaluate(_Data(y, engine), offset, log_scale)
-    return nll, grad, mu, sigsq
+    return _evaluate(_Data(y, engine), offset, log_scale)
 
 
 def _rank_slices(hmean: np.ndarray) -> np.ndarray:
@@ -275,7 +227,7 @@ def _rank_slices(hmean: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(breaks, r, side="left"), 1, N_SLICES)
 
 
-def _fit_ml_r(d: _Data, p0: np.ndarray, factr: float, pgtol: float, maxit: int):
+def _fit_ml(d: _Data, p0: np.ndarray, factr: float, pgtol: float, maxit: int):
     """R's ``vsnML``: L-BFGS-B on the raw parameters (memory 5, offsets free, log scales in [-100, 100]).
 
     Returns ``(p, status, mu, sigsq, n_evaluations)``.
@@ -286,98 +238,12 @@ def _fit_ml_r(d: _Data, p0: np.ndarray, factr: float, pgtol: float, maxit: int):
     def fun(q):
         nonlocal n_eval
         n_eval += 1
-        nll, g, _, _, _ = _evaluate(d, q[:n], q[n:])
-        return nll, g
+        return _evaluate(d, q[:n], q[n:])[:2]
 
     res = minimize(fun, p0, jac=True, method="L-BFGS-B", bounds=[(None, None)] * n + [(-100.0, 100.0)] * n,
                    options={"maxiter": maxit, "maxcor": 5, "ftol": factr * np.finfo(float).eps, "gtol": pgtol})
-    _, _, mu, sigsq, _ = _evaluate(d, res.x[:n], res.x[n:])
+    _, _, mu, sigsq = _evaluate(d, res.x[:n], res.x[n:])
     return res.x, int(res.status), mu, sigsq, n_eval + 1
-
-
-def _output_probe(y: np.ndarray) -> np.ndarray:
-    """Each sample's observed minimum, 10%, 50%, 90% quantiles and maximum (samples x 5)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanquantile(y, [0.0, 0.1, 0.5, 0.9, 1.0], axis=1).T
-
-
-def _probe_output(probe: np.ndarray, p: np.ndarray) -> np.ndarray:
-    n = probe.shape[0]
-    a, b = p[:n], p[n:]
-    return np.arcsinh(np.exp(b)[:, None] * probe + a[:, None]) / math.log(2) - b.mean() / math.log(2)
-
-
-def _fit_ml_whitened(d: _Data, p0: np.ndarray, factr: float, pgtol: float, maxit: int,
-                     xtol_output: float = 1e-5, iter_per_restart: int = 100, window: int = 5):
-    """Minimise the negative profile log-likelihood in whitened coordinates (see the module notes).
-
-    Besides L-BFGS-B's own rules, the run stops when the transformed values (glog2 scale, probed
-    at five quantiles of every sample) have moved less than ``xtol_output`` over the last
-    ``window`` iterations: where the likelihood keeps creeping along a flat valley (scale factors
-    drifting together when the data show no additive noise floor) the normalised values no
-    longer change.
-
-    Returns ``(p, status, mu, sigsq, n_evaluations)``; status 0 converged, 1 iteration limit,
-    2 line search found no further decrease.
-    """
-    n = d.y.shape[0]
-    n_eval = 0
-
-    def evaluate(q):
-        nonlocal n_eval
-        n_eval += 1
-        return _evaluate(d, q[:n], q[n:])
-
-    E = np.zeros((2 * n, 2))
-    E[:n, 0] = 1.0
-    E[n:, 1] = 1.0
-    probe = _output_probe(d.y)
-    p = p0.astype(np.float64).copy()
-    iters, status = 0, 1
-    while iters < maxit:
-        f0, g0, _, _, (haa, hab, hbb) = evaluate(p)
-        l11 = np.sqrt(np.maximum(haa, 1e-300))
-        l21 = hab / l11
-        l22 = np.sqrt(np.maximum(hbb - l21**2, 1e-12 * np.maximum(hbb, 1e-300)))
-        # curvature of the two common-mode directions, by differences of gradients
-        step = 1e-4
-        HE = np.stack([(evaluate(p + step * E[:, j])[1] - g0) / step for j in range(2)], axis=1)
-        Hc = (E.T @ HE + (E.T @ HE).T) / 2
-        try:
-            Minv = np.linalg.inv(np.linalg.cholesky(Hc))
-        except np.linalg.LinAlgError:
-            Minv = np.zeros((2, 2))  # not convex there: leave the common mode to the per-sample coordinates
-        base = p.copy()
-
-        def to_p(x):
-            db = x[n:2 * n] / l22
-            da = (x[:n] - l21 * db) / l11
-            return base + np.concatenate([da, db]) + E @ (Minv.T @ x[2 * n:])
-
-        def fun(x):
-            nll, g, _, _, _ = evaluate(to_p(x))
-            za = g[:n] / l11
-            zb = (g[n:] - l21 * za) / l22
-            return nll, np.concatenate([za, zb, Minv @ (E.T @ g)])
-
-        history = [_probe_output(probe, p)]
-
-        def settled(intermediate_result):
-            history.append(_probe_output(probe, to_p(intermediate_result.x)))
-            if len(history) > window and np.nanmax(np.abs(history[-1] - history[-1 - window])) < xtol_output:
-                raise StopIteration
-
-        res = minimize(fun, np.zeros(2 * n + 2), jac=True, method="L-BFGS-B", callback=settled,
-                       options={"maxiter": min(iter_per_restart, maxit - iters), "maxcor": 5,
-                                "ftol": factr * np.finfo(float).eps, "gtol": pgtol})
-        p = to_p(res.x)
-        iters += max(int(res.nit), 1)
-        status = 0 if res.status in (0, 99) else int(res.status)
-        if status != 1:  # converged, settled (99), or no further decrease found by the line search (2)
-            break
-    _, _, mu, sigsq, _ = evaluate(p)
-    return p, status, mu, sigsq, n_eval
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,8 +251,7 @@ def _fit_ml_whitened(d: _Data, p0: np.ndarray, factr: float, pgtol: float, maxit
 # --------------------------------------------------------------------------------------------
 def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int = 7,
             factr: float = 5e7, pgtol: float = 2e-4, maxit: int = 60_000, seed: int = 0,
-            min_observed: int = 3, optimizer: str = "r", xtol_output: float = 1e-5,
-            engine: str = "auto") -> VsnFit:
+            min_observed: int = 3, engine: str = "auto") -> VsnFit:
     """Fit vsn (affine calibration per sample + arsinh) to intensities, samples x proteins.
 
     Parameters
@@ -406,13 +271,6 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
         Seed of the ``subsample`` draw.
     min_observed
         Proteins observed in fewer samples are left out of the fit (and still transformed).
-    optimizer
-        ``"r"`` (default): R's procedure, L-BFGS-B on the raw parameters from ``a = 0, b = 1``;
-        ``"whitened"``: the same likelihood in whitened coordinates from a data-driven start,
-        which reaches the optimum itself (see the module notes).
-    xtol_output
-        ``"whitened"`` only: stop when the transformed values (glog2) have moved less than this
-        over the last 5 iterations.
     engine
         Likelihood code: ``"auto"``, ``"numpy"`` or ``"numba"``.
 
@@ -438,34 +296,18 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
                               f"than {MIN_PROTEINS} are needed for a reliable fit (R vsn's minDataPointsPerStratum)")
     y = np.ascontiguousarray(v if len(observed) == g else v[:, observed])
     check_no_empty_samples(~np.isnan(y), "intensities (proteins used for the vsn fit)", samples)
-    if optimizer == "r":
-        p = np.concatenate([np.zeros(n), np.ones(n)])
-    elif optimizer == "whitened":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(np.where(y > 0, y, np.nan), axis=1)
-        med = np.where(np.isfinite(med) & (med > 0), med, 1.0)
-        p = np.concatenate([np.zeros(n), -np.log(med)])
-    else:
-        raise OmicsInputError(f"vsn: optimizer must be 'r' or 'whitened', got {optimizer!r}")
+    p = np.concatenate([np.zeros(n), np.ones(n)])  # R's start: a = 0, b = 1
     full = _Data(y, engine)
-    buffers = (np.empty(y.size), full._buffer().reshape(-1)) if full.numba else None
     whsel = np.arange(y.shape[1])
-    prev_sel = None
-    status, mu_sel, sigsq, rounds, n_eval = 0, None, float("nan"), 0, 0
+    n_eval = 0
     for rounds in range(1, n_rounds + 1):
-        if prev_sel is None or not np.array_equal(whsel, prev_sel) or optimizer == "r":
-            d = full if rounds == 1 or len(whsel) == y.shape[1] else _Data(y, engine, whsel, buffers)
-            if optimizer == "r":
-                p, status, mu_sel, sigsq, k = _fit_ml_r(d, p, factr, pgtol, maxit)
-            else:
-                p, status, mu_sel, sigsq, k = _fit_ml_whitened(d, p, factr, pgtol, maxit, xtol_output)
-            n_eval += k
-            fitted_idx = whsel
-            del d
+        d = full if len(whsel) == y.shape[1] else _Data(y[:, whsel], engine)
+        p, status, mu_sel, sigsq, k = _fit_ml(d, p, factr, pgtol, maxit)
+        n_eval += k
+        fitted_idx = whsel
+        del d
         if abs(lts_quantile - 1) < math.sqrt(np.finfo(float).eps) or rounds == n_rounds:
             break  # (R computes the next selection after the last round too, and discards it)
-        prev_sel = whsel
         hmean, rvar = full.gene_mean_var(p[:n], np.exp(p[n:]))
         slice_ = _rank_slices(hmean)
         keep = slice_ == 1
