@@ -11,7 +11,7 @@ import pytest
 from i2o_utils.config import get_profile
 from i2o_utils.data import simulate as sim
 from i2o_utils.data.layout import LayoutError
-from i2o_utils.evaluation.truth import label_oracle, label_oracle_summary, truth_recovery
+from i2o_utils.evaluation.truth import OracleTooSmall, label_oracle, label_oracle_summary, truth_recovery
 from i2o_utils.omics.batch import remove_batch_effect
 from i2o_utils.omics.vsn import vsn_fit
 
@@ -75,6 +75,17 @@ def test_oracle_finds_dependent_genes_and_is_calibrated_on_noise():
     frac = (out.loc[[g for g in genes if g.startswith("n")], "oracle_p"] < 0.05).mean()
     assert abs(frac - 0.05) < 3 * np.sqrt(0.05 * 0.95 / n_noise)  # within binomial error of 5%
     assert out.loc[[g for g in genes if g.startswith("n")], "oracle_predictable"].sum() <= 5
+
+
+def test_small_screens_fall_back_to_a_linear_surface_or_refuse():
+    rng = np.random.default_rng(4)
+    wells, z, latent = _screen(20, rng=rng)  # 20 perturbations: fewer than 2 per quadratic term
+    y = np.column_stack([z[:, 0] + rng.normal(0, 0.3, len(z)), rng.normal(0, 1, len(z))])
+    out = label_oracle(_labels(wells, y, ["lin", "noise"]), latent, D_VISIBLE).set_index("gene")
+    assert (out["oracle_surface"] == "linear").all() and out.loc["lin", "oracle_predictable"]
+    wells, z, latent = _screen(7, rng=rng)
+    with pytest.raises(OracleTooSmall, match="7 perturbations"):
+        label_oracle(_labels(wells, z[:, :1], ["g"]), latent, D_VISIBLE)
 
 
 def test_unmatched_well_is_named():

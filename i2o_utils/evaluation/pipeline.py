@@ -40,7 +40,7 @@ from i2o_utils.evaluation.summaries import (
     predictability_fractions,
     summarise_genes,
 )
-from i2o_utils.evaluation.truth import read_truth_genes, screen_label_oracle, truth_path
+from i2o_utils.evaluation.truth import OracleTooSmall, read_truth_genes, screen_label_oracle, truth_path
 
 __all__ = ["EvaluationInputs", "EvaluationResult", "load_evaluation_inputs", "evaluate_screen",
            "null_check", "evaluate_all_tests", "tests_compared", "compare_tests", "pvalues_by_test",
@@ -194,7 +194,12 @@ def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = Fals
         notes.append(f"imaging: {wells_note}")
     symbols = {o: gene_symbols(t for (o2, _), t in tables.items() if o2 == o) for o in {k[0] for k in preds}}
     truth = read_truth_genes(truth_path(data_root))
-    oracle = screen_label_oracle(data_root) if truth is not None else None
+    oracle = None
+    if truth is not None:
+        try:
+            oracle = screen_label_oracle(data_root)
+        except OracleTooSmall as e:
+            notes.append(f"label oracle not computed: {e}; precision against the processed labels is left empty")
     return EvaluationInputs(predictions=preds, gene_tables=tables, symbols=symbols, truth=truth, oracle=oracle,
                             screen=read_screen_info(data_root), missing=missing, gt_reports=gt_reports,
                             notes=notes)

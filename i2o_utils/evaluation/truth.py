@@ -18,14 +18,19 @@ from scipy import stats
 from i2o_utils.data.layout import TRUTH_KINDS, LayoutError, parse_bool, read_screen_info, read_truth_genes, truth_path
 
 __all__ = ["TRUTH_KINDS", "truth_path", "read_truth_genes", "truth_recovery", "signal_summary",
-           "label_oracle", "screen_label_oracle", "label_oracle_summary"]
+           "label_oracle", "screen_label_oracle", "label_oracle_summary", "OracleTooSmall"]
 
 
-def _state_terms(z: np.ndarray) -> np.ndarray:
-    """Intercept, the state, its squares and pairwise products (a quadratic response surface)."""
+class OracleTooSmall(ValueError):
+    """Too few perturbations for the label oracle's regression."""
+
+
+def _state_terms(z: np.ndarray, quadratic: bool = True) -> np.ndarray:
+    """Intercept and the state; with ``quadratic``, its squares and pairwise products too."""
     d = z.shape[1]
-    cols = [np.ones(len(z)), *z.T, *(z**2).T]
-    cols += [z[:, i] * z[:, j] for i in range(d) for j in range(i + 1, d)]
+    cols = [np.ones(len(z)), *z.T]
+    if quadratic:
+        cols += [*(z**2).T] + [z[:, i] * z[:, j] for i in range(d) for j in range(i + 1, d)]
     return np.column_stack(cols)
 
 
@@ -39,8 +44,8 @@ def label_oracle(labels: pd.DataFrame, latent: pd.DataFrame, d_visible: int, fdr
     from the images. This oracle measures it with the simulator's own latent state, at the
     perturbation level: per gene, the labels averaged over each perturbation's wells are
     regressed on the perturbation's mean visible state of the imaging wells (a quadratic
-    response surface), and an F-test against the intercept alone gives a p-value; BH over the
-    genes at ``fdr``.
+    response surface; a linear one with fewer than two perturbations per quadratic term), and an
+    F-test against the intercept alone gives a p-value; BH over the genes at ``fdr``.
 
     Parameters
     ----------
@@ -55,7 +60,12 @@ def label_oracle(labels: pd.DataFrame, latent: pd.DataFrame, d_visible: int, fdr
     Returns
     -------
     pandas.DataFrame
-        ``gene, oracle_r2, oracle_p, oracle_q, oracle_predictable``.
+        ``gene, oracle_r2, oracle_p, oracle_q, oracle_predictable, oracle_surface``.
+
+    Raises
+    ------
+    OracleTooSmall
+        Fewer than two perturbations per term of the linear surface.
     """
     img = latent[latent["kind"] == "imaging"].set_index(["plate", "well_id"])
     zcols = [f"z{i}" for i in range(d_visible)]
@@ -70,9 +80,13 @@ def label_oracle(labels: pd.DataFrame, latent: pd.DataFrame, d_visible: int, fdr
     y = labels.groupby(target).mean()
     z = img.loc[labels.index, zcols].groupby(target).mean().loc[y.index].to_numpy()
     x = _state_terms(z)
+    surface = "quadratic"
+    if len(z) < 2 * x.shape[1]:
+        x, surface = _state_terms(z, quadratic=False), "linear"
     n, k = x.shape
-    if n <= k + 2:
-        raise LayoutError(f"label oracle: {n} perturbations for {k} terms; too few")
+    if n < 2 * k:
+        raise OracleTooSmall(f"{n} perturbations, fewer than two per term of a linear surface in "
+                             f"{d_visible} visible dimensions ({k} terms)")
     yv = y.to_numpy(np.float64)
     ok = np.isfinite(yv)
     yv = np.where(ok, yv, np.nanmean(yv, axis=0))  # a perturbation without a value: the gene's mean
@@ -86,12 +100,13 @@ def label_oracle(labels: pd.DataFrame, latent: pd.DataFrame, d_visible: int, fdr
     p = stats.f.sf(f, k - 1, n - k)
     q = stats.false_discovery_control(np.where(np.isfinite(p), p, 1.0), method="bh")
     return pd.DataFrame({"gene": y.columns.astype(str), "oracle_r2": r2, "oracle_p": p, "oracle_q": q,
-                         "oracle_predictable": q < fdr})
+                         "oracle_predictable": q < fdr, "oracle_surface": surface})
 
 
 def screen_label_oracle(data_root: str | os.PathLike | None = None, fdr: float = 0.05) -> pd.DataFrame | None:
     """:func:`label_oracle` for every (omics, stimulus) GT table of a simulated screen
-    (``omics, stimulus`` columns added); ``None`` without a latent state (real data)."""
+    (``omics, stimulus`` columns added); ``None`` without a latent state (real data).
+    Raises :class:`OracleTooSmall` on a screen with too few perturbations."""
     from i2o_utils.config import OMICS, STIMULI
     from i2o_utils.data import layout
     from i2o_utils.paths import bucket_paths
