@@ -150,7 +150,7 @@ def _promises_40(res, data, n_splits, genes, imaging_wells):
         for k in range(n_splits):
             a = ad.read_h5ad(res / "predictions" / f"{o}_{s}_split{k:02d}.h5ad")
             assert a.n_obs > 0 and a.n_vars == genes[(o, s)][0]
-            assert {"measured", "predicted"} <= set(a.layers) and set(a.obs["fold"]) == {"test"}
+            assert {"measured", "predicted"} <= set(a.layers) and "test" in set(a.obs["fold"]) <= {"test", "val"}
     assert (res / "heads.pt").exists()
     _rows(res / "embeddings" / "well_embeddings.parquet", n=imaging_wells)
     _png(res / "validation_curves.png")
@@ -192,12 +192,16 @@ def test_notebooks_write_what_they_promise(smoke_run):
     _promises_40(by["40"], data, n_splits, out10["genes"], screen["imaging_wells"])
     _promises_50(by["50"], data, n_splits, out10["genes"], outcome["50_evaluate"])
     _rows(by["55"] / "files_read.csv")
-    for stem, figures, table in (("60", ("fig4_location_r2.png", "fig5_forest.png"), "ols_coefficients.csv"),
-                                 ("70", ("fig6_attribution.png",), "genes.csv"),
+    # the smoke screen's splits hold too few perturbations for an r² (every gene "not evaluated"), so
+    # notebook 60's tables are empty there: only that they and the figures exist is checked
+    for name in ("fig4_location_r2.png", "fig5_forest.png"):
+        _png(by["60"] / name)
+    assert (by["60"] / "ols_coefficients.csv").exists() and (by["60"] / "per_gene_annotated.parquet").exists()
+    for stem, figures, table in (("70", ("fig6_attribution.png",), "genes.csv"),
                                  ("80", ("fig7_umap.png",), "map.csv"),
                                  ("90", ("fig13_cca_similarity.png",), "canonical_correlations.csv")):
         for name in figures:
             _png(by[stem] / name)
         _rows(by[stem] / table)
     umap = _rows(by["80"] / "umap.parquet")
-    assert len(umap) <= screen["imaging_wells"]
+    assert len(umap) == umap["embedding"].nunique() * screen["imaging_wells"]  # every well, before and after CORAL
