@@ -40,7 +40,8 @@ from i2o_utils.evaluation.summaries import (
     predictability_fractions,
     summarise_genes,
 )
-from i2o_utils.evaluation.truth import OracleTooSmall, read_truth_genes, screen_label_oracle, truth_path
+from i2o_utils.evaluation.truth import (OracleTooSmall, label_oracle, read_truth_genes, simulated_state, stack_oracle,
+                                        truth_path)
 
 __all__ = ["EvaluationInputs", "EvaluationResult", "load_evaluation_inputs", "evaluate_screen",
            "null_check", "evaluate_all_tests", "tests_compared", "compare_tests", "pvalues_by_test",
@@ -144,6 +145,9 @@ def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = Fals
     missing: list[Key] = []
     notes: list[str] = []
     gt_reports: list[dict] = []
+    truth = read_truth_genes(truth_path(data_root))
+    state = simulated_state(data_root) if truth is not None else None  # for the label oracle
+    oracle_parts: dict[Key, pd.DataFrame] = {}
     for omics in OMICS:
         for stim in STIMULI:
             try:
@@ -168,10 +172,10 @@ def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = Fals
                 tables[(omics, stim)] = None
                 notes.append(f"{omics} {stim.upper()}: no gene table ({path.name}); the denominator is "
                              "the predicted genes only, filtered genes are not counted")
+            gt_file = layout.gt_path(omics, stim, data_root)
+            gt = layout.read_gt_matrix(gt_file) if (check_gt or state) and gt_file.exists() else None  # once
             if check_gt:
-                gt_file = layout.gt_path(omics, stim, data_root)
-                if gt_file.exists():
-                    gt = layout.read_gt_matrix(gt_file)  # once, for every split
+                if gt is not None:
                     checked = []
                     for s in splits:
                         s2, report = attach_gt(s, gt)
@@ -182,6 +186,14 @@ def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = Fals
                 else:
                     notes.append(f"{omics} {stim.upper()}: no GT table {gt_file}; measured values "
                                  "taken from the prediction files")
+            if state is not None and gt is not None and oracle_parts is not None:
+                try:
+                    oracle_parts[(omics, stim)] = label_oracle(gt, *state)
+                except OracleTooSmall as e:
+                    notes.append(f"label oracle not computed: {e}; precision against the processed labels "
+                                 "is left empty")
+                    oracle_parts = None
+            del gt
             preds[(omics, stim)] = splits
     if not preds:
         raise PredictionsMissing(f"{folder}: no prediction file at all; run the fine-tuning notebook first")
@@ -193,13 +205,7 @@ def load_evaluation_inputs(n_splits: int | None = None, *, check_gt: bool = Fals
     if wells_note:
         notes.append(f"imaging: {wells_note}")
     symbols = {o: gene_symbols(t for (o2, _), t in tables.items() if o2 == o) for o in {k[0] for k in preds}}
-    truth = read_truth_genes(truth_path(data_root))
-    oracle = None
-    if truth is not None:
-        try:
-            oracle = screen_label_oracle(data_root)
-        except OracleTooSmall as e:
-            notes.append(f"label oracle not computed: {e}; precision against the processed labels is left empty")
+    oracle = stack_oracle(oracle_parts) if oracle_parts is not None else None
     return EvaluationInputs(predictions=preds, gene_tables=tables, symbols=symbols, truth=truth, oracle=oracle,
                             screen=read_screen_info(data_root), missing=missing, gt_reports=gt_reports,
                             notes=notes)

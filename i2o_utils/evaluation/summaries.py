@@ -508,6 +508,19 @@ def null_by_shuffling(splits: Sequence[SplitPredictions], gene_table: pd.DataFra
     return per_gene, fractions
 
 
+def _sample_size_limit(where: str, n: int, unit: str, test: str, p_min: float, alpha: float,
+                       n_for_power: int) -> str | None:
+    """The sentence for a test that cannot reach ``alpha`` with ``n`` test ``unit`` per split, or
+    has little power with them; ``None`` when neither."""
+    if not p_min < alpha:
+        return (f"{where}: with {n} test {unit} the smallest p-value {test} can give is {p_min:.3g} >= "
+                f"alpha = {alpha}: no gene can be significant; the data are too small to conclude.")
+    if n < n_for_power:
+        return (f"{where}: only {n} test {unit} per split; {test} has little power, so a low fraction "
+                "says little about the images.")
+    return None
+
+
 def evidence_statement(fractions: pd.DataFrame, per_gene: pd.DataFrame, *, profile: str,
                        n_splits_expected: int, min_wells_for_power: int = 20,
                        min_tested_genes: int = 50, min_test_perturbations: int = 5,
@@ -535,30 +548,17 @@ def evidence_statement(fractions: pd.DataFrame, per_gene: pd.DataFrame, *, profi
         where = f"{r['omics']} {r['stimulus'].upper()}"
         n_min = r.get("min_test_wells", np.nan)
         n_pert = int(r.get("min_test_perturbations", -1))
+        limit = None
         if r["test"] == PERTURBATION_TEST and n_pert >= 0:
-            p_min = 2 * min_attainable_pvalue(n_pert, r["test"])
-            if not p_min < r["alpha"]:
-                conclusive = False
-                msgs.append(f"{where}: with {n_pert} test perturbations the smallest p-value the "
-                            f"perturbation-level test can give is {p_min:.3g} >= alpha = {r['alpha']}: "
-                            "no gene can be significant; the data are too small to conclude.")
-            elif n_pert < min_perturbations_for_power:
-                conclusive = False
-                msgs.append(f"{where}: only {n_pert} test perturbations per split; the "
-                            "perturbation-level test has little power, so a low fraction says "
-                            "little about the images.")
+            limit = _sample_size_limit(where, n_pert, "perturbations", "the perturbation-level test",
+                                       2 * min_attainable_pvalue(n_pert, r["test"]), r["alpha"],
+                                       min_perturbations_for_power)
         elif np.isfinite(n_min):
-            n_min = int(n_min)
-            p_min = min_attainable_pvalue(n_min, r["test"])
-            if not p_min < r["alpha"]:
-                conclusive = False
-                msgs.append(f"{where}: with {n_min} test wells the smallest p-value the test can "
-                            f"give is {p_min:.3g} >= alpha = {r['alpha']}: no gene can be "
-                            "significant; the data are too small to conclude.")
-            elif n_min < min_wells_for_power:
-                conclusive = False
-                msgs.append(f"{where}: only {n_min} test wells per split; the test has little "
-                            "power, so a low fraction says little about the images.")
+            limit = _sample_size_limit(where, int(n_min), "wells", "the test",
+                                       min_attainable_pvalue(int(n_min), r["test"]), r["alpha"], min_wells_for_power)
+        if limit:
+            conclusive = False
+            msgs.append(limit)
         if r["test"] != PERTURBATION_TEST and 0 <= n_pert < min_test_perturbations:
             conclusive = False
             msgs.append(f"{where}: only {n_pert} test perturbation(s) in a split; wells of one "

@@ -18,7 +18,8 @@ from scipy import stats
 from i2o_utils.data.layout import TRUTH_KINDS, LayoutError, parse_bool, read_screen_info, read_truth_genes, truth_path
 
 __all__ = ["TRUTH_KINDS", "truth_path", "read_truth_genes", "truth_recovery", "signal_summary",
-           "label_oracle", "screen_label_oracle", "label_oracle_summary", "OracleTooSmall"]
+           "label_oracle", "screen_label_oracle", "label_oracle_summary", "OracleTooSmall",
+           "simulated_state", "stack_oracle"]
 
 
 class OracleTooSmall(ValueError):
@@ -105,31 +106,40 @@ def label_oracle(labels: pd.DataFrame, latent: pd.DataFrame, d_visible: int, fdr
                          "oracle_predictable": q < fdr})
 
 
-def screen_label_oracle(data_root: str | os.PathLike | None = None, fdr: float = 0.05) -> pd.DataFrame | None:
-    """:func:`label_oracle` for every (omics, stimulus) GT table of a simulated screen
-    (``omics, stimulus`` columns added); ``None`` without a latent state (real data).
-    Raises :class:`OracleTooSmall` on a screen with too few perturbations."""
-    from i2o_utils.config import OMICS, STIMULI
-    from i2o_utils.data import layout
+def simulated_state(data_root: str | os.PathLike | None = None) -> tuple[pd.DataFrame, int] | None:
+    """The simulator's latent state (``simulation/latent.parquet``) and its number of visible
+    dimensions, the inputs of :func:`label_oracle`; ``None`` on real data."""
     from i2o_utils.paths import bucket_paths
 
     lat_path = bucket_paths(data_root)["simulation"] / "latent.parquet"
     info = read_screen_info(data_root)
     if not lat_path.exists() or info is None:
         return None
-    latent = pd.read_parquet(lat_path)
-    d_visible = int(info["screen"]["latent_visible"])
-    parts = []
-    for omics in OMICS:
-        for stim in STIMULI:
-            path = layout.gt_path(omics, stim, data_root)
-            if path.exists():
-                o = label_oracle(layout.read_gt_matrix(path), latent, d_visible, fdr)
-                parts.append(o.assign(omics=omics, stimulus=stim))
+    return pd.read_parquet(lat_path), int(info["screen"]["latent_visible"])
+
+
+def stack_oracle(parts: dict[tuple[str, str], pd.DataFrame]) -> pd.DataFrame | None:
+    """One table of :func:`label_oracle` results per (omics, stimulus), ``omics, stimulus`` first."""
     if not parts:
         return None
-    out = pd.concat(parts, ignore_index=True)
+    out = pd.concat([o.assign(omics=k[0], stimulus=k[1]) for k, o in parts.items()], ignore_index=True)
     return out[["omics", "stimulus"] + [c for c in out.columns if c not in ("omics", "stimulus")]]
+
+
+def screen_label_oracle(data_root: str | os.PathLike | None = None, fdr: float = 0.05) -> pd.DataFrame | None:
+    """:func:`label_oracle` for every (omics, stimulus) GT table of a simulated screen, read from
+    the data root (to grade a saved run again; notebook 50 computes it from the GT tables it has
+    read already); ``None`` without a latent state (real data). Raises :class:`OracleTooSmall` on
+    a screen with too few perturbations."""
+    from i2o_utils.config import OMICS, STIMULI
+    from i2o_utils.data import layout
+
+    state = simulated_state(data_root)
+    if state is None:
+        return None
+    paths = {(o, s): layout.gt_path(o, s, data_root) for o in OMICS for s in STIMULI}
+    return stack_oracle({k: label_oracle(layout.read_gt_matrix(p), *state, fdr) for k, p in paths.items()
+                         if p.exists()})
 
 
 def label_oracle_summary(oracle: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
