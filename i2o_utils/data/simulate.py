@@ -24,9 +24,10 @@ clustering (3).
 
 A gene's log expression is ``base + w_visible . z_visible + w_hidden . z_hidden + plate effect``;
 ``kind`` is ``visible`` (non-zero ``w_visible``), ``hidden`` (only ``w_hidden``), ``noise`` (none)
-or ``low`` (too lowly expressed to pass the filter). With ``null=True`` the omics wells draw their
-perturbation effects independently of the imaging wells', so images carry no information about
-the omics and every predictability claim should fail.
+or ``low`` (too lowly expressed to pass the filter). Driven genes come in pairs with opposite
+loadings, and fewer proteins than transcripts are driven (:func:`gene_programme`). With
+``null=True`` the omics wells draw their perturbation effects independently of the imaging
+wells', so images carry no information about the omics and every predictability claim should fail.
 
 Genes are real human genes (:mod:`i2o_utils.data.genes`), and which genes get a ``visible``
 programme depends on their location and GO gene sets by planted effects of known size
@@ -55,7 +56,7 @@ from i2o_utils.data.genes import GO_BP_GMT, KNOCKOUT_POOL, draw_screen_genes, re
 from i2o_utils.data.planted import gene_propensity, plant_annotation_effects, planted_terms
 from i2o_utils.paths import bucket_paths
 
-SIMULATOR_VERSION = 3
+SIMULATOR_VERSION = 4
 SIMULATED_ELN = "ELN90001"
 """The experiment number of the simulated plates' barcodes (``<ELN>_<PLATE>``, as the authors')."""
 _FIRST_IMAGING = datetime(2021, 6, 4, 9, 0, 0)
@@ -308,13 +309,21 @@ def acquire(signal: np.ndarray, shading: np.ndarray, gains: np.ndarray, rng: np.
 # --------------------------------------------------------------------------------------------
 # omics
 # --------------------------------------------------------------------------------------------
-def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator) -> pd.DataFrame:
-    """Per-gene kind, base log expression and loadings on the latent state."""
+def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator,
+                   omics: str = "transcriptomics") -> pd.DataFrame:
+    """Per-gene kind, base log expression and loadings on the latent state.
+
+    Programmes are balanced: the driven genes of each kind come in pairs with opposite loadings
+    (one raised, one lowered by as much), so that a per-sample normalisation fitted to the whole
+    panel (DESeq2's size factors, vsn's calibration, which also trims the genes that vary most) does
+    not shift with the cell state and carry it into the labels of the genes the state does not drive.
+    """
     sc = profile.screen
     kinds = np.array(["noise"] * n_genes, dtype=object)
     perm = rng.permutation(n_genes)
-    n_vis, n_hid, n_low = (int(round(f * n_genes)) for f in
-                           (sc.frac_visible_genes, sc.frac_hidden_genes, sc.frac_low_genes))
+    fractions = ((sc.frac_visible_genes, sc.frac_hidden_genes) if omics == "transcriptomics"
+                 else (sc.frac_visible_proteins, sc.frac_hidden_proteins))
+    n_vis, n_hid, n_low = (int(round(f * n_genes)) for f in (*fractions, sc.frac_low_genes))
     kinds[perm[:n_vis]] = "visible"
     kinds[perm[n_vis:n_vis + n_hid]] = "hidden"
     kinds[perm[n_vis + n_hid:n_vis + n_hid + n_low]] = "low"
@@ -327,6 +336,10 @@ def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator) -> 
     strength = rng.uniform(*_GENE_STRENGTH, n_genes)
     wv[vis] = rng.normal(0, 1, (vis.sum(), dv)) / np.sqrt(dv) * strength[vis, None]
     wh[hid] = rng.normal(0, 1, (hid.sum(), dh)) / np.sqrt(dh) * strength[hid, None]
+    for w, driven in ((wv, vis), (wh, hid)):
+        idx = np.flatnonzero(driven)  # in random order (perm): consecutive genes form the pairs
+        first, second = idx[0::2][: len(idx) // 2], idx[1::2][: len(idx) // 2]
+        w[second], strength[second] = -w[first], strength[first]
     df = pd.DataFrame({"kind": kinds, "strength": np.where(vis | hid, strength, 0.0)})
     for i in range(dv):
         df[f"w_visible_{i}"] = wv[:, i]
@@ -533,7 +546,7 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
                                     ("proteomics", [symbols[i] for i in prot_idx], [symbols[i] for i in prot_idx])):
         sel = omics["omics"] == omics_name
         wells = omics.loc[sel].reset_index(drop=True)
-        prog = gene_programme(len(names), prof, orng)
+        prog = gene_programme(len(names), prof, orng, omics_name)
         rows = genes if omics_name == "transcriptomics" else genes.iloc[prot_idx].reset_index(drop=True)
         propensity = gene_propensity(rows, planted, gene_sets)
         prog = plant_annotation_effects(prog, propensity, grng)
