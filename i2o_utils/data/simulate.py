@@ -77,6 +77,7 @@ VISIBLE_DRIVERS: tuple[tuple[str, int | None], ...] = (
 """What each visible latent dimension draws (:func:`render_field`) and in which channel (index into
 :data:`~i2o_utils.config.CHANNELS`; None: several). A gene's driver is its largest ``w_visible_i``."""
 _GENE_STRENGTH = (0.4, 0.8)  # range of a driven gene's loading on the latent state (quick: recoverable at 31 test perturbations)
+_PROTEIN_RESPONSE = 0.5  # proteins' loadings relative to transcripts': damped protein response and TMT ratio compression
 
 
 @dataclass
@@ -317,6 +318,9 @@ def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator,
     (one raised, one lowered by as much), so that a per-sample normalisation fitted to the whole
     panel (DESeq2's size factors, vsn's calibration, which also trims the genes that vary most) does
     not shift with the cell state and carry it into the labels of the genes the state does not drive.
+    The proteome responds less: fewer proteins are driven (``frac_visible_proteins``,
+    ``frac_hidden_proteins``), with half the transcripts' loadings (:data:`_PROTEIN_RESPONSE`); the
+    spread the driven proteins add to a sample, which vsn's scale follows, then stays small too.
     """
     sc = profile.screen
     kinds = np.array(["noise"] * n_genes, dtype=object)
@@ -333,7 +337,7 @@ def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator,
     vis = kinds == "visible"
     hid = kinds == "hidden"
     # loadings: strength varies over genes so predictability ranges from weak to strong
-    strength = rng.uniform(*_GENE_STRENGTH, n_genes)
+    strength = rng.uniform(*_GENE_STRENGTH, n_genes) * (1.0 if omics == "transcriptomics" else _PROTEIN_RESPONSE)
     wv[vis] = rng.normal(0, 1, (vis.sum(), dv)) / np.sqrt(dv) * strength[vis, None]
     wh[hid] = rng.normal(0, 1, (hid.sum(), dh)) / np.sqrt(dh) * strength[hid, None]
     for w, driven in ((wv, vis), (wh, hid)):
