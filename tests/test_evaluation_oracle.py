@@ -156,9 +156,9 @@ def test_vsn_calibration_carries_the_cell_state_to_unplanted_proteins():
 @pytest.mark.parametrize("seed", [6, 8])
 def test_the_simulated_proteome_keeps_vsn_from_carrying_the_state(seed):
     """What the simulator does about it (``gene_programme`` for proteomics): the cell state moves
-    16 % of the proteins, in pairs with opposite loadings. On draws where a quarter of the proteins
-    moved each on their own passes the state to a third or more of the unmoved ones, vsn fitted to
-    all proteins now leaves them flagged at a few per cent."""
+    16 % of the proteins, with half the transcripts' loadings, in pairs with opposite loadings. On
+    draws where a quarter of the proteins moved each on their own passes the state to a third or
+    more of the unmoved ones, vsn fitted to all proteins now leaves them flagged at a few per cent."""
     rng = np.random.default_rng(seed)
     quarter = _unbalanced(sim.gene_programme(500, get_profile("quick"), rng), rng)
     _, noise_quarter = _noise_flagged(quarter, np.random.default_rng(seed + 100))
