@@ -494,6 +494,21 @@ def _refuse_blank_cells(df: pd.DataFrame, columns: Sequence[str], path) -> None:
                               f"({int(blank.sum())} row(s) with a blank {c!r}); every well needs one")
 
 
+def index_well_ids(df: pd.DataFrame, plate: str, path) -> pd.DataFrame:
+    """Normalise ``df["well_id"]`` to the authors' form and add integer ``ROW`` and ``COLUMN``, in
+    place; a malformed id or a well given twice on one plate (column ``plate``) raises
+    :class:`LayoutError` naming ``path``."""
+    rc = [parse_well_id(w, where=path) for w in df["well_id"]]
+    df["well_id"] = [format_well_id(r, c) for r, c in rc]
+    df["ROW"] = [r for r, _ in rc]
+    df["COLUMN"] = [c for _, c in rc]
+    dup = df.duplicated([plate, "well_id"]).to_numpy()
+    if dup.any():
+        r = df.loc[dup].iloc[0]
+        raise LayoutError(f"{path}: duplicated well {r['well_id']} on plate {r[plate]}")
+    return df
+
+
 def read_metadata(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """Read ``metadata.csv`` (imaging wells); adds integer ``ROW`` and ``COLUMN`` columns.
 
@@ -511,14 +526,7 @@ def read_metadata(path: str | os.PathLike | None = None) -> pd.DataFrame:
         raise LayoutError(f"{path}: not a readable CSV table (empty or malformed): {e}") from None
     _require_columns(df, METADATA_COLUMNS, path)
     _refuse_blank_cells(df, ("well_id", "PLATE_ID", "target", "cell_state"), path)
-    rc = [parse_well_id(w, where=path) for w in df["well_id"]]
-    df["well_id"] = [format_well_id(r, c) for r, c in rc]
-    df["ROW"] = [r for r, _ in rc]
-    df["COLUMN"] = [c for _, c in rc]
-    dup = df.duplicated(["PLATE_ID", "well_id"])
-    if dup.any():
-        first = df.loc[dup, ["PLATE_ID", "well_id"]].iloc[0].tolist()
-        raise LayoutError(f"{path}: duplicated well {first[1]} on plate {first[0]}")
+    index_well_ids(df, "PLATE_ID", path)
     df["cell_state"] = df["cell_state"].str.lower()
     return df
 
