@@ -36,7 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from i2o_utils.data.layout import LayoutError, atomic_path, normalise_well_id
+from i2o_utils.data.layout import LayoutError, atomic_path, normalise_well_id, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -371,9 +371,7 @@ def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
     where = where or (str(samples) if not isinstance(samples, pd.DataFrame) else "sample sheet")
     df = read_table(Path(samples)) if not isinstance(samples, pd.DataFrame) else samples.copy()
     required = [sample_column, *OBS_COLUMNS] + (["tmt_batch"] if omics == "proteomics" else [])
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise OmicsImportError(f"{where}: missing column(s) {missing}; found {list(df.columns)}")
+    require_columns(df, required, where, error=OmicsImportError)
     df = df[required + [c for c in df.columns if c not in required]].copy()
     df[sample_column] = df[sample_column].astype(str).str.strip()
     dup = df[sample_column].duplicated()
