@@ -398,7 +398,7 @@ class _Fetcher:
         self._bar_lock = threading.Lock()
 
     def _advance_total(self, n: int) -> None:
-        if self.total_bar is not None and n:
+        if n:
             with self._bar_lock:
                 self.total_bar.update(n)
 
@@ -447,12 +447,9 @@ class _Fetcher:
         restarted_after_mismatch = False
         resumed = False  # whether any byte of the partial file came from an earlier request
         last_error = ""
-        bar = None
-        if opts.progress:
-            bar = tqdm(total=entry.size, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
-                       desc=Path(entry.relative_path).name[-40:], disable=not opts.progress)
         counted = 0  # bytes credited to the total bar for this file
-        try:
+        with tqdm(total=entry.size, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
+                  desc=Path(entry.relative_path).name[-40:], disable=not opts.progress) as bar:
             for attempt in range(1, opts.max_attempts + 1):
                 res.attempts = attempt
                 try:
@@ -477,16 +474,14 @@ class _Fetcher:
                         resumed = resumed or (mode == "ab" and offset > 0)
                         if offset and stream.start == 0:
                             log.info("%s: server ignored the byte range; restarting from zero", entry.relative_path)
-                        if bar is not None:
-                            bar.reset(total=entry.size or stream.total)
-                            bar.update(stream.start)
+                        bar.reset(total=entry.size or stream.total)
+                        bar.update(stream.start)
                         try:
                             with open(part, mode) as f:
                                 for chunk in stream.chunks:
                                     f.write(chunk)
                                     res.bytes_downloaded += len(chunk)
-                                    if bar is not None:
-                                        bar.update(len(chunk))
+                                    bar.update(len(chunk))
                                     have = f.tell()
                                     if have > counted and entry.size:
                                         self._advance_total(min(have, entry.size) - counted)
@@ -531,9 +526,6 @@ class _Fetcher:
                         time.sleep(delay)
             res.status, res.error = "failed", f"gave up after {opts.max_attempts} attempts: {last_error}"
             return res
-        finally:
-            if bar is not None:
-                bar.close()
 
 
 # --------------------------------------------------------------------------------------------
