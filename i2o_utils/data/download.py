@@ -26,7 +26,7 @@ import re
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -600,24 +600,16 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
         _check_free_space(entries, dest)
     transport = _Transport(opts, http_base_url, _s3_client_for(entries, opts, s3_endpoint_url, s3))
     known = sum(e.size or 0 for e in entries)
-    total_bar = tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024,
-                     desc=f"total ({len(entries)} files)", disable=not opts.progress)
-    fetcher = _Fetcher(dest, opts, transport, _Ledger(dest), total_bar)
-    summary = FetchSummary(dest=dest)
-    pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="i2o-fetch")
-    try:
-        futures = {pool.submit(fetcher.fetch, e): e for e in entries}
-        for fut in as_completed(futures):
-            summary.results.append(fut.result())
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=True)
-        total_bar.close()
-    order = {e.relative_path: i for i, e in enumerate(entries)}
-    summary.results.sort(key=lambda r: order[r.relative_path])
-    return summary
+    with tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024,
+              desc=f"total ({len(entries)} files)", disable=not opts.progress) as total_bar, \
+            ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="i2o-fetch") as pool:
+        fetcher = _Fetcher(dest, opts, transport, _Ledger(dest), total_bar)
+        try:
+            results = list(pool.map(fetcher.fetch, entries))  # in the order of ``entries``
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return FetchSummary(results, dest=dest)
 
 
 def fetch_manifest(manifest: str | os.PathLike | Sequence[ManifestEntry], dest: str | os.PathLike,
@@ -653,21 +645,16 @@ def plan_source(source: str, tier: str, *, manifest: str | os.PathLike | None = 
 
 def describe_plan(entries: Sequence[ManifestEntry]) -> str:
     """Files and bytes per top-level folder of a fetch plan (unknown sizes counted apart)."""
+    def line(label: str, es: Sequence[ManifestEntry], unknown_files: str) -> str:
+        unknown = sum(e.size is None for e in es)
+        return (f"{label}: {len(es)} file(s), {sum(e.size or 0 for e in es) / 2**30:.3f} GiB"
+                + (f" + {unknown} {unknown_files}of unknown size" if unknown else ""))
+
     groups: dict[str, list[ManifestEntry]] = {}
     for e in entries:
-        top = "/".join(e.relative_path.split("/")[:2]) if "/" in e.relative_path else e.relative_path
-        groups.setdefault(top, []).append(e)
-    lines = []
-    for top, es in sorted(groups.items()):
-        known = sum(e.size for e in es if e.size is not None)
-        unknown = sum(e.size is None for e in es)
-        lines.append(f"  {top}: {len(es)} file(s), {known / 2**30:.3f} GiB"
-                     + (f" + {unknown} of unknown size" if unknown else ""))
-    known = sum(e.size for e in entries if e.size is not None)
-    unknown = sum(e.size is None for e in entries)
-    lines.append(f"total: {len(entries)} file(s), {known / 2**30:.3f} GiB"
-                 + (f" + {unknown} file(s) of unknown size" if unknown else ""))
-    return "\n".join(lines)
+        groups.setdefault("/".join(e.relative_path.split("/")[:2]), []).append(e)
+    return "\n".join([f"  {line(top, es, '')}" for top, es in sorted(groups.items())]
+                     + [line("total", entries, "file(s) ")])
 
 
 def fetch_source(source: str, tier: str, dest: str | os.PathLike, *, manifest: str | os.PathLike | None = None,
