@@ -1,9 +1,10 @@
-"""Fetch the files of a manifest from S3 (unsigned boto3) or HTTPS (requests), reliably.
+"""Fetch the files of a manifest from S3 or HTTPS with requests, reliably (an S3 object through the
+unsigned HTTPS URL botocore gives it).
 
 Every file is downloaded to ``<name>.part`` beside its final path, checked against the manifest
 (checksum, else size) and only then renamed, so an interrupted run never leaves a file that
-looks complete. A later run resumes the ``.part`` with a byte range (HTTP ``Range`` / S3
-``GetObject`` ``Range``) and restarts from zero when the server ignores ranges. Transient faults
+looks complete. A later run resumes the ``.part`` with an HTTP ``Range`` request and restarts
+from zero when the server ignores ranges. Transient faults
 (HTTP 5xx, 408, 429, connection resets, bodies cut short, timeouts) are retried with exponential
 backoff a bounded number of times; a checksum mismatch is an error, and the bad data are
 removed. A file already present whose checksum matches is skipped.
@@ -21,10 +22,11 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -287,12 +289,16 @@ def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, int(total) if total.isdigit() else None
 
 
-class _HttpTransport:
-    def __init__(self, base_url: str | None, opts: FetchOptions):
+class _Transport:
+    """Ranged GETs with requests (one session per thread). An ``s3://`` object is read through the
+    unsigned HTTPS URL botocore gives it (path-style on a custom endpoint), so S3 and HTTP files
+    share one resumable path; the S3 client also answers the multipart part-size hint."""
+
+    def __init__(self, opts: FetchOptions, base_url: str | None = None, s3=None):
         import requests
         import urllib3
 
-        self.base_url, self.opts = base_url, opts
+        self.opts, self.base_url, self.s3 = opts, base_url, s3
         self._local = threading.local()
         self.transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                           requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError,
@@ -308,11 +314,24 @@ class _HttpTransport:
             self._local.session = s
         return s
 
+    def url(self, entry: ManifestEntry) -> str:
+        if urlparse(entry.url).scheme != "s3":
+            return rebase_url(entry.url, self.base_url)
+        bucket, key = split_s3_url(entry.url)
+        return self.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key})
+
     def part_size_hint(self, entry: ManifestEntry) -> int | None:
-        return None
+        """Size of part 1 of a multipart S3 object (to recompute its ETag); ``None`` if unknown."""
+        if urlparse(entry.url).scheme != "s3":
+            return None
+        bucket, key = split_s3_url(entry.url)
+        try:
+            return int(self.s3.head_object(Bucket=bucket, Key=key, PartNumber=1)["ContentLength"])
+        except Exception:  # noqa: BLE001 - only a hint; verification falls back to common sizes
+            return None
 
     def open(self, entry: ManifestEntry, offset: int) -> _Stream:
-        url = rebase_url(entry.url, self.base_url)
+        url = self.url(entry)
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
@@ -336,8 +355,9 @@ class _HttpTransport:
             cl = r.headers.get("Content-Length", "")
             total = int(cl) if cl.isdigit() else None
         else:
+            code = re.search(r"<Code>([^<]{1,64})</Code>", r.text[:4096])  # S3's error code, e.g. NoSuchKey
             r.close()
-            raise FetchError(f"HTTP {r.status_code} from {url}")
+            raise FetchError(f"HTTP {r.status_code}{' ' + code[1] if code else ''} from {url}")
         transient = self.transient
 
         def chunks() -> Iterator[bytes]:
@@ -348,67 +368,6 @@ class _HttpTransport:
                 raise _Transient(f"connection broken mid-body: {type(e).__name__}: {e}") from e
 
         return _Stream(start=start, total=total, chunks=chunks(), close=r.close)
-
-
-class _S3Transport:
-    def __init__(self, endpoint_url: str | None, opts: FetchOptions, client=None):
-        from botocore import exceptions as bex
-
-        self.opts = opts
-        self.client = client or s3_client(endpoint_url, max_pool_connections=max(10, opts.workers * 2),
-                                          connect_timeout=opts.timeout[0], read_timeout=opts.timeout[1])
-        self._bex = bex
-        self.transient = (bex.EndpointConnectionError, bex.ConnectionClosedError, bex.ReadTimeoutError,
-                          bex.ConnectTimeoutError, bex.ResponseStreamingError, bex.IncompleteReadError,
-                          bex.HTTPClientError, ConnectionError, TimeoutError)
-
-    def _classify(self, e: Exception, where: str):
-        if isinstance(e, self._bex.ClientError):
-            code = e.response.get("Error", {}).get("Code", "")
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
-            if code == "InvalidRange" or status == 416:
-                return _RangeNotSatisfiable(None)
-            if status in RETRY_HTTP_STATUS or status >= 500 or code in ("SlowDown", "InternalError", "RequestTimeout"):
-                return _Transient(f"S3 {code or status} for {where}")
-            return FetchError(f"S3 {code or status} for {where}")
-        if isinstance(e, self.transient):
-            return _Transient(f"{type(e).__name__}: {e}")
-        return None
-
-    def part_size_hint(self, entry: ManifestEntry) -> int | None:
-        """Size of part 1 of a multipart object (to recompute its ETag); ``None`` if unknown."""
-        bucket, key = split_s3_url(entry.url)
-        try:
-            head = self.client.head_object(Bucket=bucket, Key=key, PartNumber=1)
-            return int(head["ContentLength"])
-        except Exception:  # noqa: BLE001 - only a hint; verification falls back to common sizes
-            return None
-
-    def open(self, entry: ManifestEntry, offset: int) -> _Stream:
-        bucket, key = split_s3_url(entry.url)
-        kw = {"Range": f"bytes={offset}-"} if offset else {}
-        try:
-            obj = self.client.get_object(Bucket=bucket, Key=key, **kw)
-        except Exception as e:  # noqa: BLE001 - classified below, unknown errors re-raised
-            err = self._classify(e, entry.url)
-            if err is None:
-                raise
-            raise err from e
-        start, total = _parse_content_range(obj.get("ContentRange"))
-        if start is None:
-            start, total = 0, int(obj["ContentLength"])
-        body = obj["Body"]
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from body.iter_chunks(self.opts.chunk_size)
-            except Exception as e:  # noqa: BLE001
-                err = self._classify(e, entry.url)
-                if err is None:
-                    raise
-                raise err from e
-
-        return _Stream(start=start, total=total, chunks=chunks(), close=body.close)
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,31 +392,28 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _Fetcher:
-    def __init__(self, dest: Path, opts: FetchOptions, transports: dict, ledger: _Ledger, total_bar):
-        self.dest, self.opts, self.transports, self.ledger = dest, opts, transports, ledger
+    def __init__(self, dest: Path, opts: FetchOptions, transport: _Transport, ledger: _Ledger, total_bar):
+        self.dest, self.opts, self.transport, self.ledger = dest, opts, transport, ledger
         self.total_bar = total_bar
         self._bar_lock = threading.Lock()
 
-    def _transport(self, entry: ManifestEntry):
-        return self.transports["s3" if urlparse(entry.url).scheme == "s3" else "http"]
-
     def _advance_total(self, n: int) -> None:
-        if self.total_bar is not None and n:
+        if n:
             with self._bar_lock:
                 self.total_bar.update(n)
 
-    def _verify(self, path: Path, entry: ManifestEntry, transport) -> tuple[bool | None, str]:
+    def _verify(self, path: Path, entry: ManifestEntry) -> tuple[bool | None, str]:
         hint = None
         if entry.checksum_type == "s3etag" and "-" in entry.checksum:
-            hint = transport.part_size_hint(entry)
+            hint = self.transport.part_size_hint(entry)
         ok = checksum_matches(path, entry, part_size_hint=hint)
         if ok is None:
             return None, "size" if entry.size is not None else "none"
         return ok, entry.checksum_type
 
-    def _intact(self, target: Path, entry: ManifestEntry, transport) -> tuple[bool, str]:
+    def _intact(self, target: Path, entry: ManifestEntry) -> tuple[bool, str]:
         """Whether an existing final file can be kept (checksum, else the ledger's SHA-256)."""
-        ok, how = self._verify(target, entry, transport)
+        ok, how = self._verify(target, entry)
         if ok is not None:
             return ok, how
         rec = self.ledger.get(entry.relative_path)
@@ -469,9 +425,8 @@ class _Fetcher:
         res = FileResult(entry.relative_path, "failed")
         try:
             target = safe_destination(self.dest, entry.relative_path)
-            transport = self._transport(entry)
             if target.exists():
-                ok, how = self._intact(target, entry, transport)
+                ok, how = self._intact(target, entry)
                 if ok:
                     res.status, res.verified_by = "skipped", how
                     self._advance_total(entry.size or 0)
@@ -481,23 +436,20 @@ class _Fetcher:
                 if how != "no record":
                     target.unlink()  # known to be damaged: never leave it looking complete
             target.parent.mkdir(parents=True, exist_ok=True)
-            return self._download(entry, target, transport, res)
+            return self._download(entry, target, res)
         except (FetchError, ManifestError, OSError) as e:
             res.status, res.error = "failed", f"{type(e).__name__}: {e}"
             return res
 
-    def _download(self, entry: ManifestEntry, target: Path, transport, res: FileResult) -> FileResult:
+    def _download(self, entry: ManifestEntry, target: Path, res: FileResult) -> FileResult:
         part = part_path(target)
         opts = self.opts
         restarted_after_mismatch = False
         resumed = False  # whether any byte of the partial file came from an earlier request
         last_error = ""
-        bar = None
-        if opts.progress:
-            bar = tqdm(total=entry.size, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
-                       desc=Path(entry.relative_path).name[-40:], disable=not opts.progress)
         counted = 0  # bytes credited to the total bar for this file
-        try:
+        with tqdm(total=entry.size, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
+                  desc=Path(entry.relative_path).name[-40:], disable=not opts.progress) as bar:
             for attempt in range(1, opts.max_attempts + 1):
                 res.attempts = attempt
                 try:
@@ -506,7 +458,7 @@ class _Fetcher:
                         part.unlink()
                         offset = 0
                     try:
-                        stream = transport.open(entry, offset)
+                        stream = self.transport.open(entry, offset)
                     except _RangeNotSatisfiable as e:
                         if offset and (e.total is None or e.total == offset):
                             stream = None  # the partial file already holds the whole object
@@ -522,16 +474,14 @@ class _Fetcher:
                         resumed = resumed or (mode == "ab" and offset > 0)
                         if offset and stream.start == 0:
                             log.info("%s: server ignored the byte range; restarting from zero", entry.relative_path)
-                        if bar is not None:
-                            bar.reset(total=entry.size or stream.total)
-                            bar.update(stream.start)
+                        bar.reset(total=entry.size or stream.total)
+                        bar.update(stream.start)
                         try:
                             with open(part, mode) as f:
                                 for chunk in stream.chunks:
                                     f.write(chunk)
                                     res.bytes_downloaded += len(chunk)
-                                    if bar is not None:
-                                        bar.update(len(chunk))
+                                    bar.update(len(chunk))
                                     have = f.tell()
                                     if have > counted and entry.size:
                                         self._advance_total(min(have, entry.size) - counted)
@@ -547,7 +497,7 @@ class _Fetcher:
                         if expected is not None and got > expected:
                             part.unlink()
                             raise _Transient(f"received {got} bytes, expected {expected}; restarting")
-                    ok, how = self._verify(part, entry, transport)
+                    ok, how = self._verify(part, entry)
                     if ok is False:
                         part.unlink(missing_ok=True)
                         if resumed and not restarted_after_mismatch and attempt < opts.max_attempts:
@@ -576,9 +526,6 @@ class _Fetcher:
                         time.sleep(delay)
             res.status, res.error = "failed", f"gave up after {opts.max_attempts} attempts: {last_error}"
             return res
-        finally:
-            if bar is not None:
-                bar.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -600,6 +547,14 @@ def _check_free_space(entries: Sequence[ManifestEntry], dest: Path) -> None:
     free = shutil.disk_usage(probe).free
     if need > free:
         raise FetchError(f"{dest}: {need / 2**30:.1f} GiB still to fetch but only {free / 2**30:.1f} GiB free")
+
+
+def _s3_client_for(entries: Sequence[ManifestEntry], opts: FetchOptions, endpoint_url: str | None, s3=None):
+    """``s3``, else a new unsigned client where any entry is an ``s3://`` URL, else ``None``."""
+    if s3 is not None or not any(urlparse(e.url).scheme == "s3" for e in entries):
+        return s3
+    return s3_client(endpoint_url, max_pool_connections=max(10, opts.workers * 2),
+                     connect_timeout=opts.timeout[0], read_timeout=opts.timeout[1])
 
 
 def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
@@ -643,30 +598,18 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
     dest.mkdir(parents=True, exist_ok=True)
     if opts.check_space:
         _check_free_space(entries, dest)
-    transports = {}
-    if any(urlparse(e.url).scheme == "s3" for e in entries):
-        transports["s3"] = _S3Transport(s3_endpoint_url, opts, client=s3)
-    if any(urlparse(e.url).scheme in ("http", "https") for e in entries):
-        transports["http"] = _HttpTransport(http_base_url, opts)
+    transport = _Transport(opts, http_base_url, _s3_client_for(entries, opts, s3_endpoint_url, s3))
     known = sum(e.size or 0 for e in entries)
-    total_bar = tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024,
-                     desc=f"total ({len(entries)} files)", disable=not opts.progress)
-    fetcher = _Fetcher(dest, opts, transports, _Ledger(dest), total_bar)
-    summary = FetchSummary(dest=dest)
-    pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="i2o-fetch")
-    try:
-        futures = {pool.submit(fetcher.fetch, e): e for e in entries}
-        for fut in as_completed(futures):
-            summary.results.append(fut.result())
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=True)
-        total_bar.close()
-    order = {e.relative_path: i for i, e in enumerate(entries)}
-    summary.results.sort(key=lambda r: order[r.relative_path])
-    return summary
+    with tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024,
+              desc=f"total ({len(entries)} files)", disable=not opts.progress) as total_bar, \
+            ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="i2o-fetch") as pool:
+        fetcher = _Fetcher(dest, opts, transport, _Ledger(dest), total_bar)
+        try:
+            results = list(pool.map(fetcher.fetch, entries))  # in the order of ``entries``
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return FetchSummary(results, dest=dest)
 
 
 def fetch_manifest(manifest: str | os.PathLike | Sequence[ManifestEntry], dest: str | os.PathLike,
@@ -682,11 +625,7 @@ def fetch_manifest(manifest: str | os.PathLike | Sequence[ManifestEntry], dest: 
     validate_entries(entries, where=str(manifest) if isinstance(manifest, (str, os.PathLike)) else "manifest")
     for e in entries:
         safe_destination(dest, e.relative_path)
-    client = None
-    if any(urlparse(e.url).scheme == "s3" for e in entries):
-        opts = options or FetchOptions()
-        client = s3 or s3_client(s3_endpoint_url, max_pool_connections=max(10, opts.workers * 2),
-                                 connect_timeout=opts.timeout[0], read_timeout=opts.timeout[1])
+    client = _s3_client_for(entries, options or FetchOptions(), s3_endpoint_url, s3)
     concrete = expand_listings(entries, tier, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
                                s3=client, smoke_wells=smoke_wells)
     return fetch_entries(concrete, dest, options=options, s3_endpoint_url=s3_endpoint_url,
@@ -706,21 +645,16 @@ def plan_source(source: str, tier: str, *, manifest: str | os.PathLike | None = 
 
 def describe_plan(entries: Sequence[ManifestEntry]) -> str:
     """Files and bytes per top-level folder of a fetch plan (unknown sizes counted apart)."""
+    def line(label: str, es: Sequence[ManifestEntry], unknown_files: str) -> str:
+        unknown = sum(e.size is None for e in es)
+        return (f"{label}: {len(es)} file(s), {sum(e.size or 0 for e in es) / 2**30:.3f} GiB"
+                + (f" + {unknown} {unknown_files}of unknown size" if unknown else ""))
+
     groups: dict[str, list[ManifestEntry]] = {}
     for e in entries:
-        top = "/".join(e.relative_path.split("/")[:2]) if "/" in e.relative_path else e.relative_path
-        groups.setdefault(top, []).append(e)
-    lines = []
-    for top, es in sorted(groups.items()):
-        known = sum(e.size for e in es if e.size is not None)
-        unknown = sum(e.size is None for e in es)
-        lines.append(f"  {top}: {len(es)} file(s), {known / 2**30:.3f} GiB"
-                     + (f" + {unknown} of unknown size" if unknown else ""))
-    known = sum(e.size for e in entries if e.size is not None)
-    unknown = sum(e.size is None for e in entries)
-    lines.append(f"total: {len(entries)} file(s), {known / 2**30:.3f} GiB"
-                 + (f" + {unknown} file(s) of unknown size" if unknown else ""))
-    return "\n".join(lines)
+        groups.setdefault("/".join(e.relative_path.split("/")[:2]), []).append(e)
+    return "\n".join([f"  {line(top, es, '')}" for top, es in sorted(groups.items())]
+                     + [line("total", entries, "file(s) ")])
 
 
 def fetch_source(source: str, tier: str, dest: str | os.PathLike, *, manifest: str | os.PathLike | None = None,

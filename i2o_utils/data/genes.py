@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from i2o_utils.data.layout import require_columns
+
 KNOCKOUT_POOL: tuple[str, ...] = (
     "STAT1", "STAT6", "IRF1", "IRF5", "IRF8", "NFKB1", "RELA", "TLR4", "MYD88", "TNF", "IL6",
     "IL10", "JAK1", "JAK2", "TYK2", "SOCS1", "SOCS3", "CEBPB", "PPARG", "KLF4", "SPI1", "MAFB",
@@ -66,9 +68,7 @@ def _load_gene_table(path: str) -> pd.DataFrame:
                                 "`python tools/derive_gene_table.py`")
     df = pd.read_csv(p, dtype={"entrez_id": str, "symbol": str, "ensembl_gene_id": str, "gene_type": str,
                                "location": str}, keep_default_na=False)
-    missing = [c for c in GENE_TABLE_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{p}: missing column(s) {missing}; found {list(df.columns)}")
+    require_columns(df, GENE_TABLE_COLUMNS, p, error=ValueError)
     for col in ("symbol", "ensembl_gene_id"):
         dup = df[col].duplicated()
         if dup.any():

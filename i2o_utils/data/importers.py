@@ -36,7 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from i2o_utils.data.layout import LayoutError, atomic_path, normalise_well_id
+from i2o_utils.data.layout import LayoutError, atomic_path, normalise_well_id, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ def _explicit_sample_columns(df: pd.DataFrame, sample_columns, path) -> list[str
         raise OmicsImportError(f"{path}: sample column(s) {missing} not found; columns are {list(df.columns)[:30]}")
     return list(sample_columns)
 
-def _numeric(df: pd.DataFrame, columns: Sequence[str], path) -> pd.DataFrame:
+def _amounts(df: pd.DataFrame, columns: Sequence[str], path, what: str) -> pd.DataFrame:
+    """``columns`` as numbers, missing values 0; a non-numeric or negative value raises, naming the column."""
     out = {}
     for c in columns:
         v = pd.to_numeric(df[c], errors="coerce")
@@ -134,8 +135,10 @@ def _numeric(df: pd.DataFrame, columns: Sequence[str], path) -> pd.DataFrame:
         if bad.any():
             raise OmicsImportError(f"{path}: column {c!r} holds non-numeric value {df[c][bad].iloc[0]!r} "
                                    f"(row {int(np.flatnonzero(bad.to_numpy())[0]) + 2})")
+        if (v < 0).any():
+            raise OmicsImportError(f"{path}: negative {what} in column {c!r}")
         out[c] = v
-    return pd.DataFrame(out, index=df.index)
+    return pd.DataFrame(out, index=df.index).fillna(0.0)
 
 
 def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None,
@@ -170,19 +173,12 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
     """
     path = Path(path)
     df = read_table(path, sep=sep)
-    lower = {c.lower(): c for c in df.columns}
-    gcol = None
-    if gene_column is None:
-        gcol = next((lower[c] for c in GENE_ID_CANDIDATES if c in lower), None)
-        if gcol is None:
-            first = df.columns[0]
-            if pd.to_numeric(df[first], errors="coerce").isna().all():
-                gcol = first
-        if gcol is None:
-            raise OmicsImportError(f"{path}: no gene id column found (looked for {list(GENE_ID_CANDIDATES)} "
-                                   f"or a non-numeric first column); columns are {list(df.columns)[:30]}")
-    else:
-        gcol = _find_column(df, gene_column, (), "gene id", path)
+    gcol = _find_column(df, gene_column, GENE_ID_CANDIDATES, "gene id", path, required=False)
+    if gcol is None and pd.to_numeric(df[df.columns[0]], errors="coerce").isna().all():
+        gcol = df.columns[0]  # an id column under another name
+    if gcol is None:
+        raise OmicsImportError(f"{path}: no gene id column found (looked for {list(GENE_ID_CANDIDATES)} "
+                               f"or a non-numeric first column); columns are {list(df.columns)[:30]}")
     scol = _find_column(df, symbol_column, SYMBOL_CANDIDATES, "gene symbol", path, required=symbol_column is not None)
     if sample_columns is not None:
         samples = _explicit_sample_columns(df, sample_columns, path)
@@ -205,10 +201,7 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
         raise OmicsImportError(f"{path}: empty gene id in column {gcol!r} (row {int(np.flatnonzero((genes.eq('') | df[gcol].isna()).to_numpy())[0]) + 2})")
     if strip_version:
         genes = genes.str.replace(r"^(ENS[A-Z]*G\d{11})\.\d+$", r"\1", regex=True)
-    counts = _numeric(df, samples, path).fillna(0.0)
-    if (counts.to_numpy() < 0).any():
-        col = counts.columns[(counts < 0).any().to_numpy()][0]
-        raise OmicsImportError(f"{path}: negative count in column {col!r}")
+    counts = _amounts(df, samples, path, "count")
     counts.index = pd.Index(genes, name="gene")
     symbols = (df[scol].fillna("").astype(str) if scol else pd.Series("", index=df.index))
     symbols.index = counts.index
@@ -277,10 +270,7 @@ def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = 
                        and df[c].notna().any()]
         if not samples:
             raise OmicsImportError(f"{path}: no intensity columns found; columns are {list(df.columns)[:30]}")
-    values = _numeric(df, samples, path).fillna(0.0)
-    if (values.to_numpy() < 0).any():
-        col = values.columns[(values < 0).any().to_numpy()][0]
-        raise OmicsImportError(f"{path}: negative intensity in column {col!r}")
+    values = _amounts(df, samples, path, "intensity")
     pid = df[pcol].fillna("").astype(str).str.split(";").str[0].str.strip() if pcol else pd.Series("", index=df.index)
     sym = df[scol].fillna("").astype(str).str.split(";").str[0].str.strip() if scol else pd.Series("", index=df.index)
     key = sym.where(sym != "", pid)
@@ -371,9 +361,7 @@ def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
     where = where or (str(samples) if not isinstance(samples, pd.DataFrame) else "sample sheet")
     df = read_table(Path(samples)) if not isinstance(samples, pd.DataFrame) else samples.copy()
     required = [sample_column, *OBS_COLUMNS] + (["tmt_batch"] if omics == "proteomics" else [])
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise OmicsImportError(f"{where}: missing column(s) {missing}; found {list(df.columns)}")
+    require_columns(df, required, where, error=OmicsImportError)
     df = df[required + [c for c in df.columns if c not in required]].copy()
     df[sample_column] = df[sample_column].astype(str).str.strip()
     dup = df[sample_column].duplicated()

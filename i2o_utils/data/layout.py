@@ -476,10 +476,14 @@ def read_well_tiles(path: str | os.PathLike) -> WellTiles:
 # --------------------------------------------------------------------------------------------
 # tables
 # --------------------------------------------------------------------------------------------
-def _require_columns(df: pd.DataFrame, required: Sequence[str], path) -> None:
-    missing = [c for c in required if c not in df.columns]
+def require_columns(df: pd.DataFrame | Sequence[str], required: Sequence[str], where,
+                    error: type[Exception] = LayoutError) -> None:
+    """Raise ``error`` naming ``where``, the missing columns and those found (``df``: a table or
+    its column names)."""
+    found = list(df.columns if isinstance(df, pd.DataFrame) else df)
+    missing = [c for c in required if c not in found]
     if missing:
-        raise LayoutError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+        raise error(f"{where}: missing column(s) {missing}; found {found}")
 
 
 def _refuse_blank_cells(df: pd.DataFrame, columns: Sequence[str], path) -> None:
@@ -492,6 +496,21 @@ def _refuse_blank_cells(df: pd.DataFrame, columns: Sequence[str], path) -> None:
             where = ", ".join(f"{k} {r[k]}" for k in ("PLATE_ID", "well_id") if k != c and k in df and pd.notna(r[k]))
             raise LayoutError(f"{path}: line {i + 2}{f' ({where})' if where else ''}: blank {c!r} "
                               f"({int(blank.sum())} row(s) with a blank {c!r}); every well needs one")
+
+
+def index_well_ids(df: pd.DataFrame, plate: str, path) -> pd.DataFrame:
+    """Normalise ``df["well_id"]`` to the authors' form and add integer ``ROW`` and ``COLUMN``, in
+    place; a malformed id or a well given twice on one plate (column ``plate``) raises
+    :class:`LayoutError` naming ``path``."""
+    rc = [parse_well_id(w, where=path) for w in df["well_id"]]
+    df["well_id"] = [format_well_id(r, c) for r, c in rc]
+    df["ROW"] = [r for r, _ in rc]
+    df["COLUMN"] = [c for _, c in rc]
+    dup = df.duplicated([plate, "well_id"]).to_numpy()
+    if dup.any():
+        r = df.loc[dup].iloc[0]
+        raise LayoutError(f"{path}: duplicated well {r['well_id']} on plate {r[plate]}")
+    return df
 
 
 def read_metadata(path: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -509,22 +528,15 @@ def read_metadata(path: str | os.PathLike | None = None) -> pd.DataFrame:
         df = pd.read_csv(path, dtype={"well_id": str, "PLATE_ID": str, "target": str, "cell_state": str})
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise LayoutError(f"{path}: not a readable CSV table (empty or malformed): {e}") from None
-    _require_columns(df, METADATA_COLUMNS, path)
+    require_columns(df, METADATA_COLUMNS, path)
     _refuse_blank_cells(df, ("well_id", "PLATE_ID", "target", "cell_state"), path)
-    rc = [parse_well_id(w, where=path) for w in df["well_id"]]
-    df["well_id"] = [format_well_id(r, c) for r, c in rc]
-    df["ROW"] = [r for r, _ in rc]
-    df["COLUMN"] = [c for _, c in rc]
-    dup = df.duplicated(["PLATE_ID", "well_id"])
-    if dup.any():
-        first = df.loc[dup, ["PLATE_ID", "well_id"]].iloc[0].tolist()
-        raise LayoutError(f"{path}: duplicated well {first[1]} on plate {first[0]}")
+    index_well_ids(df, "PLATE_ID", path)
     df["cell_state"] = df["cell_state"].str.lower()
     return df
 
 
 def write_metadata(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    _require_columns(df, METADATA_COLUMNS, path)
+    require_columns(df, METADATA_COLUMNS, path)
     return write_csv_atomic(df[list(METADATA_COLUMNS)], path)
 
 
@@ -588,7 +600,7 @@ def _csv_header(line: bytes, path) -> list[str]:
 
 def write_gt(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a GT long-format CSV (the five :data:`GT_COLUMNS` first, any extra columns after)."""
-    _require_columns(df, GT_COLUMNS, path)
+    require_columns(df, GT_COLUMNS, path)
     cols = list(GT_COLUMNS) + [c for c in df.columns if c not in GT_COLUMNS]
     return write_csv_atomic(df[cols], path)
 
@@ -617,7 +629,7 @@ def _read_gt_arrow(path: Path, keys: Sequence[str], value: str | None = None):
     else:
         with open(path, "rb") as f:
             header = _csv_header(f.readline(), path)
-    _require_columns(pd.DataFrame(columns=header), list(dict.fromkeys([*GT_COLUMNS, *cols])), path)
+    require_columns(header, list(dict.fromkeys([*GT_COLUMNS, *cols])), path)
     try:
         if parquet:
             t = pq.read_table(path, columns=cols)
@@ -749,7 +761,7 @@ def read_truth_genes(path: str | os.PathLike | None = None) -> pd.DataFrame | No
     if not path.exists():
         return None
     df = pd.read_csv(path, dtype={c: str for c in ("omics", "gene", "kind", "symbol", "location")})
-    _require_columns(df, TRUTH_COLUMNS, path)
+    require_columns(df, TRUTH_COLUMNS, path)
     for c in {"symbol", "location"} & set(df.columns):
         df[c] = df[c].fillna("")
     bad = sorted(set(df["kind"]) - set(TRUTH_KINDS))

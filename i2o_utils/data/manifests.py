@@ -47,7 +47,7 @@ from urllib.parse import urljoin, urlparse, urlunparse
 
 import pandas as pd
 
-from i2o_utils.data.layout import atomic_path, parse_bool
+from i2o_utils.data.layout import atomic_path, parse_bool, require_columns
 from i2o_utils.paths import MANIFESTS_DIR
 
 log = logging.getLogger(__name__)
@@ -250,9 +250,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets add a BOM
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
-        missing = [c for c in MANIFEST_COLUMNS if c not in header]
-        if missing:
-            raise ManifestError(f"{path}: missing column(s) {missing}; found {header}")
+        require_columns(header, MANIFEST_COLUMNS, path, error=ManifestError)
         entries, problems = [], []
         for i, row in enumerate(reader, start=1):
             if None in row:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -85,8 +86,7 @@ def _extract_table(zip_path: Path, words: tuple[str, ...]) -> Path:
         out = zip_path.parent / (zip_path.stem + "_extracted") / Path(members[0]).name
         if not out.exists():
             with atomic_path(out) as tmp, z.open(members[0]) as src, open(tmp, "wb") as dst:
-                while block := src.read(1 << 20):
-                    dst.write(block)
+                shutil.copyfileobj(src, dst)
         return out
 
 

@@ -99,9 +99,7 @@ def read_split_table(path: str | os.PathLike, n_splits: int | None = None) -> pd
     if not path.exists():
         raise LayoutError(f"{path}: no such file (the split table is written by notebook {SPLITS_STEP})")
     df = pd.read_csv(path, dtype={"target": str, "fold": str}, keep_default_na=False)
-    missing = [c for c in SPLIT_TABLE_COLUMNS if c not in df.columns]
-    if missing:
-        raise LayoutError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    layout.require_columns(df, SPLIT_TABLE_COLUMNS, path)
     bad = df.loc[~df["fold"].isin(FOLDS)]
     if len(bad):
         raise LayoutError(f"{path}: split {bad['split'].iloc[0]}, perturbation {bad['target'].iloc[0]}: "

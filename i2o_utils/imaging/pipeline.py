@@ -53,7 +53,7 @@ from i2o_utils.imaging.flatfield import MeanAccumulator, flatfield_from_mean
 from i2o_utils.imaging.plan import WellTask, plan_wells
 from i2o_utils.imaging.runner import Runner
 from i2o_utils.imaging.tiles import intensity_scale
-from i2o_utils.imaging.tilestore import TileStore, finalise_store, write_plate_tiles
+from i2o_utils.imaging.tilestore import INDEX_COLUMNS, WELL_COLUMNS, TileStore, finalise_store, write_plate_tiles
 from i2o_utils.imaging.well import (STATUS_ERROR, STATUS_NO_NUCLEI, STATUS_OK, params_key, plate_sums,
                                     process_well, read_well, status_row, verify_well)
 from i2o_utils.paths import bucket_paths, results_dir
@@ -393,9 +393,8 @@ def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir:
             start += int(r["n_tiles"])
     cells = [pd.read_parquet(t.cells_path) for t, _ in done if Path(t.cells_path).exists()]
     cells = pd.concat(cells, ignore_index=True) if cells else pd.DataFrame()
-    index = pd.DataFrame(columns=["plate", "well_id", "fov", "row", "col", "r0", "c0", "i"])
-    wells = pd.DataFrame(well_rows) if well_rows else pd.DataFrame(
-        columns=["plate", "well_id", "target", "cell_state", "n_tiles", "start"])
+    index = pd.DataFrame(columns=INDEX_COLUMNS)
+    wells = pd.DataFrame(well_rows) if well_rows else pd.DataFrame(columns=WELL_COLUMNS)
     if len(cells):
         tiled = cells[cells["Metadata_TileNumber"] >= 0]
         starts = wells.set_index(["plate", "well_id"])["start"].reindex(

@@ -43,7 +43,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from i2o_utils.data.layout import atomic_path
+from i2o_utils.data.layout import atomic_path, require_columns
 from i2o_utils.imaging.tiles import dtype_max
 
 log = logging.getLogger(__name__)
@@ -96,9 +96,7 @@ class TileStore:
         self.scale = np.asarray(meta["scale"], dtype=np.float32)
         self._max = dtype_max(self.dtype)
         self.wells = pd.read_parquet(self.root / "wells.parquet").reset_index(drop=True)
-        missing = [c for c in WELL_COLUMNS if c not in self.wells.columns]
-        if missing:
-            raise TileStoreError(f"{self.root / 'wells.parquet'}: missing column(s) {missing}")
+        require_columns(self.wells, WELL_COLUMNS, self.root / "wells.parquet", error=TileStoreError)
         self._plate_files = {p: self.root / f for p, f in meta["plates"].items()}
         absent = sorted(set(self.wells["plate"]) - set(self._plate_files))
         if absent:
@@ -306,12 +304,8 @@ def finalise_store(root: str | os.PathLike, wells: pd.DataFrame, index: pd.DataF
     maps plate to a path relative to ``root``.
     """
     root = Path(root)
-    missing = [c for c in WELL_COLUMNS if c not in wells.columns]
-    if missing:
-        raise TileStoreError(f"wells table: missing column(s) {missing}")
-    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
-    if missing:
-        raise TileStoreError(f"index table: missing column(s) {missing}")
+    require_columns(wells, WELL_COLUMNS, "wells table", error=TileStoreError)
+    require_columns(index, INDEX_COLUMNS, "index table", error=TileStoreError)
     wells = wells.loc[wells["n_tiles"] > 0].reset_index(drop=True)
     with atomic_path(root / "wells.parquet") as tmp:
         wells.to_parquet(tmp, index=False)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from i2o_utils.data.layout import GT_COLUMNS, GT_FOLD, GT_GENE, GT_MEASURED, GT_PLATE, GT_WELL, atomic_path
+from i2o_utils.data.layout import GT_COLUMNS, GT_FOLD, GT_GENE, GT_MEASURED, GT_PLATE, GT_WELL, atomic_path, require_columns
 from i2o_utils.omics._checks import OmicsInputError
 
 GT_CSV_MAX_ROWS = 5_000_000
@@ -59,9 +59,7 @@ class WellLabels:
         self.label_index = np.asarray(self.label_index, dtype=np.int64)
         self.values = np.ascontiguousarray(self.values, dtype=np.float32)
         self.genes = [str(g) for g in self.genes]
-        missing = [c for c in ("plate_barcode", "well_id", "fold") if c not in self.wells.columns]
-        if missing:
-            raise OmicsInputError(f"GT wells: missing column(s) {missing}")
+        require_columns(self.wells, ("plate_barcode", "well_id", "fold"), "GT wells", error=OmicsInputError)
         if self.values.ndim != 2 or self.values.shape[1] != len(self.genes):
             raise OmicsInputError(f"GT labels: values of shape {self.values.shape} for {len(self.genes)} genes")
         if len(self.label_index) != len(self.wells):

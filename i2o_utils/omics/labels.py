@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from i2o_utils.data.layout import require_columns
 from i2o_utils.omics._checks import OmicsInputError, as_labels
 from i2o_utils.omics.gt import WellLabels
 
@@ -175,9 +176,7 @@ def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fol
         ``COLUMN``); :meth:`~WellLabels.frame` gives the long table, :meth:`~WellLabels.write`
         writes it. Imaging wells whose perturbation has no omics wells get no rows.
     """
-    for col in ("PLATE_ID", "well_id", "target", "replicate"):
-        if col not in imaging.columns:
-            raise OmicsInputError(f"imaging metadata: missing column {col!r}")
+    require_columns(imaging, ("PLATE_ID", "well_id", "target", "replicate"), "imaging metadata", error=OmicsInputError)
     rep = pd.to_numeric(imaging["replicate"], errors="coerce")
     bad = rep.isna() | (rep < 0) | (rep >= len(seeds)) | (rep != np.floor(rep))
     if bad.any():

@@ -43,7 +43,6 @@ from i2o_utils.paths import bucket_paths
 
 log = logging.getLogger(__name__)
 
-LAYERS = ("raw", "normalised", "corrected")
 OBS_REQUIRED = ("plate_barcode", "well_id", "target", "cell_state")
 PAIRING_COLUMNS = ("omics_plate", "replicate")
 
@@ -89,16 +88,9 @@ def read_omics_raw(omics: str, root: str | os.PathLike | None = None):
             raise OmicsInputError(f"{path}: missing {c!r} for sample {obs.index[na.to_numpy()][0]!r}")
         obs[c] = obs[c].astype(str)
     try:
-        rc = [layout.parse_well_id(w, where=path) for w in obs["well_id"]]
+        layout.index_well_ids(obs, "plate_barcode", path)
     except layout.LayoutError as e:
         raise OmicsInputError(str(e)) from e
-    obs["well_id"] = [layout.format_well_id(r, c) for r, c in rc]
-    obs["ROW"] = [r for r, _ in rc]
-    obs["COLUMN"] = [c for _, c in rc]
-    dup = obs.duplicated(["plate_barcode", "well_id"])
-    if dup.any():
-        r = obs.loc[dup.to_numpy()].iloc[0]
-        raise OmicsInputError(f"{path}: duplicated well {r['well_id']} on plate {r['plate_barcode']}")
     obs["cell_state"] = obs["cell_state"].str.lower()
     bad = ~obs["cell_state"].isin(STIMULI)
     if bad.any():
