@@ -748,6 +748,13 @@ def truth_path(root: str | os.PathLike | None = None) -> Path:
     return bucket_paths(root)["simulation"] / "truth_genes.csv"
 
 
+def nuclei_truth_path(root: str | os.PathLike | None = None) -> Path:
+    """``<data root>/simulation/nuclei_truth.parquet`` (the simulated nucleus centres)."""
+    from i2o_utils.paths import bucket_paths
+
+    return bucket_paths(root)["simulation"] / "nuclei_truth.parquet"
+
+
 def read_truth_genes(path: str | os.PathLike | None = None) -> pd.DataFrame | None:
     """The simulator's gene truth table (``omics, gene, kind, r2_expected, ...``; default
     :func:`truth_path`), or ``None`` where there is none (real data).

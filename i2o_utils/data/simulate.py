@@ -567,7 +567,7 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
         t["predictable"] = (t["kind"] == "visible") & (not null)
         t["location"], t["planted_propensity"] = rows["location"].to_numpy(), propensity
         truth.append(t)
-    layout.write_csv_atomic(pd.concat(truth, ignore_index=True), bp["simulation"] / "truth_genes.csv")
+    layout.write_csv_atomic(pd.concat(truth, ignore_index=True), layout.truth_path(root))
     layout.write_csv_atomic(planted, bp["simulation"] / "truth_annotation_effects.csv")
     eff_rows = [{"target": t, "cell_state": s, **{f"z{i}": v for i, v in enumerate(e)}}
                 for (t, s), e in sorted(effects.items())]
@@ -611,7 +611,7 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
     bar.close()
     if images:
         nuc = pd.DataFrame(nuclei_rows, columns=["plate", "well_id", "fov", "y", "x"])
-        with layout.atomic_path(bp["simulation"] / "nuclei_truth.parquet") as tmp:
+        with layout.atomic_path(layout.nuclei_truth_path(root)) as tmp:
             nuc.to_parquet(tmp, index=False)
         shading_rows = [{"plate": p, "strength": float(1 - plate_optics[p][0].min())} for p in plates]
         layout.write_csv_atomic(pd.DataFrame(shading_rows), bp["simulation"] / "shading.csv")

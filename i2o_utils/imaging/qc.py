@@ -15,11 +15,6 @@ from i2o_utils.imaging.nuclei import detection_scores, sum_scores
 from i2o_utils.imaging.pipeline import ImagingError, PreprocessResult
 from i2o_utils.imaging.tilestore import TileStore
 from i2o_utils.imaging.well import STATUS_ERROR
-from i2o_utils.paths import bucket_paths
-
-
-def _truth_path(data_root):
-    return bucket_paths(data_root)["simulation"] / "nuclei_truth.parquet"
 
 
 def _corrected_field(result: PreprocessResult, row, fov: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,8 +64,8 @@ def example_field(result: PreprocessResult, plate: str | None = None, well_id: s
         tiles = store.to_float(store.read_tiles(int(k[0]), tiled["Metadata_TileNumber"].to_numpy()))
     store.close()
     truth = None
-    if _truth_path(data_root).exists():
-        t = pd.read_parquet(_truth_path(data_root))
+    if layout.nuclei_truth_path(data_root).exists():
+        t = pd.read_parquet(layout.nuclei_truth_path(data_root))
         truth = t[(t["plate"] == row["plate"]) & (t["well_id"] == row["well_id"]) & (t["fov"] == fov)][["y", "x"]].to_numpy()
     return {"plate": row["plate"], "well_id": row["well_id"], "fov": fov, "raw": raw, "corrected": corrected,
             "centres": cells[["Metadata_CentreRow", "Metadata_CentreCol"]].to_numpy(),
@@ -125,13 +120,13 @@ def nuclei_accuracy_against_truth(result: PreprocessResult, data_root: str | os.
 
     The matching radius defaults to half a nucleus diameter.
     """
-    if not _truth_path(data_root).exists() or "features_cells" not in result.paths:
+    if not layout.nuclei_truth_path(data_root).exists() or "features_cells" not in result.paths:
         return None
     cells = pd.read_parquet(result.paths["features_cells"],
                             columns=["Metadata_Plate", "Metadata_Well", "Metadata_Field",
                                      "Metadata_CentreRow", "Metadata_CentreCol"])
     r = radius if radius is not None else result.params.nucleus_diameter_px / 2
-    return nuclei_accuracy(cells, pd.read_parquet(_truth_path(data_root)), result.status, r)
+    return nuclei_accuracy(cells, pd.read_parquet(layout.nuclei_truth_path(data_root)), result.status, r)
 
 
 def shading_summary(result: PreprocessResult, inner: float = 0.35, outer: float = 0.75) -> pd.DataFrame:
