@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -83,7 +82,7 @@ def test_hidden_genes_of_a_scale_mixture_are_not_flagged():
     HC3 test does not take that spread for a dependence of the mean."""
     rng = np.random.default_rng(5)
     wells, z, latent = _screen(150, rng=rng)
-    scale = np.repeat(np.where(rng.random(150) < 0.6, 1.0, 0.15), 1)
+    scale = np.where(rng.random(150) < 0.6, 1.0, 0.15)
     z = z * np.tile(scale, 2)[:, None]
     latent = latent.assign(**{f"z{i}": z[:, i] for i in range(z.shape[1])})
     n_hidden = 1000

@@ -26,7 +26,7 @@ from i2o_utils.data import layout
 from i2o_utils.data.layout import LayoutError
 from i2o_utils.data.prepare import prepare_data
 from i2o_utils.data.simulate import ScreenMismatch, acquire, read_screen_info, render_field, simulate_screen, vignetting
-from i2o_utils.imaging.pipeline import ImagingError, preprocess_images, read_flatfields
+from i2o_utils.imaging.pipeline import ImagingError, preprocess_images
 from i2o_utils.imaging.tilestore import TileStore, TileStoreError
 from i2o_utils.locks import LOCK_NAME, LockHeld, run_lock
 from i2o_utils.paths import bucket_paths

@@ -103,7 +103,7 @@ def _rows(path, n=None, columns=()):
     return df
 
 
-def _promises_00(res, data, n_splits):
+def _promises_00(res, data):
     wells = _rows(data / "data" / "metadata.csv", columns=("plate_barcode", "well_id", "target", "cell_state"))
     assert (data / "SCREEN.json").exists()
     for name in ("plate_maps.png", "example_fields.png"):
@@ -133,7 +133,7 @@ def _promises_10(res, data, n_splits):
     return {"genes": genes}
 
 
-def _promises_20(res, data, n_splits, imaging_wells):
+def _promises_20(res, imaging_wells):
     status = _rows(res / "wells_status.csv", n=imaging_wells)
     assert (res / "tilestore").is_dir()
     _rows(res / "features_wells.parquet", n=int((status["status"] == "ok").sum()) if "status" in status else None)
@@ -141,7 +141,7 @@ def _promises_20(res, data, n_splits, imaging_wells):
         _png(res / name)
 
 
-def _promises_40(res, data, n_splits, genes, imaging_wells):
+def _promises_40(res, n_splits, genes, imaging_wells):
     import anndata as ad
 
     files = sorted(p.name for p in (res / "predictions").iterdir())
@@ -156,7 +156,7 @@ def _promises_40(res, data, n_splits, genes, imaging_wells):
     _png(res / "validation_curves.png")
 
 
-def _promises_50(res, data, n_splits, genes, executed):
+def _promises_50(res, genes, executed):
     per_gene = _rows(res / "per_gene.parquet", columns=("omics", "stimulus", "gene", "r2", "r2_oos", "q"))
     sizes = per_gene.groupby(["omics", "stimulus"]).size()
     assert {k: int(v) for k, v in sizes.items()} == {k: v[1] for k, v in genes.items()}
@@ -184,13 +184,13 @@ def test_notebooks_write_what_they_promise(smoke_run):
     res, data = root / "results", root / "data"
     n_splits = get_profile("smoke").evaluation.n_splits
     by = {stem[:2]: res / stem for stem in NOTEBOOKS}
-    screen = _promises_00(by["00"], data, n_splits)
+    screen = _promises_00(by["00"], data)
     out10 = _promises_10(by["10"], data, n_splits)
-    _promises_20(by["20"], data, n_splits, screen["imaging_wells"])
+    _promises_20(by["20"], screen["imaging_wells"])
     assert (by["30"] / "backbone.pt").exists()
     _rows(by["30"] / "loss_history.csv")
-    _promises_40(by["40"], data, n_splits, out10["genes"], screen["imaging_wells"])
-    _promises_50(by["50"], data, n_splits, out10["genes"], outcome["50_evaluate"])
+    _promises_40(by["40"], n_splits, out10["genes"], screen["imaging_wells"])
+    _promises_50(by["50"], out10["genes"], outcome["50_evaluate"])
     _rows(by["55"] / "files_read.csv")
     # the smoke screen's splits hold too few perturbations for an r² (every gene "not evaluated"), so
     # notebook 60's tables are empty there: only that they and the figures exist is checked

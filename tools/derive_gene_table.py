@@ -242,11 +242,11 @@ def write_outputs(out_dir: Path, genes: pd.DataFrame, bp: pd.DataFrame, under_te
         "",
         f"* `genes.csv.gz`: {len(table):,} genes with an Ensembl id ({', '.join(f'{k} {v:,}' for k, v in types.items())});",
         "  pseudogenes are left out. `location`: HPA main-location names from GO cellular component",
-        f"  (mapping in `go_cc_locations.csv`, rule in `assign_locations` of `tools/derive_gene_table.py`);",
+        "  (mapping in `go_cc_locations.csv`, rule in `assign_locations` of `tools/derive_gene_table.py`);",
         f"  {int((table['location'] != '').sum()):,} genes have a GO CC term, "
         f"{int((table['location'] == 'other').sum()):,} of them map to no HPA location (`other`).",
         f"* `go_bp.gmt.gz`: {len(bp):,} GO biological-process sets of {BP_MIN}-{BP_MAX} table genes",
-        f"  (annotations propagated to ancestor terms; a set overlapping a smaller kept set with",
+        "  (annotations propagated to ancestor terms; a set overlapping a smaller kept set with",
         f"  Jaccard > {BP_MAX_JACCARD} is dropped as redundant).",
         "",
         "## How GO cellular component becomes an HPA location",

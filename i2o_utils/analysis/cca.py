@@ -50,8 +50,9 @@ def load_cca_inputs(results_root: str | os.PathLike | None = None, data_root: st
                     harmony_files: list[str | os.PathLike] | None = None) -> CCAInputs:
     """Read the well embeddings, the interpretable per-well features (Harmony exports if given,
     else notebook 20's) and, on a simulated screen, the latent state of the imaging wells."""
+    from i2o_utils.evaluation.truth import simulated_state
     from i2o_utils.imaging.features import read_harmony_plate_results
-    from i2o_utils.paths import bucket_paths, results_dir
+    from i2o_utils.paths import results_dir
 
     def res(step: str) -> Path:
         return Path(results_root) / step if results_root is not None else results_dir(step)
@@ -69,16 +70,10 @@ def load_cca_inputs(results_root: str | os.PathLike | None = None, data_root: st
             raise FileNotFoundError(f"{f}: run notebook 20 with features on, or give Harmony exports")
         feats = pd.read_parquet(f)
         source = f"computed by notebook 20 ({f.name}: shape, intensity, gradient and SER texture)"
-    bp = bucket_paths(Path(data_root) if data_root is not None else None)
     latent, d_vis = None, 0
-    lat_path = bp["simulation"] / "latent.parquet"
-    if lat_path.exists():
-        latent = pd.read_parquet(lat_path)
-        latent = latent[latent["kind"] == "imaging"].reset_index(drop=True)
-        from i2o_utils.data.layout import read_screen_info
-
-        info = read_screen_info(bp["root"]) or {}
-        d_vis = int(info.get("screen", {}).get("latent_visible", 4))
+    state = simulated_state(data_root)
+    if state is not None:
+        latent, d_vis = state[0][state[0]["kind"] == "imaging"].reset_index(drop=True), state[1]
     return CCAInputs(emb, feats, source, latent, d_vis)
 
 

@@ -399,7 +399,7 @@ def load_localisation_inputs(results_root: str | os.PathLike | None = None,
         except FileNotFoundError as e:
             notes.append(f"{omics} {stim}: no train-fold means ({e}); the abundance term is left out")
     bp = bucket_paths(Path(data_root) if data_root is not None else None)
-    truth = planted = None
+    planted = None
     truth = read_truth_genes(truth_path(bp["root"]))
     if truth is not None:
         f = bp["simulation"] / "truth_annotation_effects.csv"

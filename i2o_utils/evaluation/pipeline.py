@@ -41,7 +41,7 @@ from i2o_utils.evaluation.summaries import (
     summarise_genes,
 )
 from i2o_utils.evaluation.truth import (OracleTooSmall, label_oracle, read_truth_genes, simulated_state, stack_oracle,
-                                        truth_path)
+                                        truth_path, truth_recovery)
 
 __all__ = ["EvaluationInputs", "EvaluationResult", "load_evaluation_inputs", "evaluate_screen",
            "null_check", "evaluate_all_tests", "tests_compared", "compare_tests", "pvalues_by_test",
@@ -70,7 +70,7 @@ class EvaluationInputs:
     notes: list[str] = field(default_factory=list)
     oracle: pd.DataFrame | None = None
     """Simulated screens: which genes' processed labels the visible state predicts
-    (:func:`~i2o_utils.evaluation.truth.screen_label_oracle`)."""
+    (:func:`~i2o_utils.evaluation.truth.label_oracle`)."""
 
     def overview(self) -> pd.DataFrame:
         """One row per (omics, stimulus): splits, test wells per split, genes predicted and measured."""
@@ -297,11 +297,9 @@ def tests_compared(results: dict[str, EvaluationResult], truth: pd.DataFrame | N
     ``split_tests_false_positive_rate`` the share of single (split, gene) tests with p < alpha
     among genes that are not planted; all three empty without a truth table (real data).
     ``precision_labels`` is the precision against the planted genes and those whose processed
-    labels the visible state predicts (``oracle``, :func:`~i2o_utils.evaluation.truth.screen_label_oracle`;
+    labels the visible state predicts (``oracle``, :func:`~i2o_utils.evaluation.truth.label_oracle`;
     empty without it).
     """
-    from i2o_utils.evaluation.truth import truth_recovery
-
     rows = []
     for test, res in results.items():
         fr = res.fractions[["omics", "stimulus", "test", "n_genes", "n_significant", "n_significant_bh",

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from i2o_utils.data.layout import TRUTH_KINDS, LayoutError, parse_bool, read_screen_info, read_truth_genes, truth_path
+from i2o_utils.data.layout import TRUTH_KINDS, LayoutError, read_screen_info, read_truth_genes, truth_path
 
 __all__ = ["TRUTH_KINDS", "truth_path", "read_truth_genes", "truth_recovery", "signal_summary",
-           "label_oracle", "screen_label_oracle", "label_oracle_summary", "OracleTooSmall",
+           "label_oracle", "label_oracle_summary", "OracleTooSmall",
            "simulated_state", "stack_oracle"]
 
 
@@ -126,22 +126,6 @@ def stack_oracle(parts: dict[tuple[str, str], pd.DataFrame]) -> pd.DataFrame | N
     return out[["omics", "stimulus"] + [c for c in out.columns if c not in ("omics", "stimulus")]]
 
 
-def screen_label_oracle(data_root: str | os.PathLike | None = None, fdr: float = 0.05) -> pd.DataFrame | None:
-    """:func:`label_oracle` for every (omics, stimulus) GT table of a simulated screen, read from
-    the data root (to grade a saved run again; notebook 50 computes it from the GT tables it has
-    read already); ``None`` without a latent state (real data). Raises :class:`OracleTooSmall` on
-    a screen with too few perturbations."""
-    from i2o_utils.config import OMICS, STIMULI
-    from i2o_utils.data import layout
-
-    state = simulated_state(data_root)
-    if state is None:
-        return None
-    paths = {(o, s): layout.gt_path(o, s, data_root) for o in OMICS for s in STIMULI}
-    return stack_oracle({k: label_oracle(layout.read_gt_matrix(p), *state, fdr) for k, p in paths.items()
-                         if p.exists()})
-
-
 def label_oracle_summary(oracle: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """Per (omics, stimulus): the share of each planted kind whose processed labels the visible
     state predicts (:func:`label_oracle`), as percent columns ``visible %, hidden %, noise %``."""
@@ -183,7 +167,7 @@ def truth_recovery(per_gene: pd.DataFrame, truth: pd.DataFrame,
         results), ``split_tests_true_positive_rate`` and ``split_tests_false_positive_rate``:
         the share of single (split, gene) tests with p < alpha among visible and among
         non-visible genes, i.e. one split's test before the median over splits. With ``oracle``
-        (:func:`screen_label_oracle`), ``n_label_predictable`` (genes whose processed labels the
+        (:func:`label_oracle`, per set), ``n_label_predictable`` (genes whose processed labels the
         visible state predicts), ``n_called_label_only`` (called genes not planted but whose labels
         the oracle finds predictable) and ``precision_labels``: the share of called genes that are
         planted or whose processed labels are predictable, i.e. precision against what the labels
@@ -203,7 +187,7 @@ def truth_recovery(per_gene: pd.DataFrame, truth: pd.DataFrame,
         kind = m["kind"].fillna("not in truth")
         visible = (kind == "visible").to_numpy()
         if "predictable" in m:  # a null screen plants 'visible' genes that the images cannot show
-            visible &= m["predictable"].map(parse_bool).fillna(False).to_numpy(bool)
+            visible &= m["predictable"].eq(True).to_numpy()
         tested = m["category"].isin(["significant", "not significant"]).to_numpy()
         kept = m["kept"].to_numpy(bool)
         rho, n_rho = np.nan, int((visible & tested & m["r2"].notna()).sum())
@@ -263,7 +247,7 @@ def signal_summary(truth: pd.DataFrame) -> pd.DataFrame:
     for omics, g in truth.groupby("omics", sort=False):
         vis = g["kind"] == "visible"
         if "predictable" in g:
-            vis &= g["predictable"].map(parse_bool).fillna(False).astype(bool)
+            vis &= g["predictable"].eq(True)
         v = g[vis]
         row = {"omics": omics, "genes": len(g), "visible": int(vis.sum())}
         if "strength" in g and len(v):

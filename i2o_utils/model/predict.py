@@ -196,7 +196,7 @@ def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
     model
         The pre-trained backbone (frozen: used in eval mode, under no_grad).
     profile
-        Supplies ``finetune``, ``inference`` and ``evaluation`` (n_splits, fractions).
+        Supplies ``finetune``, ``inference`` and ``evaluation`` (n_splits).
     out_dir
         ``results/40_finetune_omics``.
     labels
@@ -216,6 +216,8 @@ def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
     inputs_cache.clear_record(out_dir)  # written again once every prediction is
     ft, inf, ev = profile.finetune, profile.inference, profile.evaluation
     rt = runtime or resolve_runtime(device, threads=threads)
+    if split_table is None:  # before the embeddings: a missing or wrong table fails fast
+        split_table = load_split_table(ev.n_splits, data_root=data_root)
     for p in model.parameters():
         p.requires_grad_(False)
     timings: dict[str, float] = {}
@@ -230,8 +232,6 @@ def finetune_and_predict(store, model, profile: Profile, out_dir: str | Path, *,
     written = [write_well_embeddings(out_dir / "embeddings" / "well_embeddings.parquet", store.wells, emb)]
     emb_t = torch.from_numpy(emb).to(cache.embeddings.device)
 
-    if split_table is None:
-        split_table = load_split_table(ev.n_splits, data_root=data_root)
     if labels is None:
         labels = {(o, s): load_labels(o, s, data_root) for o in OMICS for s in STIMULI}
     runs, curves, per_gene, heads = [], [], [], {}
