@@ -76,7 +76,7 @@ def bench_fields() -> None:
         tmp = Path(tmp)
         well = np.concatenate([fields] * 4)[: sc.fields_per_well]
         layout.write_well_images(tmp / "RAW.X1.Y1.P1.h5", "ELN1_P", 1, 1, well)
-        task = WellTask(plate="ELN1_P", well_id="A1", row=1, column=1, image_path=str(tmp / "RAW.X1.Y1.P1.h5"),
+        task = WellTask(plate="ELN1_P", well_id="A1", image_path=str(tmp / "RAW.X1.Y1.P1.h5"),
                         icf_path=str(tmp / "ICF.X1.Y1.P1.h5"), tiles_path=str(tmp / "TILES.X1.Y1.P1.h5"),
                         input_pointer="data/ICF/ICF.X1.Y1.P1.h5", shard_path=str(tmp / "s.npy"),
                         cells_path=str(tmp / "c.parquet"), marker_path=str(tmp / "m.json"))

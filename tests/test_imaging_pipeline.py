@@ -263,3 +263,18 @@ def test_parameters_key_follows_what_a_well_depends_on():
     assert params_key(replace(p, scheduler="local", n_workers=7, flatfield_method="exact"), [1.0, 2.0, 3.0]) == key
     assert params_key(replace(p, min_response=0.3), [1.0, 2.0, 3.0]) != key
     assert params_key(p, [1.0, 2.0, 3.5]) != key
+
+
+def test_example_field_names_a_plate_or_well_it_cannot_show():
+    from types import SimpleNamespace
+
+    from i2o_utils.imaging.qc import example_field
+
+    status = pd.DataFrame({"plate": ["P1", "P2"], "well_id": ["A1", "A2"], "n_tiles": [5, 0]})
+    result = SimpleNamespace(status=status)
+    with pytest.raises(ImagingError, match="no well with tiles on plate P2"):
+        example_field(result, plate="P2")
+    with pytest.raises(ImagingError, match=r"^no well B7$"):
+        example_field(result, well_id="B7")
+    with pytest.raises(ImagingError, match="no well B7 on plate P1"):
+        example_field(result, plate="P1", well_id="B7")

@@ -294,8 +294,10 @@ def estimate_flatfield(images: Iterable[np.ndarray] | np.ndarray, percentile: fl
     return flatfield_from_mean(acc.mean, percentile, size, sigma, method, step)
 
 
-def correct_image(image: np.ndarray, flatfield: np.ndarray, *, where: str = "") -> np.ndarray:
-    """``I / F`` as float32; ``image`` (..., H, W) broadcasts against ``flatfield`` (..., H, W).
+def correct_image(image: np.ndarray, flatfield: np.ndarray, *, dark_offset: float = 0.0,
+                  where: str = "") -> np.ndarray:
+    """``(I - d) / (F - d)`` as float32 (``d``: ``dark_offset``, the camera offset; 0 gives the
+    paper's ``I / F``); ``image`` (..., H, W) broadcasts against ``flatfield`` (..., H, W).
 
     Raises
     ------
@@ -304,11 +306,16 @@ def correct_image(image: np.ndarray, flatfield: np.ndarray, *, where: str = "") 
         ``where`` (a file or well).
     """
     image = np.asarray(image)
-    flatfield = np.asarray(flatfield, dtype=np.float32)
+    d = np.float32(dark_offset)
+    flatfield = np.asarray(flatfield, dtype=np.float32) - d
     if image.shape[-2:] != flatfield.shape[-2:]:
         raise ValueError(f"{where or 'image'}: field shape {image.shape[-2:]} differs from the "
                          f"flat field's {flatfield.shape[-2:]}")
     if not (flatfield > 0).all():
         raise ValueError(f"{where or 'flat field'}: the flat field has non-positive values "
                          "(an all-dark plate or channel?)")
-    return image.astype(np.float32) * (np.float32(1.0) / flatfield)
+    out = image.astype(np.float32)  # a copy: corrected in place, one float32 array in memory
+    if d:
+        out -= d
+    out *= np.float32(1.0) / flatfield
+    return out

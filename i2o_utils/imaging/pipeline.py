@@ -123,7 +123,7 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
     work, store_dir = out / "work", out / "tilestore"
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    tasks, correct = plan_wells(data_root, work, tiles_dir=out / "TILES")
+    tasks, correct = plan_wells(data_root, work)
     bp = bucket_paths(data_root)
     cache.remove_partial_files([out, bp["icf"], bp["tiles"]])  # left by an interrupted run
     readable = [t for t in tasks if not t.broken]
@@ -162,7 +162,8 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
                 todo.append(i)
         if store is not None:
             store.close()
-        ff_of = {p: runner.scatter(ff) for p, ff in (flatfields or {}).items()}
+        todo_plates = {tasks[i].plate for i in todo}
+        ff_of = {p: runner.scatter(ff) for p, ff in (flatfields or {}).items() if p in todo_plates}
         calls = [(tasks[i], ff_of.get(tasks[i].plate), scale, params) for i in todo]
         for j, res in tqdm(runner.map(process_well, calls), total=len(calls), desc="wells", unit="well",
                            disable=not progress):
@@ -302,7 +303,7 @@ def estimate_tile_scale(tasks: Sequence[WellTask], flatfields: dict[str, np.ndar
         pick = rng.choice(len(ts), size=min(params.scale_wells_per_plate, len(ts)), replace=False)
         for j in sorted(pick):
             try:
-                f = read_well(ts[j]).fields[:1].astype(np.float32)
+                f = read_well(ts[j], fields=[0]).fields.astype(np.float32)
             except LayoutError:
                 continue  # reported by the per-well pass
             if not np.isfinite(f).all():

@@ -26,8 +26,6 @@ class WellTask:
 
     plate: str
     well_id: str
-    row: int
-    column: int
     image_path: str
     icf_path: str | None
     tiles_path: str
@@ -57,13 +55,10 @@ def sibling_name(name: str, prefix: str) -> str:
     return prefix + name[len(m["prefix"]):] if m else f"{prefix}.{name}"
 
 
-def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
-               metadata: pd.DataFrame | None = None,
-               tiles_dir: str | os.PathLike | None = None) -> tuple[list[WellTask], bool]:
+def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike) -> tuple[list[WellTask], bool]:
     """The wells to process and whether their images need flat-field correction.
 
-    With ICF input, TILES files go to ``tiles_dir`` (default ``<work_dir>/../TILES``, i.e. the
-    results folder).
+    With ICF input, TILES files go to ``<work_dir>/../TILES``, i.e. the results folder.
 
     Raises
     ------
@@ -79,7 +74,7 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
     if index.empty:
         raise LayoutError(f"{source}: no per-well .h5 image files")
     _refuse_duplicate_wells(index)
-    meta = metadata if metadata is not None else layout.read_metadata(bp["metadata"])
+    meta = layout.read_metadata(bp["metadata"])
     # metadata.csv names a plate by PLATE_ID, the part of the images' PLATE_BARCODE after its underscore
     index["PLATE_ID"] = [layout.plate_id(b, where=p) if not e else b.rpartition("_")[2]
                          for b, p, e in zip(index["plate"], index["path"], index["error"])]
@@ -93,14 +88,13 @@ def plan_wells(data_root: str | os.PathLike | None, work_dir: str | os.PathLike,
                           f"{bp['metadata']} ({len(missing)} well file(s) without metadata)")
     merged = merged.sort_values(["plate", "row", "column"]).reset_index(drop=True)
     work = Path(work_dir)
-    own_tiles = bp["tiles"] if correct else Path(tiles_dir) if tiles_dir is not None else work.parent / "TILES"
+    own_tiles = bp["tiles"] if correct else work.parent / "TILES"
     tasks = []
     for r in merged.itertuples(index=False):
         name = Path(r.path).name
         icf_path = bp["icf"] / sibling_name(name, "ICF") if correct else Path(r.path)
         tasks.append(WellTask(
-            plate=str(r.plate), well_id=str(r.well_id), row=int(r.row), column=int(r.column),
-            image_path=str(r.path), icf_path=str(icf_path) if correct else None,
+            plate=str(r.plate), well_id=str(r.well_id), image_path=str(r.path), icf_path=str(icf_path) if correct else None,
             tiles_path=str(own_tiles / sibling_name(name, "TILES")),
             input_pointer=str(Path(icf_path).resolve()),
             shard_path=str(work / "tiles" / r.plate / f"{r.well_id}.npy"),

@@ -22,8 +22,7 @@ def _corrected_field(result: PreprocessResult, row, fov: int) -> tuple[np.ndarra
     raw = layout.read_well_images(row["file"], fields=[fov]).fields[0]
     if not result.corrected:
         return raw, raw.astype(np.float32)
-    d = np.float32(result.params.dark_offset)
-    return raw, correct_image(raw.astype(np.float32) - d, result.flatfields[row["plate"]] - d)
+    return raw, correct_image(raw, result.flatfields[row["plate"]], dark_offset=result.params.dark_offset)
 
 
 def example_field(result: PreprocessResult, plate: str | None = None, well_id: str | None = None,
@@ -46,11 +45,13 @@ def example_field(result: PreprocessResult, plate: str | None = None, well_id: s
         raise ImagingError("no well has tiles")
     if well_id is None:
         sel = ok[ok["plate"] == (plate or ok["plate"].iat[0])].sort_values("n_tiles")
+        if sel.empty:
+            raise ImagingError(f"no well with tiles on plate {plate}")
         row = sel.iloc[len(sel) // 2]
     else:
         hit = st[(st["well_id"] == well_id) & ((st["plate"] == plate) if plate else True)]
         if hit.empty:
-            raise ImagingError(f"no well {well_id} on plate {plate}")
+            raise ImagingError(f"no well {well_id}" + (f" on plate {plate}" if plate else ""))
         row = hit.iloc[0]
     raw, corrected = _corrected_field(result, row, fov)
     cells = pd.read_parquet(result.paths["features_cells"], filters=[("Metadata_Plate", "==", row["plate"]),

@@ -13,37 +13,45 @@ from typing import Any, Callable, Iterator, Sequence
 
 
 class Runner:
-    """Maps a function over argument tuples; a context manager that closes its cluster."""
+    """Maps a function over argument tuples; a context manager that closes its cluster. The
+    cluster starts on the first call that has work for it (a run whose wells all verify starts none)."""
 
     def __init__(self, scheduler: str | None, n_workers: int):
         self.client = self.cluster = None
         self.scheduler = scheduler or "local"
-        if self.scheduler == "synchronous":
-            return
+        self.n_workers = n_workers
+
+    def _connect(self):
+        """The client, started on first use; ``None`` for the synchronous scheduler."""
+        if self.client is not None or self.scheduler == "synchronous":
+            return self.client
         from distributed import Client, LocalCluster
 
         if self.scheduler in ("local", "processes", "threads"):
-            threads = self.scheduler == "threads"
-            self.cluster = LocalCluster(n_workers=1 if threads else n_workers,
-                                        threads_per_worker=n_workers if threads else 1, processes=not threads,
+            threads, n = self.scheduler == "threads", self.n_workers
+            self.cluster = LocalCluster(n_workers=1 if threads else n,
+                                        threads_per_worker=n if threads else 1, processes=not threads,
                                         dashboard_address=":0", silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
         else:
             self.client = Client(self.scheduler)
+        return self.client
 
     def scatter(self, obj):
         """``obj`` sent once to every worker (a large argument shared by many calls)."""
-        return obj if self.client is None else self.client.scatter(obj, broadcast=True)
+        client = self._connect()
+        return obj if client is None else client.scatter(obj, broadcast=True)
 
     def map(self, fn: Callable, calls: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
         """Yield ``(position, fn(*args))`` for every ``args`` of ``calls``, as results arrive."""
-        if self.client is None:
+        client = self._connect() if len(calls) else None
+        if client is None:
             for i, args in enumerate(calls):
                 yield i, fn(*args)
             return
         from distributed import as_completed
 
-        futures = {self.client.submit(fn, *args, pure=False): i for i, args in enumerate(calls)}
+        futures = {client.submit(fn, *args, pure=False): i for i, args in enumerate(calls)}
         for fut in as_completed(futures):
             yield futures.pop(fut), fut.result()
             fut.release()

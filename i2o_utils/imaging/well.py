@@ -57,10 +57,11 @@ def _error_text(task: WellTask, e: Exception) -> str:
     return str(e) if task.image_path in str(e) else f"{task.where}: {type(e).__name__}: {e}"
 
 
-def read_well(task: WellTask, dtypes=layout.IMAGE_DTYPES) -> layout.WellImages:
-    """The well's fields; a :class:`LayoutError` names the file, plate and well."""
+def read_well(task: WellTask, fields: Sequence[int] | None = None) -> layout.WellImages:
+    """The well's fields (``fields``: their indices; all by default); a :class:`LayoutError` names
+    the file, plate and well."""
     try:
-        return layout.read_well_images(task.image_path, dtypes=dtypes)
+        return layout.read_well_images(task.image_path, fields=fields)
     except LayoutError as e:
         raise LayoutError(f"{e} [plate {task.plate}, well {task.well_id}]") from None
 
@@ -72,7 +73,7 @@ def plate_sums(tasks: Sequence[WellTask]) -> tuple[dict[tuple, MeanAccumulator],
     errors = []
     for t in tasks:
         try:
-            fields = read_well(t, dtypes=("uint8", "uint16", "float32")).fields
+            fields = read_well(t).fields
         except Exception as e:  # noqa: BLE001 - reported with the file and well
             errors.append(status_row(t, error=_error_text(t, e)))
             continue
@@ -125,13 +126,11 @@ def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray
         if flatfield is not None and fields.dtype.kind == "f":
             raise LayoutError(f"{task.where}: raw images are {fields.dtype}; expected uint8 or uint16")
         _refuse_non_finite(fields, task)
-        d = np.float32(params.dark_offset)
         notes, tiles, cell_tables, corners_per_field = [], [], [], []
-        corrected = np.empty(fields.shape, np.float32)
+        corrected = (correct_image(fields, flatfield, dark_offset=params.dark_offset, where=task.where)
+                     if flatfield is not None else fields.astype(np.float32))
         n_nuclei = n_dropped = n_tiles = 0
         for f, raw in enumerate(fields):
-            corrected[f] = correct_image(raw.astype(np.float32) - d, flatfield - d, where=task.where) \
-                if flatfield is not None else raw
             hoechst = corrected[f, 0]
             if not float(raw[0].max()) > float(raw[0].min()) or not float(raw[0].max()) > 0:
                 notes.append(f"fov {f}: all-dark or constant nucleus channel")
