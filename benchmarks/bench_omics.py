@@ -115,7 +115,7 @@ def run_pipeline(root: str, out: str, profile: str = "paper") -> dict:
     from benchmarks.common import peak_rss_mib
     from i2o_utils import omics
     from i2o_utils.config import get_profile
-    from i2o_utils.data import layout
+    from i2o_utils.data import layout, splits
     from i2o_utils.paths import bucket_paths
 
     cfg = get_profile(profile)
@@ -129,7 +129,10 @@ def run_pipeline(root: str, out: str, profile: str = "paper") -> dict:
             sets.data[(o, s)], sets.genes[(o, s)] = omics.preprocess_set(raw[o], o, s, cfg.omics)
             clock.lap(f"{o} {s}: normalise, filter, correct")
     del raw
-    gt = omics.build_ground_truth(sets, metadata, cfg.omics, cfg.evaluation.split_fractions)
+    split_table = splits.screen_splits(metadata, cfg.evaluation.n_splits, cfg.evaluation.split_fractions,
+                                       gt_given=False)
+    clock.lap("split table")
+    gt = omics.build_ground_truth(sets, metadata, cfg.omics, split_table=split_table)
     clock.lap("labels and GT tables")
     written = omics.write_outputs(sets, gt, out, root)
     clock.lap("write sets (.h5ad), gene and GT tables")

@@ -48,13 +48,16 @@ def bucket(smoke_screen, tmp_path_factory):
     10 and 20)."""
     from i2o_utils import omics
     from i2o_utils.data import layout
+    from i2o_utils.data.splits import screen_splits
     from i2o_utils.imaging.pipeline import preprocess_images
 
     root = tmp_path_factory.mktemp("bucket") / "root"
     shutil.copytree(smoke_screen, root)
     prof = get_profile("smoke")
     sets = omics.preprocess_omics(omics.read_all_omics_raw(root), prof.omics, progress=False)
-    gt = omics.build_ground_truth(sets, layout.read_metadata(bucket_paths(root)["metadata"]), prof.omics)
+    meta = layout.read_metadata(bucket_paths(root)["metadata"])
+    split_table = screen_splits(meta, 1, prof.evaluation.split_fractions, gt_given=False)
+    gt = omics.build_ground_truth(sets, meta, prof.omics, split_table=split_table)
     omics.write_outputs(sets, gt, root / "results10", root=root)
     preprocess_images(prof, data_root=root, out_dir=root / "results20", progress=False)
     return root

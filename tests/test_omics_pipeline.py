@@ -9,7 +9,7 @@ import pytest
 
 from i2o_utils.config import OmicsConfig
 from i2o_utils.data import layout
-from i2o_utils.data.splits import split_perturbations
+from i2o_utils.data.splits import screen_splits, split_perturbations
 from i2o_utils.omics import (OmicsInputError, build_ground_truth, gene_filter_summary, preprocess_omics,
                              read_all_omics_raw, read_omics_raw, write_outputs)
 from i2o_utils.omics.qc import plate_effect_summary
@@ -74,7 +74,8 @@ def make_bucket(root, pairing: bool = True, simulated: bool = True, seed: int = 
 def run(root, cfg=OmicsConfig(), out=None):
     raw = read_all_omics_raw(root)
     sets = preprocess_omics(raw, cfg, progress=False)
-    gt = build_ground_truth(sets, layout.read_metadata(bucket_paths(root)["metadata"]), cfg)
+    meta = layout.read_metadata(bucket_paths(root)["metadata"])
+    gt = build_ground_truth(sets, meta, cfg, split_table=screen_splits(meta, 1, (0.7, 0.1, 0.2), gt_given=False))
     written = write_outputs(sets, gt, out or root / "results", root)
     return sets, gt, written
 
@@ -223,8 +224,9 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
         raise OSError("disk full")
     monkeypatch.setattr(ad.AnnData, "write_h5ad", broken)
     with pytest.raises(OSError, match="disk full"):
-        write_outputs(sets, build_ground_truth(sets, layout.read_metadata(bucket_paths(tmp_path)["metadata"])),
-                      tmp_path / "results", tmp_path)
+        meta = layout.read_metadata(bucket_paths(tmp_path)["metadata"])
+        gt = build_ground_truth(sets, meta, split_table=screen_splits(meta, 1, (0.7, 0.1, 0.2), gt_given=False))
+        write_outputs(sets, gt, tmp_path / "results", tmp_path)
     assert list((tmp_path / "results").iterdir()) == []
 
 

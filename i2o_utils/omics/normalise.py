@@ -29,11 +29,10 @@ import pandas as pd
 from i2o_utils.omics._checks import OmicsInputError, as_matrix, check_counts
 
 
-def _log_geo_means(counts: np.ndarray, type: str) -> np.ndarray:
+def _log_geo_means(counts: np.ndarray) -> np.ndarray:
+    """poscounts' log geometric means: zeros left out of each gene's mean (-inf: an all-zero gene)."""
     with np.errstate(divide="ignore"):
         lc = np.log(counts)
-    if type == "ratio":
-        return lc.mean(axis=0)  # -inf for any gene with a zero
     lc[~np.isfinite(lc)] = 0.0
     lg = lc.mean(axis=0)
     lg[(counts == 0).all(axis=0)] = -np.inf
@@ -65,8 +64,6 @@ def size_factors(counts: Any, type: str = "ratio") -> np.ndarray | pd.Series:
         labels; no gene usable for the geometric means ("every gene contains at least one zero",
         DESeq2's message); a sample with no usable gene.
     """
-    if type not in ("ratio", "poscounts"):
-        raise OmicsInputError(f"size_factors: type must be 'ratio' or 'poscounts', got {type!r}")
     k, samples, genes = as_matrix(counts, "counts")
     check_counts(k, "counts", samples, genes)
     sf = median_of_ratios(k, type, samples)
@@ -75,6 +72,8 @@ def size_factors(counts: Any, type: str = "ratio") -> np.ndarray | pd.Series:
 
 def median_of_ratios(k: np.ndarray, type: str = "ratio", samples=None) -> np.ndarray:
     """:func:`size_factors` on a float array already checked with ``check_counts``."""
+    if type not in ("ratio", "poscounts"):
+        raise OmicsInputError(f"size_factors: type must be 'ratio' or 'poscounts', got {type!r}")
     if type == "ratio":
         usable = (k > 0).all(axis=0)  # the genes whose log geometric mean is finite
         if not usable.any():
@@ -83,7 +82,7 @@ def median_of_ratios(k: np.ndarray, type: str = "ratio", samples=None) -> np.nda
                 "(median-of-ratios needs genes counted in every sample; consider type='poscounts')")
         return np.exp(_log_ratio_medians(k, np.flatnonzero(usable)))
     k = np.asarray(k, dtype=np.float64)
-    log_geo = _log_geo_means(k, type)
+    log_geo = _log_geo_means(k)
     usable = np.isfinite(log_geo)
     if not usable.any():
         raise OmicsInputError("counts: every gene is zero in every sample")

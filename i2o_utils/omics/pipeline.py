@@ -36,7 +36,7 @@ from i2o_utils.omics._checks import OmicsInputError, _at, check_counts, check_no
 from i2o_utils.omics.batch import remove_batch_effect
 from i2o_utils.omics.filter import filter_low_expression
 from i2o_utils.omics.gt import WellLabels
-from i2o_utils.omics.labels import Labels, compute_labels, label_wells
+from i2o_utils.omics.labels import compute_labels, label_wells
 from i2o_utils.omics.normalise import log_normalised, median_of_ratios
 from i2o_utils.omics.vsn import vsn_fit
 from i2o_utils.paths import bucket_paths
@@ -252,7 +252,8 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     if omics == "proteomics":
         # detection does not depend on the normalisation, so vsn is fitted to the kept proteins
         # only: proteins seen in a handful of wells make its likelihood degenerate
-        fit = vsn_fit(y if kept.all() else y[:, kept], lts_quantile=cfg.vsn_lts_quantile, subsample=cfg.vsn_subsample)
+        y = y if kept.all() else y[:, kept]
+        fit = vsn_fit(y, lts_quantile=cfg.vsn_lts_quantile, subsample=cfg.vsn_subsample)
         obs["vsn_offset"] = fit.offset
         obs["vsn_log_scale"] = fit.log_scale
         info.update(normalisation="vsn (arsinh with per-sample affine calibration, robust ML), glog2 scale",
@@ -265,7 +266,7 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
                                                                   _design(obs, cfg.batch_design), cfg)
         info["batch"] = "omics plate"
     else:
-        values = fit.transform(y[:, kept] if not kept.all() else y)
+        values = fit.transform(y)
         del y, detected
         normalised32 = values.astype(np.float32)
         remove_batch_effect(values, batch=plates, batch2=obs["tmt_batch"].to_numpy(),
@@ -339,8 +340,6 @@ class GroundTruth:
     format) and how they were made."""
 
     tables: dict[tuple[str, str], WellLabels] = field(default_factory=dict)
-    labels: dict[tuple[str, str], Labels] = field(default_factory=dict)
-    fold: pd.Series | None = None
     note: str = ""
 
     def __bool__(self) -> bool:
@@ -372,17 +371,14 @@ def check_pairing(metadata: pd.DataFrame, sets: OmicsSets) -> None:
                                   f"{sorted(known[r['cell_state']])}")
 
 
-def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig = OmicsConfig(),
-                       split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig = OmicsConfig(), *,
                        split_table: pd.DataFrame | None = None) -> GroundTruth:
     """Labels of every set and the GT long tables of the imaging wells (fold = split 0 of
-    ``split_table``, :mod:`i2o_utils.data.splits`; drawn with ``split_fractions`` when not given).
+    ``split_table``, :func:`i2o_utils.data.splits.screen_splits`, which labelling needs).
 
     Returns an empty :class:`GroundTruth` with a ``note`` when ``metadata`` lacks the pairing
     columns (real data: their GT tables are given) or there are no omics sets.
     """
-    from i2o_utils.data.splits import make_splits
-
     missing = [c for c in PAIRING_COLUMNS if c not in metadata.columns]
     if missing:
         return GroundTruth(note=f"metadata.csv has no {', '.join(missing)} column(s): the imaging plates are not "
@@ -390,16 +386,16 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
                                 "data/GT are left as they are (the real data ship them).")
     if not sets:
         return GroundTruth(note="no omics sets to label: data/GT is left as it is")
+    if split_table is None:
+        raise OmicsInputError("build_ground_truth: no split table to take the GT fold column from "
+                              "(i2o_utils.data.splits.screen_splits)")
     seeds = list(cfg.label_seeds)
     check_pairing(metadata, sets)
-    if split_table is None:
-        split_table = make_splits(metadata["target"].astype(str).unique(), 1, split_fractions)
     fold = split_table[split_table["split"] == 0].set_index("target")["fold"]
-    gt = GroundTruth(fold=fold)
+    gt = GroundTruth()
     for (o, s), a in sets.data.items():
         corrected = pd.DataFrame(a.layers["corrected"], index=a.obs_names, columns=a.var_names)
         lab = compute_labels(corrected, a.obs["target"].to_numpy(), seeds, cfg.wells_per_label)
-        gt.labels[(o, s)] = lab
         imaging = metadata.loc[metadata["cell_state"] == s]
         gt.tables[(o, s)] = label_wells(lab, imaging, seeds, fold)
         a.uns["label_draws"] = lab.draws
