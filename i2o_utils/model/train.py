@@ -168,7 +168,7 @@ def pretrain(store, cfg: PretrainConfig, out_dir: str | Path, *, resume: bool = 
         log.info("no checkpoint at %s: starting from scratch", ckpt_path)
     embed = torch.compile(model.embed_tiles) if rt.compile else model.embed_tiles
 
-    k, n, s = cfg.wells_per_batch, cfg.tiles_per_well, store.tile_size
+    k, n = cfg.wells_per_batch, cfg.tiles_per_well
 
     def produce():
         well_idx, lab = sampler.next_batch()
