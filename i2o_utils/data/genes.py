@@ -19,6 +19,7 @@ no annotation), see :func:`draw_screen_genes`.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zipfile
 from functools import lru_cache
@@ -91,8 +92,6 @@ def _open_text(path: Path):
         names = [n for n in zf.namelist() if not n.endswith("/")]
         if len(names) != 1:
             raise ValueError(f"{path}: expected one file in the zip archive, found {names}")
-        import io
-
         return io.TextIOWrapper(zf.open(names[0]), encoding="utf-8")
     return open(path, encoding="utf-8")
 

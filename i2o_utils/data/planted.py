@@ -40,8 +40,7 @@ def membership(genes: pd.Series, gene_sets: pd.DataFrame) -> dict[str, np.ndarra
     out = {}
     for name, members in zip(gene_sets["name"], gene_sets["members"]):
         m = np.zeros(len(genes), bool)
-        idx = [pos[g] for g in members if g in pos]
-        m[idx] = True
+        m[[pos[g] for g in members if g in pos]] = True
         out[name] = m
     return out
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from i2o_utils.data import layout
 from i2o_utils.data.layout import FOLDS, LayoutError
+from i2o_utils.paths import bucket_paths, results_dir
 
 SPLIT_TABLE_COLUMNS = ("split", "target", "fold")
 SPLITS_STEP = "10_preprocess_omics"
@@ -51,10 +52,9 @@ def split_perturbations(perturbations: Sequence[str], seed: int,
     if n_val + n_test >= n:
         raise ValueError(f"{n} perturbations are too few for fractions {fractions}")
     order = np.random.default_rng(seed).permutation(n)
-    fold = np.empty(n, dtype=object)
+    fold = np.full(n, "train", dtype=object)
     fold[order[:n_test]] = "test"
     fold[order[n_test:n_test + n_val]] = "val"
-    fold[order[n_test + n_val:]] = "train"
     return pd.Series(fold, index=pd.Index(uniq, name="target"), name="fold")
 
 
@@ -79,11 +79,7 @@ def make_splits(perturbations: Sequence[str], n_splits: int = 10,
 
 def split_table_path(results_root: str | os.PathLike | None = None) -> Path:
     """``<results>/10_preprocess_omics/splits.csv``."""
-    if results_root is None:
-        from i2o_utils.paths import results_dir
-
-        return results_dir(SPLITS_STEP) / "splits.csv"
-    return Path(results_root) / SPLITS_STEP / "splits.csv"
+    return (Path(results_root) if results_root is not None else results_dir()) / SPLITS_STEP / "splits.csv"
 
 
 def read_split_table(path: str | os.PathLike, n_splits: int | None = None) -> pd.DataFrame:
@@ -157,17 +153,17 @@ def gt_perturbation_folds(metadata: pd.DataFrame, root: str | os.PathLike | None
     tables = _gt_well_folds(metadata, root)
     if not tables:
         return None
-    seen: dict[str, tuple[str, Path, str]] = {}
-    for path, f in tables:
-        for p, w, fold, t in f[[layout.GT_PLATE, layout.GT_WELL, "fold", "target"]].itertuples(index=False):
-            if t is None:
-                continue
-            if t in seen and seen[t][0] != fold:
-                raise LayoutError(f"{path}: well {w} of plate {p} puts perturbation {t} in fold {fold!r}, but "
-                                  f"{seen[t][1]} puts it in {seen[t][0]!r} (well {seen[t][2]}); the wells of one "
-                                  "perturbation share one fold")
-            seen.setdefault(t, (fold, path, f"{w} of plate {p}"))
-    return pd.Series({t: v[0] for t, v in seen.items()}, name="fold").rename_axis("target")
+    wells = pd.concat([f.assign(path=path) for path, f in tables], ignore_index=True).dropna(subset=["target"])
+    first = wells.drop_duplicates("target").set_index("target")  # where each perturbation is first seen
+    bad = wells["fold"] != wells["target"].map(first["fold"])
+    if bad.any():
+        r = wells[bad].iloc[0]
+        s = first.loc[r["target"]]
+        raise LayoutError(f"{r['path']}: well {r[layout.GT_WELL]} of plate {r[layout.GT_PLATE]} puts perturbation "
+                          f"{r['target']} in fold {r['fold']!r}, but {s['path']} puts it in {s['fold']!r} (well "
+                          f"{s[layout.GT_WELL]} of plate {s[layout.GT_PLATE]}); the wells of one perturbation share "
+                          "one fold")
+    return first["fold"]
 
 
 def screen_splits(metadata: pd.DataFrame, n_splits: int, fractions: tuple[float, float, float], *,
@@ -211,9 +207,7 @@ def load_split_table(n_splits: int | None = None, path: str | os.PathLike | None
     split 0 against the GT tables of the data root (:func:`check_split_table`)."""
     path = Path(path) if path is not None else split_table_path()
     table = read_split_table(path, n_splits)
-    if check_gt:
-        from i2o_utils.paths import bucket_paths
-
-        if bucket_paths(data_root)["metadata"].exists():
-            check_split_table(table, layout.read_metadata(bucket_paths(data_root)["metadata"]), data_root, where=path)
+    metadata = bucket_paths(data_root)["metadata"]
+    if check_gt and metadata.exists():
+        check_split_table(table, layout.read_metadata(metadata), data_root, where=path)
     return table
