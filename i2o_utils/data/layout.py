@@ -75,14 +75,8 @@ class LayoutError(ValueError):
 # well ids
 # --------------------------------------------------------------------------------------------
 def parse_well_id(well_id: str, *, where: str | os.PathLike | None = None) -> tuple[int, int]:
-    """``'G13'`` or ``'A01'`` -> ``(ROW, COLUMN)``, both 1-based, on a 384-well plate.
-
-    Raises
-    ------
-    LayoutError
-        If the id is not a row letter A-P followed by a column 1-24; ``where`` (a file name) is
-        included in the message.
-    """
+    """``'G13'`` or ``'A01'`` -> ``(ROW, COLUMN)``, both 1-based, on a 384-well plate; an id that is
+    not a row letter A-P followed by a column 1-24 raises :class:`LayoutError` naming ``where`` (a file)."""
     m = _WELL_RE.match(well_id) if isinstance(well_id, str) else None
     if not m:
         raise LayoutError(f"well id {well_id!r}{f' in {where}' if where else ''} is malformed or outside a 384-well "
@@ -104,11 +98,9 @@ def normalise_well_id(well_id: str, *, where: str | os.PathLike | None = None) -
 
 
 def plate_id(barcode: str, *, where: str | os.PathLike | None = None) -> str:
-    """``'ELN27012_G212LFO'`` -> ``'G212LFO'``: the ``PLATE_ID`` of ``metadata.csv``.
-
-    The authors derive it as ``PLATE_BARCODE.rsplit("_")[1]``, which names the plate only when the
-    barcode holds exactly one underscore; any other barcode raises :class:`LayoutError`.
-    """
+    """``'ELN27012_G212LFO'`` -> ``'G212LFO'``: the ``PLATE_ID`` of ``metadata.csv``. The authors derive
+    it as ``PLATE_BARCODE.rsplit("_")[1]``, which names the plate only when the barcode holds exactly
+    one underscore; any other barcode raises :class:`LayoutError`."""
     parts = str(barcode).split("_")
     if len(parts) != 2 or not all(parts):
         loc = f" in {where}" if where else ""
@@ -238,8 +230,7 @@ def write_well_images(path: str | os.PathLike, plate: str, row: int, column: int
 
 
 def _fov_names(group: h5py.Group) -> list[str]:
-    names = [k for k in group.keys() if re.fullmatch(r"fov_\d+", k)]
-    return sorted(names, key=lambda k: int(k.split("_")[1]))
+    return sorted((k for k in group.keys() if re.fullmatch(r"fov_\d+", k)), key=lambda k: int(k[4:]))
 
 
 def _open_h5(path: Path) -> h5py.File:
@@ -274,15 +265,9 @@ def _as_str(v) -> str:
 
 def read_well_images(path: str | os.PathLike, fields: Sequence[int] | None = None) -> WellImages:
     """Read a per-well image file (ICF or RAW), the fields of indices ``fields`` (``None``: all), and
-    check it against the layout.
-
-    Raises
-    ------
-    LayoutError
-        Naming the file and the fault: unreadable file, missing attribute or channel group, no
-        fields, fields of unequal shape or dtype across channels or fields, a dtype not in
-        :data:`IMAGE_DTYPES`.
-    """
+    check it against the layout: :class:`LayoutError` names the file and the fault (unreadable file,
+    missing attribute or channel group, no fields, fields of unequal shape or dtype across channels
+    or fields, a dtype not in :data:`IMAGE_DTYPES`)."""
     path = Path(path)
     with _open_h5(path) as f:
         attrs = _well_attrs(f, path)
@@ -302,11 +287,9 @@ def read_well_images(path: str | os.PathLike, fields: Sequence[int] | None = Non
             names = [f"fov_{i}" for i in fields]
         sets = [f[c][n] for n in names for c in CHANNELS]  # field by field, channels in CHANNELS order
         for ds in sets:
-            if ds.ndim != 2:
-                raise LayoutError(f"{path}: {ds.name[1:]} is {ds.ndim}-D, expected a 2-D field")
-            if ds.dtype not in IMAGE_DTYPES:
-                raise LayoutError(f"{path}: {ds.name[1:]} has dtype {ds.dtype}, expected one of "
-                                  f"{[str(d) for d in IMAGE_DTYPES]}")
+            if ds.ndim != 2 or ds.dtype not in IMAGE_DTYPES:
+                raise LayoutError(f"{path}: {ds.name[1:]} has dtype {ds.dtype} and {ds.ndim} dimension(s), expected "
+                                  f"a 2-D field of one of {[str(d) for d in IMAGE_DTYPES]}")
             if ds.shape != sets[0].shape or ds.dtype != sets[0].dtype:
                 raise LayoutError(f"{path}: {ds.name[1:]} is {ds.shape} {ds.dtype}, but the first field is "
                                   f"{sets[0].shape} {sets[0].dtype}: all fields must share shape and dtype")
@@ -367,12 +350,9 @@ def resolve_input_pointer(pointer: str | bytes, data_root: str | os.PathLike | N
     name in the root's ``data/ICF`` (what the authors' ``preprocessing.py`` does).
     """
     text = _as_str(pointer)
-    p = Path(text)
-    if p.is_absolute() and p.exists():
-        return p
     bp = bucket_paths(data_root)
-    if not p.is_absolute() and (bp["root"] / p).exists():
-        return bp["root"] / p
+    if (bp["root"] / text).exists():  # an absolute pointer as it is, a relative one from the root
+        return bp["root"] / text
     return bp["icf"] / Path(text.replace("\\", "/")).name
 
 
@@ -400,11 +380,9 @@ def write_well_tiles(path: str | os.PathLike, row: int, column: int, input_point
 
 
 def read_well_tiles(path: str | os.PathLike) -> WellTiles:
-    """Read a TILES file; raises :class:`LayoutError` naming the file and the missing piece.
-
-    All five attributes of :data:`TILES_ATTRS` are required (the authors' readers need each);
-    ``INPUT_POINTER`` may be bytes or text.
-    """
+    """Read a TILES file; raises :class:`LayoutError` naming the file and the missing piece. All
+    five attributes of :data:`TILES_ATTRS` are required (the authors' readers need each);
+    ``INPUT_POINTER`` may be bytes or text."""
     path = Path(path)
     with _open_h5(path) as f:
         missing = [a for a in TILES_ATTRS if a not in f.attrs]
@@ -439,11 +417,11 @@ def require_columns(df: pd.DataFrame | Sequence[str], required: Sequence[str], w
 def _refuse_blank_cells(df: pd.DataFrame, columns: Sequence[str], path) -> None:
     """A missing or blank value in a required column names the file, line, column and well."""
     for c in columns:
-        blank = df[c].isna() | (df[c].astype(str).str.strip() == "")
+        blank = (df[c].isna() | (df[c].astype(str).str.strip() == "")).to_numpy()
         if blank.any():
-            i = int(np.flatnonzero(blank.to_numpy())[0])
+            i = int(blank.argmax())
             r = df.iloc[i]
-            where = ", ".join(f"{k} {r[k]}" for k in ("PLATE_ID", "well_id") if k != c and k in df and pd.notna(r[k]))
+            where = ", ".join(f"{k} {r[k]}" for k in ("PLATE_ID", "well_id") if k != c and pd.notna(r[k]))
             raise LayoutError(f"{path}: line {i + 2}{f' ({where})' if where else ''}: blank {c!r} "
                               f"({int(blank.sum())} row(s) with a blank {c!r}); every well needs one")
 
@@ -463,11 +441,9 @@ def index_well_ids(df: pd.DataFrame, plate: str, path) -> pd.DataFrame:
 
 
 def read_metadata(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Read ``metadata.csv`` (imaging wells); adds integer ``ROW`` and ``COLUMN`` columns.
-
-    ``well_id`` is normalised to the authors' form; a malformed id or a missing column raises
-    :class:`LayoutError` naming the file.
-    """
+    """Read ``metadata.csv`` (imaging wells); adds integer ``ROW`` and ``COLUMN`` columns, ``well_id``
+    normalised to the authors' form. A malformed id, a missing column or a blank cell raises
+    :class:`LayoutError` naming the file."""
     path = Path(path) if path is not None else bucket_paths()["metadata"]
     if not path.exists():
         raise LayoutError(f"{path}: no such file")
@@ -499,14 +475,9 @@ def gt_path(omics: str, stimulus: str, root: str | os.PathLike | None = None, fm
 
 def read_gt(path: str | os.PathLike) -> pd.DataFrame:
     """Read a GT long table, the five :data:`GT_COLUMNS` (the authors' CSV, or the Parquet form a
-    simulated screen of the paper's size writes); well ids are normalised.
-
-    Raises
-    ------
-    LayoutError
-        Missing file, missing column (the message lists the columns found) or missing value,
-        naming the file (and the gene, well and plate of a missing value).
-    """
+    simulated screen of the paper's size writes); well ids are normalised. A missing file, column
+    (the message lists those found) or value raises :class:`LayoutError` naming the file (and the
+    gene, well and plate of a missing value)."""
     path = Path(path)
     t = _read_gt_arrow(path, (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD), GT_MEASURED)
     df = t.to_pandas().astype({c: str for c in (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD)})
@@ -524,8 +495,7 @@ def write_gt(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 def gt_to_matrix(df: pd.DataFrame, value: str = GT_MEASURED) -> pd.DataFrame:
     """Long GT -> wide (index (plate_barcode, well_id), columns the genes, named ``gene``)."""
     m = df.pivot_table(index=[GT_PLATE, GT_WELL], columns=GT_GENE, values=value, aggfunc="first", sort=True)
-    m.columns.name = "gene"
-    return m
+    return m.rename_axis(columns="gene")
 
 
 def _read_gt_arrow(path: Path, keys: Sequence[str], value: str | None = None):
@@ -645,11 +615,11 @@ def read_screen_info(root: str | os.PathLike | None = None) -> dict | None:
         return None
     try:
         info = json.loads(f.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
+        if not isinstance(info, dict):
+            raise ValueError("expected a JSON object")
+    except ValueError as e:  # UnicodeDecodeError too
         raise LayoutError(f"{f}: not a readable screen description (truncated or edited?): {e}; "
                           "regenerate the screen with overwrite=True (i2o simulate --overwrite)") from None
-    if not isinstance(info, dict):
-        raise LayoutError(f"{f}: not a readable screen description (expected a JSON object)")
     return info
 
 
@@ -665,13 +635,8 @@ def nuclei_truth_path(root: str | os.PathLike | None = None) -> Path:
 
 def read_truth_genes(path: str | os.PathLike | None = None) -> pd.DataFrame | None:
     """The simulator's gene truth table (``omics, gene, kind, r2_expected, ...``; default
-    :func:`truth_path`), or ``None`` where there is none (real data).
-
-    Raises
-    ------
-    LayoutError
-        Missing column, unknown ``kind``, or a gene listed twice for one omics (and stimulus).
-    """
+    :func:`truth_path`), or ``None`` where there is none (real data). A missing column, an unknown
+    ``kind`` or a gene listed twice for one omics (and stimulus) raises :class:`LayoutError`."""
     path = Path(path) if path is not None else truth_path()
     if not path.exists():
         return None

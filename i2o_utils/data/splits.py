@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from i2o_utils.config import OMICS, STIMULI
 from i2o_utils.data import layout
 from i2o_utils.data.layout import FOLDS, LayoutError
 from i2o_utils.paths import bucket_paths, results_dir
@@ -31,15 +32,11 @@ SPLITS_STEP = "10_preprocess_omics"
 
 def split_perturbations(perturbations: Sequence[str], seed: int,
                         fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> pd.Series:
-    """Assign each unique perturbation to 'train', 'val' or 'test'.
+    """Assign each unique perturbation to 'train', 'val' or 'test': a Series indexed by perturbation
+    (sorted), values the fold.
 
     Counts are ``round(n * f_val)`` and ``round(n * f_test)`` (at least one each when there are
     three or more perturbations); the rest train. Deterministic for a seed.
-
-    Returns
-    -------
-    pandas.Series
-        Indexed by perturbation (sorted), values the fold.
     """
     uniq = sorted(set(map(str, perturbations)))
     n = len(uniq)
@@ -66,15 +63,10 @@ def make_splits(perturbations: Sequence[str], n_splits: int = 10,
     ``split0`` (target -> fold, e.g. :func:`gt_perturbation_folds`) replaces the drawn split 0
     for the perturbations it lists (the others, which have no label, keep the drawn fold).
     """
-    parts = []
-    for k in range(n_splits):
-        s = split_perturbations(perturbations, seed=k, fractions=fractions)
-        if k == 0 and split0 is not None:
-            s = split0.astype(str).reindex(s.index).fillna(s).rename("fold")
-        s = s.reset_index()
-        s.insert(0, "split", k)
-        parts.append(s)
-    return pd.concat(parts, ignore_index=True)
+    drawn = {k: split_perturbations(perturbations, seed=k, fractions=fractions) for k in range(n_splits)}
+    if split0 is not None:
+        drawn[0] = split0.astype(str).reindex(drawn[0].index).fillna(drawn[0]).rename("fold")
+    return pd.concat(drawn, names=["split"]).reset_index()
 
 
 def split_table_path(results_root: str | os.PathLike | None = None) -> Path:
@@ -84,13 +76,8 @@ def split_table_path(results_root: str | os.PathLike | None = None) -> Path:
 
 def read_split_table(path: str | os.PathLike, n_splits: int | None = None) -> pd.DataFrame:
     """Read and check a split table: columns, folds, one fold per (split, target), the same
-    perturbations in every split, splits numbered 0.. (``n_splits`` of them when given).
-
-    Raises
-    ------
-    LayoutError
-        Naming the file and the split, perturbation or value at fault.
-    """
+    perturbations in every split, splits numbered 0.. (``n_splits`` of them when given). A fault
+    raises :class:`LayoutError` naming the file and the split, perturbation or value at fault."""
     path = Path(path)
     if not path.exists():
         raise LayoutError(f"{path}: no such file (the split table is written by notebook {SPLITS_STEP})")
@@ -129,11 +116,8 @@ def folds_of(table: pd.DataFrame, split: int, targets: pd.Series, where: str | o
 
 def _gt_well_folds(metadata: pd.DataFrame, root: str | os.PathLike | None) -> list[tuple[Path, pd.DataFrame]]:
     """Each GT table present with its wells' folds and perturbations (``plate_barcode, well_id,
-    fold, target``; a well the plate map does not list has no target)."""
-    from i2o_utils.config import OMICS, STIMULI
-
-    targets = {(str(p), str(w)): str(t) for p, w, t in
-               zip(metadata["PLATE_ID"], metadata["well_id"], metadata["target"])}
+    fold, target``; wells the plate map does not list are left out)."""
+    targets = metadata.astype(str).set_index(["PLATE_ID", "well_id"])["target"].to_dict()
     out = []
     for omics in OMICS:
         for stim in STIMULI:
@@ -142,7 +126,7 @@ def _gt_well_folds(metadata: pd.DataFrame, root: str | os.PathLike | None) -> li
                 f = layout.read_gt_folds(path)
                 f["target"] = [targets.get((layout.plate_id(p, where=path), w))
                                for p, w in zip(f[layout.GT_PLATE], f[layout.GT_WELL])]
-                out.append((path, f))
+                out.append((path, f.dropna(subset=["target"])))
     return out
 
 
@@ -153,7 +137,7 @@ def gt_perturbation_folds(metadata: pd.DataFrame, root: str | os.PathLike | None
     tables = _gt_well_folds(metadata, root)
     if not tables:
         return None
-    wells = pd.concat([f.assign(path=path) for path, f in tables], ignore_index=True).dropna(subset=["target"])
+    wells = pd.concat([f.assign(path=path) for path, f in tables], ignore_index=True)
     first = wells.drop_duplicates("target").set_index("target")  # where each perturbation is first seen
     bad = wells["fold"] != wells["target"].map(first["fold"])
     if bad.any():
@@ -177,16 +161,12 @@ def screen_splits(metadata: pd.DataFrame, n_splits: int, fractions: tuple[float,
 
 def check_split_table(table: pd.DataFrame, metadata: pd.DataFrame, root: str | os.PathLike | None = None,
                       where: str | os.PathLike = "the split table") -> list[Path]:
-    """Compare split 0 of the table with the fold column of every GT table, well by well.
-
-    Returns the GT files checked. Raises :class:`LayoutError` naming the GT file, the well, its
-    perturbation and both folds at the first disagreement, or a GT well whose perturbation the
-    table does not list.
-    """
+    """Compare split 0 of the table with the fold column of every GT table, well by well; returns
+    the GT files checked. Raises :class:`LayoutError` naming the GT file, the well, its perturbation
+    and both folds at the first disagreement, or a GT well whose perturbation the table lacks."""
     s0 = table[table["split"] == 0].set_index("target")["fold"]
     checked = []
     for path, f in _gt_well_folds(metadata, root):
-        f = f[f["target"].notna()]
         expected = f["target"].map(s0)
         bad = expected.isna() | (expected != f["fold"])
         if bad.any():
