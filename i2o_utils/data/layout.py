@@ -79,8 +79,8 @@ def parse_well_id(well_id: str, *, where: str | os.PathLike | None = None) -> tu
     not a row letter A-P followed by a column 1-24 raises :class:`LayoutError` naming ``where`` (a file)."""
     m = _WELL_RE.match(well_id) if isinstance(well_id, str) else None
     if not m:
-        raise LayoutError(f"well id {well_id!r}{f' in {where}' if where else ''} is malformed or outside a 384-well "
-                          "plate: expected a row letter A-P and a column 1-24, e.g. 'G13' or 'A01'")
+        raise LayoutError(f"malformed well id {well_id!r}{f' in {where}' if where else ''} (or outside a 384-well "
+                          "plate): expected a row letter A-P and a column 1-24, e.g. 'G13' or 'A01'")
     return ord(m.group(1).upper()) - 64, int(m.group(2))
 
 
@@ -318,10 +318,8 @@ def index_wells(folder: str | os.PathLike) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class WellTiles:
-    """Tile corners of one well. ``tile_coords[i] = (r0, c0)``; ``fovs_indices[i] = (field, k)``.
-
-    ``input_pointer`` is the attribute as written (decoded to text); :meth:`image_path` resolves it.
-    """
+    """Tile corners of one well. ``tile_coords[i] = (r0, c0)``; ``fovs_indices[i] = (field, k)``;
+    ``input_pointer`` is the attribute as written (decoded to text), :meth:`image_path` resolves it."""
 
     row: int
     column: int
@@ -509,8 +507,8 @@ def _read_gt_arrow(path: Path, keys: Sequence[str], value: str | None = None):
     if not path.exists():
         raise LayoutError(f"{path}: no such file")
     text = pa.dictionary(pa.int32(), pa.string())
-    cols = list(keys) + ([value] if value else [])
-    types = pa.schema([(c, text if c in keys else pa.float64()) for c in cols])
+    types = pa.schema([(k, text) for k in keys] + ([(value, pa.float64())] if value else []))
+    cols = types.names
     parquet = path.suffix.lower() == ".parquet"
     if parquet:
         try:

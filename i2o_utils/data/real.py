@@ -44,9 +44,8 @@ class RealDataSummary:
     written: list[Path] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"{self.source} ({self.tier} tier) into {self.dest}", str(self.summary)]
-        lines += [f"wrote {p}" for p in self.written]
-        return "\n".join(lines)
+        written = [f"wrote {p}" for p in self.written]
+        return "\n".join([f"{self.source} ({self.tier} tier) into {self.dest}", str(self.summary), *written])
 
 
 RECORD_FILE = "REAL_DATA.json"
@@ -61,8 +60,8 @@ def _omics_table(folder: Path, table: str | os.PathLike | None, what: str, words
     if table:
         path = Path(table)
     else:
-        cands = [p for p in sorted(folder.rglob("*")) if p.is_file() and _is_table(p.name, words, ".zip")
-                 and "series_matrix" not in p.name.lower()]
+        cands = [p for p in sorted(folder.rglob("*")) if p.is_file() and "series_matrix" not in p.name.lower()
+                 and p.name.lower().endswith((*_TABLE_SUFFIXES, ".zip")) and any(w in p.name.lower() for w in words)]
         if len(cands) != 1:
             found = (f"several candidate {what}s {[p.name for p in cands]}; choose one" if cands else f"no {what} "
                      f"among the fetched files {[p.name for p in sorted(folder.rglob('*'))][:20]}; name it")
@@ -71,15 +70,11 @@ def _omics_table(folder: Path, table: str | os.PathLike | None, what: str, words
     return _extract_table(path, words) if path.suffix == ".zip" else path
 
 
-def _is_table(name: str, words: tuple[str, ...], *suffixes: str) -> bool:
-    name = name.lower()
-    return name.endswith(_TABLE_SUFFIXES + suffixes) and any(w in name for w in words)
-
-
 def _extract_table(zip_path: Path, words: tuple[str, ...]) -> Path:
     """Extract the table member of a zip (e.g. ``txt/proteinGroups.txt``) beside it, atomically."""
     with zipfile.ZipFile(zip_path) as z:
-        members = [m for m in z.namelist() if _is_table(m, words)]
+        members = [m for m in z.namelist()
+                   if m.lower().endswith(_TABLE_SUFFIXES) and any(w in m.lower() for w in words)]
         if len(members) != 1:
             raise OmicsImportError(f"{zip_path}: expected one table matching {list(words)} inside, found {members[:10]}")
         out = zip_path.parent / (zip_path.stem + "_extracted") / Path(members[0]).name

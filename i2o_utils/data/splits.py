@@ -58,11 +58,9 @@ def split_perturbations(perturbations: Sequence[str], seed: int,
 def make_splits(perturbations: Sequence[str], n_splits: int = 10,
                 fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
                 split0: pd.Series | None = None) -> pd.DataFrame:
-    """All splits as a long table: ``split, target, fold`` (split k uses seed k).
-
-    ``split0`` (target -> fold, e.g. :func:`gt_perturbation_folds`) replaces the drawn split 0
-    for the perturbations it lists (the others, which have no label, keep the drawn fold).
-    """
+    """All splits as a long table: ``split, target, fold`` (split k uses seed k). ``split0`` (target
+    -> fold, e.g. :func:`gt_perturbation_folds`) replaces the drawn split 0 for the perturbations it
+    lists (the others, which have no label, keep the drawn fold)."""
     drawn = {k: split_perturbations(perturbations, seed=k, fractions=fractions) for k in range(n_splits)}
     if split0 is not None:
         drawn[0] = split0.astype(str).reindex(drawn[0].index).fillna(drawn[0]).rename("fold")
