@@ -252,9 +252,7 @@ def read_well_attrs(path: str | os.PathLike) -> dict:
 
 def _well_attrs(f: h5py.File, path: Path) -> dict:
     """``plate, row, column, plane`` of an open per-well image file; a missing attribute raises."""
-    missing = [a for a in ("PLATE_BARCODE", "ROW", "COLUMN") if a not in f.attrs]
-    if missing:
-        raise LayoutError(f"{path}: missing attribute(s) {missing}")
+    require_columns(f.attrs, ("PLATE_BARCODE", "ROW", "COLUMN"), path, what="attribute")
     return {"plate": _as_str(f.attrs["PLATE_BARCODE"]), "row": int(f.attrs["ROW"]),
             "column": int(f.attrs["COLUMN"]), "plane": int(f.attrs.get("PLANE", 1))}
 
@@ -271,9 +269,7 @@ def read_well_images(path: str | os.PathLike, fields: Sequence[int] | None = Non
     path = Path(path)
     with _open_h5(path) as f:
         attrs = _well_attrs(f, path)
-        absent = [c for c in CHANNELS if c not in f]
-        if absent:
-            raise LayoutError(f"{path}: missing channel group(s) {absent}; found {sorted(f.keys())}")
+        require_columns(f, CHANNELS, path, what="channel group")
         names = _fov_names(f[CHANNELS[0]])
         if not names:
             raise LayoutError(f"{path}: channel {CHANNELS[0]!r} holds no fov_i datasets")
@@ -383,12 +379,8 @@ def read_well_tiles(path: str | os.PathLike) -> WellTiles:
     ``INPUT_POINTER`` may be bytes or text."""
     path = Path(path)
     with _open_h5(path) as f:
-        missing = [a for a in TILES_ATTRS if a not in f.attrs]
-        if missing:
-            raise LayoutError(f"{path}: missing attribute(s) {missing}; a TILES file carries {list(TILES_ATTRS)}")
-        for k in ("all_fovs/tile_coords", "all_fovs/fovs_indices"):
-            if k not in f:
-                raise LayoutError(f"{path}: missing dataset {k!r}")
+        require_columns(f.attrs, TILES_ATTRS, path, what="attribute")
+        require_columns(f.get("all_fovs", []), ("tile_coords", "fovs_indices"), f"{path}, all_fovs", what="dataset")
         tc = f["all_fovs/tile_coords"][()].reshape(-1, 2).astype(np.int64)
         fi = f["all_fovs/fovs_indices"][()].reshape(-1, 2).astype(np.int64)
         if len(tc) != len(fi):
@@ -403,13 +395,13 @@ def read_well_tiles(path: str | os.PathLike) -> WellTiles:
 # tables
 # --------------------------------------------------------------------------------------------
 def require_columns(df: pd.DataFrame | Sequence[str], required: Sequence[str], where,
-                    error: type[Exception] = LayoutError) -> None:
+                    error: type[Exception] = LayoutError, what: str = "column") -> None:
     """Raise ``error`` naming ``where``, the missing columns and those found (``df``: a table or
-    its column names)."""
+    its column names; or, with ``what``, the attributes, groups or datasets of an HDF5 object)."""
     found = list(df.columns if isinstance(df, pd.DataFrame) else df)
     missing = [c for c in required if c not in found]
     if missing:
-        raise error(f"{where}: missing column(s) {missing}; found {found}")
+        raise error(f"{where}: missing {what}(s) {missing}; found {found}")
 
 
 def _refuse_blank_cells(df: pd.DataFrame, columns: Sequence[str], path) -> None:
