@@ -19,6 +19,7 @@ no annotation), see :func:`draw_screen_genes`.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zipfile
 from functools import lru_cache
@@ -91,28 +92,17 @@ def _open_text(path: Path):
         names = [n for n in zf.namelist() if not n.endswith("/")]
         if len(names) != 1:
             raise ValueError(f"{path}: expected one file in the zip archive, found {names}")
-        import io
-
         return io.TextIOWrapper(zf.open(names[0]), encoding="utf-8")
     return open(path, encoding="utf-8")
 
 
 def read_gmt(path: str | os.PathLike, min_size: int = 1) -> pd.DataFrame:
-    """Gene sets in GMT form (plain, ``.gz`` or ``.zip``): ``name<TAB>id-or-description<TAB>gene...``.
+    """Gene sets in GMT form (plain, ``.gz`` or ``.zip``): ``name<TAB>id-or-description<TAB>gene...``,
+    as Reactome's ``ReactomePathways.gmt(.zip)`` and the shipped ``go_bp.gmt.gz``.
 
-    Reactome's ``ReactomePathways.gmt(.zip)`` and the shipped ``go_bp.gmt.gz`` both have this form.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``name, term_id, members`` (a list of gene symbols, duplicates removed, order kept),
-        sets with fewer than ``min_size`` members dropped.
-
-    Raises
-    ------
-    ValueError
-        A line with fewer than three tab-separated fields or a set named twice; the message names
-        the file and the line.
+    Returns ``name, term_id, members`` (a list of gene symbols, duplicates removed, order kept),
+    sets with fewer than ``min_size`` members dropped. A line with fewer than three tab-separated
+    fields or a set named twice raises ``ValueError`` naming the file and the line.
     """
     path = Path(path)
     if not path.exists():
@@ -145,11 +135,7 @@ def draw_screen_genes(n: int, rng: np.random.Generator, include: tuple[str, ...]
     Genes beyond the table's size are synthetic (symbol ``SIMG<k>``, an Ensembl-shaped id
     ``ENSG9<k>`` that no real gene has, type ``synthetic``, no location or gene set), so a
     profile larger than the table still runs and the analyses simply see them as unannotated.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The columns of :func:`load_gene_table`, one row per gene.
+    One row per gene, the columns of :func:`load_gene_table`.
     """
     table = load_gene_table() if table is None else table
     inc = list(dict.fromkeys(include))

@@ -38,11 +38,10 @@ interrupted run never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import re
-import tempfile
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from i2o_utils.config import CHANNELS
+from i2o_utils.paths import bucket_paths
 
 N_ROWS_384, N_COLS_384 = 16, 24
 GT_PLATE, GT_WELL, GT_GENE, GT_FOLD, GT_MEASURED = (
@@ -64,10 +64,7 @@ METADATA_COLUMNS = ("well_id", "PLATE_ID", "target", "cell_state", "Column")
 IMAGE_DTYPES = (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
 FOLDS = ("train", "val", "test")
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-_WELL_RE = re.compile(r"^\s*([A-Za-z])\s*0*(\d{1,2})\s*$")
+_WELL_RE = re.compile(r"^\s*([A-Pa-p])\s*0*([1-9]|1\d|2[0-4])\s*$")  # rows A-P, columns 1-24
 
 
 class LayoutError(ValueError):
@@ -78,26 +75,13 @@ class LayoutError(ValueError):
 # well ids
 # --------------------------------------------------------------------------------------------
 def parse_well_id(well_id: str, *, where: str | os.PathLike | None = None) -> tuple[int, int]:
-    """``'G13'`` or ``'A01'`` -> ``(ROW, COLUMN)``, both 1-based, on a 384-well plate.
-
-    Raises
-    ------
-    LayoutError
-        If the id is not a row letter A-P followed by a column 1-24; ``where`` (a file name) is
-        included in the message.
-    """
-    m = _WELL_RE.match(str(well_id)) if isinstance(well_id, str) else None
-    loc = f" in {where}" if where else ""
+    """``'G13'`` or ``'A01'`` -> ``(ROW, COLUMN)``, both 1-based, on a 384-well plate; an id that is
+    not a row letter A-P followed by a column 1-24 raises :class:`LayoutError` naming ``where`` (a file)."""
+    m = _WELL_RE.match(well_id) if isinstance(well_id, str) else None
     if not m:
-        raise LayoutError(
-            f"malformed well id {well_id!r}{loc}: expected a row letter A-P and a column 1-24, "
-            "e.g. 'G13' or 'A01'"
-        )
-    row = ord(m.group(1).upper()) - 64
-    col = int(m.group(2))
-    if not (1 <= row <= N_ROWS_384 and 1 <= col <= N_COLS_384):
-        raise LayoutError(f"well id {well_id!r}{loc} is outside a 384-well plate (A-P, 1-24)")
-    return row, col
+        raise LayoutError(f"malformed well id {well_id!r}{f' in {where}' if where else ''} (or outside a 384-well "
+                          "plate): expected a row letter A-P and a column 1-24, e.g. 'G13' or 'A01'")
+    return ord(m.group(1).upper()) - 64, int(m.group(2))
 
 
 def format_well_id(row: int, column: int, *, padded: bool = False) -> str:
@@ -114,11 +98,9 @@ def normalise_well_id(well_id: str, *, where: str | os.PathLike | None = None) -
 
 
 def plate_id(barcode: str, *, where: str | os.PathLike | None = None) -> str:
-    """``'ELN27012_G212LFO'`` -> ``'G212LFO'``: the ``PLATE_ID`` of ``metadata.csv``.
-
-    The authors derive it as ``PLATE_BARCODE.rsplit("_")[1]``, which names the plate only when the
-    barcode holds exactly one underscore; any other barcode raises :class:`LayoutError`.
-    """
+    """``'ELN27012_G212LFO'`` -> ``'G212LFO'``: the ``PLATE_ID`` of ``metadata.csv``. The authors derive
+    it as ``PLATE_BARCODE.rsplit("_")[1]``, which names the plate only when the barcode holds exactly
+    one underscore; any other barcode raises :class:`LayoutError`."""
     parts = str(barcode).split("_")
     if len(parts) != 2 or not all(parts):
         loc = f" in {where}" if where else ""
@@ -127,19 +109,16 @@ def plate_id(barcode: str, *, where: str | os.PathLike | None = None) -> str:
     return parts[1]
 
 
-_TIMESTAMP_RE = re.compile(r"^\d{13}$")
-
-
 def format_timestamp(when) -> str:
     """A datetime in the authors' 13-digit form: year, day of the year (3 digits), hhmmss."""
-    return f"{when.year:04d}{when.timetuple().tm_yday:03d}{when.hour:02d}{when.minute:02d}{when.second:02d}"
+    return when.strftime("%Y%j%H%M%S")
 
 
 def image_file_name(prefix: str, barcode: str, row: int, column: int, plane: int = 1,
                     timestamp: str = "2023001000000") -> str:
     """The authors' per-well file name ``<PREFIX>.X<ROW>.Y<COLUMN>.P<PLANE>.<timestamp>.<ELN>_<PLATE>.h5``."""
     plate_id(barcode)
-    if not _TIMESTAMP_RE.match(str(timestamp)):
+    if not re.fullmatch(r"\d{13}", str(timestamp)):
         raise LayoutError(f"timestamp {timestamp!r} is not the authors' 13 digits (e.g. '2021159114145')")
     return f"{prefix}.X{int(row)}.Y{int(column)}.P{int(plane)}.{timestamp}.{barcode}.h5"
 
@@ -163,19 +142,16 @@ def parse_image_file_name(name: str | os.PathLike) -> dict | None:
 # --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path`` (not yet created) for the block to write; rename it onto
+    ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual mode
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -187,15 +163,13 @@ def staged_paths() -> Iterator[Callable[[str | os.PathLike], Path]]:
     onto its path, when it fails none is and the staged files are removed. ``stage`` may be
     called from several threads.
     """
-    staged: list[tuple[Path, Path]] = []
-    lock = threading.Lock()
+    staged: list[tuple[Path, Path]] = []  # list.append is atomic: no lock needed across threads
 
     def stage(path: str | os.PathLike) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.staged")
-        with lock:
-            staged.append((tmp, path))
+        staged.append((tmp, path))
         return tmp
 
     try:
@@ -207,8 +181,7 @@ def staged_paths() -> Iterator[Callable[[str | os.PathLike], Path]]:
             os.replace(tmp, path)
     finally:
         for tmp, _ in staged:
-            if tmp.exists():
-                tmp.unlink()
+            tmp.unlink(missing_ok=True)
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | os.PathLike, **kwargs) -> Path:
@@ -248,10 +221,7 @@ def write_well_images(path: str | os.PathLike, plate: str, row: int, column: int
     format_well_id(row, column)
     opts = {"compression": compression, "compression_opts": 1, "shuffle": True} if compression == "gzip" else {}
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["PLATE_BARCODE"] = str(plate)
-        f.attrs["ROW"] = int(row)
-        f.attrs["COLUMN"] = int(column)
-        f.attrs["PLANE"] = int(plane)
+        f.attrs.update(PLATE_BARCODE=str(plate), ROW=int(row), COLUMN=int(column), PLANE=int(plane))
         for c, name in enumerate(CHANNELS):
             g = f.create_group(name)
             for i in range(fields.shape[0]):
@@ -260,8 +230,7 @@ def write_well_images(path: str | os.PathLike, plate: str, row: int, column: int
 
 
 def _fov_names(group: h5py.Group) -> list[str]:
-    names = [k for k in group.keys() if re.fullmatch(r"fov_\d+", k)]
-    return sorted(names, key=lambda k: int(k.split("_")[1]))
+    return sorted((k for k in group.keys() if re.fullmatch(r"fov_\d+", k)), key=lambda k: int(k[4:]))
 
 
 def _open_h5(path: Path) -> h5py.File:
@@ -277,15 +246,13 @@ def read_well_attrs(path: str | os.PathLike) -> dict:
     """The attributes of a per-well image file (PLATE_BARCODE, ROW, COLUMN, PLANE) and its fields."""
     path = Path(path)
     with _open_h5(path) as f:
-        first = f[CHANNELS[0]] if CHANNELS[0] in f else None
-        return {**_well_attrs(f, path), "n_fields": len(_fov_names(first)) if first is not None else 0, "path": path}
+        n_fields = len(_fov_names(f[CHANNELS[0]])) if CHANNELS[0] in f else 0
+        return {**_well_attrs(f, path), "n_fields": n_fields, "path": path}
 
 
 def _well_attrs(f: h5py.File, path: Path) -> dict:
     """``plate, row, column, plane`` of an open per-well image file; a missing attribute raises."""
-    missing = [a for a in ("PLATE_BARCODE", "ROW", "COLUMN") if a not in f.attrs]
-    if missing:
-        raise LayoutError(f"{path}: missing attribute(s) {missing}")
+    require_columns(f.attrs, ("PLATE_BARCODE", "ROW", "COLUMN"), path, what="attribute")
     return {"plate": _as_str(f.attrs["PLATE_BARCODE"]), "row": int(f.attrs["ROW"]),
             "column": int(f.attrs["COLUMN"]), "plane": int(f.attrs.get("PLANE", 1))}
 
@@ -294,31 +261,15 @@ def _as_str(v) -> str:
     return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
 
 
-def read_well_images(path: str | os.PathLike, fields: Sequence[int] | None = None,
-                     dtypes: Sequence[np.dtype] = IMAGE_DTYPES) -> WellImages:
-    """Read a per-well image file (ICF or RAW) and check it against the layout.
-
-    Parameters
-    ----------
-    path
-        The HDF5 file of one well.
-    fields
-        Field indices to read; ``None`` for all.
-    dtypes
-        Accepted pixel dtypes.
-
-    Raises
-    ------
-    LayoutError
-        Naming the file and the fault: unreadable file, missing attribute or channel group,
-        no fields, fields of unequal shape across channels or fields, wrong dtype.
-    """
+def read_well_images(path: str | os.PathLike, fields: Sequence[int] | None = None) -> WellImages:
+    """Read a per-well image file (ICF or RAW), the fields of indices ``fields`` (``None``: all), and
+    check it against the layout: :class:`LayoutError` names the file and the fault (unreadable file,
+    missing attribute or channel group, no fields, fields of unequal shape or dtype across channels
+    or fields, a dtype not in :data:`IMAGE_DTYPES`)."""
     path = Path(path)
     with _open_h5(path) as f:
         attrs = _well_attrs(f, path)
-        absent = [c for c in CHANNELS if c not in f]
-        if absent:
-            raise LayoutError(f"{path}: missing channel group(s) {absent}; found {sorted(f.keys())}")
+        require_columns(f, CHANNELS, path, what="channel group")
         names = _fov_names(f[CHANNELS[0]])
         if not names:
             raise LayoutError(f"{path}: channel {CHANNELS[0]!r} holds no fov_i datasets")
@@ -326,30 +277,20 @@ def read_well_images(path: str | os.PathLike, fields: Sequence[int] | None = Non
             if _fov_names(f[c]) != names:
                 raise LayoutError(f"{path}: channel {c!r} has fields {_fov_names(f[c])}, expected {names}")
         if fields is not None:
-            want = [f"fov_{i}" for i in fields]
-            bad = [n for n in want if n not in names]
+            bad = [f"fov_{i}" for i in fields if f"fov_{i}" not in names]
             if bad:
                 raise LayoutError(f"{path}: no field(s) {bad}")
-            names = want
-        shape = dtype = None
-        arrays = []
-        for n in names:
-            per_channel = []
-            for c in CHANNELS:
-                ds = f[c][n]
-                if ds.ndim != 2:
-                    raise LayoutError(f"{path}: {c}/{n} is {ds.ndim}-D, expected a 2-D field")
-                if ds.dtype not in [np.dtype(d) for d in dtypes]:
-                    raise LayoutError(f"{path}: {c}/{n} has dtype {ds.dtype}, expected one of "
-                                      f"{[str(np.dtype(d)) for d in dtypes]}")
-                if shape is None:
-                    shape, dtype = ds.shape, ds.dtype
-                elif ds.shape != shape or ds.dtype != dtype:
-                    raise LayoutError(f"{path}: {c}/{n} is {ds.shape} {ds.dtype}, but the first field "
-                                      f"is {shape} {dtype}: all fields must share shape and dtype")
-                per_channel.append(ds[()])
-            arrays.append(np.stack(per_channel))
-        return WellImages(**attrs, fields=np.stack(arrays), path=path)
+            names = [f"fov_{i}" for i in fields]
+        sets = [f[c][n] for n in names for c in CHANNELS]  # field by field, channels in CHANNELS order
+        for ds in sets:
+            if ds.ndim != 2 or ds.dtype not in IMAGE_DTYPES:
+                raise LayoutError(f"{path}: {ds.name[1:]} has dtype {ds.dtype} and {ds.ndim} dimension(s), expected "
+                                  f"a 2-D field of one of {[str(d) for d in IMAGE_DTYPES]}")
+            if ds.shape != sets[0].shape or ds.dtype != sets[0].dtype:
+                raise LayoutError(f"{path}: {ds.name[1:]} is {ds.shape} {ds.dtype}, but the first field is "
+                                  f"{sets[0].shape} {sets[0].dtype}: all fields must share shape and dtype")
+        images = np.stack([ds[()] for ds in sets]).reshape(len(names), len(CHANNELS), *sets[0].shape)
+        return WellImages(**attrs, fields=images, path=path)
 
 
 def list_well_files(folder: str | os.PathLike) -> list[Path]:
@@ -373,10 +314,8 @@ def index_wells(folder: str | os.PathLike) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class WellTiles:
-    """Tile corners of one well. ``tile_coords[i] = (r0, c0)``; ``fovs_indices[i] = (field, k)``.
-
-    ``input_pointer`` is the attribute as written (decoded to text); :meth:`image_path` resolves it.
-    """
+    """Tile corners of one well. ``tile_coords[i] = (r0, c0)``; ``fovs_indices[i] = (field, k)``;
+    ``input_pointer`` is the attribute as written (decoded to text), :meth:`image_path` resolves it."""
 
     row: int
     column: int
@@ -404,42 +343,27 @@ def resolve_input_pointer(pointer: str | bytes, data_root: str | os.PathLike | N
     is not there (an absolute path from another machine, as in the authors' bucket) by its file
     name in the root's ``data/ICF`` (what the authors' ``preprocessing.py`` does).
     """
-    from i2o_utils.paths import bucket_paths
-
-    text = pointer.decode("utf-8") if isinstance(pointer, (bytes, np.bytes_)) else str(pointer)
-    p = Path(text)
-    if p.is_absolute() and p.exists():
-        return p
+    text = _as_str(pointer)
     bp = bucket_paths(data_root)
-    if not p.is_absolute() and (bp["root"] / p).exists():
-        return bp["root"] / p
+    if (bp["root"] / text).exists():  # an absolute pointer as it is, a relative one from the root
+        return bp["root"] / text
     return bp["icf"] / Path(text.replace("\\", "/")).name
 
 
 def write_well_tiles(path: str | os.PathLike, row: int, column: int, input_pointer: str | os.PathLike,
                      corners_per_field: Sequence[np.ndarray], *, plate_barcode: str, plane: int = 1) -> Path:
-    """Write a TILES file from the tile corners (k x 2 arrays of (r0, c0)) of each field.
-
-    Attributes as the authors' readers take them: ``ROW``, ``COLUMN``, ``PLANE`` (integers),
-    ``PLATE_BARCODE`` (text, compared with their configuration's barcodes) and ``INPUT_POINTER``
-    (a fixed-length byte string, which their ``preprocessing.py`` decodes; written absolute so
-    their ``PlateDataset`` opens it from any working directory).
-    """
+    """Write a TILES file (the module's form) from the tile corners (k x 2 arrays of (r0, c0)) of each
+    field. ``PLATE_BARCODE`` is text (the authors' readers compare it with their configured barcodes);
+    pass an absolute ``input_pointer`` so their ``PlateDataset`` opens it from any working directory."""
     format_well_id(row, column)
     plate_id(plate_barcode, where=path)
     corners = [np.asarray(c, dtype=np.int64).reshape(-1, 2) for c in corners_per_field]
-    tile_coords = np.concatenate(corners) if corners else np.zeros((0, 2), np.int64)
-    fovs_indices = np.concatenate(
-        [np.stack([np.full(len(c), i), np.arange(len(c))], axis=1) for i, c in enumerate(corners)]
-    ).astype(np.int64) if corners else np.zeros((0, 2), np.int64)
-    well_coords = np.tile(np.array([[row, column]], dtype=np.int64), (len(tile_coords), 1))
-    pointer = os.fspath(input_pointer)
+    tile_coords = np.concatenate([np.zeros((0, 2), np.int64), *corners])
+    fovs_indices = np.array([(i, k) for i, c in enumerate(corners) for k in range(len(c))], np.int64).reshape(-1, 2)
+    well_coords = np.full((len(tile_coords), 2), [row, column], np.int64)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["ROW"] = int(row)
-        f.attrs["COLUMN"] = int(column)
-        f.attrs["PLANE"] = int(plane)
-        f.attrs["PLATE_BARCODE"] = str(plate_barcode)
-        f.attrs["INPUT_POINTER"] = np.bytes_(pointer.encode("utf-8"))
+        f.attrs.update(ROW=int(row), COLUMN=int(column), PLANE=int(plane), PLATE_BARCODE=str(plate_barcode),
+                       INPUT_POINTER=np.bytes_(os.fspath(input_pointer).encode("utf-8")))
         for i, c in enumerate(corners):
             f.create_dataset(f"fov_{i}", data=c)
         g = f.create_group("all_fovs")
@@ -450,19 +374,13 @@ def write_well_tiles(path: str | os.PathLike, row: int, column: int, input_point
 
 
 def read_well_tiles(path: str | os.PathLike) -> WellTiles:
-    """Read a TILES file; raises :class:`LayoutError` naming the file and the missing piece.
-
-    All five attributes of :data:`TILES_ATTRS` are required (the authors' readers need each);
-    ``INPUT_POINTER`` may be bytes or text.
-    """
+    """Read a TILES file; raises :class:`LayoutError` naming the file and the missing piece. All
+    five attributes of :data:`TILES_ATTRS` are required (the authors' readers need each);
+    ``INPUT_POINTER`` may be bytes or text."""
     path = Path(path)
     with _open_h5(path) as f:
-        missing = [a for a in TILES_ATTRS if a not in f.attrs]
-        if missing:
-            raise LayoutError(f"{path}: missing attribute(s) {missing}; a TILES file carries {list(TILES_ATTRS)}")
-        for k in ("all_fovs/tile_coords", "all_fovs/fovs_indices"):
-            if k not in f:
-                raise LayoutError(f"{path}: missing dataset {k!r}")
+        require_columns(f.attrs, TILES_ATTRS, path, what="attribute")
+        require_columns(f.get("all_fovs", []), ("tile_coords", "fovs_indices"), f"{path}, all_fovs", what="dataset")
         tc = f["all_fovs/tile_coords"][()].reshape(-1, 2).astype(np.int64)
         fi = f["all_fovs/fovs_indices"][()].reshape(-1, 2).astype(np.int64)
         if len(tc) != len(fi):
@@ -477,23 +395,23 @@ def read_well_tiles(path: str | os.PathLike) -> WellTiles:
 # tables
 # --------------------------------------------------------------------------------------------
 def require_columns(df: pd.DataFrame | Sequence[str], required: Sequence[str], where,
-                    error: type[Exception] = LayoutError) -> None:
+                    error: type[Exception] = LayoutError, what: str = "column") -> None:
     """Raise ``error`` naming ``where``, the missing columns and those found (``df``: a table or
-    its column names)."""
+    its column names; or, with ``what``, the attributes, groups or datasets of an HDF5 object)."""
     found = list(df.columns if isinstance(df, pd.DataFrame) else df)
     missing = [c for c in required if c not in found]
     if missing:
-        raise error(f"{where}: missing column(s) {missing}; found {found}")
+        raise error(f"{where}: missing {what}(s) {missing}; found {found}")
 
 
 def _refuse_blank_cells(df: pd.DataFrame, columns: Sequence[str], path) -> None:
     """A missing or blank value in a required column names the file, line, column and well."""
     for c in columns:
-        blank = df[c].isna() | (df[c].astype(str).str.strip() == "")
+        blank = (df[c].isna() | (df[c].astype(str).str.strip() == "")).to_numpy()
         if blank.any():
-            i = int(np.flatnonzero(blank.to_numpy())[0])
+            i = int(blank.argmax())
             r = df.iloc[i]
-            where = ", ".join(f"{k} {r[k]}" for k in ("PLATE_ID", "well_id") if k != c and k in df and pd.notna(r[k]))
+            where = ", ".join(f"{k} {r[k]}" for k in ("PLATE_ID", "well_id") if k != c and pd.notna(r[k]))
             raise LayoutError(f"{path}: line {i + 2}{f' ({where})' if where else ''}: blank {c!r} "
                               f"({int(blank.sum())} row(s) with a blank {c!r}); every well needs one")
 
@@ -504,8 +422,7 @@ def index_well_ids(df: pd.DataFrame, plate: str, path) -> pd.DataFrame:
     :class:`LayoutError` naming ``path``."""
     rc = [parse_well_id(w, where=path) for w in df["well_id"]]
     df["well_id"] = [format_well_id(r, c) for r, c in rc]
-    df["ROW"] = [r for r, _ in rc]
-    df["COLUMN"] = [c for _, c in rc]
+    df["ROW"], df["COLUMN"] = np.array(rc, dtype=np.int64).reshape(-1, 2).T
     dup = df.duplicated([plate, "well_id"]).to_numpy()
     if dup.any():
         r = df.loc[dup].iloc[0]
@@ -514,13 +431,9 @@ def index_well_ids(df: pd.DataFrame, plate: str, path) -> pd.DataFrame:
 
 
 def read_metadata(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Read ``metadata.csv`` (imaging wells); adds integer ``ROW`` and ``COLUMN`` columns.
-
-    ``well_id`` is normalised to the authors' form; a malformed id or a missing column raises
-    :class:`LayoutError` naming the file.
-    """
-    from i2o_utils.paths import bucket_paths
-
+    """Read ``metadata.csv`` (imaging wells); adds integer ``ROW`` and ``COLUMN`` columns, ``well_id``
+    normalised to the authors' form. A malformed id, a missing column or a blank cell raises
+    :class:`LayoutError` naming the file."""
     path = Path(path) if path is not None else bucket_paths()["metadata"]
     if not path.exists():
         raise LayoutError(f"{path}: no such file")
@@ -544,58 +457,22 @@ def gt_path(omics: str, stimulus: str, root: str | os.PathLike | None = None, fm
     """``data/GT/{omics}_{stimulus}.csv`` (the authors'), or the ``.parquet`` a simulated screen of
     the paper's size writes instead; ``fmt`` (``"csv"``/``"parquet"``) asks for one, ``None``
     takes the one that exists (the CSV if neither does)."""
-    from i2o_utils.paths import bucket_paths
-
-    csv = bucket_paths(root)["gt"] / f"{omics}_{stimulus.lower()}.csv"
-    if fmt == "parquet" or (fmt is None and not csv.exists() and csv.with_suffix(".parquet").exists()):
-        return csv.with_suffix(".parquet")
-    return csv
-
-
-def _is_parquet(path: Path) -> bool:
-    return path.suffix.lower() == ".parquet"
-
-
-def _parquet_columns(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    try:
-        return list(pq.read_schema(path).names)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
-        raise LayoutError(f"{path}: not a readable Parquet file: {e}") from e
+    p = bucket_paths(root)["gt"] / f"{omics}_{stimulus.lower()}.csv"
+    if fmt == "parquet" or (fmt is None and not p.exists() and p.with_suffix(".parquet").exists()):
+        return p.with_suffix(".parquet")
+    return p
 
 
 def read_gt(path: str | os.PathLike) -> pd.DataFrame:
     """Read a GT long table, the five :data:`GT_COLUMNS` (the authors' CSV, or the Parquet form a
-    simulated screen of the paper's size writes); well ids are normalised.
-
-    Raises
-    ------
-    LayoutError
-        Missing file, missing column (the message lists the columns found) or missing value,
-        naming the file (and the gene, well and plate of a missing value).
-    """
+    simulated screen of the paper's size writes); well ids are normalised. A missing file, column
+    (the message lists those found) or value raises :class:`LayoutError` naming the file (and the
+    gene, well and plate of a missing value)."""
     path = Path(path)
     t = _read_gt_arrow(path, (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD), GT_MEASURED)
-    _refuse_missing_values(t, path, GT_MEASURED)
     df = t.to_pandas().astype({c: str for c in (GT_PLATE, GT_WELL, GT_GENE, GT_FOLD)})
     df[GT_WELL] = df[GT_WELL].map({w: normalise_well_id(w, where=path) for w in df[GT_WELL].unique()})
     return df
-
-
-def _refuse_missing_values(t, path: Path, value: str) -> None:
-    missing = np.isnan(t.column(value).to_numpy(zero_copy_only=False))
-    if missing.any():
-        row = {k: t.column(k)[int(np.flatnonzero(missing)[0])].as_py() for k in (GT_PLATE, GT_WELL, GT_GENE)}
-        raise LayoutError(f"{path}: missing {value!r} value for gene {row[GT_GENE]} in well {row[GT_WELL]} of "
-                          f"plate {row[GT_PLATE]}")
-
-
-def _csv_header(line: bytes, path) -> list[str]:
-    import csv
-
-    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
-    return next(csv.reader([text])) if text else []
 
 
 def write_gt(df: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -608,13 +485,13 @@ def write_gt(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 def gt_to_matrix(df: pd.DataFrame, value: str = GT_MEASURED) -> pd.DataFrame:
     """Long GT -> wide (index (plate_barcode, well_id), columns the genes, named ``gene``)."""
     m = df.pivot_table(index=[GT_PLATE, GT_WELL], columns=GT_GENE, values=value, aggfunc="first", sort=True)
-    m.columns.name = "gene"
-    return m
+    return m.rename_axis(columns="gene")
 
 
 def _read_gt_arrow(path: Path, keys: Sequence[str], value: str | None = None):
     """Columns ``keys`` (text, dictionary-encoded) and ``value`` (float64) of a GT table (CSV or
-    Parquet) as one Arrow table; a missing file or column raises :class:`LayoutError` naming them."""
+    Parquet) as one Arrow table; a missing file, column or value raises :class:`LayoutError` naming
+    them (and the gene, well and plate of a missing value)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -622,30 +499,36 @@ def _read_gt_arrow(path: Path, keys: Sequence[str], value: str | None = None):
     if not path.exists():
         raise LayoutError(f"{path}: no such file")
     text = pa.dictionary(pa.int32(), pa.string())
-    cols = list(keys) + ([value] if value else [])
-    parquet = _is_parquet(path)
+    types = pa.schema([(k, text) for k in keys] + ([(value, pa.float64())] if value else []))
+    cols = types.names
+    parquet = path.suffix.lower() == ".parquet"
     if parquet:
-        header = _parquet_columns(path)
+        try:
+            header = pq.read_schema(path).names
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
+            raise LayoutError(f"{path}: not a readable Parquet file: {e}") from e
     else:
         with open(path, "rb") as f:
-            header = _csv_header(f.readline(), path)
+            header = next(csv.reader([f.readline().decode("utf-8", errors="replace").rstrip("\r\n")]))
     require_columns(header, list(dict.fromkeys([*GT_COLUMNS, *cols])), path)
     try:
         if parquet:
-            t = pq.read_table(path, columns=cols)
-            t = pa.table([t.column(k).cast(text) if t.column(k).type != text else t.column(k) for k in keys]
-                         + ([t.column(value).cast(pa.float64())] if value else []), names=cols)
-        else:
-            # large blocks: few dictionaries to unify
+            t = pq.read_table(path, columns=cols).select(cols).cast(types)
+        else:  # large blocks: few dictionaries to unify
             t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(block_size=64 << 20),
-                               convert_options=pacsv.ConvertOptions(
-                                   include_columns=cols, strings_can_be_null=False,
-                                   column_types={c: text if c in keys else pa.float64() for c in cols}))
+                               convert_options=pacsv.ConvertOptions(include_columns=cols, column_types=types,
+                                                                    strings_can_be_null=False))
     except pa.ArrowInvalid as e:  # Arrow numbers the columns from 0: name them
         msg = re.sub(r"CSV column #(\d+)", lambda m: f"column {header[int(m.group(1))]!r}"
                      if int(m.group(1)) < len(header) else m.group(0), str(e))
         raise LayoutError(f"{path}: {msg}") from e
-    return t.unify_dictionaries().combine_chunks()
+    t = t.unify_dictionaries().combine_chunks()
+    missing = np.flatnonzero(np.isnan(t.column(value).to_numpy(zero_copy_only=False))) if value else []
+    if len(missing):
+        row = {k: t.column(k)[int(missing[0])].as_py() for k in (GT_PLATE, GT_WELL, GT_GENE)}
+        raise LayoutError(f"{path}: missing {value!r} value for gene {row[GT_GENE]} in well {row[GT_WELL]} of "
+                          f"plate {row[GT_PLATE]}")
+    return t
 
 
 def read_gt_folds(path: str | os.PathLike) -> pd.DataFrame:
@@ -668,31 +551,25 @@ def read_gt_matrix(path: str | os.PathLike, value: str = GT_MEASURED) -> pd.Data
     ids normalised); a (plate, well, gene) given twice keeps its first value, as
     :func:`gt_to_matrix` does.
     """
-    import pyarrow as pa
-
     path = Path(path)
     keys = (GT_PLATE, GT_WELL, GT_GENE)
     t = _read_gt_arrow(path, keys, value)
-    text = pa.dictionary(pa.int32(), pa.string())
-    _refuse_missing_values(t, path, value)
-    v = t.column(value).to_numpy(zero_copy_only=False)
     codes, levels = {}, {}
     for k in keys:
-        col = t.column(k).chunk(0) if t.column(k).num_chunks else pa.array([], text)
-        names = np.asarray(col.dictionary.to_pylist(), dtype=object)
+        col = t.column(k).combine_chunks()
+        names = col.dictionary.to_pylist()
         if k == GT_WELL:
-            names = np.asarray([normalise_well_id(w, where=path) for w in names], dtype=object)
+            names = [normalise_well_id(w, where=path) for w in names]
         # sorted distinct names (spellings of one well merged), and each code's place among them
-        levels[k], rank = np.unique(names.astype(str), return_inverse=True)
+        levels[k], rank = np.unique(np.asarray(names, dtype=str), return_inverse=True)
         codes[k] = rank[col.indices.to_numpy(zero_copy_only=False)]
-    row_key = codes.pop(GT_PLATE) * len(levels[GT_WELL]) + codes.pop(GT_WELL)
-    present = np.zeros(len(levels[GT_PLATE]) * len(levels[GT_WELL]), dtype=bool)
-    present[row_key] = True
+    n_wells, n_genes = len(levels[GT_WELL]), len(levels[GT_GENE])
+    row_key = codes.pop(GT_PLATE) * n_wells + codes.pop(GT_WELL)
+    present = np.bincount(row_key, minlength=len(levels[GT_PLATE]) * n_wells) > 0
     rows = np.flatnonzero(present)  # the (plate, well) pairs present, in sorted order
-    row_of = np.cumsum(present) - 1
-    n_genes = len(levels[GT_GENE])
-    flat = row_of[row_key] * n_genes + codes.pop(GT_GENE)
+    flat = (np.cumsum(present) - 1)[row_key] * n_genes + codes.pop(GT_GENE)
     del row_key
+    v = t.column(value).to_numpy(zero_copy_only=False)
     m = np.full(len(rows) * n_genes, np.nan)
     seen = np.zeros(len(m), dtype=bool)
     seen[flat] = True
@@ -700,8 +577,7 @@ def read_gt_matrix(path: str | os.PathLike, value: str = GT_MEASURED) -> pd.Data
         flat, first = np.unique(flat, return_index=True)
         v = v[first]
     m[flat] = v
-    index = pd.MultiIndex.from_arrays([levels[GT_PLATE][rows // len(levels[GT_WELL])],
-                                       levels[GT_WELL][rows % len(levels[GT_WELL])]],
+    index = pd.MultiIndex.from_arrays([levels[GT_PLATE][rows // n_wells], levels[GT_WELL][rows % n_wells]],
                                       names=[GT_PLATE, GT_WELL])
     return pd.DataFrame(m.reshape(len(rows), n_genes), index=index, columns=pd.Index(levels[GT_GENE], name="gene"))
 
@@ -713,64 +589,50 @@ SCREEN_FILE = "SCREEN.json"
 """At the data root: what the data are (written by the simulator; real data have none)."""
 TRUTH_KINDS = ("visible", "hidden", "noise", "low")
 TRUTH_COLUMNS = ("omics", "gene", "kind", "r2_expected")
-TRUE_WORDS = frozenset({"true", "1", "yes", "y", "t"})
-FALSE_WORDS = frozenset({"false", "0", "no", "n", "f"})
 
 
 def parse_bool(value) -> bool | None:
     """``True``/``False`` for the usual spellings (``true``, ``1``, ``yes``, ``t``, ``y`` and their
     opposites, any case), ``None`` for anything else."""
     v = str(value).strip().lower()
-    return True if v in TRUE_WORDS else False if v in FALSE_WORDS else None
+    return True if v in ("true", "1", "yes", "y", "t") else False if v in ("false", "0", "no", "n", "f") else None
 
 
 def read_screen_info(root: str | os.PathLike | None = None) -> dict | None:
     """The ``SCREEN.json`` of a data root, or ``None`` if there is none (real data)."""
-    from i2o_utils.paths import bucket_paths
-
     f = bucket_paths(root)["root"] / SCREEN_FILE
     if not f.exists():
         return None
     try:
         info = json.loads(f.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
+        if not isinstance(info, dict):
+            raise ValueError("expected a JSON object")
+    except ValueError as e:  # UnicodeDecodeError too
         raise LayoutError(f"{f}: not a readable screen description (truncated or edited?): {e}; "
                           "regenerate the screen with overwrite=True (i2o simulate --overwrite)") from None
-    if not isinstance(info, dict):
-        raise LayoutError(f"{f}: not a readable screen description (expected a JSON object)")
     return info
 
 
 def truth_path(root: str | os.PathLike | None = None) -> Path:
     """``<data root>/simulation/truth_genes.csv``."""
-    from i2o_utils.paths import bucket_paths
-
     return bucket_paths(root)["simulation"] / "truth_genes.csv"
 
 
 def nuclei_truth_path(root: str | os.PathLike | None = None) -> Path:
     """``<data root>/simulation/nuclei_truth.parquet`` (the simulated nucleus centres)."""
-    from i2o_utils.paths import bucket_paths
-
     return bucket_paths(root)["simulation"] / "nuclei_truth.parquet"
 
 
 def read_truth_genes(path: str | os.PathLike | None = None) -> pd.DataFrame | None:
     """The simulator's gene truth table (``omics, gene, kind, r2_expected, ...``; default
-    :func:`truth_path`), or ``None`` where there is none (real data).
-
-    Raises
-    ------
-    LayoutError
-        Missing column, unknown ``kind``, or a gene listed twice for one omics (and stimulus).
-    """
+    :func:`truth_path`), or ``None`` where there is none (real data). A missing column, an unknown
+    ``kind`` or a gene listed twice for one omics (and stimulus) raises :class:`LayoutError`."""
     path = Path(path) if path is not None else truth_path()
     if not path.exists():
         return None
     df = pd.read_csv(path, dtype={c: str for c in ("omics", "gene", "kind", "symbol", "location")})
     require_columns(df, TRUTH_COLUMNS, path)
-    for c in {"symbol", "location"} & set(df.columns):
-        df[c] = df[c].fillna("")
+    df = df.fillna({"symbol": "", "location": ""})  # the columns a table has
     bad = sorted(set(df["kind"]) - set(TRUTH_KINDS))
     if bad:
         raise LayoutError(f"{path}: unknown kind(s) {bad}; expected {TRUTH_KINDS}")

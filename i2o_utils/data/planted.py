@@ -40,8 +40,7 @@ def membership(genes: pd.Series, gene_sets: pd.DataFrame) -> dict[str, np.ndarra
     out = {}
     for name, members in zip(gene_sets["name"], gene_sets["members"]):
         m = np.zeros(len(genes), bool)
-        idx = [pos[g] for g in members if g in pos]
-        m[idx] = True
+        m[[pos[g] for g in members if g in pos]] = True
         out[name] = m
     return out
 
@@ -60,9 +59,8 @@ def planted_terms(genes: pd.DataFrame, gene_sets: pd.DataFrame, rng: np.random.G
     big = sorted(n for n, m in mem.items() if m.sum() >= MIN_PATHWAY_GENES)
     k = min(2 * N_PATHWAYS_EACH_WAY, len(big))
     picked = [big[i] for i in rng.choice(len(big), size=k, replace=False)] if k else []
-    for j, name in enumerate(picked):
-        eff = PATHWAY_EFFECT if j % 2 == 0 else -PATHWAY_EFFECT
-        rows.append(("pathway", name, eff, int(mem[name].sum())))
+    # raised and lowered in turn
+    rows += [("pathway", name, PATHWAY_EFFECT * (-1) ** j, int(mem[name].sum())) for j, name in enumerate(picked)]
     return pd.DataFrame(rows, columns=["term_type", "term", "propensity", "n_genes"])
 
 
@@ -73,10 +71,9 @@ def gene_propensity(genes: pd.DataFrame, terms: pd.DataFrame, gene_sets: pd.Data
     for r in terms[terms["term_type"] == "location"].itertuples(index=False):
         p += np.array([r.term in l for l in locs]) * r.propensity
     pw = terms[terms["term_type"] == "pathway"]
-    if len(pw):
-        mem = membership(genes["symbol"], gene_sets[gene_sets["name"].isin(set(pw["term"]))])
-        for r in pw.itertuples(index=False):
-            p += mem[r.term] * r.propensity
+    mem = membership(genes["symbol"], gene_sets[gene_sets["name"].isin(set(pw["term"]))])
+    for r in pw.itertuples(index=False):
+        p += mem[r.term] * r.propensity
     return p
 
 
@@ -104,7 +101,6 @@ def plant_annotation_effects(prog: pd.DataFrame, propensity: np.ndarray,
     vis = np.flatnonzero(prog["kind"].to_numpy() == "visible")
     vis = vis[np.argsort(-prog["strength"].to_numpy()[vis], kind="stable")]
     others = rng.permutation(np.flatnonzero(prog["kind"].to_numpy() != "visible"))
-    rows_in_order = np.concatenate([vis, others])
     assign = np.empty(n, np.int64)
-    assign[genes_by_score] = rows_in_order
+    assign[genes_by_score] = np.concatenate([vis, others])
     return prog.iloc[assign].reset_index(drop=True)

@@ -28,6 +28,7 @@ from i2o_utils.data.importers import (
 )
 from i2o_utils.data.layout import SCREEN_FILE, atomic_path, read_screen_info
 from i2o_utils.data.manifests import DEFAULT_SMOKE_WELLS, GEO_ACCESSION, PRIDE_ACCESSION, SOURCES, TIERS
+from i2o_utils.paths import data_dir
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,8 @@ class RealDataSummary:
     written: list[Path] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"{self.source} ({self.tier} tier) into {self.dest}", str(self.summary)]
-        lines += [f"wrote {p}" for p in self.written]
-        return "\n".join(lines)
+        written = [f"wrote {p}" for p in self.written]
+        return "\n".join([f"{self.source} ({self.tier} tier) into {self.dest}", str(self.summary), *written])
 
 
 RECORD_FILE = "REAL_DATA.json"
@@ -55,32 +55,26 @@ UPSTREAM_DIRS = {"geo": Path("upstream") / GEO_ACCESSION, "pride": Path("upstrea
 _TABLE_SUFFIXES = (".txt", ".tsv", ".csv", ".txt.gz", ".tsv.gz", ".csv.gz")
 
 
-def _candidates(folder: Path, words: tuple[str, ...]) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    out = []
-    for p in sorted(folder.rglob("*")):
-        name = p.name.lower()
-        if p.is_file() and not name.endswith(".part") and name.endswith(_TABLE_SUFFIXES + (".zip",)) \
-                and any(w in name for w in words) and "series_matrix" not in name:
-            out.append(p)
-    return out
-
-
-def _pick_one(cands: list[Path], what: str, folder: Path, option: str) -> Path:
-    if len(cands) == 1:
-        return cands[0]
-    if not cands:
-        raise OmicsImportError(f"{folder}: no {what} found among the fetched files; "
-                               f"name it with {option}= (files: {[p.name for p in sorted(folder.rglob('*'))][:20]})")
-    raise OmicsImportError(f"{folder}: several candidate {what}s {[p.name for p in cands]}; choose one with {option}=")
+def _omics_table(folder: Path, table: str | os.PathLike | None, what: str, words: tuple[str, ...]) -> Path:
+    """``table``, or the one fetched file whose name holds one of ``words``; a zip's table is extracted."""
+    if table:
+        path = Path(table)
+    else:
+        cands = [p for p in sorted(folder.rglob("*")) if p.is_file() and "series_matrix" not in p.name.lower()
+                 and p.name.lower().endswith((*_TABLE_SUFFIXES, ".zip")) and any(w in p.name.lower() for w in words)]
+        if len(cands) != 1:
+            found = (f"several candidate {what}s {[p.name for p in cands]}; choose one" if cands else f"no {what} "
+                     f"among the fetched files {[p.name for p in sorted(folder.rglob('*'))][:20]}; name it")
+            raise OmicsImportError(f"{folder}: {found} with table=")
+        path = cands[0]
+    return _extract_table(path, words) if path.suffix == ".zip" else path
 
 
 def _extract_table(zip_path: Path, words: tuple[str, ...]) -> Path:
     """Extract the table member of a zip (e.g. ``txt/proteinGroups.txt``) beside it, atomically."""
     with zipfile.ZipFile(zip_path) as z:
-        members = [m for m in z.namelist() if not m.endswith("/") and any(w in m.lower() for w in words)
-                   and m.lower().endswith(_TABLE_SUFFIXES)]
+        members = [m for m in z.namelist()
+                   if m.lower().endswith(_TABLE_SUFFIXES) and any(w in m.lower() for w in words)]
         if len(members) != 1:
             raise OmicsImportError(f"{zip_path}: expected one table matching {list(words)} inside, found {members[:10]}")
         out = zip_path.parent / (zip_path.stem + "_extracted") / Path(members[0]).name
@@ -90,20 +84,12 @@ def _extract_table(zip_path: Path, words: tuple[str, ...]) -> Path:
         return out
 
 
-def _check_root(dest: Path, source: str) -> None:
-    if (read_screen_info(dest) or {}).get("source") == "simulated":
-        raise FileExistsError(f"{dest} holds a simulated screen ({dest / SCREEN_FILE}); fetch the real data "
-                              f"({source}) into another data root (set I2O_DATA_DIR or pass dest)")
-
-
 def _write_record(dest: Path, source: str, tier: str, summary: FetchSummary, written: list[Path]) -> Path:
     record = dest / RECORD_FILE
-    meta = {}
-    if record.exists():
-        try:
-            meta = json.loads(record.read_text())
-        except ValueError:
-            meta = {}
+    try:
+        meta = json.loads(record.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: start a new record
+        meta = {}
     meta.setdefault("sources", {})[source] = {
         "tier": tier, "manifest": SOURCES[source],
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -146,9 +132,7 @@ def prepare_real_data(source: str, tier: str = "smoke", dest: str | os.PathLike 
     Returns
     -------
     RealDataSummary
-        ``source``, ``tier``, ``dest``, ``summary`` (:class:`~i2o_utils.data.download.FetchSummary`)
-        and ``written`` (paths of imported files and of ``REAL_DATA.json``, the record of what was
-        fetched).
+        Its ``written`` lists the imported files and ``REAL_DATA.json``, the record of what was fetched.
 
     Raises
     ------
@@ -158,8 +142,6 @@ def prepare_real_data(source: str, tier: str = "smoke", dest: str | os.PathLike 
         If the omics table or the sample sheet cannot be imported; the message names the file
         and the missing column, and for GEO lists the series matrix's characteristics.
     """
-    from i2o_utils.paths import data_dir
-
     if source not in SOURCES:
         raise ValueError(f"source must be one of {list(SOURCES)} here (the simulated screen is generated, "
                          f"not fetched), got {source!r}")
@@ -167,7 +149,9 @@ def prepare_real_data(source: str, tier: str = "smoke", dest: str | os.PathLike 
         raise ValueError(f"tier must be one of {list(TIERS)}, got {tier!r}")
     dest = Path(dest) if dest is not None else data_dir()
     dest.mkdir(parents=True, exist_ok=True)
-    _check_root(dest, source)
+    if (read_screen_info(dest) or {}).get("source") == "simulated":
+        raise FileExistsError(f"{dest} holds a simulated screen ({dest / SCREEN_FILE}); fetch the real data "
+                              f"({source}) into another data root (set I2O_DATA_DIR or pass dest)")
     opts = options or FetchOptions(workers=workers, progress=progress)
     summary = fetch_source(source, tier, dest, manifest=manifest, options=opts, s3_endpoint_url=s3_endpoint_url,
                            http_base_url=http_base_url, smoke_wells=smoke_wells)
@@ -176,27 +160,18 @@ def prepare_real_data(source: str, tier: str = "smoke", dest: str | os.PathLike 
     written: list[Path] = []
     if import_omics and source == "geo":
         folder = dest / UPSTREAM_DIRS["geo"]
-        counts = Path(table) if table else _pick_one(_candidates(folder, ("count",)), "count table", folder, "table")
-        if counts.suffix == ".zip":
-            counts = _extract_table(counts, ("count",))
-        sheet = samples
-        if sheet is None:
-            matrices = sorted(folder.rglob("*series_matrix*.txt*"))
-            matrices = [m for m in matrices if not m.name.endswith(".part")]
-            if column_map is None or not matrices:
-                chars = list(read_series_matrix(matrices[0]).columns) if matrices else []
-                raise OmicsImportError(
-                    f"{counts}: a sample sheet is needed (columns sample, plate_barcode, well_id, target, "
-                    f"cell_state): pass samples=, or column_map= to derive it from the series matrix"
-                    + (f" whose columns are {chars}" if chars else " (none was fetched)"))
-            sheet = samples_from_series_matrix(matrices[0], column_map)
+        counts = _omics_table(folder, table, "count table", ("count",))
+        matrices = [m for m in sorted(folder.rglob("*series_matrix*.txt*")) if not m.name.endswith(".part")]
+        if samples is None and (column_map is None or not matrices):
+            chars = list(read_series_matrix(matrices[0]).columns) if matrices else []
+            raise OmicsImportError(
+                f"{counts}: a sample sheet is needed (columns sample, plate_barcode, well_id, target, "
+                f"cell_state): pass samples=, or column_map= to derive it from the series matrix"
+                + (f" whose columns are {chars}" if chars else " (none was fetched)"))
+        sheet = samples if samples is not None else samples_from_series_matrix(matrices[0], column_map)
         written.append(import_geo_counts(counts, sheet, root=dest))
     elif import_omics and source == "pride":
-        folder = dest / UPSTREAM_DIRS["pride"]
-        words = ("proteingroups", "protein")
-        prot = Path(table) if table else _pick_one(_candidates(folder, words), "protein table", folder, "table")
-        if prot.suffix == ".zip":
-            prot = _extract_table(prot, words)
+        prot = _omics_table(dest / UPSTREAM_DIRS["pride"], table, "protein table", ("proteingroups", "protein"))
         written.append(import_pride_proteins(prot, samples, root=dest))
     written.append(_write_record(dest, source, tier, summary, written))
     return RealDataSummary(source, tier, dest, summary, written)

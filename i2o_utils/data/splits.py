@@ -21,8 +21,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from i2o_utils.config import OMICS, STIMULI
 from i2o_utils.data import layout
 from i2o_utils.data.layout import FOLDS, LayoutError
+from i2o_utils.paths import bucket_paths, results_dir
 
 SPLIT_TABLE_COLUMNS = ("split", "target", "fold")
 SPLITS_STEP = "10_preprocess_omics"
@@ -30,15 +32,11 @@ SPLITS_STEP = "10_preprocess_omics"
 
 def split_perturbations(perturbations: Sequence[str], seed: int,
                         fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)) -> pd.Series:
-    """Assign each unique perturbation to 'train', 'val' or 'test'.
+    """Assign each unique perturbation to 'train', 'val' or 'test': a Series indexed by perturbation
+    (sorted), values the fold.
 
     Counts are ``round(n * f_val)`` and ``round(n * f_test)`` (at least one each when there are
     three or more perturbations); the rest train. Deterministic for a seed.
-
-    Returns
-    -------
-    pandas.Series
-        Indexed by perturbation (sorted), values the fold.
     """
     uniq = sorted(set(map(str, perturbations)))
     n = len(uniq)
@@ -51,50 +49,33 @@ def split_perturbations(perturbations: Sequence[str], seed: int,
     if n_val + n_test >= n:
         raise ValueError(f"{n} perturbations are too few for fractions {fractions}")
     order = np.random.default_rng(seed).permutation(n)
-    fold = np.empty(n, dtype=object)
+    fold = np.full(n, "train", dtype=object)
     fold[order[:n_test]] = "test"
     fold[order[n_test:n_test + n_val]] = "val"
-    fold[order[n_test + n_val:]] = "train"
     return pd.Series(fold, index=pd.Index(uniq, name="target"), name="fold")
 
 
 def make_splits(perturbations: Sequence[str], n_splits: int = 10,
                 fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
                 split0: pd.Series | None = None) -> pd.DataFrame:
-    """All splits as a long table: ``split, target, fold`` (split k uses seed k).
-
-    ``split0`` (target -> fold, e.g. :func:`gt_perturbation_folds`) replaces the drawn split 0
-    for the perturbations it lists (the others, which have no label, keep the drawn fold).
-    """
-    parts = []
-    for k in range(n_splits):
-        s = split_perturbations(perturbations, seed=k, fractions=fractions)
-        if k == 0 and split0 is not None:
-            s = split0.astype(str).reindex(s.index).fillna(s).rename("fold")
-        s = s.reset_index()
-        s.insert(0, "split", k)
-        parts.append(s)
-    return pd.concat(parts, ignore_index=True)
+    """All splits as a long table: ``split, target, fold`` (split k uses seed k). ``split0`` (target
+    -> fold, e.g. :func:`gt_perturbation_folds`) replaces the drawn split 0 for the perturbations it
+    lists (the others, which have no label, keep the drawn fold)."""
+    drawn = {k: split_perturbations(perturbations, seed=k, fractions=fractions) for k in range(n_splits)}
+    if split0 is not None:
+        drawn[0] = split0.astype(str).reindex(drawn[0].index).fillna(drawn[0]).rename("fold")
+    return pd.concat(drawn, names=["split"]).reset_index()
 
 
 def split_table_path(results_root: str | os.PathLike | None = None) -> Path:
     """``<results>/10_preprocess_omics/splits.csv``."""
-    if results_root is None:
-        from i2o_utils.paths import results_dir
-
-        return results_dir(SPLITS_STEP) / "splits.csv"
-    return Path(results_root) / SPLITS_STEP / "splits.csv"
+    return (Path(results_root) if results_root is not None else results_dir()) / SPLITS_STEP / "splits.csv"
 
 
 def read_split_table(path: str | os.PathLike, n_splits: int | None = None) -> pd.DataFrame:
     """Read and check a split table: columns, folds, one fold per (split, target), the same
-    perturbations in every split, splits numbered 0.. (``n_splits`` of them when given).
-
-    Raises
-    ------
-    LayoutError
-        Naming the file and the split, perturbation or value at fault.
-    """
+    perturbations in every split, splits numbered 0.. (``n_splits`` of them when given). A fault
+    raises :class:`LayoutError` naming the file and the split, perturbation or value at fault."""
     path = Path(path)
     if not path.exists():
         raise LayoutError(f"{path}: no such file (the split table is written by notebook {SPLITS_STEP})")
@@ -133,11 +114,8 @@ def folds_of(table: pd.DataFrame, split: int, targets: pd.Series, where: str | o
 
 def _gt_well_folds(metadata: pd.DataFrame, root: str | os.PathLike | None) -> list[tuple[Path, pd.DataFrame]]:
     """Each GT table present with its wells' folds and perturbations (``plate_barcode, well_id,
-    fold, target``; a well the plate map does not list has no target)."""
-    from i2o_utils.config import OMICS, STIMULI
-
-    targets = {(str(p), str(w)): str(t) for p, w, t in
-               zip(metadata["PLATE_ID"], metadata["well_id"], metadata["target"])}
+    fold, target``; wells the plate map does not list are left out)."""
+    targets = metadata.astype(str).set_index(["PLATE_ID", "well_id"])["target"].to_dict()
     out = []
     for omics in OMICS:
         for stim in STIMULI:
@@ -146,7 +124,7 @@ def _gt_well_folds(metadata: pd.DataFrame, root: str | os.PathLike | None) -> li
                 f = layout.read_gt_folds(path)
                 f["target"] = [targets.get((layout.plate_id(p, where=path), w))
                                for p, w in zip(f[layout.GT_PLATE], f[layout.GT_WELL])]
-                out.append((path, f))
+                out.append((path, f.dropna(subset=["target"])))
     return out
 
 
@@ -157,17 +135,17 @@ def gt_perturbation_folds(metadata: pd.DataFrame, root: str | os.PathLike | None
     tables = _gt_well_folds(metadata, root)
     if not tables:
         return None
-    seen: dict[str, tuple[str, Path, str]] = {}
-    for path, f in tables:
-        for p, w, fold, t in f[[layout.GT_PLATE, layout.GT_WELL, "fold", "target"]].itertuples(index=False):
-            if t is None:
-                continue
-            if t in seen and seen[t][0] != fold:
-                raise LayoutError(f"{path}: well {w} of plate {p} puts perturbation {t} in fold {fold!r}, but "
-                                  f"{seen[t][1]} puts it in {seen[t][0]!r} (well {seen[t][2]}); the wells of one "
-                                  "perturbation share one fold")
-            seen.setdefault(t, (fold, path, f"{w} of plate {p}"))
-    return pd.Series({t: v[0] for t, v in seen.items()}, name="fold").rename_axis("target")
+    wells = pd.concat([f.assign(path=path) for path, f in tables], ignore_index=True)
+    first = wells.drop_duplicates("target").set_index("target")  # where each perturbation is first seen
+    bad = wells["fold"] != wells["target"].map(first["fold"])
+    if bad.any():
+        r = wells[bad].iloc[0]
+        s = first.loc[r["target"]]
+        raise LayoutError(f"{r['path']}: well {r[layout.GT_WELL]} of plate {r[layout.GT_PLATE]} puts perturbation "
+                          f"{r['target']} in fold {r['fold']!r}, but {s['path']} puts it in {s['fold']!r} (well "
+                          f"{s[layout.GT_WELL]} of plate {s[layout.GT_PLATE]}); the wells of one perturbation share "
+                          "one fold")
+    return first["fold"]
 
 
 def screen_splits(metadata: pd.DataFrame, n_splits: int, fractions: tuple[float, float, float], *,
@@ -181,16 +159,12 @@ def screen_splits(metadata: pd.DataFrame, n_splits: int, fractions: tuple[float,
 
 def check_split_table(table: pd.DataFrame, metadata: pd.DataFrame, root: str | os.PathLike | None = None,
                       where: str | os.PathLike = "the split table") -> list[Path]:
-    """Compare split 0 of the table with the fold column of every GT table, well by well.
-
-    Returns the GT files checked. Raises :class:`LayoutError` naming the GT file, the well, its
-    perturbation and both folds at the first disagreement, or a GT well whose perturbation the
-    table does not list.
-    """
+    """Compare split 0 of the table with the fold column of every GT table, well by well; returns
+    the GT files checked. Raises :class:`LayoutError` naming the GT file, the well, its perturbation
+    and both folds at the first disagreement, or a GT well whose perturbation the table lacks."""
     s0 = table[table["split"] == 0].set_index("target")["fold"]
     checked = []
     for path, f in _gt_well_folds(metadata, root):
-        f = f[f["target"].notna()]
         expected = f["target"].map(s0)
         bad = expected.isna() | (expected != f["fold"])
         if bad.any():
@@ -211,9 +185,7 @@ def load_split_table(n_splits: int | None = None, path: str | os.PathLike | None
     split 0 against the GT tables of the data root (:func:`check_split_table`)."""
     path = Path(path) if path is not None else split_table_path()
     table = read_split_table(path, n_splits)
-    if check_gt:
-        from i2o_utils.paths import bucket_paths
-
-        if bucket_paths(data_root)["metadata"].exists():
-            check_split_table(table, layout.read_metadata(bucket_paths(data_root)["metadata"]), data_root, where=path)
+    metadata = bucket_paths(data_root)["metadata"]
+    if check_gt and metadata.exists():
+        check_split_table(table, layout.read_metadata(metadata), data_root, where=path)
     return table
