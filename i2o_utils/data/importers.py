@@ -36,13 +36,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from i2o_utils.config import OMICS
 from i2o_utils.data.layout import LayoutError, atomic_path, normalise_well_id, require_columns
 
 log = logging.getLogger(__name__)
 
 OBS_COLUMNS: tuple[str, ...] = ("plate_barcode", "well_id", "target", "cell_state")
 """Columns every raw omics table carries per sample (``tmt_batch`` is added for proteomics)."""
-OMICS_FILES = {"transcriptomics": "transcriptomics.h5ad", "proteomics": "proteomics.h5ad"}
 
 GENE_ID_CANDIDATES = ("gene_id", "geneid", "gene", "ensembl_gene_id", "ensembl_id", "ensembl", "id",
                       "gene id", "gene_ids", "feature_id")
@@ -70,13 +70,9 @@ def _read_text(path: Path) -> str:
     """The text of a plain or gzipped file (gzip is detected by its magic bytes, not the name)."""
     if not path.is_file():
         raise OmicsImportError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        magic = f.read(2)
     try:
-        if magic == b"\x1f\x8b":
-            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
-                return f.read()
-        return path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
+        return (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8", errors="replace")
     except (OSError, EOFError) as e:
         raise OmicsImportError(f"{path}: cannot be read (truncated or corrupt gzip?): {e}") from e
 
@@ -101,32 +97,31 @@ def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
     return df
 
 
-def _find_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str], what: str,
-                 path, required: bool = True) -> str | None:
-    """The column named ``wanted`` (exactly), or the first candidate present (case-insensitive)."""
+def _table_error(path, df: pd.DataFrame, problem: str) -> OmicsImportError:
+    """An error naming the file and the problem, with (the first 30 of) the columns the table has."""
+    return OmicsImportError(f"{path}: {problem}; columns are {list(df.columns)[:30]}")
+
+
+def _find_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str], what: str, path) -> str | None:
+    """The column named ``wanted`` (exactly; raises if absent), else the first candidate present
+    (case-insensitive), else None."""
     if wanted is not None:
         if wanted not in df.columns:
-            raise OmicsImportError(f"{path}: column {wanted!r} ({what}) not found; columns are {list(df.columns)[:30]}")
+            raise _table_error(path, df, f"column {wanted!r} ({what}) not found")
         return wanted
     lower = {c.lower(): c for c in df.columns}
-    for cand in candidates:
-        if cand in lower:
-            return lower[cand]
-    if required:
-        raise OmicsImportError(f"{path}: no {what} column found (looked for {list(candidates)}); "
-                               f"columns are {list(df.columns)[:30]}; name it explicitly")
-    return None
-
+    return next((lower[c] for c in candidates if c in lower), None)
 
 
 def _explicit_sample_columns(df: pd.DataFrame, sample_columns, path) -> list[str]:
     """The sample columns a caller named, all of which must exist."""
     missing = [c for c in sample_columns if c not in df.columns]
     if missing:
-        raise OmicsImportError(f"{path}: sample column(s) {missing} not found; columns are {list(df.columns)[:30]}")
+        raise _table_error(path, df, f"sample column(s) {missing} not found")
     return list(sample_columns)
 
-def _amounts(df: pd.DataFrame, columns: Sequence[str], path, what: str) -> pd.DataFrame:
+
+def _amounts(df: pd.DataFrame, columns: Sequence[str], path, what: str, hint: str = "") -> pd.DataFrame:
     """``columns`` as numbers, missing values 0; a non-numeric or negative value raises, naming the column."""
     out = {}
     for c in columns:
@@ -134,7 +129,7 @@ def _amounts(df: pd.DataFrame, columns: Sequence[str], path, what: str) -> pd.Da
         bad = v.isna() & df[c].notna()
         if bad.any():
             raise OmicsImportError(f"{path}: column {c!r} holds non-numeric value {df[c][bad].iloc[0]!r} "
-                                   f"(row {int(np.flatnonzero(bad.to_numpy())[0]) + 2})")
+                                   f"(row {int(np.flatnonzero(bad.to_numpy())[0]) + 2}){hint}")
         if (v < 0).any():
             raise OmicsImportError(f"{path}: negative {what} in column {c!r}")
         out[c] = v
@@ -156,7 +151,7 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
     symbol_column
         Column of gene symbols; default: the first of :data:`SYMBOL_CANDIDATES` if present.
     sample_columns
-        Count columns; default: every other numeric column (annotation columns excluded).
+        Count columns; default: every other column, annotation columns excluded (each must be numeric).
     strip_version
         Drop Ensembl version suffixes (``ENSG00000223972.5`` -> ``ENSG00000223972``); genes that
         then coincide are summed.
@@ -173,44 +168,35 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
     """
     path = Path(path)
     df = read_table(path, sep=sep)
-    gcol = _find_column(df, gene_column, GENE_ID_CANDIDATES, "gene id", path, required=False)
-    if gcol is None and pd.to_numeric(df[df.columns[0]], errors="coerce").isna().all():
+    gcol = _find_column(df, gene_column, GENE_ID_CANDIDATES, "gene id", path)
+    if gcol is None and pd.to_numeric(df.iloc[:, 0], errors="coerce").isna().all():
         gcol = df.columns[0]  # an id column under another name
     if gcol is None:
-        raise OmicsImportError(f"{path}: no gene id column found (looked for {list(GENE_ID_CANDIDATES)} "
-                               f"or a non-numeric first column); columns are {list(df.columns)[:30]}")
-    scol = _find_column(df, symbol_column, SYMBOL_CANDIDATES, "gene symbol", path, required=symbol_column is not None)
+        raise _table_error(path, df, f"no gene id column found (looked for {list(GENE_ID_CANDIDATES)} "
+                                     "or a non-numeric first column)")
+    scol = _find_column(df, symbol_column, SYMBOL_CANDIDATES, "gene symbol", path)
+    hint = ""
     if sample_columns is not None:
         samples = _explicit_sample_columns(df, sample_columns, path)
     else:
         skip = {gcol, scol} | {c for c in df.columns if c.lower() in COUNT_ANNOTATION_COLUMNS}
-        samples = []
-        for c in df.columns:
-            if c in skip:
-                continue
-            v = pd.to_numeric(df[c], errors="coerce")
-            if v.notna().all() or (v.notna() | df[c].isna()).all():
-                samples.append(c)
-            else:
-                raise OmicsImportError(f"{path}: column {c!r} is neither a known annotation column nor numeric "
-                                       f"(e.g. {df[c][v.isna() & df[c].notna()].iloc[0]!r}); pass sample_columns=")
+        samples = [c for c in df.columns if c not in skip]
         if not samples:
-            raise OmicsImportError(f"{path}: no numeric sample columns found; columns are {list(df.columns)[:30]}")
-    genes = df[gcol].astype(str).str.strip()
-    if genes.eq("").any() or df[gcol].isna().any():
-        raise OmicsImportError(f"{path}: empty gene id in column {gcol!r} (row {int(np.flatnonzero((genes.eq('') | df[gcol].isna()).to_numpy())[0]) + 2})")
+            raise _table_error(path, df, "no sample columns found")
+        hint = ": neither a known annotation column nor counts; pass sample_columns="
+    genes = df[gcol].fillna("").str.strip()
+    if genes.eq("").any():
+        raise OmicsImportError(f"{path}: empty gene id in column {gcol!r} (row {int(genes.eq('').argmax()) + 2})")
     if strip_version:
         genes = genes.str.replace(r"^(ENS[A-Z]*G\d{11})\.\d+$", r"\1", regex=True)
-    counts = _amounts(df, samples, path, "count")
+    counts = _amounts(df, samples, path, "count", hint)
     counts.index = pd.Index(genes, name="gene")
     symbols = (df[scol].fillna("").astype(str) if scol else pd.Series("", index=df.index))
     symbols.index = counts.index
-    if counts.index.duplicated().any():
-        n = int(counts.index.duplicated().sum())
-        log.info("%s: %d duplicated gene ids (after version stripping) summed", path, n)
-        symbols = symbols.groupby(level=0).first()
-        counts = counts.groupby(level=0, sort=False).sum()
-        symbols = symbols.reindex(counts.index)
+    dup = counts.index.duplicated()
+    if dup.any():
+        log.info("%s: %d duplicated gene ids (after version stripping) summed", path, int(dup.sum()))
+        counts, symbols = counts.groupby(level=0, sort=False).sum(), symbols[~dup]
     return counts, symbols.rename("symbol")
 
 
@@ -231,7 +217,8 @@ def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = 
         :data:`PROTEIN_SYMBOL_CANDIDATES`); at least one must be found.
     sample_columns
         Intensity columns; default: the columns starting with ``intensity_prefix``, else with the
-        first of :data:`INTENSITY_PREFIXES` that matches, else every other numeric column.
+        first of :data:`INTENSITY_PREFIXES` that matches (MaxQuant's ``Reporter intensity count``
+        columns excluded), else every other numeric column.
 
     Returns
     -------
@@ -240,39 +227,31 @@ def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = 
     """
     path = Path(path)
     df = read_table(path, sep=sep)
-    for flag in MAXQUANT_FLAG_COLUMNS:
-        col = next((c for c in df.columns if c.lower() == flag), None)
-        if col is not None:
-            df = df[df[col].fillna("").astype(str).str.strip() != "+"]
-    pcol = _find_column(df, protein_column, PROTEIN_ID_CANDIDATES, "protein id", path, required=protein_column is not None)
-    scol = _find_column(df, symbol_column, PROTEIN_SYMBOL_CANDIDATES, "gene symbol", path, required=symbol_column is not None)
+    flags = [c for c in df.columns if c.lower() in MAXQUANT_FLAG_COLUMNS]
+    df = df[~df[flags].apply(lambda col: col.str.strip().eq("+")).any(axis=1)]
+    pcol = _find_column(df, protein_column, PROTEIN_ID_CANDIDATES, "protein id", path)
+    scol = _find_column(df, symbol_column, PROTEIN_SYMBOL_CANDIDATES, "gene symbol", path)
     if pcol is None and scol is None:
-        raise OmicsImportError(f"{path}: neither a protein id column ({list(PROTEIN_ID_CANDIDATES)}) nor a "
-                               f"gene symbol column ({list(PROTEIN_SYMBOL_CANDIDATES)}) found; "
-                               f"columns are {list(df.columns)[:30]}")
+        raise _table_error(path, df, f"neither a protein id column ({list(PROTEIN_ID_CANDIDATES)}) nor a "
+                                     f"gene symbol column ({list(PROTEIN_SYMBOL_CANDIDATES)}) found")
     if sample_columns is not None:
         samples = _explicit_sample_columns(df, sample_columns, path)
     else:
-        prefixes = [intensity_prefix] if intensity_prefix else list(INTENSITY_PREFIXES)
-        samples = []
-        for pre in prefixes:
-            samples = [c for c in df.columns if c.startswith(pre) and c != pre.strip()]
-            if pre == "Reporter intensity ":
-                samples = [c for c in samples if not c.startswith("Reporter intensity count")]
+        for pre in [intensity_prefix] if intensity_prefix else INTENSITY_PREFIXES:
+            samples = [c for c in df.columns if c.startswith(pre) and c != pre.strip()
+                       and not c.startswith("Reporter intensity count")]
             if samples:
                 break
         if intensity_prefix and not samples:
-            raise OmicsImportError(f"{path}: no column starts with {intensity_prefix!r}; columns are {list(df.columns)[:30]}")
+            raise _table_error(path, df, f"no column starts with {intensity_prefix!r}")
         if not samples:
-            skip = {pcol, scol}
-            samples = [c for c in df.columns if c not in skip
-                       and pd.to_numeric(df[c], errors="coerce").notna().sum() == df[c].notna().sum()
-                       and df[c].notna().any()]
+            samples = [c for c in df.columns if c not in {pcol, scol} and df[c].notna().any()
+                       and pd.to_numeric(df[c], errors="coerce").notna().sum() == df[c].notna().sum()]
         if not samples:
-            raise OmicsImportError(f"{path}: no intensity columns found; columns are {list(df.columns)[:30]}")
+            raise _table_error(path, df, "no intensity columns found")
     values = _amounts(df, samples, path, "intensity")
-    pid = df[pcol].fillna("").astype(str).str.split(";").str[0].str.strip() if pcol else pd.Series("", index=df.index)
-    sym = df[scol].fillna("").astype(str).str.split(";").str[0].str.strip() if scol else pd.Series("", index=df.index)
+    pid, sym = (df[c].fillna("").astype(str).str.split(";").str[0].str.strip() if c else pd.Series("", index=df.index)
+                for c in (pcol, scol))
     key = sym.where(sym != "", pid)
     keep = key != ""
     values, key, pid = values[keep], key[keep], pid[keep]
@@ -302,29 +281,23 @@ def read_series_matrix(path: str | os.PathLike) -> pd.DataFrame:
     for line in _read_text(path).splitlines():
         if line.startswith("!series_matrix_table_begin"):
             break
-        if not line.startswith("!Sample_"):
-            continue
-        key, *vals = next(csv.reader([line], delimiter="\t"))
-        key = key[len("!Sample_"):]
-        vals = [v.strip() for v in vals]
-        if key.startswith("characteristics"):
-            characteristics.append(vals)
-        elif key not in fields:
-            fields[key] = vals
+        if line.startswith("!Sample_"):
+            key, *vals = next(csv.reader([line], delimiter="\t"))
+            if key.startswith("!Sample_characteristics"):
+                characteristics.append([v.strip() for v in vals])
+            else:
+                fields.setdefault(key[len("!Sample_"):], [v.strip() for v in vals])
     if "geo_accession" not in fields:
         raise OmicsImportError(f"{path}: no '!Sample_geo_accession' line: not a GEO series matrix file")
     n = len(fields["geo_accession"])
     out = pd.DataFrame({k: v for k, v in fields.items() if len(v) == n and k in ("title", "geo_accession", "source_name_ch1")})
-    out = out.rename(columns={"source_name_ch1": "source_name"})
+    rows: list[dict[str, str]] = [{} for _ in range(n)]  # the characteristics of each sample
     for vals in characteristics:
-        for i, v in enumerate(vals[:n]):
+        for row, v in zip(rows, vals):
             k, sep, val = v.partition(":")
             if sep:
-                col = k.strip()
-                if col not in out.columns:
-                    out[col] = pd.Series([None] * n, dtype=object)
-                out.loc[i, col] = val.strip()
-    return out
+                row[k.strip()] = val.strip()
+    return out.rename(columns={"source_name_ch1": "source_name"}).assign(**pd.DataFrame(rows, dtype=object))
 
 
 def samples_from_series_matrix(path: str | os.PathLike, column_map: Mapping[str, str],
@@ -341,9 +314,8 @@ def samples_from_series_matrix(path: str | os.PathLike, column_map: Mapping[str,
 
 
 def _normalise_cell_state(value: str, where: str) -> str:
-    v = str(value).strip().lower()
     for state in ("m1", "m2"):
-        if v == state or re.search(rf"\b{state}\b", v):
+        if re.search(rf"\b{state}\b", str(value).lower()):
             return state
     raise OmicsImportError(f"{where}: cell_state {value!r} is neither M1 nor M2")
 
@@ -351,6 +323,9 @@ def _normalise_cell_state(value: str, where: str) -> str:
 def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
                  sample_column: str = "sample", where: str | None = None) -> pd.DataFrame:
     """Read and check a sample sheet; returns it indexed by sample with the obs columns.
+
+    A proteomics sheet without ``tmt_batch`` whose samples are MaxQuant's reporter columns
+    (``Reporter intensity corrected <channel> <experiment>``) takes the experiment as the batch.
 
     Raises
     ------
@@ -360,6 +335,10 @@ def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
     """
     where = where or (str(samples) if not isinstance(samples, pd.DataFrame) else "sample sheet")
     df = read_table(Path(samples)) if not isinstance(samples, pd.DataFrame) else samples.copy()
+    if omics == "proteomics" and "tmt_batch" not in df.columns and sample_column in df.columns:
+        batches = df[sample_column].astype(str).str.extract(_MQ_REPORTER)[1]
+        if batches.notna().all():
+            df["tmt_batch"] = batches
     required = [sample_column, *OBS_COLUMNS] + (["tmt_batch"] if omics == "proteomics" else [])
     require_columns(df, required, where, error=OmicsImportError)
     df = df[required + [c for c in df.columns if c not in required]].copy()
@@ -395,12 +374,8 @@ def to_anndata(values: pd.DataFrame, samples: pd.DataFrame, symbols: pd.Series, 
 
     cols = [str(c) for c in values.columns]
     index = samples.index.astype(str)
-    key = pd.Series(index, index=index)
-    best = set(cols) & set(index)
-    for alt in ("geo_accession", "title"):
-        if alt in samples.columns and len(set(cols) & set(samples[alt].astype(str))) > len(best):
-            key = pd.Series(index, index=samples[alt].astype(str).to_numpy())
-            best = set(cols) & set(key.index)
+    names = [index] + [pd.Index(samples[a].astype(str)) for a in ("geo_accession", "title") if a in samples.columns]
+    key = pd.Series(index, index=max(names, key=lambda n: len(set(cols) & set(n))))  # the best-matching names
     unmatched = [c for c in cols if c not in key.index]
     if unmatched:
         raise OmicsImportError(f"{where}: sample column(s) {unmatched[:10]} have no row in the sample sheet "
@@ -409,9 +384,7 @@ def to_anndata(values: pd.DataFrame, samples: pd.DataFrame, symbols: pd.Series, 
     if extra > 0:
         log.info("%s: %d sample sheet rows have no column in the table", where, extra)
     obs_cols = list(OBS_COLUMNS) + (["tmt_batch"] if omics == "proteomics" else [])
-    obs = samples.loc[key.loc[cols].to_numpy(), obs_cols].copy()
-    obs.index = pd.Index(cols, name="sample")
-    obs = obs.astype(str)
+    obs = samples.loc[key.loc[cols].to_numpy(), obs_cols].astype(str).set_axis(pd.Index(cols, name="sample"))
     dup = obs.duplicated(["plate_barcode", "well_id"])
     if dup.any():
         raise OmicsImportError(f"{where}: plate {obs['plate_barcode'][dup].iloc[0]} well "
@@ -421,8 +394,6 @@ def to_anndata(values: pd.DataFrame, samples: pd.DataFrame, symbols: pd.Series, 
         X = np.round(X)
     var = pd.DataFrame({"symbol": symbols.reindex(values.index).fillna("").astype(str).to_numpy()},
                        index=pd.Index(values.index.astype(str), name="gene"))
-    if omics == "proteomics":
-        var["symbol"] = var["symbol"].where(var["symbol"] != "", var.index.to_series().to_numpy())
     return ad.AnnData(X=X.astype(np.float32), obs=obs, var=var)
 
 
@@ -430,9 +401,9 @@ def write_omics_raw(adata, omics: str, root: str | os.PathLike | None = None) ->
     """Write an AnnData to ``data/OMICS_RAW/<omics>.h5ad`` under a data root, atomically."""
     from i2o_utils.paths import bucket_paths
 
-    if omics not in OMICS_FILES:
-        raise ValueError(f"omics must be one of {list(OMICS_FILES)}, got {omics!r}")
-    path = bucket_paths(Path(root) if root is not None else None)["omics_raw"] / OMICS_FILES[omics]
+    if omics not in OMICS:
+        raise ValueError(f"omics must be one of {list(OMICS)}, got {omics!r}")
+    path = bucket_paths(Path(root) if root is not None else None)["omics_raw"] / f"{omics}.h5ad"
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
     return path
@@ -455,20 +426,14 @@ def import_pride_proteins(table_path: str | os.PathLike, samples: str | os.PathL
                           *, root: str | os.PathLike | None = None, **read_kwargs) -> Path:
     """PRIDE protein table + sample sheet -> ``data/OMICS_RAW/proteomics.h5ad`` (raw intensities).
 
-    Where the sheet has no ``tmt_batch`` column and the table is MaxQuant's (columns
-    ``Reporter intensity corrected <channel> <experiment>``), the experiment names the batch.
+    The sheet is read by :func:`read_samples` (which takes MaxQuant's experiments as TMT batches
+    where it has no ``tmt_batch``); ``read_kwargs`` go to :func:`read_protein_table`.
     """
     values, protein_ids = read_protein_table(table_path, **read_kwargs)
     if samples is None:
         raise OmicsImportError(f"{table_path}: a sample sheet is needed (sample, plate_barcode, well_id, "
                                "target, cell_state[, tmt_batch])")
-    sheet_df = samples.copy() if isinstance(samples, pd.DataFrame) else read_table(Path(samples))
-    if "tmt_batch" not in sheet_df.columns and "sample" in sheet_df.columns:
-        batches = sheet_df["sample"].astype(str).map(lambda s: (m.group(2) if (m := _MQ_REPORTER.match(s)) else None))
-        if batches.notna().all():
-            sheet_df = sheet_df.assign(tmt_batch=batches)
-    sheet = read_samples(sheet_df, omics="proteomics",
-                         where=None if isinstance(samples, pd.DataFrame) else str(samples))
+    sheet = read_samples(samples, omics="proteomics")
     adata = to_anndata(values, sheet, values.index.to_series(), omics="proteomics", where=str(table_path))
     adata.var["protein_id"] = protein_ids.reindex(values.index).to_numpy()
     return write_omics_raw(adata, "proteomics", root)
