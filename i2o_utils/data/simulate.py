@@ -82,25 +82,19 @@ _PROTEIN_RESPONSE = 0.5  # proteins' loadings relative to transcripts': damped p
 
 @dataclass
 class ScreenSummary:
-    """What :func:`simulate_screen` wrote."""
+    """What :func:`simulate_screen` wrote: the data root, its record (``SCREEN.json``) and its size."""
 
     root: Path
-    profile: str
-    seed: int
-    null: bool
-    n_imaging_wells: int
-    n_omics_wells: int
-    n_transcripts: int
-    n_proteins: int
-    seconds: float
+    info: dict
     bytes_on_disk: int
     skipped: bool = False
 
     def __str__(self) -> str:
-        state = "already present" if self.skipped else f"generated in {self.seconds:.1f} s"
-        return (f"simulated screen ({self.profile}, seed {self.seed}{', NULL' if self.null else ''}) "
-                f"at {self.root}: {self.n_imaging_wells} imaging wells, {self.n_omics_wells} omics "
-                f"wells, {self.n_transcripts} transcripts, {self.n_proteins} proteins; "
+        i = self.info
+        state = "already present" if self.skipped else f"generated in {i['seconds']:.1f} s"
+        return (f"simulated screen ({i['profile']}, seed {i['seed']}{', NULL' if i['null'] else ''}) "
+                f"at {self.root}: {i['n_imaging_wells']} imaging wells, {i['n_omics_wells']} omics "
+                f"wells, {i['screen']['n_transcripts']} transcripts, {i['screen']['n_proteins']} proteins; "
                 f"{self.bytes_on_disk / 2**20:.1f} MiB; {state}")
 
 
@@ -345,11 +339,7 @@ def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator,
         first, second = idx[0::2][: len(idx) // 2], idx[1::2][: len(idx) // 2]
         w[second], strength[second] = -w[first], strength[first]
     df = pd.DataFrame({"kind": kinds, "strength": np.where(vis | hid, strength, 0.0)})
-    for i in range(dv):
-        df[f"w_visible_{i}"] = wv[:, i]
-    for i in range(dh):
-        df[f"w_hidden_{i}"] = wh[:, i]
-    return df
+    return pd.concat([df, pd.DataFrame(wv).add_prefix("w_visible_"), pd.DataFrame(wh).add_prefix("w_hidden_")], axis=1)
 
 
 def _loadings(prog: pd.DataFrame) -> np.ndarray:
@@ -404,9 +394,7 @@ def simulate_protein(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame, tmt
     batch = np.empty(len(wells), dtype=object)
     for p in np.unique(plates):
         idx = np.flatnonzero(plates == p)
-        order = rng.permutation(len(idx))
-        for k, i in enumerate(idx[order]):
-            batch[i] = f"{p}_TMT{k // tmt_plex + 1:02d}"
+        batch[idx[rng.permutation(len(idx))]] = [f"{p}_TMT{k // tmt_plex + 1:02d}" for k in range(len(idx))]
     plate_eff = {p: rng.normal(0, _PLATE_EFFECT_SD, n) for p in np.unique(plates)}
     tmt_eff = {b: rng.normal(0, _TMT_EFFECT_SD, n) for b in np.unique(batch)}
     loading = rng.normal(0, 0.1, len(wells))[:, None]  # sample loading differences (vsn calibrates)
@@ -417,8 +405,7 @@ def simulate_protein(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame, tmt
     # low-abundance proteins: mostly below detection (0 = not quantified)
     detect = rng.random(intensity.shape) < np.where(low, 0.06, 0.995)[None]
     intensity = np.where(detect, intensity, 0.0).astype(np.float32)
-    noise_var = np.full(n, _PROTEIN_MULT_SD**2 + _TMT_EFFECT_SD**2 * 0)
-    return intensity, batch.astype(str), noise_var
+    return intensity, batch.astype(str), np.full(n, _PROTEIN_MULT_SD**2)
 
 
 def _write_h5ad(path: Path, x: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame) -> None:
@@ -463,8 +450,7 @@ def _clear_simulated(root: Path) -> None:
         if bp[key].exists():
             shutil.rmtree(bp[key])
     for f in (bp["metadata"], root / SCREEN_FILE):
-        if f.exists():
-            f.unlink()
+        f.unlink(missing_ok=True)
 
 
 def simulate_screen(out: str | Path | None = None, profile: str | Profile = "quick", seed: int = 0,
@@ -503,10 +489,9 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
             "simulator_version": SIMULATOR_VERSION, "screen": prof.to_dict()["screen"], "images": bool(images)}
     info = read_screen_info(root)
     if info is not None and not overwrite and all(info.get(k) == v for k, v in want.items()):
-        return ScreenSummary(root, prof.name, seed, null, info["n_imaging_wells"], info["n_omics_wells"],
-                             sc.n_transcripts, sc.n_proteins, 0.0, _dir_size(root), skipped=True)
-    if (info is None and (bp["metadata"].exists() or bp["icf"].exists() or bp["omics_raw"].exists()
-                          or bp["gt"].exists())) or (root / "REAL_DATA.json").exists():
+        return ScreenSummary(root, info, _dir_size(root), skipped=True)
+    if (info is None and any(bp[k].exists() for k in ("metadata", "icf", "omics_raw", "gt"))
+            or (root / "REAL_DATA.json").exists()):
         raise ScreenMismatch(f"{root} holds data that were not simulated (no {SCREEN_FILE}, or downloaded data); "
                              "they are never replaced: choose another data root for the simulated screen")
     if info is not None and not overwrite:
@@ -517,9 +502,7 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
                              + (f" ({same})" if same else "") + ", choose another data root, or regenerate "
                              "it with overwrite=True (i2o simulate --overwrite, or -p overwrite true)")
     t0 = time.perf_counter()
-    _clear_simulated(root)
-    for key in ("raw", "omics_raw", "simulation") if images else ("omics_raw", "simulation"):
-        bp[key].mkdir(parents=True, exist_ok=True)
+    _clear_simulated(root)  # every writer below makes its folder
 
     ss = np.random.SeedSequence(seed)
     design_ss, effect_ss, omics_ss, image_ss = ss.spawn(4)
@@ -539,27 +522,27 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
     # real genes (the targets are measured too) and the planted location/pathway effects
     grng = np.random.default_rng(ss.spawn(1)[0])
     genes = draw_screen_genes(n_t, grng, include=tuple(t for t in targets if t != CONTROL))
-    symbols, ens = genes["symbol"].tolist(), genes["ensembl_gene_id"].tolist()
     coding = genes["gene_type"].to_numpy() == "protein-coding"  # proteins: coding genes first
     prot_idx = np.sort(np.concatenate([grng.permutation(np.flatnonzero(coding)),
                                        grng.permutation(np.flatnonzero(~coding))])[:min(n_p, n_t)])
+    proteins = genes.iloc[prot_idx].reset_index(drop=True)
     gene_sets = read_gmt(GO_BP_GMT)
     planted = planted_terms(genes, gene_sets, grng)
     truth = []
-    for omics_name, names, syms in (("transcriptomics", ens, symbols),
-                                    ("proteomics", [symbols[i] for i in prot_idx], [symbols[i] for i in prot_idx])):
+    for omics_name, rows, names in (("transcriptomics", genes, genes["ensembl_gene_id"].tolist()),
+                                    ("proteomics", proteins, proteins["symbol"].tolist())):
+        syms = rows["symbol"].tolist()
         sel = omics["omics"] == omics_name
         wells = omics.loc[sel].reset_index(drop=True)
         prog = gene_programme(len(names), prof, orng, omics_name)
-        rows = genes if omics_name == "transcriptomics" else genes.iloc[prot_idx].reset_index(drop=True)
         propensity = gene_propensity(rows, planted, gene_sets)
         prog = plant_annotation_effects(prog, propensity, grng)
+        obs = wells[["plate_barcode", "omics_plate", "well_id", "target", "cell_state"]]
         if omics_name == "transcriptomics":
             x, noise_var = simulate_rna(wells, z_om[sel.to_numpy()], prog, orng)
-            obs = wells[["plate_barcode", "omics_plate", "well_id", "target", "cell_state"]]
         else:
             x, batch, noise_var = simulate_protein(wells, z_om[sel.to_numpy()], prog, sc.tmt_plex, orng)
-            obs = wells[["plate_barcode", "omics_plate", "well_id", "target", "cell_state"]].assign(tmt_batch=batch)
+            obs = obs.assign(tmt_batch=batch)
         var = pd.DataFrame({"symbol": syms}, index=pd.Index(names, name="gene"))
         _write_h5ad(bp["omics_raw"] / f"{omics_name}.h5ad", x, obs, var)
         r2 = expected_r2(prog, effects, targets, sc.latent_visible, noise_var, prof.omics.wells_per_label, null)
@@ -572,48 +555,40 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
     eff_rows = [{"target": t, "cell_state": s, **{f"z{i}": v for i, v in enumerate(e)}}
                 for (t, s), e in sorted(effects.items())]
     layout.write_csv_atomic(pd.DataFrame(eff_rows), bp["simulation"] / "perturbation_effects.csv")
-    lat = pd.concat([
-        imaging[["plate_barcode", "well_id", "target", "cell_state"]].rename(columns={"plate_barcode": "plate"}).assign(kind="imaging"),
-        omics[["plate_barcode", "well_id", "target", "cell_state"]].rename(columns={"plate_barcode": "plate"}).assign(kind="omics"),
-    ], ignore_index=True)
-    zz = np.concatenate([z_img, z_om])
-    for i in range(d):
-        lat[f"z{i}"] = zz[:, i]
+    lat = pd.concat([w[["plate_barcode", "well_id", "target", "cell_state"]].assign(kind=k)
+                     for w, k in ((imaging, "imaging"), (omics, "omics"))], ignore_index=True)
+    z = pd.DataFrame(np.concatenate([z_img, z_om])).add_prefix("z")
+    lat = lat.rename(columns={"plate_barcode": "plate"}).join(z)
     with layout.atomic_path(bp["simulation"] / "latent.parquet") as tmp:
         lat.to_parquet(tmp, index=False)
 
-    # images -----------------------------------------------------------------------------------
-    shape = (sc.field_size, sc.field_size)
     plates = sorted(imaging["plate_barcode"].unique())
-    prng = np.random.default_rng(image_ss.spawn(1)[0])
-    plate_optics = {}
-    for p in plates:
-        centre = (shape[0] / 2 + prng.normal(0, 0.06 * shape[0]), shape[1] / 2 + prng.normal(0, 0.06 * shape[1]))
-        strength = prng.uniform(0.35, 0.5)
-        gains = np.array([1800.0, 1400.0, 1600.0]) * np.exp(prng.normal(0, 0.15, 3))
-        plate_optics[p] = (vignetting(shape, strength, centre), gains)
-    well_seeds = image_ss.spawn(len(imaging))
-    nuclei_rows = []
-    bar = tqdm(total=len(imaging) if images else 0, desc="simulating wells", unit="well", disable=not progress)
-    for i, w in enumerate(imaging.itertuples(index=False) if images else ()):
-        wrng = np.random.default_rng(well_seeds[i])
-        shading, gains = plate_optics[w.plate_barcode]
-        fields = np.empty((sc.fields_per_well, 3, *shape), np.uint16)
-        for f in range(sc.fields_per_well):
-            signal, centres = render_field(z_img[i, : sc.latent_visible], shape, sc.cells_per_field,
-                                           sc.nucleus_diameter_px, sc.cell_diameter_px, wrng)
-            fields[f] = acquire(signal, shading, gains, wrng)
-            for y, x in centres:
-                nuclei_rows.append((w.plate_barcode, w.well_id, f, float(y), float(x)))
-        name = layout.image_file_name("RAW", w.plate_barcode, w.ROW, w.COLUMN, timestamp=w.timestamp)
-        layout.write_well_images(bp["raw"] / name, w.plate_barcode, w.ROW, w.COLUMN, fields)
-        bar.update(1)
-    bar.close()
-    if images:
+    if images:  # ----------------------------------------------------------------------------------
+        shape = (sc.field_size, sc.field_size)
+        prng = np.random.default_rng(image_ss.spawn(1)[0])
+        optics = {}
+        for p in plates:
+            centre = (shape[0] / 2 + prng.normal(0, 0.06 * shape[0]), shape[1] / 2 + prng.normal(0, 0.06 * shape[1]))
+            shading = vignetting(shape, prng.uniform(0.35, 0.5), centre)
+            optics[p] = (shading, np.array([1800.0, 1400.0, 1600.0]) * np.exp(prng.normal(0, 0.15, 3)))
+        nuclei_rows = []
+        wells = tqdm(imaging.itertuples(index=False), total=len(imaging), desc="simulating wells", unit="well",
+                     disable=not progress)
+        for i, (w, well_ss) in enumerate(zip(wells, image_ss.spawn(len(imaging)))):
+            wrng = np.random.default_rng(well_ss)
+            shading, gains = optics[w.plate_barcode]
+            fields = np.empty((sc.fields_per_well, 3, *shape), np.uint16)
+            for f in range(sc.fields_per_well):
+                signal, centres = render_field(z_img[i, : sc.latent_visible], shape, sc.cells_per_field,
+                                               sc.nucleus_diameter_px, sc.cell_diameter_px, wrng)
+                fields[f] = acquire(signal, shading, gains, wrng)
+                nuclei_rows += [(w.plate_barcode, w.well_id, f, float(y), float(x)) for y, x in centres]
+            name = layout.image_file_name("RAW", w.plate_barcode, w.ROW, w.COLUMN, timestamp=w.timestamp)
+            layout.write_well_images(bp["raw"] / name, w.plate_barcode, w.ROW, w.COLUMN, fields)
         nuc = pd.DataFrame(nuclei_rows, columns=["plate", "well_id", "fov", "y", "x"])
         with layout.atomic_path(layout.nuclei_truth_path(root)) as tmp:
             nuc.to_parquet(tmp, index=False)
-        shading_rows = [{"plate": p, "strength": float(1 - plate_optics[p][0].min())} for p in plates]
+        shading_rows = [{"plate": p, "strength": float(1 - optics[p][0].min())} for p in plates]
         layout.write_csv_atomic(pd.DataFrame(shading_rows), bp["simulation"] / "shading.csv")
 
     meta = imaging.assign(Column=imaging["COLUMN"])[list(layout.METADATA_COLUMNS) + ["omics_plate", "replicate",
@@ -625,5 +600,4 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
             "n_imaging_plates": len(plates), "targets": targets, "seconds": round(seconds, 2)}
     with layout.atomic_path(root / SCREEN_FILE) as tmp:
         tmp.write_text(json.dumps(info, indent=1))
-    return ScreenSummary(root, prof.name, seed, null, len(imaging), len(omics), n_t, n_p, seconds,
-                         _dir_size(root))
+    return ScreenSummary(root, info, _dir_size(root))
