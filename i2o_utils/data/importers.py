@@ -66,8 +66,9 @@ class OmicsImportError(ValueError):
 # --------------------------------------------------------------------------------------------
 # reading tables
 # --------------------------------------------------------------------------------------------
-def _read_text(path: Path) -> str:
+def _read_text(path: str | os.PathLike) -> str:
     """The text of a plain or gzipped file (gzip is detected by its magic bytes, not the name)."""
+    path = Path(path)
     if not path.is_file():
         raise OmicsImportError(f"{path}: no such file")
     try:
@@ -83,9 +84,7 @@ def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
     Comment lines starting with ``#`` are skipped (featureCounts writes one). All columns are read
     as text first so identifiers keep their form; numeric columns are converted by the callers.
     """
-    path = Path(path)
-    text = _read_text(path)
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = [ln for ln in _read_text(path).splitlines() if ln.strip() and not ln.startswith("#")]
     if not lines:
         raise OmicsImportError(f"{path}: empty table")
     if sep is None:
@@ -93,8 +92,7 @@ def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
         sep = "\t" if head.count("\t") >= max(1, head.count(",")) else ","
     df = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep, dtype=str, keep_default_na=False,
                      na_values=["", "NA", "NaN", "nan"], quoting=csv.QUOTE_MINIMAL)
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
+    return df.rename(columns=lambda c: str(c).strip())
 
 
 def _table_error(path, df: pd.DataFrame, problem: str) -> OmicsImportError:
@@ -111,14 +109,6 @@ def _find_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str]
         return wanted
     lower = {c.lower(): c for c in df.columns}
     return next((lower[c] for c in candidates if c in lower), None)
-
-
-def _explicit_sample_columns(df: pd.DataFrame, sample_columns, path) -> list[str]:
-    """The sample columns a caller named, all of which must exist."""
-    missing = [c for c in sample_columns if c not in df.columns]
-    if missing:
-        raise _table_error(path, df, f"sample column(s) {missing} not found")
-    return list(sample_columns)
 
 
 def _amounts(df: pd.DataFrame, columns: Sequence[str], path, what: str, hint: str = "") -> pd.DataFrame:
@@ -166,7 +156,6 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
     OmicsImportError
         Naming the file and the column not found, or a non-numeric / negative value.
     """
-    path = Path(path)
     df = read_table(path, sep=sep)
     gcol = _find_column(df, gene_column, GENE_ID_CANDIDATES, "gene id", path)
     if gcol is None and pd.to_numeric(df.iloc[:, 0], errors="coerce").isna().all():
@@ -177,7 +166,8 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
     scol = _find_column(df, symbol_column, SYMBOL_CANDIDATES, "gene symbol", path)
     hint = ""
     if sample_columns is not None:
-        samples = _explicit_sample_columns(df, sample_columns, path)
+        require_columns(df, sample_columns, f"{path} (sample columns)", error=OmicsImportError)
+        samples = list(sample_columns)
     else:
         skip = {gcol, scol} | {c for c in df.columns if c.lower() in COUNT_ANNOTATION_COLUMNS}
         samples = [c for c in df.columns if c not in skip]
@@ -225,7 +215,6 @@ def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = 
     intensities, protein_ids
         proteins x samples (float64, >= 0), and the protein id of each row.
     """
-    path = Path(path)
     df = read_table(path, sep=sep)
     flags = [c for c in df.columns if c.lower() in MAXQUANT_FLAG_COLUMNS]
     df = df[~df[flags].apply(lambda col: col.str.strip().eq("+")).any(axis=1)]
@@ -235,7 +224,8 @@ def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = 
         raise _table_error(path, df, f"neither a protein id column ({list(PROTEIN_ID_CANDIDATES)}) nor a "
                                      f"gene symbol column ({list(PROTEIN_SYMBOL_CANDIDATES)}) found")
     if sample_columns is not None:
-        samples = _explicit_sample_columns(df, sample_columns, path)
+        require_columns(df, sample_columns, f"{path} (sample columns)", error=OmicsImportError)
+        samples = list(sample_columns)
     else:
         for pre in [intensity_prefix] if intensity_prefix else INTENSITY_PREFIXES:
             samples = [c for c in df.columns if c.startswith(pre) and c != pre.strip()
@@ -275,7 +265,6 @@ def read_series_matrix(path: str | os.PathLike) -> pd.DataFrame:
     Columns: ``title``, ``geo_accession``, ``source_name`` (where present) and one column per
     ``key: value`` characteristic of ``!Sample_characteristics_ch1``.
     """
-    path = Path(path)
     fields: dict[str, list[str]] = {}
     characteristics: list[list[str]] = []
     for line in _read_text(path).splitlines():
@@ -307,17 +296,8 @@ def samples_from_series_matrix(path: str | os.PathLike, column_map: Mapping[str,
     columns; ``sample`` is taken from ``sample_column`` (the header the count table uses)."""
     sm = read_series_matrix(path)
     wanted = {"sample": sample_column, **dict(column_map)}
-    missing = [src for src in wanted.values() if src not in sm.columns]
-    if missing:
-        raise OmicsImportError(f"{path}: series matrix has no column(s) {missing}; columns are {list(sm.columns)}")
+    require_columns(sm, list(wanted.values()), f"{path} (series matrix)", error=OmicsImportError)
     return pd.DataFrame({dst: sm[src].to_numpy() for dst, src in wanted.items()})
-
-
-def _normalise_cell_state(value: str, where: str) -> str:
-    for state in ("m1", "m2"):
-        if re.search(rf"\b{state}\b", str(value).lower()):
-            return state
-    raise OmicsImportError(f"{where}: cell_state {value!r} is neither M1 nor M2")
 
 
 def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
@@ -334,7 +314,7 @@ def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
         cell state, or a duplicated sample.
     """
     where = where or (str(samples) if not isinstance(samples, pd.DataFrame) else "sample sheet")
-    df = read_table(Path(samples)) if not isinstance(samples, pd.DataFrame) else samples.copy()
+    df = read_table(samples) if not isinstance(samples, pd.DataFrame) else samples.copy()
     if omics == "proteomics" and "tmt_batch" not in df.columns and sample_column in df.columns:
         batches = df[sample_column].astype(str).str.extract(_MQ_REPORTER)[1]
         if batches.notna().all():
@@ -350,7 +330,12 @@ def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
         df["well_id"] = [normalise_well_id(str(w), where=where) for w in df["well_id"]]
     except LayoutError as e:
         raise OmicsImportError(str(e)) from e
-    df["cell_state"] = [_normalise_cell_state(v, f"{where}, sample {s}") for v, s in zip(df["cell_state"], df[sample_column])]
+    low = df["cell_state"].astype(str).str.lower()  # M1 where "m1" is a word of it, else M2 where "m2" is
+    state = low.str.extract(r"\b(m1)\b", expand=False).fillna(low.str.extract(r"\b(m2)\b", expand=False))
+    if state.isna().any():
+        s, v = df.loc[state.isna(), [sample_column, "cell_state"]].iloc[0]
+        raise OmicsImportError(f"{where}, sample {s}: cell_state {v!r} is neither M1 nor M2")
+    df["cell_state"] = state
     for c in ("plate_barcode", "target") + (("tmt_batch",) if omics == "proteomics" else ()):
         df[c] = df[c].astype(str).str.strip()
         empty = df[c].isin(["", "nan", "None"])

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from i2o_utils.config import CONTROL, M1_REVERTING, M2_REVERTING, STIMULI, Profile, get_profile
 from i2o_utils.data import layout
 from i2o_utils.data.layout import SCREEN_FILE, read_screen_info
+from i2o_utils.data.importers import write_omics_raw
 from i2o_utils.data.genes import GO_BP_GMT, KNOCKOUT_POOL, draw_screen_genes, read_gmt
 from i2o_utils.data.planted import gene_propensity, plant_annotation_effects, planted_terms
 from i2o_utils.paths import bucket_paths
@@ -117,26 +118,22 @@ def perturbation_effects(targets: list[str], d_visible: int, d_hidden: int,
     eff: dict[tuple[str, str], np.ndarray] = {}
     mu = {s: _stimulus_mean(s, d) for s in STIMULI}
     for t in targets:
-        strong = rng.random() < _STRONG_FRACTION
-        sd = _EFFECT_SD_STRONG if strong else _EFFECT_SD_WEAK
+        sd = _EFFECT_SD_STRONG if rng.random() < _STRONG_FRACTION else _EFFECT_SD_WEAK  # a clear phenotype or not
         base = rng.normal(0, sd, d)
         for s in STIMULI:
             eff[(t, s)] = base + rng.normal(0, 0.3 * sd, d)  # perturbation x stimulus interaction
     # Reverting controls: the knock-out moves the stimulated state most of the way to the other one.
-    eff[(M1_REVERTING, "m1")] = 0.8 * (mu["m2"] - mu["m1"]) + rng.normal(0, 0.05, d)
-    eff[(M1_REVERTING, "m2")] = rng.normal(0, _EFFECT_SD_WEAK, d)
-    eff[(M2_REVERTING, "m2")] = 0.8 * (mu["m1"] - mu["m2"]) + rng.normal(0, 0.05, d)
-    eff[(M2_REVERTING, "m1")] = rng.normal(0, _EFFECT_SD_WEAK, d)
+    for t, s, other in ((M1_REVERTING, "m1", "m2"), (M2_REVERTING, "m2", "m1")):
+        eff[(t, s)] = 0.8 * (mu[other] - mu[s]) + rng.normal(0, 0.05, d)
+        eff[(t, other)] = rng.normal(0, _EFFECT_SD_WEAK, d)
     for s in STIMULI:
         eff[(CONTROL, s)] = np.zeros(d)
     return eff
 
 
 def _stimulus_mean(stimulus: str, d: int) -> np.ndarray:
-    m = np.zeros(d)
-    v = _STIMULUS_MEAN[stimulus]
-    m[: min(d, len(v))] = v[: min(d, len(v))]
-    return m
+    v = _STIMULUS_MEAN[stimulus][:d]
+    return np.pad(v, (0, d - len(v)))
 
 
 def plate_design(profile: Profile, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -234,8 +231,7 @@ def render_field(z_visible: np.ndarray, shape: tuple[int, int], cells_per_field:
 
     Channel order follows :data:`i2o_utils.config.CHANNELS`: Hoechst, MitoTracker, phalloidin.
     """
-    z = np.zeros(4)
-    z[: min(4, len(z_visible))] = z_visible[:4]
+    z = np.pad(np.asarray(z_visible[:4], float), (0, 4 - len(z_visible[:4])))
     h, w = shape
     img = np.zeros((3, h, w), np.float32)
     nuc_r_mean = 0.5 * nucleus_diameter * np.exp(0.13 * z[0])
@@ -408,16 +404,6 @@ def simulate_protein(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame, tmt
     return intensity, batch.astype(str), np.full(n, _PROTEIN_MULT_SD**2)
 
 
-def _write_h5ad(path: Path, x: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame) -> None:
-    import anndata as ad
-
-    obs = obs.reset_index(drop=True).astype({c: str for c in obs.columns if obs[c].dtype == object})
-    obs.index = pd.Index([f"{p}:{w}" for p, w in zip(obs["plate_barcode"], obs["well_id"])], name="sample")
-    a = ad.AnnData(X=x, obs=obs, var=var)
-    with layout.atomic_path(path) as tmp:
-        a.write_h5ad(tmp)
-
-
 # --------------------------------------------------------------------------------------------
 # the whole screen
 # --------------------------------------------------------------------------------------------
@@ -434,12 +420,10 @@ def screen_differences(info: dict, want: dict) -> list[str]:
     out = []
     for k, v in want.items():
         have = info.get(k)
-        if have == v:
-            continue
         if isinstance(v, dict) and isinstance(have, dict):
             out += [f"screen.{s} {have.get(s)!r} (asked {v.get(s)!r})" for s in sorted(set(v) | set(have))
                     if have.get(s) != v.get(s)]
-        else:
+        elif have != v:
             out.append(f"{k} {have!r} (asked {v!r})")
     return out
 
@@ -481,6 +465,8 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
         truth only: the null screen of ``make book`` takes its images' tiles from the main screen
         and needs no images of its own.
     """
+    import anndata as ad
+
     prof = get_profile(profile) if isinstance(profile, str) else profile
     sc = prof.screen
     root = Path(out) if out is not None else bucket_paths()["root"]
@@ -543,8 +529,9 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
         else:
             x, batch, noise_var = simulate_protein(wells, z_om[sel.to_numpy()], prog, sc.tmt_plex, orng)
             obs = obs.assign(tmt_batch=batch)
+        obs = obs.astype(str).set_axis(pd.Index(obs["plate_barcode"] + ":" + obs["well_id"], name="sample"))
         var = pd.DataFrame({"symbol": syms}, index=pd.Index(names, name="gene"))
-        _write_h5ad(bp["omics_raw"] / f"{omics_name}.h5ad", x, obs, var)
+        write_omics_raw(ad.AnnData(X=x, obs=obs, var=var), omics_name, root)
         r2 = expected_r2(prog, effects, targets, sc.latent_visible, noise_var, prof.omics.wells_per_label, null)
         t = pd.concat([pd.DataFrame({"omics": omics_name, "gene": names, "symbol": syms}), prog, r2], axis=1)
         t["predictable"] = (t["kind"] == "visible") & (not null)
