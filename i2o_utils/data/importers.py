@@ -243,16 +243,14 @@ def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = 
     pid, sym = (df[c].fillna("").astype(str).str.split(";").str[0].str.strip() if c else pd.Series("", index=df.index)
                 for c in (pcol, scol))
     key = sym.where(sym != "", pid)
-    keep = key != ""
-    values, key, pid = values[keep], key[keep], pid[keep]
-    values.index = pd.Index(key, name="protein")
-    pid.index = values.index
-    if values.index.duplicated().any():
-        order = values.sum(axis=1).to_numpy().argsort()[::-1]
-        values, pid = values.iloc[order], pid.iloc[order]
-        first = ~values.index.duplicated(keep="first")
+    rows = np.flatnonzero(key.to_numpy() != "")  # the proteins with a name
+    if key.iloc[rows].duplicated().any():  # of those sharing a symbol, the most abundant stays
+        rows = rows[values.iloc[rows].sum(axis=1).to_numpy().argsort()[::-1]]
+        first = ~key.iloc[rows].duplicated().to_numpy()
         log.info("%s: %d proteins share a symbol with a more abundant one; dropped", path, int((~first).sum()))
-        values, pid = values[first], pid[first]
+        rows = rows[first]
+    values, pid = values.iloc[rows], pid.iloc[rows]
+    values.index = pid.index = pd.Index(key.iloc[rows], name="protein")
     return values, pid.rename("protein_id")
 
 

@@ -159,34 +159,28 @@ def plate_design(profile: Profile, rng: np.random.Generator) -> tuple[pd.DataFra
     if len(content) > 384:
         raise ValueError(f"{len(content)} wells do not fit a 384-well plate")
 
-    def place(plate_rng):
-        pos = plate_rng.choice(384, size=len(content), replace=False)
-        order = plate_rng.permutation(len(content))
-        rows, cols = pos // 24 + 1, pos % 24 + 1
-        return [(int(r), int(c), content[k]) for r, c, k in zip(rows, cols, order)]
+    def place(before: dict, after: dict) -> pd.DataFrame:  # one plate: its wells at random positions
+        pos = rng.choice(384, size=len(content), replace=False)
+        order = rng.permutation(len(content))
+        wells = [(*before.values(), layout.format_well_id(r, c), int(r), int(c), content[k], *after.values())
+                 for r, c, k in zip(pos // 24 + 1, pos % 24 + 1, order)]
+        return pd.DataFrame(wells, columns=[*before, "well_id", "ROW", "COLUMN", "target", *after])
 
-    img_rows, om_rows = [], []
-    n_img = 0
+    imaging, omics = [], []
     for s in STIMULI:
         for j in range(sc.omics_plates_per_stimulus):
             pairing = f"{s.upper()}_P{j + 1}"
-            for omics, prefix in (("transcriptomics", "RNA"), ("proteomics", "PRT")):
-                for r, c, t in place(rng):
-                    om_rows.append((omics, f"{prefix}_{pairing}", pairing, layout.format_well_id(r, c), r, c, t, s))
+            for om, prefix in (("transcriptomics", "RNA"), ("proteomics", "PRT")):
+                omics.append(place({"omics": om, "plate_barcode": f"{prefix}_{pairing}", "omics_plate": pairing},
+                                   {"cell_state": s}))
             for k in range(sc.imaging_plates_per_omics_plate):
-                n_img += 1
-                barcode = f"{SIMULATED_ELN}_IMG{n_img:02d}{s.upper()}"
-                stamp = layout.format_timestamp(_FIRST_IMAGING + timedelta(hours=n_img - 1, seconds=17 * n_img))
-                for r, c, t in place(rng):
-                    img_rows.append((layout.plate_id(barcode), layout.format_well_id(r, c), r, c, t, s, pairing, k,
-                                     barcode, stamp))
-    imaging = pd.DataFrame(img_rows, columns=["PLATE_ID", "well_id", "ROW", "COLUMN", "target",
-                                              "cell_state", "omics_plate", "replicate", "plate_barcode",
-                                              "timestamp"])
-    omics = pd.DataFrame(om_rows, columns=["omics", "plate_barcode", "omics_plate", "well_id", "ROW",
-                                           "COLUMN", "target", "cell_state"])
-    return imaging.sort_values(["PLATE_ID", "ROW", "COLUMN"], ignore_index=True), \
-        omics.sort_values(["omics", "plate_barcode", "ROW", "COLUMN"], ignore_index=True)
+                n = len(imaging) + 1
+                barcode = f"{SIMULATED_ELN}_IMG{n:02d}{s.upper()}"
+                stamp = layout.format_timestamp(_FIRST_IMAGING + timedelta(hours=n - 1, seconds=17 * n))
+                imaging.append(place({"PLATE_ID": layout.plate_id(barcode)}, {"cell_state": s, "omics_plate": pairing,
+                                     "replicate": k, "plate_barcode": barcode, "timestamp": stamp}))
+    return (pd.concat(imaging).sort_values(["PLATE_ID", "ROW", "COLUMN"], ignore_index=True),
+            pd.concat(omics).sort_values(["omics", "plate_barcode", "ROW", "COLUMN"], ignore_index=True))
 
 
 def well_latents(wells: pd.DataFrame, effects: dict, d: int, rng: np.random.Generator) -> np.ndarray:
