@@ -263,28 +263,23 @@ def read_series_matrix(path: str | os.PathLike) -> pd.DataFrame:
     Columns: ``title``, ``geo_accession``, ``source_name`` (where present) and one column per
     ``key: value`` characteristic of ``!Sample_characteristics_ch1``.
     """
-    fields: dict[str, list[str]] = {}
-    characteristics: list[list[str]] = []
-    for line in _read_text(path).splitlines():
-        if line.startswith("!series_matrix_table_begin"):
-            break
-        if line.startswith("!Sample_"):
-            key, *vals = next(csv.reader([line], delimiter="\t"))
-            if key.startswith("!Sample_characteristics"):
-                characteristics.append([v.strip() for v in vals])
-            else:
-                fields.setdefault(key[len("!Sample_"):], [v.strip() for v in vals])
+    text = _read_text(path).split("!series_matrix_table_begin")[0]  # the sample lines precede the table
+    lines = csv.reader(text.splitlines(), delimiter="\t")
+    rows = [(r[0][len("!Sample_"):], [v.strip() for v in r[1:]]) for r in lines if r and r[0].startswith("!Sample_")]
+    fields = dict(reversed(rows))  # the first line of each key
     if "geo_accession" not in fields:
         raise OmicsImportError(f"{path}: no '!Sample_geo_accession' line: not a GEO series matrix file")
     n = len(fields["geo_accession"])
-    out = pd.DataFrame({k: v for k, v in fields.items() if len(v) == n and k in ("title", "geo_accession", "source_name_ch1")})
-    rows: list[dict[str, str]] = [{} for _ in range(n)]  # the characteristics of each sample
-    for vals in characteristics:
-        for row, v in zip(rows, vals):
-            k, sep, val = v.partition(":")
-            if sep:
-                row[k.strip()] = val.strip()
-    return out.rename(columns={"source_name_ch1": "source_name"}).assign(**pd.DataFrame(rows, dtype=object))
+    out = pd.DataFrame({k: fields[k] for k in ("title", "geo_accession", "source_name_ch1")
+                        if len(fields.get(k, ())) == n})
+    samples: list[dict[str, str]] = [{} for _ in range(n)]  # the characteristics of each sample
+    for key, vals in rows:
+        if key.startswith("characteristics"):
+            for sample, v in zip(samples, vals):
+                k, sep, val = v.partition(":")
+                if sep:
+                    sample[k.strip()] = val.strip()
+    return out.rename(columns={"source_name_ch1": "source_name"}).assign(**pd.DataFrame(samples, dtype=object))
 
 
 def samples_from_series_matrix(path: str | os.PathLike, column_map: Mapping[str, str],

@@ -307,29 +307,25 @@ def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator,
     spread the driven proteins add to a sample, which vsn's scale follows, then stays small too.
     """
     sc = profile.screen
-    kinds = np.array(["noise"] * n_genes, dtype=object)
     perm = rng.permutation(n_genes)
     fractions = ((sc.frac_visible_genes, sc.frac_hidden_genes) if omics == "transcriptomics"
                  else (sc.frac_visible_proteins, sc.frac_hidden_proteins))
-    n_vis, n_hid, n_low = (int(round(f * n_genes)) for f in (*fractions, sc.frac_low_genes))
-    kinds[perm[:n_vis]] = "visible"
-    kinds[perm[n_vis:n_vis + n_hid]] = "hidden"
-    kinds[perm[n_vis + n_hid:n_vis + n_hid + n_low]] = "low"
-    dv, dh = sc.latent_visible, sc.latent_hidden
-    wv = np.zeros((n_genes, dv))
-    wh = np.zeros((n_genes, dh))
-    vis = kinds == "visible"
-    hid = kinds == "hidden"
+    n_kind = [int(round(f * n_genes)) for f in (*fractions, sc.frac_low_genes)]  # visible, hidden, low
+    kinds = np.empty(n_genes, dtype=object)
+    kinds[perm] = np.repeat(["visible", "hidden", "low", "noise"], [*n_kind, n_genes - sum(n_kind)]).astype(object)
+    vis, hid = kinds == "visible", kinds == "hidden"
     # loadings: strength varies over genes so predictability ranges from weak to strong
     strength = rng.uniform(*_GENE_STRENGTH, n_genes) * (1.0 if omics == "transcriptomics" else _PROTEIN_RESPONSE)
-    wv[vis] = rng.normal(0, 1, (vis.sum(), dv)) / np.sqrt(dv) * strength[vis, None]
-    wh[hid] = rng.normal(0, 1, (hid.sum(), dh)) / np.sqrt(dh) * strength[hid, None]
-    for w, driven in ((wv, vis), (wh, hid)):
+    loadings = []
+    for name, dim, driven in (("visible", sc.latent_visible, vis), ("hidden", sc.latent_hidden, hid)):
+        w = np.zeros((n_genes, dim))
+        w[driven] = rng.normal(0, 1, (driven.sum(), dim)) / np.sqrt(dim) * strength[driven, None]
         idx = np.flatnonzero(driven)  # in random order (perm): consecutive genes form the pairs
         first, second = idx[0::2][: len(idx) // 2], idx[1::2][: len(idx) // 2]
         w[second], strength[second] = -w[first], strength[first]
+        loadings.append(pd.DataFrame(w).add_prefix(f"w_{name}_"))
     df = pd.DataFrame({"kind": kinds, "strength": np.where(vis | hid, strength, 0.0)})
-    return pd.concat([df, pd.DataFrame(wv).add_prefix("w_visible_"), pd.DataFrame(wh).add_prefix("w_hidden_")], axis=1)
+    return pd.concat([df, *loadings], axis=1)
 
 
 def _loadings(prog: pd.DataFrame) -> np.ndarray:
