@@ -88,8 +88,7 @@ def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
     if not lines:
         raise OmicsImportError(f"{path}: empty table")
     if sep is None:
-        head = lines[0]
-        sep = "\t" if head.count("\t") >= max(1, head.count(",")) else ","
+        sep = "\t" if lines[0].count("\t") >= max(1, lines[0].count(",")) else ","
     df = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep, dtype=str, keep_default_na=False,
                      na_values=["", "NA", "NaN", "nan"], quoting=csv.QUOTE_MINIMAL)
     return df.rename(columns=lambda c: str(c).strip())
@@ -181,8 +180,7 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
         genes = genes.str.replace(r"^(ENS[A-Z]*G\d{11})\.\d+$", r"\1", regex=True)
     counts = _amounts(df, samples, path, "count", hint)
     counts.index = pd.Index(genes, name="gene")
-    symbols = (df[scol].fillna("").astype(str) if scol else pd.Series("", index=df.index))
-    symbols.index = counts.index
+    symbols = pd.Series(df[scol].fillna("").to_numpy() if scol else "", index=counts.index)
     dup = counts.index.duplicated()
     if dup.any():
         log.info("%s: %d duplicated gene ids (after version stripping) summed", path, int(dup.sum()))
@@ -227,11 +225,10 @@ def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = 
         require_columns(df, sample_columns, f"{path} (sample columns)", error=OmicsImportError)
         samples = list(sample_columns)
     else:
-        for pre in [intensity_prefix] if intensity_prefix else INTENSITY_PREFIXES:
-            samples = [c for c in df.columns if c.startswith(pre) and c != pre.strip()
-                       and not c.startswith("Reporter intensity count")]
-            if samples:
-                break
+        prefixed = ([c for c in df.columns if c.startswith(pre) and c != pre.strip()
+                     and not c.startswith("Reporter intensity count")]
+                    for pre in ([intensity_prefix] if intensity_prefix else INTENSITY_PREFIXES))
+        samples = next((cols for cols in prefixed if cols), [])  # those of the first prefix that matches
         if intensity_prefix and not samples:
             raise _table_error(path, df, f"no column starts with {intensity_prefix!r}")
         if not samples:

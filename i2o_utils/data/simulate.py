@@ -338,14 +338,11 @@ def expected_r2(prog: pd.DataFrame, effects: dict, targets: list[str], d_visible
     state explains: what a perfect image model could reach. ``noise_var`` is the per-gene variance
     of one omics well's log value around its group mean (well noise and measurement noise)."""
     w = _loadings(prog)
-    wv = w[:, :d_visible]
     out = {}
     for s in STIMULI:
         zbar = np.stack([effects[(t, s)] for t in targets])  # group means (stimulus mean is constant)
-        vis = zbar[:, :d_visible] @ wv.T
-        tot = zbar @ w.T
-        var_vis = vis.var(axis=0)
-        var_tot = tot.var(axis=0) + (noise_var + (w**2).sum(1) * _WELL_SD**2) / wells_per_label
+        var_vis = (zbar[:, :d_visible] @ w[:, :d_visible].T).var(axis=0)
+        var_tot = (zbar @ w.T).var(axis=0) + (noise_var + (w**2).sum(1) * _WELL_SD**2) / wells_per_label
         r2 = np.where(var_tot > 0, var_vis / var_tot, 0.0)
         out[f"r2_expected_{s}"] = np.zeros_like(r2) if null else r2
     df = pd.DataFrame(out)
@@ -362,12 +359,10 @@ def simulate_rna(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame,
     plates = wells["plate_barcode"].to_numpy()
     plate_eff = {p: rng.normal(0, _PLATE_EFFECT_SD, n_genes) for p in np.unique(plates)}
     log_mu = base[None] + z @ _loadings(prog).T + np.stack([plate_eff[p] for p in plates])
-    lib = np.exp(rng.normal(0, 0.35, len(wells)))[:, None]
-    mu = lib * np.exp(log_mu)
+    mu = np.exp(rng.normal(0, 0.35, len(wells)))[:, None] * np.exp(log_mu)  # library size x expression
     r = 1.0 / _RNA_DISPERSION
     counts = rng.negative_binomial(r, r / (r + mu))
-    noise_var = 1.0 / np.exp(base) + _RNA_DISPERSION
-    return counts.astype(np.int32), noise_var
+    return counts.astype(np.int32), 1.0 / np.exp(base) + _RNA_DISPERSION
 
 
 def simulate_protein(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame, tmt_plex: int,
@@ -375,7 +370,6 @@ def simulate_protein(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame, tmt
     """TMT-like intensities (wells x proteins) with multiplex batches; returns the batch ids too."""
     n = len(prog)
     base = rng.normal(np.log(2e4), 1.2, n)
-    low = prog["kind"].to_numpy() == "low"
     plates = wells["plate_barcode"].to_numpy()
     batch = np.empty(len(wells), dtype=object)
     for p in np.unique(plates):
@@ -389,7 +383,7 @@ def simulate_protein(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame, tmt
     intensity = np.exp(log_i + rng.normal(0, _PROTEIN_MULT_SD, log_i.shape)) + rng.normal(0, 300, log_i.shape)
     intensity = np.maximum(intensity, 0)
     # low-abundance proteins: mostly below detection (0 = not quantified)
-    detect = rng.random(intensity.shape) < np.where(low, 0.06, 0.995)[None]
+    detect = rng.random(intensity.shape) < np.where(prog["kind"].to_numpy() == "low", 0.06, 0.995)[None]
     intensity = np.where(detect, intensity, 0.0).astype(np.float32)
     return intensity, batch.astype(str), np.full(n, _PROTEIN_MULT_SD**2)
 
