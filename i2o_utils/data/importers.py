@@ -78,7 +78,7 @@ def _read_text(path: str | os.PathLike) -> str:
         raise OmicsImportError(f"{path}: cannot be read (truncated or corrupt gzip?): {e}") from e
 
 
-def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a delimited table, plain or gzipped; the separator (tab or comma) is sniffed.
 
     Comment lines starting with ``#`` are skipped (featureCounts writes one). All columns are read
@@ -87,8 +87,7 @@ def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
     lines = [ln for ln in _read_text(path).splitlines() if ln.strip() and not ln.startswith("#")]
     if not lines:
         raise OmicsImportError(f"{path}: empty table")
-    if sep is None:
-        sep = "\t" if lines[0].count("\t") >= max(1, lines[0].count(",")) else ","
+    sep = "\t" if lines[0].count("\t") >= max(1, lines[0].count(",")) else ","
     df = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep, dtype=str, keep_default_na=False,
                      na_values=["", "NA", "NaN", "nan"], quoting=csv.QUOTE_MINIMAL)
     return df.rename(columns=lambda c: str(c).strip())
@@ -125,15 +124,15 @@ def _amounts(df: pd.DataFrame, columns: Sequence[str], path, what: str, hint: st
     return pd.DataFrame(out, index=df.index).fillna(0.0)
 
 
-def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None,
-                      symbol_column: str | None = None, sample_columns: Sequence[str] | None = None,
-                      strip_version: bool = True, sep: str | None = None) -> tuple[pd.DataFrame, pd.Series]:
-    """Read a GEO-style gene x sample count table.
+def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None, symbol_column: str | None = None,
+                      sample_columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.Series]:
+    """Read a GEO-style gene x sample count table (tab- or comma-separated, optionally gzipped).
+
+    Ensembl version suffixes are dropped (``ENSG00000223972.5`` -> ``ENSG00000223972``); genes that
+    then coincide are summed.
 
     Parameters
     ----------
-    path
-        Tab- or comma-separated, optionally gzipped.
     gene_column
         Column of gene ids; default: the first of :data:`GENE_ID_CANDIDATES`, else the first column
         when it is not numeric.
@@ -141,9 +140,6 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
         Column of gene symbols; default: the first of :data:`SYMBOL_CANDIDATES` if present.
     sample_columns
         Count columns; default: every other column, annotation columns excluded (each must be numeric).
-    strip_version
-        Drop Ensembl version suffixes (``ENSG00000223972.5`` -> ``ENSG00000223972``); genes that
-        then coincide are summed.
 
     Returns
     -------
@@ -155,7 +151,7 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
     OmicsImportError
         Naming the file and the column not found, or a non-numeric / negative value.
     """
-    df = read_table(path, sep=sep)
+    df = read_table(path)
     gcol = _find_column(df, gene_column, GENE_ID_CANDIDATES, "gene id", path)
     if gcol is None and pd.to_numeric(df.iloc[:, 0], errors="coerce").isna().all():
         gcol = df.columns[0]  # an id column under another name
@@ -176,8 +172,7 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
     genes = df[gcol].fillna("").str.strip()
     if genes.eq("").any():
         raise OmicsImportError(f"{path}: empty gene id in column {gcol!r} (row {int(genes.eq('').argmax()) + 2})")
-    if strip_version:
-        genes = genes.str.replace(r"^(ENS[A-Z]*G\d{11})\.\d+$", r"\1", regex=True)
+    genes = genes.str.replace(r"^(ENS[A-Z]*G\d{11})\.\d+$", r"\1", regex=True)
     counts = _amounts(df, samples, path, "count", hint)
     counts.index = pd.Index(genes, name="gene")
     symbols = pd.Series(df[scol].fillna("").to_numpy() if scol else "", index=counts.index)
@@ -190,8 +185,7 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
 
 def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = None,
                        symbol_column: str | None = None, sample_columns: Sequence[str] | None = None,
-                       intensity_prefix: str | None = None, sep: str | None = None
-                       ) -> tuple[pd.DataFrame, pd.Series]:
+                       intensity_prefix: str | None = None) -> tuple[pd.DataFrame, pd.Series]:
     """Read a protein x sample intensity table (generic, or MaxQuant's ``proteinGroups.txt``).
 
     Proteins are indexed by gene symbol (the first of ``;``-separated symbols; the protein id
@@ -213,7 +207,7 @@ def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = 
     intensities, protein_ids
         proteins x samples (float64, >= 0), and the protein id of each row.
     """
-    df = read_table(path, sep=sep)
+    df = read_table(path)
     flags = [c for c in df.columns if c.lower() in MAXQUANT_FLAG_COLUMNS]
     df = df[~df[flags].apply(lambda col: col.str.strip().eq("+")).any(axis=1)]
     pcol = _find_column(df, protein_column, PROTEIN_ID_CANDIDATES, "protein id", path)
