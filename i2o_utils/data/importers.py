@@ -110,7 +110,8 @@ def _find_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str]
 
 
 def _amounts(df: pd.DataFrame, columns: Sequence[str], path, what: str, hint: str = "") -> pd.DataFrame:
-    """``columns`` as numbers, missing values 0; a non-numeric or negative value raises, naming the column."""
+    """``columns`` as numbers, missing values 0; a missing column, a non-numeric or a negative value raises."""
+    require_columns(df, columns, f"{path} (sample columns)", error=OmicsImportError)
     out = {}
     for c in columns:
         v = pd.to_numeric(df[c], errors="coerce")
@@ -159,11 +160,8 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
         raise _table_error(path, df, f"no gene id column found (looked for {list(GENE_ID_CANDIDATES)} "
                                      "or a non-numeric first column)")
     scol = _find_column(df, symbol_column, SYMBOL_CANDIDATES, "gene symbol", path)
-    hint = ""
-    if sample_columns is not None:
-        require_columns(df, sample_columns, f"{path} (sample columns)", error=OmicsImportError)
-        samples = list(sample_columns)
-    else:
+    samples, hint = sample_columns, ""
+    if samples is None:
         skip = {gcol, scol} | {c for c in df.columns if c.lower() in COUNT_ANNOTATION_COLUMNS}
         samples = [c for c in df.columns if c not in skip]
         if not samples:
@@ -215,10 +213,8 @@ def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = 
     if pcol is None and scol is None:
         raise _table_error(path, df, f"neither a protein id column ({list(PROTEIN_ID_CANDIDATES)}) nor a "
                                      f"gene symbol column ({list(PROTEIN_SYMBOL_CANDIDATES)}) found")
-    if sample_columns is not None:
-        require_columns(df, sample_columns, f"{path} (sample columns)", error=OmicsImportError)
-        samples = list(sample_columns)
-    else:
+    samples = sample_columns
+    if samples is None:
         prefixed = ([c for c in df.columns if c.startswith(pre) and c != pre.strip()
                      and not c.startswith("Reporter intensity count")]
                     for pre in ([intensity_prefix] if intensity_prefix else INTENSITY_PREFIXES))
@@ -380,11 +376,8 @@ def write_omics_raw(adata, omics: str, root: str | os.PathLike | None = None) ->
 
 def import_geo_counts(counts_path: str | os.PathLike, samples: str | os.PathLike | pd.DataFrame, *,
                       root: str | os.PathLike | None = None, **read_kwargs) -> Path:
-    """GEO count table + sample sheet -> ``data/OMICS_RAW/transcriptomics.h5ad`` (raw counts).
-
-    ``read_kwargs`` go to :func:`read_count_matrix` (``gene_column``, ``symbol_column``,
-    ``sample_columns``, ...).
-    """
+    """GEO count table + sample sheet (see :func:`read_samples`) -> ``data/OMICS_RAW/transcriptomics.h5ad``
+    (raw counts); ``read_kwargs`` go to :func:`read_count_matrix` (``gene_column``, ``sample_columns``, ...)."""
     counts, symbols = read_count_matrix(counts_path, **read_kwargs)
     sheet = read_samples(samples, omics="transcriptomics")
     adata = to_anndata(counts, sheet, symbols, omics="transcriptomics", where=str(counts_path))
@@ -393,11 +386,8 @@ def import_geo_counts(counts_path: str | os.PathLike, samples: str | os.PathLike
 
 def import_pride_proteins(table_path: str | os.PathLike, samples: str | os.PathLike | pd.DataFrame | None = None,
                           *, root: str | os.PathLike | None = None, **read_kwargs) -> Path:
-    """PRIDE protein table + sample sheet -> ``data/OMICS_RAW/proteomics.h5ad`` (raw intensities).
-
-    The sheet is read by :func:`read_samples` (which takes MaxQuant's experiments as TMT batches
-    where it has no ``tmt_batch``); ``read_kwargs`` go to :func:`read_protein_table`.
-    """
+    """PRIDE protein table + sample sheet (see :func:`read_samples`) -> ``data/OMICS_RAW/proteomics.h5ad``
+    (raw intensities); ``read_kwargs`` go to :func:`read_protein_table`."""
     values, protein_ids = read_protein_table(table_path, **read_kwargs)
     if samples is None:
         raise OmicsImportError(f"{table_path}: a sample sheet is needed (sample, plate_barcode, well_id, "

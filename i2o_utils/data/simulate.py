@@ -230,9 +230,8 @@ def render_field(z_visible: np.ndarray, shape: tuple[int, int], cells_per_field:
     img = np.zeros((3, h, w), np.float32)
     nuc_r_mean = 0.5 * nucleus_diameter * np.exp(0.13 * z[0])
     cell_r_mean = 0.5 * cell_diameter * np.exp(0.13 * z[1])
-    margin = cell_r_mean
-    n = rng.poisson(cells_per_field * (h + 2 * margin) * (w + 2 * margin) / (h * w))
-    centres = _cell_positions(n, shape, min_dist=1.15 * cell_r_mean, rng=rng, margin=margin)
+    n = rng.poisson(cells_per_field * (h + 2 * cell_r_mean) * (w + 2 * cell_r_mean) / (h * w))  # over field + margin
+    centres = _cell_positions(n, shape, min_dist=1.15 * cell_r_mean, rng=rng, margin=cell_r_mean)
     elong_mean = 1.0 + 0.35 / (1 + np.exp(-1.5 * z[1]))
     actin_gain = np.exp(0.3 * z[2])
     fibre_contrast = 0.5 / (1 + np.exp(-1.5 * z[2]))
@@ -296,7 +295,7 @@ def acquire(signal: np.ndarray, shading: np.ndarray, gains: np.ndarray, rng: np.
 # --------------------------------------------------------------------------------------------
 def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator,
                    omics: str = "transcriptomics") -> pd.DataFrame:
-    """Per-gene kind, base log expression and loadings on the latent state.
+    """Per-gene kind, strength and loadings on the latent state.
 
     Programmes are balanced: the driven genes of each kind come in pairs with opposite loadings
     (one raised, one lowered by as much), so that a per-sample normalisation fitted to the whole
@@ -488,13 +487,12 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
 
     # omics ------------------------------------------------------------------------------------
     orng = np.random.default_rng(omics_ss)
-    n_t, n_p = sc.n_transcripts, sc.n_proteins
     # real genes (the targets are measured too) and the planted location/pathway effects
     grng = np.random.default_rng(ss.spawn(1)[0])
-    genes = draw_screen_genes(n_t, grng, include=tuple(t for t in targets if t != CONTROL))
+    genes = draw_screen_genes(sc.n_transcripts, grng, include=tuple(t for t in targets if t != CONTROL))
     coding = genes["gene_type"].to_numpy() == "protein-coding"  # proteins: coding genes first
     prot_idx = np.sort(np.concatenate([grng.permutation(np.flatnonzero(coding)),
-                                       grng.permutation(np.flatnonzero(~coding))])[:min(n_p, n_t)])
+                                       grng.permutation(np.flatnonzero(~coding))])[:sc.n_proteins])
     proteins = genes.iloc[prot_idx].reset_index(drop=True)
     gene_sets = read_gmt(GO_BP_GMT)
     planted = planted_terms(genes, gene_sets, grng)
