@@ -38,6 +38,7 @@ import pandas as pd
 
 from i2o_utils.config import OMICS
 from i2o_utils.data.layout import LayoutError, atomic_path, normalise_well_id, require_columns
+from i2o_utils.paths import bucket_paths
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +281,7 @@ def samples_from_series_matrix(path: str | os.PathLike, column_map: Mapping[str,
     return pd.DataFrame({dst: sm[src].to_numpy() for dst, src in wanted.items()})
 
 
-def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
-                 sample_column: str = "sample", where: str | None = None) -> pd.DataFrame:
+def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str) -> pd.DataFrame:
     """Read and check a sample sheet; returns it indexed by sample with the obs columns.
 
     A proteomics sheet without ``tmt_batch`` whose samples are MaxQuant's reporter columns
@@ -293,19 +293,19 @@ def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
         Naming the sheet and each required column it lacks, a malformed well id, an unknown
         cell state, or a duplicated sample.
     """
-    where = where or (str(samples) if not isinstance(samples, pd.DataFrame) else "sample sheet")
+    where = str(samples) if not isinstance(samples, pd.DataFrame) else "sample sheet"
     df = read_table(samples) if not isinstance(samples, pd.DataFrame) else samples.copy()
-    if omics == "proteomics" and "tmt_batch" not in df.columns and sample_column in df.columns:
-        batches = df[sample_column].astype(str).str.extract(_MQ_REPORTER)[1]
+    if omics == "proteomics" and "tmt_batch" not in df.columns and "sample" in df.columns:
+        batches = df["sample"].astype(str).str.extract(_MQ_REPORTER)[1]
         if batches.notna().all():
             df["tmt_batch"] = batches
-    required = [sample_column, *OBS_COLUMNS] + (["tmt_batch"] if omics == "proteomics" else [])
+    required = ["sample", *OBS_COLUMNS] + (["tmt_batch"] if omics == "proteomics" else [])
     require_columns(df, required, where, error=OmicsImportError)
     df = df[required + [c for c in df.columns if c not in required]].copy()
-    df[sample_column] = df[sample_column].astype(str).str.strip()
-    dup = df[sample_column].duplicated()
+    df["sample"] = df["sample"].astype(str).str.strip()
+    dup = df["sample"].duplicated()
     if dup.any():
-        raise OmicsImportError(f"{where}: sample {df[sample_column][dup].iloc[0]!r} appears twice")
+        raise OmicsImportError(f"{where}: sample {df['sample'][dup].iloc[0]!r} appears twice")
     try:
         df["well_id"] = [normalise_well_id(str(w), where=where) for w in df["well_id"]]
     except LayoutError as e:
@@ -313,15 +313,15 @@ def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
     low = df["cell_state"].astype(str).str.lower()  # M1 where "m1" is a word of it, else M2 where "m2" is
     state = low.str.extract(r"\b(m1)\b", expand=False).fillna(low.str.extract(r"\b(m2)\b", expand=False))
     if state.isna().any():
-        s, v = df.loc[state.isna(), [sample_column, "cell_state"]].iloc[0]
+        s, v = df.loc[state.isna(), ["sample", "cell_state"]].iloc[0]
         raise OmicsImportError(f"{where}, sample {s}: cell_state {v!r} is neither M1 nor M2")
     df["cell_state"] = state
     for c in ("plate_barcode", "target") + (("tmt_batch",) if omics == "proteomics" else ()):
         df[c] = df[c].astype(str).str.strip()
         empty = df[c].isin(["", "nan", "None"])
         if empty.any():
-            raise OmicsImportError(f"{where}: empty {c!r} for sample {df[sample_column][empty].iloc[0]!r}")
-    return df.set_index(sample_column)
+            raise OmicsImportError(f"{where}: empty {c!r} for sample {df['sample'][empty].iloc[0]!r}")
+    return df.set_index("sample")
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,11 +364,9 @@ def to_anndata(values: pd.DataFrame, samples: pd.DataFrame, symbols: pd.Series, 
 
 def write_omics_raw(adata, omics: str, root: str | os.PathLike | None = None) -> Path:
     """Write an AnnData to ``data/OMICS_RAW/<omics>.h5ad`` under a data root, atomically."""
-    from i2o_utils.paths import bucket_paths
-
     if omics not in OMICS:
         raise ValueError(f"omics must be one of {list(OMICS)}, got {omics!r}")
-    path = bucket_paths(Path(root) if root is not None else None)["omics_raw"] / f"{omics}.h5ad"
+    path = bucket_paths(root)["omics_raw"] / f"{omics}.h5ad"
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
     return path

@@ -262,13 +262,12 @@ def render_field(z_visible: np.ndarray, shape: tuple[int, int], cells_per_field:
         actin = actin_gain * (0.35 * body + 0.55 * cortex + fibre_contrast * fibres * body)
         # mitochondria: puncta around the nucleus, blurred once per field below
         k = rng.poisson(14 * mito_mass)
-        if k:
-            ang = rng.uniform(0, 2 * np.pi, k)
-            rad = nuc_r + np.abs(rng.normal(0, mito_spread * (cell_r - nuc_r) + 0.5, k))
-            pu, pv = rad * np.cos(ang) * el, rad * np.sin(ang) / el
-            py_, px_ = cy + pu * st + pv * ct, cx + pu * ct - pv * st
-            ok = (py_ >= 0) & (py_ < h - 0.5) & (px_ >= 0) & (px_ < w - 0.5)
-            np.add.at(puncta, (np.rint(py_[ok]).astype(int), np.rint(px_[ok]).astype(int)), 1.0)
+        ang = rng.uniform(0, 2 * np.pi, k)
+        rad = nuc_r + np.abs(rng.normal(0, mito_spread * (cell_r - nuc_r) + 0.5, k))
+        pu, pv = rad * np.cos(ang) * el, rad * np.sin(ang) / el
+        py_, px_ = cy + pu * st + pv * ct, cx + pu * ct - pv * st
+        ok = (py_ >= 0) & (py_ < h - 0.5) & (px_ >= 0) & (px_ < w - 0.5)
+        np.add.at(puncta, (np.rint(py_[ok]).astype(int), np.rint(px_[ok]).astype(int)), 1.0)
         y0, x0 = int(round(cy)) - half, int(round(cx)) - half
         ys, xs = slice(max(y0, 0), min(y0 + 2 * half + 1, h)), slice(max(x0, 0), min(x0 + 2 * half + 1, w))
         py, px = slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0)
@@ -545,12 +544,11 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
                      disable=not progress)
         for i, (w, well_ss) in enumerate(zip(wells, image_ss.spawn(len(imaging)))):
             wrng = np.random.default_rng(well_ss)
-            shading, gains = optics[w.plate_barcode]
             fields = np.empty((sc.fields_per_well, 3, *shape), np.uint16)
             for f in range(sc.fields_per_well):
                 signal, centres = render_field(z_img[i, : sc.latent_visible], shape, sc.cells_per_field,
                                                sc.nucleus_diameter_px, sc.cell_diameter_px, wrng)
-                fields[f] = acquire(signal, shading, gains, wrng)
+                fields[f] = acquire(signal, *optics[w.plate_barcode], wrng)
                 nuclei_rows += [(w.plate_barcode, w.well_id, f, float(y), float(x)) for y, x in centres]
             name = layout.image_file_name("RAW", w.plate_barcode, w.ROW, w.COLUMN, timestamp=w.timestamp)
             layout.write_well_images(bp["raw"] / name, w.plate_barcode, w.ROW, w.COLUMN, fields)
@@ -564,9 +562,8 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
                                                                                    "plate_barcode"]]
     layout.write_csv_atomic(meta, bp["metadata"])
 
-    seconds = time.perf_counter() - t0
     info = {**want, "n_imaging_wells": len(imaging), "n_omics_wells": len(omics),
-            "n_imaging_plates": len(plates), "targets": targets, "seconds": round(seconds, 2)}
+            "n_imaging_plates": len(plates), "targets": targets, "seconds": round(time.perf_counter() - t0, 2)}
     with layout.atomic_path(root / SCREEN_FILE) as tmp:
         tmp.write_text(json.dumps(info, indent=1))
     return ScreenSummary(root, info, _dir_size(root))
