@@ -301,7 +301,6 @@ def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str) -> pd
             df["tmt_batch"] = batches
     required = ["sample", *OBS_COLUMNS] + (["tmt_batch"] if omics == "proteomics" else [])
     require_columns(df, required, where, error=OmicsImportError)
-    df = df[required + [c for c in df.columns if c not in required]].copy()
     df["sample"] = df["sample"].astype(str).str.strip()
     dup = df["sample"].duplicated()
     if dup.any():

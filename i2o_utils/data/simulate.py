@@ -18,9 +18,8 @@ Every well has a latent cell state ``z = mu_stimulus + effect(perturbation, stim
 with ``latent_visible`` dimensions rendered into the images and ``latent_hidden`` dimensions that
 reach only the omics. Imaging wells and omics wells are different physical wells: they share only
 the perturbation-and-stimulus effect, exactly the signal that the paper's label protocol lets a
-model learn. Visible dimensions set, per cell around the well's state: nucleus size (0), cell size
-and elongation (1), actin intensity and fibre texture (2), mitochondrial mass and perinuclear
-clustering (3).
+model learn. What each visible dimension sets, per cell around the well's state, is
+:data:`VISIBLE_DRIVERS`.
 
 A gene's log expression is ``base + w_visible . z_visible + w_hidden . z_hidden + plate effect``;
 ``kind`` is ``visible`` (non-zero ``w_visible``), ``hidden`` (only ``w_hidden``), ``noise`` (none)
@@ -44,6 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -111,10 +111,8 @@ def knockout_targets(n: int) -> list[str]:
     return list(KNOCKOUT_POOL[:n])
 
 
-def perturbation_effects(targets: list[str], d_visible: int, d_hidden: int,
-                         rng: np.random.Generator) -> dict[tuple[str, str], np.ndarray]:
-    """Latent effect of each (target, stimulus); NT is zero, STAT1/STAT6 revert M1/M2."""
-    d = d_visible + d_hidden
+def perturbation_effects(targets: list[str], d: int, rng: np.random.Generator) -> dict[tuple[str, str], np.ndarray]:
+    """Latent effect (``d`` dimensions) of each (target, stimulus); NT is zero, STAT1/STAT6 revert M1/M2."""
     eff: dict[tuple[str, str], np.ndarray] = {}
     mu = {s: _stimulus_mean(s, d) for s in STIMULI}
     for t in targets:
@@ -344,8 +342,7 @@ def expected_r2(prog: pd.DataFrame, effects: dict, targets: list[str], d_visible
         r2 = np.where(var_tot > 0, var_vis / var_tot, 0.0)
         out[f"r2_expected_{s}"] = np.zeros_like(r2) if null else r2
     df = pd.DataFrame(out)
-    df["r2_expected"] = df[[f"r2_expected_{s}" for s in STIMULI]].mean(axis=1)
-    return df
+    return df.assign(r2_expected=df[[f"r2_expected_{s}" for s in STIMULI]].mean(axis=1))
 
 
 def simulate_rna(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame,
@@ -379,10 +376,9 @@ def simulate_protein(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame, tmt
     log_i = (base[None] + z @ _loadings(prog).T + np.stack([plate_eff[p] for p in plates])
              + np.stack([tmt_eff[b] for b in batch]) + loading)
     intensity = np.exp(log_i + rng.normal(0, _PROTEIN_MULT_SD, log_i.shape)) + rng.normal(0, 300, log_i.shape)
-    intensity = np.maximum(intensity, 0)
     # low-abundance proteins: mostly below detection (0 = not quantified)
     detect = rng.random(intensity.shape) < np.where(prog["kind"].to_numpy() == "low", 0.06, 0.995)[None]
-    intensity = np.where(detect, intensity, 0.0).astype(np.float32)
+    intensity = np.where(detect, np.maximum(intensity, 0), 0.0).astype(np.float32)
     return intensity, batch.astype(str), np.full(n, _PROTEIN_MULT_SD**2)
 
 
@@ -399,15 +395,10 @@ class ScreenMismatch(FileExistsError):
 
 def screen_differences(info: dict, want: dict) -> list[str]:
     """What differs between a recorded screen and the one asked for, e.g. ``["seed 3 (asked 0)"]``."""
-    out = []
-    for k, v in want.items():
-        have = info.get(k)
-        if isinstance(v, dict) and isinstance(have, dict):
-            out += [f"screen.{s} {have.get(s)!r} (asked {v.get(s)!r})" for s in sorted(set(v) | set(have))
-                    if have.get(s) != v.get(s)]
-        elif have != v:
-            out.append(f"{k} {have!r} (asked {v!r})")
-    return out
+    have, asked = info.get("screen") or {}, want.get("screen") or {}  # the screen's sizes, key by key
+    return ([f"{k} {info.get(k)!r} (asked {v!r})" for k, v in want.items() if k != "screen" and info.get(k) != v]
+            + [f"screen.{s} {have.get(s)!r} (asked {asked.get(s)!r})" for s in sorted({*have, *asked})
+               if have.get(s) != asked.get(s)])
 
 
 def _clear_simulated(root: Path) -> None:
@@ -447,8 +438,6 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
         truth only: the null screen of ``make book`` takes its images' tiles from the main screen
         and needs no images of its own.
     """
-    import anndata as ad
-
     prof = get_profile(profile) if isinstance(profile, str) else profile
     sc = prof.screen
     root = Path(out) if out is not None else bucket_paths()["root"]
@@ -479,8 +468,8 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
     targets = sorted(set(imaging["target"]))
     d = sc.latent_visible + sc.latent_hidden
     eff_rng = np.random.default_rng(effect_ss)
-    effects = perturbation_effects(targets, sc.latent_visible, sc.latent_hidden, eff_rng)
-    omics_effects = perturbation_effects(targets, sc.latent_visible, sc.latent_hidden, eff_rng) if null else effects
+    effects = perturbation_effects(targets, d, eff_rng)
+    omics_effects = perturbation_effects(targets, d, eff_rng) if null else effects
     z_img = well_latents(imaging, effects, d, eff_rng)
     z_om = well_latents(omics, omics_effects, d, eff_rng)
 
