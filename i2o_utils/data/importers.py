@@ -36,13 +36,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from i2o_utils.config import OMICS
 from i2o_utils.data.layout import LayoutError, atomic_path, normalise_well_id, require_columns
+from i2o_utils.paths import bucket_paths
 
 log = logging.getLogger(__name__)
 
 OBS_COLUMNS: tuple[str, ...] = ("plate_barcode", "well_id", "target", "cell_state")
 """Columns every raw omics table carries per sample (``tmt_batch`` is added for proteomics)."""
-OMICS_FILES = {"transcriptomics": "transcriptomics.h5ad", "proteomics": "proteomics.h5ad"}
 
 GENE_ID_CANDIDATES = ("gene_id", "geneid", "gene", "ensembl_gene_id", "ensembl_id", "ensembl", "id",
                       "gene id", "gene_ids", "feature_id")
@@ -66,100 +67,81 @@ class OmicsImportError(ValueError):
 # --------------------------------------------------------------------------------------------
 # reading tables
 # --------------------------------------------------------------------------------------------
-def _read_text(path: Path) -> str:
+def _read_text(path: str | os.PathLike) -> str:
     """The text of a plain or gzipped file (gzip is detected by its magic bytes, not the name)."""
+    path = Path(path)
     if not path.is_file():
         raise OmicsImportError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        magic = f.read(2)
     try:
-        if magic == b"\x1f\x8b":
-            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
-                return f.read()
-        return path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
+        return (gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).decode("utf-8", errors="replace")
     except (OSError, EOFError) as e:
         raise OmicsImportError(f"{path}: cannot be read (truncated or corrupt gzip?): {e}") from e
 
 
-def read_table(path: str | os.PathLike, sep: str | None = None) -> pd.DataFrame:
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a delimited table, plain or gzipped; the separator (tab or comma) is sniffed.
 
     Comment lines starting with ``#`` are skipped (featureCounts writes one). All columns are read
     as text first so identifiers keep their form; numeric columns are converted by the callers.
     """
-    path = Path(path)
-    text = _read_text(path)
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = [ln for ln in _read_text(path).splitlines() if ln.strip() and not ln.startswith("#")]
     if not lines:
         raise OmicsImportError(f"{path}: empty table")
-    if sep is None:
-        head = lines[0]
-        sep = "\t" if head.count("\t") >= max(1, head.count(",")) else ","
+    sep = "\t" if lines[0].count("\t") >= max(1, lines[0].count(",")) else ","
     df = pd.read_csv(io.StringIO("\n".join(lines)), sep=sep, dtype=str, keep_default_na=False,
                      na_values=["", "NA", "NaN", "nan"], quoting=csv.QUOTE_MINIMAL)
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
+    return df.rename(columns=lambda c: str(c).strip())
 
 
-def _find_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str], what: str,
-                 path, required: bool = True) -> str | None:
-    """The column named ``wanted`` (exactly), or the first candidate present (case-insensitive)."""
+def _table_error(path, df: pd.DataFrame, problem: str) -> OmicsImportError:
+    """An error naming the file and the problem, with (the first 30 of) the columns the table has."""
+    return OmicsImportError(f"{path}: {problem}; columns are {list(df.columns)[:30]}")
+
+
+def _find_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str], what: str, path) -> str | None:
+    """The column named ``wanted`` (exactly; raises if absent), else the first candidate present
+    (case-insensitive), else None."""
     if wanted is not None:
         if wanted not in df.columns:
-            raise OmicsImportError(f"{path}: column {wanted!r} ({what}) not found; columns are {list(df.columns)[:30]}")
+            raise _table_error(path, df, f"column {wanted!r} ({what}) not found")
         return wanted
     lower = {c.lower(): c for c in df.columns}
-    for cand in candidates:
-        if cand in lower:
-            return lower[cand]
-    if required:
-        raise OmicsImportError(f"{path}: no {what} column found (looked for {list(candidates)}); "
-                               f"columns are {list(df.columns)[:30]}; name it explicitly")
-    return None
+    return next((lower[c] for c in candidates if c in lower), None)
 
 
-
-def _explicit_sample_columns(df: pd.DataFrame, sample_columns, path) -> list[str]:
-    """The sample columns a caller named, all of which must exist."""
-    missing = [c for c in sample_columns if c not in df.columns]
-    if missing:
-        raise OmicsImportError(f"{path}: sample column(s) {missing} not found; columns are {list(df.columns)[:30]}")
-    return list(sample_columns)
-
-def _amounts(df: pd.DataFrame, columns: Sequence[str], path, what: str) -> pd.DataFrame:
-    """``columns`` as numbers, missing values 0; a non-numeric or negative value raises, naming the column."""
+def _amounts(df: pd.DataFrame, columns: Sequence[str], path, what: str, hint: str = "") -> pd.DataFrame:
+    """``columns`` as numbers, missing values 0; a missing column, a non-numeric or a negative value raises."""
+    require_columns(df, columns, f"{path} (sample columns)", error=OmicsImportError)
     out = {}
     for c in columns:
         v = pd.to_numeric(df[c], errors="coerce")
         bad = v.isna() & df[c].notna()
         if bad.any():
             raise OmicsImportError(f"{path}: column {c!r} holds non-numeric value {df[c][bad].iloc[0]!r} "
-                                   f"(row {int(np.flatnonzero(bad.to_numpy())[0]) + 2})")
+                                   f"(row {int(np.flatnonzero(bad.to_numpy())[0]) + 2}){hint}")
         if (v < 0).any():
             raise OmicsImportError(f"{path}: negative {what} in column {c!r}")
         out[c] = v
     return pd.DataFrame(out, index=df.index).fillna(0.0)
 
 
-def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None,
-                      symbol_column: str | None = None, sample_columns: Sequence[str] | None = None,
-                      strip_version: bool = True, sep: str | None = None) -> tuple[pd.DataFrame, pd.Series]:
-    """Read a GEO-style gene x sample count table.
+def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None, symbol_column: str | None = None,
+                      sample_columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.Series]:
+    """Read a GEO-style gene x sample count table (tab- or comma-separated, optionally gzipped).
+
+    Ensembl version suffixes are dropped (``ENSG00000223972.5`` -> ``ENSG00000223972``); genes that
+    then coincide are summed.
 
     Parameters
     ----------
-    path
-        Tab- or comma-separated, optionally gzipped.
     gene_column
         Column of gene ids; default: the first of :data:`GENE_ID_CANDIDATES`, else the first column
         when it is not numeric.
     symbol_column
         Column of gene symbols; default: the first of :data:`SYMBOL_CANDIDATES` if present.
     sample_columns
-        Count columns; default: every other numeric column (annotation columns excluded).
-    strip_version
-        Drop Ensembl version suffixes (``ENSG00000223972.5`` -> ``ENSG00000223972``); genes that
-        then coincide are summed.
+        Count columns; default: every other column, annotation columns excluded (each must be numeric).
 
     Returns
     -------
@@ -171,53 +153,38 @@ def read_count_matrix(path: str | os.PathLike, *, gene_column: str | None = None
     OmicsImportError
         Naming the file and the column not found, or a non-numeric / negative value.
     """
-    path = Path(path)
-    df = read_table(path, sep=sep)
-    gcol = _find_column(df, gene_column, GENE_ID_CANDIDATES, "gene id", path, required=False)
-    if gcol is None and pd.to_numeric(df[df.columns[0]], errors="coerce").isna().all():
+    df = read_table(path)
+    gcol = _find_column(df, gene_column, GENE_ID_CANDIDATES, "gene id", path)
+    if gcol is None and pd.to_numeric(df.iloc[:, 0], errors="coerce").isna().all():
         gcol = df.columns[0]  # an id column under another name
     if gcol is None:
-        raise OmicsImportError(f"{path}: no gene id column found (looked for {list(GENE_ID_CANDIDATES)} "
-                               f"or a non-numeric first column); columns are {list(df.columns)[:30]}")
-    scol = _find_column(df, symbol_column, SYMBOL_CANDIDATES, "gene symbol", path, required=symbol_column is not None)
-    if sample_columns is not None:
-        samples = _explicit_sample_columns(df, sample_columns, path)
-    else:
+        raise _table_error(path, df, f"no gene id column found (looked for {list(GENE_ID_CANDIDATES)} "
+                                     "or a non-numeric first column)")
+    scol = _find_column(df, symbol_column, SYMBOL_CANDIDATES, "gene symbol", path)
+    samples, hint = sample_columns, ""
+    if samples is None:
         skip = {gcol, scol} | {c for c in df.columns if c.lower() in COUNT_ANNOTATION_COLUMNS}
-        samples = []
-        for c in df.columns:
-            if c in skip:
-                continue
-            v = pd.to_numeric(df[c], errors="coerce")
-            if v.notna().all() or (v.notna() | df[c].isna()).all():
-                samples.append(c)
-            else:
-                raise OmicsImportError(f"{path}: column {c!r} is neither a known annotation column nor numeric "
-                                       f"(e.g. {df[c][v.isna() & df[c].notna()].iloc[0]!r}); pass sample_columns=")
+        samples = [c for c in df.columns if c not in skip]
         if not samples:
-            raise OmicsImportError(f"{path}: no numeric sample columns found; columns are {list(df.columns)[:30]}")
-    genes = df[gcol].astype(str).str.strip()
-    if genes.eq("").any() or df[gcol].isna().any():
-        raise OmicsImportError(f"{path}: empty gene id in column {gcol!r} (row {int(np.flatnonzero((genes.eq('') | df[gcol].isna()).to_numpy())[0]) + 2})")
-    if strip_version:
-        genes = genes.str.replace(r"^(ENS[A-Z]*G\d{11})\.\d+$", r"\1", regex=True)
-    counts = _amounts(df, samples, path, "count")
+            raise _table_error(path, df, "no sample columns found")
+        hint = ": neither a known annotation column nor counts; pass sample_columns="
+    genes = df[gcol].fillna("").str.strip()
+    if genes.eq("").any():
+        raise OmicsImportError(f"{path}: empty gene id in column {gcol!r} (row {int(genes.eq('').argmax()) + 2})")
+    genes = genes.str.replace(r"^(ENS[A-Z]*G\d{11})\.\d+$", r"\1", regex=True)
+    counts = _amounts(df, samples, path, "count", hint)
     counts.index = pd.Index(genes, name="gene")
-    symbols = (df[scol].fillna("").astype(str) if scol else pd.Series("", index=df.index))
-    symbols.index = counts.index
-    if counts.index.duplicated().any():
-        n = int(counts.index.duplicated().sum())
-        log.info("%s: %d duplicated gene ids (after version stripping) summed", path, n)
-        symbols = symbols.groupby(level=0).first()
-        counts = counts.groupby(level=0, sort=False).sum()
-        symbols = symbols.reindex(counts.index)
+    symbols = pd.Series(df[scol].fillna("").to_numpy() if scol else "", index=counts.index)
+    dup = counts.index.duplicated()
+    if dup.any():
+        log.info("%s: %d duplicated gene ids (after version stripping) summed", path, int(dup.sum()))
+        counts, symbols = counts.groupby(level=0, sort=False).sum(), symbols[~dup]
     return counts, symbols.rename("symbol")
 
 
 def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = None,
                        symbol_column: str | None = None, sample_columns: Sequence[str] | None = None,
-                       intensity_prefix: str | None = None, sep: str | None = None
-                       ) -> tuple[pd.DataFrame, pd.Series]:
+                       intensity_prefix: str | None = None) -> tuple[pd.DataFrame, pd.Series]:
     """Read a protein x sample intensity table (generic, or MaxQuant's ``proteinGroups.txt``).
 
     Proteins are indexed by gene symbol (the first of ``;``-separated symbols; the protein id
@@ -231,59 +198,47 @@ def read_protein_table(path: str | os.PathLike, *, protein_column: str | None = 
         :data:`PROTEIN_SYMBOL_CANDIDATES`); at least one must be found.
     sample_columns
         Intensity columns; default: the columns starting with ``intensity_prefix``, else with the
-        first of :data:`INTENSITY_PREFIXES` that matches, else every other numeric column.
+        first of :data:`INTENSITY_PREFIXES` that matches (MaxQuant's ``Reporter intensity count``
+        columns excluded), else every other numeric column.
 
     Returns
     -------
     intensities, protein_ids
         proteins x samples (float64, >= 0), and the protein id of each row.
     """
-    path = Path(path)
-    df = read_table(path, sep=sep)
-    for flag in MAXQUANT_FLAG_COLUMNS:
-        col = next((c for c in df.columns if c.lower() == flag), None)
-        if col is not None:
-            df = df[df[col].fillna("").astype(str).str.strip() != "+"]
-    pcol = _find_column(df, protein_column, PROTEIN_ID_CANDIDATES, "protein id", path, required=protein_column is not None)
-    scol = _find_column(df, symbol_column, PROTEIN_SYMBOL_CANDIDATES, "gene symbol", path, required=symbol_column is not None)
+    df = read_table(path)
+    flags = [c for c in df.columns if c.lower() in MAXQUANT_FLAG_COLUMNS]
+    df = df[~df[flags].apply(lambda col: col.str.strip().eq("+")).any(axis=1)]
+    pcol = _find_column(df, protein_column, PROTEIN_ID_CANDIDATES, "protein id", path)
+    scol = _find_column(df, symbol_column, PROTEIN_SYMBOL_CANDIDATES, "gene symbol", path)
     if pcol is None and scol is None:
-        raise OmicsImportError(f"{path}: neither a protein id column ({list(PROTEIN_ID_CANDIDATES)}) nor a "
-                               f"gene symbol column ({list(PROTEIN_SYMBOL_CANDIDATES)}) found; "
-                               f"columns are {list(df.columns)[:30]}")
-    if sample_columns is not None:
-        samples = _explicit_sample_columns(df, sample_columns, path)
-    else:
-        prefixes = [intensity_prefix] if intensity_prefix else list(INTENSITY_PREFIXES)
-        samples = []
-        for pre in prefixes:
-            samples = [c for c in df.columns if c.startswith(pre) and c != pre.strip()]
-            if pre == "Reporter intensity ":
-                samples = [c for c in samples if not c.startswith("Reporter intensity count")]
-            if samples:
-                break
+        raise _table_error(path, df, f"neither a protein id column ({list(PROTEIN_ID_CANDIDATES)}) nor a "
+                                     f"gene symbol column ({list(PROTEIN_SYMBOL_CANDIDATES)}) found")
+    samples = sample_columns
+    if samples is None:
+        prefixed = ([c for c in df.columns if c.startswith(pre) and c != pre.strip()
+                     and not c.startswith("Reporter intensity count")]
+                    for pre in ([intensity_prefix] if intensity_prefix else INTENSITY_PREFIXES))
+        samples = next((cols for cols in prefixed if cols), [])  # those of the first prefix that matches
         if intensity_prefix and not samples:
-            raise OmicsImportError(f"{path}: no column starts with {intensity_prefix!r}; columns are {list(df.columns)[:30]}")
+            raise _table_error(path, df, f"no column starts with {intensity_prefix!r}")
         if not samples:
-            skip = {pcol, scol}
-            samples = [c for c in df.columns if c not in skip
-                       and pd.to_numeric(df[c], errors="coerce").notna().sum() == df[c].notna().sum()
-                       and df[c].notna().any()]
+            samples = [c for c in df.columns if c not in {pcol, scol} and df[c].notna().any()
+                       and pd.to_numeric(df[c], errors="coerce").notna().sum() == df[c].notna().sum()]
         if not samples:
-            raise OmicsImportError(f"{path}: no intensity columns found; columns are {list(df.columns)[:30]}")
+            raise _table_error(path, df, "no intensity columns found")
     values = _amounts(df, samples, path, "intensity")
-    pid = df[pcol].fillna("").astype(str).str.split(";").str[0].str.strip() if pcol else pd.Series("", index=df.index)
-    sym = df[scol].fillna("").astype(str).str.split(";").str[0].str.strip() if scol else pd.Series("", index=df.index)
+    pid, sym = (df[c].fillna("").astype(str).str.split(";").str[0].str.strip() if c else pd.Series("", index=df.index)
+                for c in (pcol, scol))
     key = sym.where(sym != "", pid)
-    keep = key != ""
-    values, key, pid = values[keep], key[keep], pid[keep]
-    values.index = pd.Index(key, name="protein")
-    pid.index = values.index
-    if values.index.duplicated().any():
-        order = values.sum(axis=1).to_numpy().argsort()[::-1]
-        values, pid = values.iloc[order], pid.iloc[order]
-        first = ~values.index.duplicated(keep="first")
+    rows = np.flatnonzero(key.to_numpy() != "")  # the proteins with a name
+    if key.iloc[rows].duplicated().any():  # of those sharing a symbol, the most abundant stays
+        rows = rows[values.iloc[rows].sum(axis=1).to_numpy().argsort()[::-1]]
+        first = ~key.iloc[rows].duplicated().to_numpy()
         log.info("%s: %d proteins share a symbol with a more abundant one; dropped", path, int((~first).sum()))
-        values, pid = values[first], pid[first]
+        rows = rows[first]
+    values, pid = values.iloc[rows], pid.iloc[rows]
+    values.index = pid.index = pd.Index(key.iloc[rows], name="protein")
     return values, pid.rename("protein_id")
 
 
@@ -296,35 +251,23 @@ def read_series_matrix(path: str | os.PathLike) -> pd.DataFrame:
     Columns: ``title``, ``geo_accession``, ``source_name`` (where present) and one column per
     ``key: value`` characteristic of ``!Sample_characteristics_ch1``.
     """
-    path = Path(path)
-    fields: dict[str, list[str]] = {}
-    characteristics: list[list[str]] = []
-    for line in _read_text(path).splitlines():
-        if line.startswith("!series_matrix_table_begin"):
-            break
-        if not line.startswith("!Sample_"):
-            continue
-        key, *vals = next(csv.reader([line], delimiter="\t"))
-        key = key[len("!Sample_"):]
-        vals = [v.strip() for v in vals]
-        if key.startswith("characteristics"):
-            characteristics.append(vals)
-        elif key not in fields:
-            fields[key] = vals
+    text = _read_text(path).split("!series_matrix_table_begin")[0]  # the sample lines precede the table
+    lines = csv.reader(text.splitlines(), delimiter="\t")
+    rows = [(r[0][len("!Sample_"):], [v.strip() for v in r[1:]]) for r in lines if r and r[0].startswith("!Sample_")]
+    fields = dict(reversed(rows))  # the first line of each key
     if "geo_accession" not in fields:
         raise OmicsImportError(f"{path}: no '!Sample_geo_accession' line: not a GEO series matrix file")
     n = len(fields["geo_accession"])
-    out = pd.DataFrame({k: v for k, v in fields.items() if len(v) == n and k in ("title", "geo_accession", "source_name_ch1")})
-    out = out.rename(columns={"source_name_ch1": "source_name"})
-    for vals in characteristics:
-        for i, v in enumerate(vals[:n]):
-            k, sep, val = v.partition(":")
-            if sep:
-                col = k.strip()
-                if col not in out.columns:
-                    out[col] = pd.Series([None] * n, dtype=object)
-                out.loc[i, col] = val.strip()
-    return out
+    out = pd.DataFrame({k: fields[k] for k in ("title", "geo_accession", "source_name_ch1")
+                        if len(fields.get(k, ())) == n})
+    samples: list[dict[str, str]] = [{} for _ in range(n)]  # the characteristics of each sample
+    for key, vals in rows:
+        if key.startswith("characteristics"):
+            for sample, v in zip(samples, vals):
+                k, sep, val = v.partition(":")
+                if sep:
+                    sample[k.strip()] = val.strip()
+    return out.rename(columns={"source_name_ch1": "source_name"}).assign(**pd.DataFrame(samples, dtype=object))
 
 
 def samples_from_series_matrix(path: str | os.PathLike, column_map: Mapping[str, str],
@@ -334,23 +277,15 @@ def samples_from_series_matrix(path: str | os.PathLike, column_map: Mapping[str,
     columns; ``sample`` is taken from ``sample_column`` (the header the count table uses)."""
     sm = read_series_matrix(path)
     wanted = {"sample": sample_column, **dict(column_map)}
-    missing = [src for src in wanted.values() if src not in sm.columns]
-    if missing:
-        raise OmicsImportError(f"{path}: series matrix has no column(s) {missing}; columns are {list(sm.columns)}")
+    require_columns(sm, list(wanted.values()), f"{path} (series matrix)", error=OmicsImportError)
     return pd.DataFrame({dst: sm[src].to_numpy() for dst, src in wanted.items()})
 
 
-def _normalise_cell_state(value: str, where: str) -> str:
-    v = str(value).strip().lower()
-    for state in ("m1", "m2"):
-        if v == state or re.search(rf"\b{state}\b", v):
-            return state
-    raise OmicsImportError(f"{where}: cell_state {value!r} is neither M1 nor M2")
-
-
-def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
-                 sample_column: str = "sample", where: str | None = None) -> pd.DataFrame:
+def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str) -> pd.DataFrame:
     """Read and check a sample sheet; returns it indexed by sample with the obs columns.
+
+    A proteomics sheet without ``tmt_batch`` whose samples are MaxQuant's reporter columns
+    (``Reporter intensity corrected <channel> <experiment>``) takes the experiment as the batch.
 
     Raises
     ------
@@ -358,26 +293,34 @@ def read_samples(samples: str | os.PathLike | pd.DataFrame, *, omics: str,
         Naming the sheet and each required column it lacks, a malformed well id, an unknown
         cell state, or a duplicated sample.
     """
-    where = where or (str(samples) if not isinstance(samples, pd.DataFrame) else "sample sheet")
-    df = read_table(Path(samples)) if not isinstance(samples, pd.DataFrame) else samples.copy()
-    required = [sample_column, *OBS_COLUMNS] + (["tmt_batch"] if omics == "proteomics" else [])
+    where = str(samples) if not isinstance(samples, pd.DataFrame) else "sample sheet"
+    df = read_table(samples) if not isinstance(samples, pd.DataFrame) else samples.copy()
+    if omics == "proteomics" and "tmt_batch" not in df.columns and "sample" in df.columns:
+        batches = df["sample"].astype(str).str.extract(_MQ_REPORTER)[1]
+        if batches.notna().all():
+            df["tmt_batch"] = batches
+    required = ["sample", *OBS_COLUMNS] + (["tmt_batch"] if omics == "proteomics" else [])
     require_columns(df, required, where, error=OmicsImportError)
-    df = df[required + [c for c in df.columns if c not in required]].copy()
-    df[sample_column] = df[sample_column].astype(str).str.strip()
-    dup = df[sample_column].duplicated()
+    df["sample"] = df["sample"].astype(str).str.strip()
+    dup = df["sample"].duplicated()
     if dup.any():
-        raise OmicsImportError(f"{where}: sample {df[sample_column][dup].iloc[0]!r} appears twice")
+        raise OmicsImportError(f"{where}: sample {df['sample'][dup].iloc[0]!r} appears twice")
     try:
         df["well_id"] = [normalise_well_id(str(w), where=where) for w in df["well_id"]]
     except LayoutError as e:
         raise OmicsImportError(str(e)) from e
-    df["cell_state"] = [_normalise_cell_state(v, f"{where}, sample {s}") for v, s in zip(df["cell_state"], df[sample_column])]
+    low = df["cell_state"].astype(str).str.lower()  # M1 where "m1" is a word of it, else M2 where "m2" is
+    state = low.str.extract(r"\b(m1)\b", expand=False).fillna(low.str.extract(r"\b(m2)\b", expand=False))
+    if state.isna().any():
+        s, v = df.loc[state.isna(), ["sample", "cell_state"]].iloc[0]
+        raise OmicsImportError(f"{where}, sample {s}: cell_state {v!r} is neither M1 nor M2")
+    df["cell_state"] = state
     for c in ("plate_barcode", "target") + (("tmt_batch",) if omics == "proteomics" else ()):
         df[c] = df[c].astype(str).str.strip()
         empty = df[c].isin(["", "nan", "None"])
         if empty.any():
-            raise OmicsImportError(f"{where}: empty {c!r} for sample {df[sample_column][empty].iloc[0]!r}")
-    return df.set_index(sample_column)
+            raise OmicsImportError(f"{where}: empty {c!r} for sample {df['sample'][empty].iloc[0]!r}")
+    return df.set_index("sample")
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,12 +338,8 @@ def to_anndata(values: pd.DataFrame, samples: pd.DataFrame, symbols: pd.Series, 
 
     cols = [str(c) for c in values.columns]
     index = samples.index.astype(str)
-    key = pd.Series(index, index=index)
-    best = set(cols) & set(index)
-    for alt in ("geo_accession", "title"):
-        if alt in samples.columns and len(set(cols) & set(samples[alt].astype(str))) > len(best):
-            key = pd.Series(index, index=samples[alt].astype(str).to_numpy())
-            best = set(cols) & set(key.index)
+    names = [index] + [pd.Index(samples[a].astype(str)) for a in ("geo_accession", "title") if a in samples.columns]
+    key = pd.Series(index, index=max(names, key=lambda n: len(set(cols) & set(n))))  # the best-matching names
     unmatched = [c for c in cols if c not in key.index]
     if unmatched:
         raise OmicsImportError(f"{where}: sample column(s) {unmatched[:10]} have no row in the sample sheet "
@@ -409,9 +348,7 @@ def to_anndata(values: pd.DataFrame, samples: pd.DataFrame, symbols: pd.Series, 
     if extra > 0:
         log.info("%s: %d sample sheet rows have no column in the table", where, extra)
     obs_cols = list(OBS_COLUMNS) + (["tmt_batch"] if omics == "proteomics" else [])
-    obs = samples.loc[key.loc[cols].to_numpy(), obs_cols].copy()
-    obs.index = pd.Index(cols, name="sample")
-    obs = obs.astype(str)
+    obs = samples.loc[key.loc[cols].to_numpy(), obs_cols].astype(str).set_axis(pd.Index(cols, name="sample"))
     dup = obs.duplicated(["plate_barcode", "well_id"])
     if dup.any():
         raise OmicsImportError(f"{where}: plate {obs['plate_barcode'][dup].iloc[0]} well "
@@ -421,18 +358,14 @@ def to_anndata(values: pd.DataFrame, samples: pd.DataFrame, symbols: pd.Series, 
         X = np.round(X)
     var = pd.DataFrame({"symbol": symbols.reindex(values.index).fillna("").astype(str).to_numpy()},
                        index=pd.Index(values.index.astype(str), name="gene"))
-    if omics == "proteomics":
-        var["symbol"] = var["symbol"].where(var["symbol"] != "", var.index.to_series().to_numpy())
     return ad.AnnData(X=X.astype(np.float32), obs=obs, var=var)
 
 
 def write_omics_raw(adata, omics: str, root: str | os.PathLike | None = None) -> Path:
     """Write an AnnData to ``data/OMICS_RAW/<omics>.h5ad`` under a data root, atomically."""
-    from i2o_utils.paths import bucket_paths
-
-    if omics not in OMICS_FILES:
-        raise ValueError(f"omics must be one of {list(OMICS_FILES)}, got {omics!r}")
-    path = bucket_paths(Path(root) if root is not None else None)["omics_raw"] / OMICS_FILES[omics]
+    if omics not in OMICS:
+        raise ValueError(f"omics must be one of {list(OMICS)}, got {omics!r}")
+    path = bucket_paths(root)["omics_raw"] / f"{omics}.h5ad"
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
     return path
@@ -440,11 +373,8 @@ def write_omics_raw(adata, omics: str, root: str | os.PathLike | None = None) ->
 
 def import_geo_counts(counts_path: str | os.PathLike, samples: str | os.PathLike | pd.DataFrame, *,
                       root: str | os.PathLike | None = None, **read_kwargs) -> Path:
-    """GEO count table + sample sheet -> ``data/OMICS_RAW/transcriptomics.h5ad`` (raw counts).
-
-    ``read_kwargs`` go to :func:`read_count_matrix` (``gene_column``, ``symbol_column``,
-    ``sample_columns``, ...).
-    """
+    """GEO count table + sample sheet (see :func:`read_samples`) -> ``data/OMICS_RAW/transcriptomics.h5ad``
+    (raw counts); ``read_kwargs`` go to :func:`read_count_matrix` (``gene_column``, ``sample_columns``, ...)."""
     counts, symbols = read_count_matrix(counts_path, **read_kwargs)
     sheet = read_samples(samples, omics="transcriptomics")
     adata = to_anndata(counts, sheet, symbols, omics="transcriptomics", where=str(counts_path))
@@ -453,22 +383,13 @@ def import_geo_counts(counts_path: str | os.PathLike, samples: str | os.PathLike
 
 def import_pride_proteins(table_path: str | os.PathLike, samples: str | os.PathLike | pd.DataFrame | None = None,
                           *, root: str | os.PathLike | None = None, **read_kwargs) -> Path:
-    """PRIDE protein table + sample sheet -> ``data/OMICS_RAW/proteomics.h5ad`` (raw intensities).
-
-    Where the sheet has no ``tmt_batch`` column and the table is MaxQuant's (columns
-    ``Reporter intensity corrected <channel> <experiment>``), the experiment names the batch.
-    """
+    """PRIDE protein table + sample sheet (see :func:`read_samples`) -> ``data/OMICS_RAW/proteomics.h5ad``
+    (raw intensities); ``read_kwargs`` go to :func:`read_protein_table`."""
     values, protein_ids = read_protein_table(table_path, **read_kwargs)
     if samples is None:
         raise OmicsImportError(f"{table_path}: a sample sheet is needed (sample, plate_barcode, well_id, "
                                "target, cell_state[, tmt_batch])")
-    sheet_df = samples.copy() if isinstance(samples, pd.DataFrame) else read_table(Path(samples))
-    if "tmt_batch" not in sheet_df.columns and "sample" in sheet_df.columns:
-        batches = sheet_df["sample"].astype(str).map(lambda s: (m.group(2) if (m := _MQ_REPORTER.match(s)) else None))
-        if batches.notna().all():
-            sheet_df = sheet_df.assign(tmt_batch=batches)
-    sheet = read_samples(sheet_df, omics="proteomics",
-                         where=None if isinstance(samples, pd.DataFrame) else str(samples))
+    sheet = read_samples(samples, omics="proteomics")
     adata = to_anndata(values, sheet, values.index.to_series(), omics="proteomics", where=str(table_path))
     adata.var["protein_id"] = protein_ids.reindex(values.index).to_numpy()
     return write_omics_raw(adata, "proteomics", root)

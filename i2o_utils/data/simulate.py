@@ -18,9 +18,8 @@ Every well has a latent cell state ``z = mu_stimulus + effect(perturbation, stim
 with ``latent_visible`` dimensions rendered into the images and ``latent_hidden`` dimensions that
 reach only the omics. Imaging wells and omics wells are different physical wells: they share only
 the perturbation-and-stimulus effect, exactly the signal that the paper's label protocol lets a
-model learn. Visible dimensions set, per cell around the well's state: nucleus size (0), cell size
-and elongation (1), actin intensity and fibre texture (2), mitochondrial mass and perinuclear
-clustering (3).
+model learn. What each visible dimension sets, per cell around the well's state, is
+:data:`VISIBLE_DRIVERS`.
 
 A gene's log expression is ``base + w_visible . z_visible + w_hidden . z_hidden + plate effect``;
 ``kind`` is ``visible`` (non-zero ``w_visible``), ``hidden`` (only ``w_hidden``), ``noise`` (none)
@@ -44,6 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from i2o_utils.config import CONTROL, M1_REVERTING, M2_REVERTING, STIMULI, Profile, get_profile
 from i2o_utils.data import layout
 from i2o_utils.data.layout import SCREEN_FILE, read_screen_info
+from i2o_utils.data.importers import write_omics_raw
 from i2o_utils.data.genes import GO_BP_GMT, KNOCKOUT_POOL, draw_screen_genes, read_gmt
 from i2o_utils.data.planted import gene_propensity, plant_annotation_effects, planted_terms
 from i2o_utils.paths import bucket_paths
@@ -82,25 +83,19 @@ _PROTEIN_RESPONSE = 0.5  # proteins' loadings relative to transcripts': damped p
 
 @dataclass
 class ScreenSummary:
-    """What :func:`simulate_screen` wrote."""
+    """What :func:`simulate_screen` wrote: the data root, its record (``SCREEN.json``) and its size."""
 
     root: Path
-    profile: str
-    seed: int
-    null: bool
-    n_imaging_wells: int
-    n_omics_wells: int
-    n_transcripts: int
-    n_proteins: int
-    seconds: float
+    info: dict
     bytes_on_disk: int
     skipped: bool = False
 
     def __str__(self) -> str:
-        state = "already present" if self.skipped else f"generated in {self.seconds:.1f} s"
-        return (f"simulated screen ({self.profile}, seed {self.seed}{', NULL' if self.null else ''}) "
-                f"at {self.root}: {self.n_imaging_wells} imaging wells, {self.n_omics_wells} omics "
-                f"wells, {self.n_transcripts} transcripts, {self.n_proteins} proteins; "
+        i = self.info
+        state = "already present" if self.skipped else f"generated in {i['seconds']:.1f} s"
+        return (f"simulated screen ({i['profile']}, seed {i['seed']}{', NULL' if i['null'] else ''}) "
+                f"at {self.root}: {i['n_imaging_wells']} imaging wells, {i['n_omics_wells']} omics "
+                f"wells, {i['screen']['n_transcripts']} transcripts, {i['screen']['n_proteins']} proteins; "
                 f"{self.bytes_on_disk / 2**20:.1f} MiB; {state}")
 
 
@@ -116,33 +111,27 @@ def knockout_targets(n: int) -> list[str]:
     return list(KNOCKOUT_POOL[:n])
 
 
-def perturbation_effects(targets: list[str], d_visible: int, d_hidden: int,
-                         rng: np.random.Generator) -> dict[tuple[str, str], np.ndarray]:
-    """Latent effect of each (target, stimulus); NT is zero, STAT1/STAT6 revert M1/M2."""
-    d = d_visible + d_hidden
+def perturbation_effects(targets: list[str], d: int, rng: np.random.Generator) -> dict[tuple[str, str], np.ndarray]:
+    """Latent effect (``d`` dimensions) of each (target, stimulus); NT is zero, STAT1/STAT6 revert M1/M2."""
     eff: dict[tuple[str, str], np.ndarray] = {}
     mu = {s: _stimulus_mean(s, d) for s in STIMULI}
     for t in targets:
-        strong = rng.random() < _STRONG_FRACTION
-        sd = _EFFECT_SD_STRONG if strong else _EFFECT_SD_WEAK
+        sd = _EFFECT_SD_STRONG if rng.random() < _STRONG_FRACTION else _EFFECT_SD_WEAK  # a clear phenotype or not
         base = rng.normal(0, sd, d)
         for s in STIMULI:
             eff[(t, s)] = base + rng.normal(0, 0.3 * sd, d)  # perturbation x stimulus interaction
     # Reverting controls: the knock-out moves the stimulated state most of the way to the other one.
-    eff[(M1_REVERTING, "m1")] = 0.8 * (mu["m2"] - mu["m1"]) + rng.normal(0, 0.05, d)
-    eff[(M1_REVERTING, "m2")] = rng.normal(0, _EFFECT_SD_WEAK, d)
-    eff[(M2_REVERTING, "m2")] = 0.8 * (mu["m1"] - mu["m2"]) + rng.normal(0, 0.05, d)
-    eff[(M2_REVERTING, "m1")] = rng.normal(0, _EFFECT_SD_WEAK, d)
+    for t, s, other in ((M1_REVERTING, "m1", "m2"), (M2_REVERTING, "m2", "m1")):
+        eff[(t, s)] = 0.8 * (mu[other] - mu[s]) + rng.normal(0, 0.05, d)
+        eff[(t, other)] = rng.normal(0, _EFFECT_SD_WEAK, d)
     for s in STIMULI:
         eff[(CONTROL, s)] = np.zeros(d)
     return eff
 
 
 def _stimulus_mean(stimulus: str, d: int) -> np.ndarray:
-    m = np.zeros(d)
-    v = _STIMULUS_MEAN[stimulus]
-    m[: min(d, len(v))] = v[: min(d, len(v))]
-    return m
+    v = _STIMULUS_MEAN[stimulus][:d]
+    return np.pad(v, (0, d - len(v)))
 
 
 def plate_design(profile: Profile, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -168,34 +157,28 @@ def plate_design(profile: Profile, rng: np.random.Generator) -> tuple[pd.DataFra
     if len(content) > 384:
         raise ValueError(f"{len(content)} wells do not fit a 384-well plate")
 
-    def place(plate_rng):
-        pos = plate_rng.choice(384, size=len(content), replace=False)
-        order = plate_rng.permutation(len(content))
-        rows, cols = pos // 24 + 1, pos % 24 + 1
-        return [(int(r), int(c), content[k]) for r, c, k in zip(rows, cols, order)]
+    def place(before: dict, after: dict) -> pd.DataFrame:  # one plate: its wells at random positions
+        pos = rng.choice(384, size=len(content), replace=False)
+        order = rng.permutation(len(content))
+        wells = [(*before.values(), layout.format_well_id(r, c), int(r), int(c), content[k], *after.values())
+                 for r, c, k in zip(pos // 24 + 1, pos % 24 + 1, order)]
+        return pd.DataFrame(wells, columns=[*before, "well_id", "ROW", "COLUMN", "target", *after])
 
-    img_rows, om_rows = [], []
-    n_img = 0
+    imaging, omics = [], []
     for s in STIMULI:
         for j in range(sc.omics_plates_per_stimulus):
             pairing = f"{s.upper()}_P{j + 1}"
-            for omics, prefix in (("transcriptomics", "RNA"), ("proteomics", "PRT")):
-                for r, c, t in place(rng):
-                    om_rows.append((omics, f"{prefix}_{pairing}", pairing, layout.format_well_id(r, c), r, c, t, s))
+            for om, prefix in (("transcriptomics", "RNA"), ("proteomics", "PRT")):
+                omics.append(place({"omics": om, "plate_barcode": f"{prefix}_{pairing}", "omics_plate": pairing},
+                                   {"cell_state": s}))
             for k in range(sc.imaging_plates_per_omics_plate):
-                n_img += 1
-                barcode = f"{SIMULATED_ELN}_IMG{n_img:02d}{s.upper()}"
-                stamp = layout.format_timestamp(_FIRST_IMAGING + timedelta(hours=n_img - 1, seconds=17 * n_img))
-                for r, c, t in place(rng):
-                    img_rows.append((layout.plate_id(barcode), layout.format_well_id(r, c), r, c, t, s, pairing, k,
-                                     barcode, stamp))
-    imaging = pd.DataFrame(img_rows, columns=["PLATE_ID", "well_id", "ROW", "COLUMN", "target",
-                                              "cell_state", "omics_plate", "replicate", "plate_barcode",
-                                              "timestamp"])
-    omics = pd.DataFrame(om_rows, columns=["omics", "plate_barcode", "omics_plate", "well_id", "ROW",
-                                           "COLUMN", "target", "cell_state"])
-    return imaging.sort_values(["PLATE_ID", "ROW", "COLUMN"], ignore_index=True), \
-        omics.sort_values(["omics", "plate_barcode", "ROW", "COLUMN"], ignore_index=True)
+                n = len(imaging) + 1
+                barcode = f"{SIMULATED_ELN}_IMG{n:02d}{s.upper()}"
+                stamp = layout.format_timestamp(_FIRST_IMAGING + timedelta(hours=n - 1, seconds=17 * n))
+                imaging.append(place({"PLATE_ID": layout.plate_id(barcode)}, {"cell_state": s, "omics_plate": pairing,
+                                     "replicate": k, "plate_barcode": barcode, "timestamp": stamp}))
+    return (pd.concat(imaging).sort_values(["PLATE_ID", "ROW", "COLUMN"], ignore_index=True),
+            pd.concat(omics).sort_values(["omics", "plate_barcode", "ROW", "COLUMN"], ignore_index=True))
 
 
 def well_latents(wells: pd.DataFrame, effects: dict, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -240,15 +223,13 @@ def render_field(z_visible: np.ndarray, shape: tuple[int, int], cells_per_field:
 
     Channel order follows :data:`i2o_utils.config.CHANNELS`: Hoechst, MitoTracker, phalloidin.
     """
-    z = np.zeros(4)
-    z[: min(4, len(z_visible))] = z_visible[:4]
+    z = np.pad(np.asarray(z_visible[:4], float), (0, 4 - len(z_visible[:4])))
     h, w = shape
     img = np.zeros((3, h, w), np.float32)
     nuc_r_mean = 0.5 * nucleus_diameter * np.exp(0.13 * z[0])
     cell_r_mean = 0.5 * cell_diameter * np.exp(0.13 * z[1])
-    margin = cell_r_mean
-    n = rng.poisson(cells_per_field * (h + 2 * margin) * (w + 2 * margin) / (h * w))
-    centres = _cell_positions(n, shape, min_dist=1.15 * cell_r_mean, rng=rng, margin=margin)
+    n = rng.poisson(cells_per_field * (h + 2 * cell_r_mean) * (w + 2 * cell_r_mean) / (h * w))  # over field + margin
+    centres = _cell_positions(n, shape, min_dist=1.15 * cell_r_mean, rng=rng, margin=cell_r_mean)
     elong_mean = 1.0 + 0.35 / (1 + np.exp(-1.5 * z[1]))
     actin_gain = np.exp(0.3 * z[2])
     fibre_contrast = 0.5 / (1 + np.exp(-1.5 * z[2]))
@@ -279,13 +260,12 @@ def render_field(z_visible: np.ndarray, shape: tuple[int, int], cells_per_field:
         actin = actin_gain * (0.35 * body + 0.55 * cortex + fibre_contrast * fibres * body)
         # mitochondria: puncta around the nucleus, blurred once per field below
         k = rng.poisson(14 * mito_mass)
-        if k:
-            ang = rng.uniform(0, 2 * np.pi, k)
-            rad = nuc_r + np.abs(rng.normal(0, mito_spread * (cell_r - nuc_r) + 0.5, k))
-            pu, pv = rad * np.cos(ang) * el, rad * np.sin(ang) / el
-            py_, px_ = cy + pu * st + pv * ct, cx + pu * ct - pv * st
-            ok = (py_ >= 0) & (py_ < h - 0.5) & (px_ >= 0) & (px_ < w - 0.5)
-            np.add.at(puncta, (np.rint(py_[ok]).astype(int), np.rint(px_[ok]).astype(int)), 1.0)
+        ang = rng.uniform(0, 2 * np.pi, k)
+        rad = nuc_r + np.abs(rng.normal(0, mito_spread * (cell_r - nuc_r) + 0.5, k))
+        pu, pv = rad * np.cos(ang) * el, rad * np.sin(ang) / el
+        py_, px_ = cy + pu * st + pv * ct, cx + pu * ct - pv * st
+        ok = (py_ >= 0) & (py_ < h - 0.5) & (px_ >= 0) & (px_ < w - 0.5)
+        np.add.at(puncta, (np.rint(py_[ok]).astype(int), np.rint(px_[ok]).astype(int)), 1.0)
         y0, x0 = int(round(cy)) - half, int(round(cx)) - half
         ys, xs = slice(max(y0, 0), min(y0 + 2 * half + 1, h)), slice(max(x0, 0), min(x0 + 2 * half + 1, w))
         py, px = slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0)
@@ -312,7 +292,7 @@ def acquire(signal: np.ndarray, shading: np.ndarray, gains: np.ndarray, rng: np.
 # --------------------------------------------------------------------------------------------
 def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator,
                    omics: str = "transcriptomics") -> pd.DataFrame:
-    """Per-gene kind, base log expression and loadings on the latent state.
+    """Per-gene kind, strength and loadings on the latent state.
 
     Programmes are balanced: the driven genes of each kind come in pairs with opposite loadings
     (one raised, one lowered by as much), so that a per-sample normalisation fitted to the whole
@@ -323,33 +303,25 @@ def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator,
     spread the driven proteins add to a sample, which vsn's scale follows, then stays small too.
     """
     sc = profile.screen
-    kinds = np.array(["noise"] * n_genes, dtype=object)
     perm = rng.permutation(n_genes)
     fractions = ((sc.frac_visible_genes, sc.frac_hidden_genes) if omics == "transcriptomics"
                  else (sc.frac_visible_proteins, sc.frac_hidden_proteins))
-    n_vis, n_hid, n_low = (int(round(f * n_genes)) for f in (*fractions, sc.frac_low_genes))
-    kinds[perm[:n_vis]] = "visible"
-    kinds[perm[n_vis:n_vis + n_hid]] = "hidden"
-    kinds[perm[n_vis + n_hid:n_vis + n_hid + n_low]] = "low"
-    dv, dh = sc.latent_visible, sc.latent_hidden
-    wv = np.zeros((n_genes, dv))
-    wh = np.zeros((n_genes, dh))
-    vis = kinds == "visible"
-    hid = kinds == "hidden"
+    n_kind = [int(round(f * n_genes)) for f in (*fractions, sc.frac_low_genes)]  # visible, hidden, low
+    kinds = np.empty(n_genes, dtype=object)
+    kinds[perm] = np.repeat(["visible", "hidden", "low", "noise"], [*n_kind, n_genes - sum(n_kind)]).astype(object)
+    vis, hid = kinds == "visible", kinds == "hidden"
     # loadings: strength varies over genes so predictability ranges from weak to strong
     strength = rng.uniform(*_GENE_STRENGTH, n_genes) * (1.0 if omics == "transcriptomics" else _PROTEIN_RESPONSE)
-    wv[vis] = rng.normal(0, 1, (vis.sum(), dv)) / np.sqrt(dv) * strength[vis, None]
-    wh[hid] = rng.normal(0, 1, (hid.sum(), dh)) / np.sqrt(dh) * strength[hid, None]
-    for w, driven in ((wv, vis), (wh, hid)):
+    loadings = []
+    for name, dim, driven in (("visible", sc.latent_visible, vis), ("hidden", sc.latent_hidden, hid)):
+        w = np.zeros((n_genes, dim))
+        w[driven] = rng.normal(0, 1, (driven.sum(), dim)) / np.sqrt(dim) * strength[driven, None]
         idx = np.flatnonzero(driven)  # in random order (perm): consecutive genes form the pairs
         first, second = idx[0::2][: len(idx) // 2], idx[1::2][: len(idx) // 2]
         w[second], strength[second] = -w[first], strength[first]
+        loadings.append(pd.DataFrame(w).add_prefix(f"w_{name}_"))
     df = pd.DataFrame({"kind": kinds, "strength": np.where(vis | hid, strength, 0.0)})
-    for i in range(dv):
-        df[f"w_visible_{i}"] = wv[:, i]
-    for i in range(dh):
-        df[f"w_hidden_{i}"] = wh[:, i]
-    return df
+    return pd.concat([df, *loadings], axis=1)
 
 
 def _loadings(prog: pd.DataFrame) -> np.ndarray:
@@ -362,19 +334,15 @@ def expected_r2(prog: pd.DataFrame, effects: dict, targets: list[str], d_visible
     state explains: what a perfect image model could reach. ``noise_var`` is the per-gene variance
     of one omics well's log value around its group mean (well noise and measurement noise)."""
     w = _loadings(prog)
-    wv = w[:, :d_visible]
     out = {}
     for s in STIMULI:
         zbar = np.stack([effects[(t, s)] for t in targets])  # group means (stimulus mean is constant)
-        vis = zbar[:, :d_visible] @ wv.T
-        tot = zbar @ w.T
-        var_vis = vis.var(axis=0)
-        var_tot = tot.var(axis=0) + (noise_var + (w**2).sum(1) * _WELL_SD**2) / wells_per_label
+        var_vis = (zbar[:, :d_visible] @ w[:, :d_visible].T).var(axis=0)
+        var_tot = (zbar @ w.T).var(axis=0) + (noise_var + (w**2).sum(1) * _WELL_SD**2) / wells_per_label
         r2 = np.where(var_tot > 0, var_vis / var_tot, 0.0)
         out[f"r2_expected_{s}"] = np.zeros_like(r2) if null else r2
     df = pd.DataFrame(out)
-    df["r2_expected"] = df[[f"r2_expected_{s}" for s in STIMULI]].mean(axis=1)
-    return df
+    return df.assign(r2_expected=df[[f"r2_expected_{s}" for s in STIMULI]].mean(axis=1))
 
 
 def simulate_rna(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame,
@@ -386,12 +354,10 @@ def simulate_rna(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame,
     plates = wells["plate_barcode"].to_numpy()
     plate_eff = {p: rng.normal(0, _PLATE_EFFECT_SD, n_genes) for p in np.unique(plates)}
     log_mu = base[None] + z @ _loadings(prog).T + np.stack([plate_eff[p] for p in plates])
-    lib = np.exp(rng.normal(0, 0.35, len(wells)))[:, None]
-    mu = lib * np.exp(log_mu)
+    mu = np.exp(rng.normal(0, 0.35, len(wells)))[:, None] * np.exp(log_mu)  # library size x expression
     r = 1.0 / _RNA_DISPERSION
     counts = rng.negative_binomial(r, r / (r + mu))
-    noise_var = 1.0 / np.exp(base) + _RNA_DISPERSION
-    return counts.astype(np.int32), noise_var
+    return counts.astype(np.int32), 1.0 / np.exp(base) + _RNA_DISPERSION
 
 
 def simulate_protein(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame, tmt_plex: int,
@@ -399,36 +365,21 @@ def simulate_protein(wells: pd.DataFrame, z: np.ndarray, prog: pd.DataFrame, tmt
     """TMT-like intensities (wells x proteins) with multiplex batches; returns the batch ids too."""
     n = len(prog)
     base = rng.normal(np.log(2e4), 1.2, n)
-    low = prog["kind"].to_numpy() == "low"
     plates = wells["plate_barcode"].to_numpy()
     batch = np.empty(len(wells), dtype=object)
     for p in np.unique(plates):
         idx = np.flatnonzero(plates == p)
-        order = rng.permutation(len(idx))
-        for k, i in enumerate(idx[order]):
-            batch[i] = f"{p}_TMT{k // tmt_plex + 1:02d}"
+        batch[idx[rng.permutation(len(idx))]] = [f"{p}_TMT{k // tmt_plex + 1:02d}" for k in range(len(idx))]
     plate_eff = {p: rng.normal(0, _PLATE_EFFECT_SD, n) for p in np.unique(plates)}
     tmt_eff = {b: rng.normal(0, _TMT_EFFECT_SD, n) for b in np.unique(batch)}
     loading = rng.normal(0, 0.1, len(wells))[:, None]  # sample loading differences (vsn calibrates)
     log_i = (base[None] + z @ _loadings(prog).T + np.stack([plate_eff[p] for p in plates])
              + np.stack([tmt_eff[b] for b in batch]) + loading)
     intensity = np.exp(log_i + rng.normal(0, _PROTEIN_MULT_SD, log_i.shape)) + rng.normal(0, 300, log_i.shape)
-    intensity = np.maximum(intensity, 0)
     # low-abundance proteins: mostly below detection (0 = not quantified)
-    detect = rng.random(intensity.shape) < np.where(low, 0.06, 0.995)[None]
-    intensity = np.where(detect, intensity, 0.0).astype(np.float32)
-    noise_var = np.full(n, _PROTEIN_MULT_SD**2 + _TMT_EFFECT_SD**2 * 0)
-    return intensity, batch.astype(str), noise_var
-
-
-def _write_h5ad(path: Path, x: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame) -> None:
-    import anndata as ad
-
-    obs = obs.reset_index(drop=True).astype({c: str for c in obs.columns if obs[c].dtype == object})
-    obs.index = pd.Index([f"{p}:{w}" for p, w in zip(obs["plate_barcode"], obs["well_id"])], name="sample")
-    a = ad.AnnData(X=x, obs=obs, var=var)
-    with layout.atomic_path(path) as tmp:
-        a.write_h5ad(tmp)
+    detect = rng.random(intensity.shape) < np.where(prog["kind"].to_numpy() == "low", 0.06, 0.995)[None]
+    intensity = np.where(detect, np.maximum(intensity, 0), 0.0).astype(np.float32)
+    return intensity, batch.astype(str), np.full(n, _PROTEIN_MULT_SD**2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,17 +395,10 @@ class ScreenMismatch(FileExistsError):
 
 def screen_differences(info: dict, want: dict) -> list[str]:
     """What differs between a recorded screen and the one asked for, e.g. ``["seed 3 (asked 0)"]``."""
-    out = []
-    for k, v in want.items():
-        have = info.get(k)
-        if have == v:
-            continue
-        if isinstance(v, dict) and isinstance(have, dict):
-            out += [f"screen.{s} {have.get(s)!r} (asked {v.get(s)!r})" for s in sorted(set(v) | set(have))
-                    if have.get(s) != v.get(s)]
-        else:
-            out.append(f"{k} {have!r} (asked {v!r})")
-    return out
+    have, asked = info.get("screen") or {}, want.get("screen") or {}  # the screen's sizes, key by key
+    return ([f"{k} {info.get(k)!r} (asked {v!r})" for k, v in want.items() if k != "screen" and info.get(k) != v]
+            + [f"screen.{s} {have.get(s)!r} (asked {asked.get(s)!r})" for s in sorted({*have, *asked})
+               if have.get(s) != asked.get(s)])
 
 
 def _clear_simulated(root: Path) -> None:
@@ -463,8 +407,7 @@ def _clear_simulated(root: Path) -> None:
         if bp[key].exists():
             shutil.rmtree(bp[key])
     for f in (bp["metadata"], root / SCREEN_FILE):
-        if f.exists():
-            f.unlink()
+        f.unlink(missing_ok=True)
 
 
 def simulate_screen(out: str | Path | None = None, profile: str | Profile = "quick", seed: int = 0,
@@ -503,10 +446,9 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
             "simulator_version": SIMULATOR_VERSION, "screen": prof.to_dict()["screen"], "images": bool(images)}
     info = read_screen_info(root)
     if info is not None and not overwrite and all(info.get(k) == v for k, v in want.items()):
-        return ScreenSummary(root, prof.name, seed, null, info["n_imaging_wells"], info["n_omics_wells"],
-                             sc.n_transcripts, sc.n_proteins, 0.0, _dir_size(root), skipped=True)
-    if (info is None and (bp["metadata"].exists() or bp["icf"].exists() or bp["omics_raw"].exists()
-                          or bp["gt"].exists())) or (root / "REAL_DATA.json").exists():
+        return ScreenSummary(root, info, _dir_size(root), skipped=True)
+    if (info is None and any(bp[k].exists() for k in ("metadata", "icf", "omics_raw", "gt"))
+            or (root / "REAL_DATA.json").exists()):
         raise ScreenMismatch(f"{root} holds data that were not simulated (no {SCREEN_FILE}, or downloaded data); "
                              "they are never replaced: choose another data root for the simulated screen")
     if info is not None and not overwrite:
@@ -517,9 +459,7 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
                              + (f" ({same})" if same else "") + ", choose another data root, or regenerate "
                              "it with overwrite=True (i2o simulate --overwrite, or -p overwrite true)")
     t0 = time.perf_counter()
-    _clear_simulated(root)
-    for key in ("raw", "omics_raw", "simulation") if images else ("omics_raw", "simulation"):
-        bp[key].mkdir(parents=True, exist_ok=True)
+    _clear_simulated(root)  # every writer below makes its folder
 
     ss = np.random.SeedSequence(seed)
     design_ss, effect_ss, omics_ss, image_ss = ss.spawn(4)
@@ -528,40 +468,40 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
     targets = sorted(set(imaging["target"]))
     d = sc.latent_visible + sc.latent_hidden
     eff_rng = np.random.default_rng(effect_ss)
-    effects = perturbation_effects(targets, sc.latent_visible, sc.latent_hidden, eff_rng)
-    omics_effects = perturbation_effects(targets, sc.latent_visible, sc.latent_hidden, eff_rng) if null else effects
+    effects = perturbation_effects(targets, d, eff_rng)
+    omics_effects = perturbation_effects(targets, d, eff_rng) if null else effects
     z_img = well_latents(imaging, effects, d, eff_rng)
     z_om = well_latents(omics, omics_effects, d, eff_rng)
 
     # omics ------------------------------------------------------------------------------------
     orng = np.random.default_rng(omics_ss)
-    n_t, n_p = sc.n_transcripts, sc.n_proteins
     # real genes (the targets are measured too) and the planted location/pathway effects
     grng = np.random.default_rng(ss.spawn(1)[0])
-    genes = draw_screen_genes(n_t, grng, include=tuple(t for t in targets if t != CONTROL))
-    symbols, ens = genes["symbol"].tolist(), genes["ensembl_gene_id"].tolist()
+    genes = draw_screen_genes(sc.n_transcripts, grng, include=tuple(t for t in targets if t != CONTROL))
     coding = genes["gene_type"].to_numpy() == "protein-coding"  # proteins: coding genes first
     prot_idx = np.sort(np.concatenate([grng.permutation(np.flatnonzero(coding)),
-                                       grng.permutation(np.flatnonzero(~coding))])[:min(n_p, n_t)])
+                                       grng.permutation(np.flatnonzero(~coding))])[:sc.n_proteins])
+    proteins = genes.iloc[prot_idx].reset_index(drop=True)
     gene_sets = read_gmt(GO_BP_GMT)
     planted = planted_terms(genes, gene_sets, grng)
     truth = []
-    for omics_name, names, syms in (("transcriptomics", ens, symbols),
-                                    ("proteomics", [symbols[i] for i in prot_idx], [symbols[i] for i in prot_idx])):
+    for omics_name, rows, names in (("transcriptomics", genes, genes["ensembl_gene_id"].tolist()),
+                                    ("proteomics", proteins, proteins["symbol"].tolist())):
+        syms = rows["symbol"].tolist()
         sel = omics["omics"] == omics_name
         wells = omics.loc[sel].reset_index(drop=True)
         prog = gene_programme(len(names), prof, orng, omics_name)
-        rows = genes if omics_name == "transcriptomics" else genes.iloc[prot_idx].reset_index(drop=True)
         propensity = gene_propensity(rows, planted, gene_sets)
         prog = plant_annotation_effects(prog, propensity, grng)
+        obs = wells[["plate_barcode", "omics_plate", "well_id", "target", "cell_state"]]
         if omics_name == "transcriptomics":
             x, noise_var = simulate_rna(wells, z_om[sel.to_numpy()], prog, orng)
-            obs = wells[["plate_barcode", "omics_plate", "well_id", "target", "cell_state"]]
         else:
             x, batch, noise_var = simulate_protein(wells, z_om[sel.to_numpy()], prog, sc.tmt_plex, orng)
-            obs = wells[["plate_barcode", "omics_plate", "well_id", "target", "cell_state"]].assign(tmt_batch=batch)
+            obs = obs.assign(tmt_batch=batch)
+        obs = obs.astype(str).set_axis(pd.Index(obs["plate_barcode"] + ":" + obs["well_id"], name="sample"))
         var = pd.DataFrame({"symbol": syms}, index=pd.Index(names, name="gene"))
-        _write_h5ad(bp["omics_raw"] / f"{omics_name}.h5ad", x, obs, var)
+        write_omics_raw(ad.AnnData(X=x, obs=obs, var=var), omics_name, root)
         r2 = expected_r2(prog, effects, targets, sc.latent_visible, noise_var, prof.omics.wells_per_label, null)
         t = pd.concat([pd.DataFrame({"omics": omics_name, "gene": names, "symbol": syms}), prog, r2], axis=1)
         t["predictable"] = (t["kind"] == "visible") & (not null)
@@ -572,58 +512,47 @@ def simulate_screen(out: str | Path | None = None, profile: str | Profile = "qui
     eff_rows = [{"target": t, "cell_state": s, **{f"z{i}": v for i, v in enumerate(e)}}
                 for (t, s), e in sorted(effects.items())]
     layout.write_csv_atomic(pd.DataFrame(eff_rows), bp["simulation"] / "perturbation_effects.csv")
-    lat = pd.concat([
-        imaging[["plate_barcode", "well_id", "target", "cell_state"]].rename(columns={"plate_barcode": "plate"}).assign(kind="imaging"),
-        omics[["plate_barcode", "well_id", "target", "cell_state"]].rename(columns={"plate_barcode": "plate"}).assign(kind="omics"),
-    ], ignore_index=True)
-    zz = np.concatenate([z_img, z_om])
-    for i in range(d):
-        lat[f"z{i}"] = zz[:, i]
+    lat = pd.concat([w[["plate_barcode", "well_id", "target", "cell_state"]].assign(kind=k)
+                     for w, k in ((imaging, "imaging"), (omics, "omics"))], ignore_index=True)
+    z = pd.DataFrame(np.concatenate([z_img, z_om])).add_prefix("z")
+    lat = lat.rename(columns={"plate_barcode": "plate"}).join(z)
     with layout.atomic_path(bp["simulation"] / "latent.parquet") as tmp:
         lat.to_parquet(tmp, index=False)
 
-    # images -----------------------------------------------------------------------------------
-    shape = (sc.field_size, sc.field_size)
     plates = sorted(imaging["plate_barcode"].unique())
-    prng = np.random.default_rng(image_ss.spawn(1)[0])
-    plate_optics = {}
-    for p in plates:
-        centre = (shape[0] / 2 + prng.normal(0, 0.06 * shape[0]), shape[1] / 2 + prng.normal(0, 0.06 * shape[1]))
-        strength = prng.uniform(0.35, 0.5)
-        gains = np.array([1800.0, 1400.0, 1600.0]) * np.exp(prng.normal(0, 0.15, 3))
-        plate_optics[p] = (vignetting(shape, strength, centre), gains)
-    well_seeds = image_ss.spawn(len(imaging))
-    nuclei_rows = []
-    bar = tqdm(total=len(imaging) if images else 0, desc="simulating wells", unit="well", disable=not progress)
-    for i, w in enumerate(imaging.itertuples(index=False) if images else ()):
-        wrng = np.random.default_rng(well_seeds[i])
-        shading, gains = plate_optics[w.plate_barcode]
-        fields = np.empty((sc.fields_per_well, 3, *shape), np.uint16)
-        for f in range(sc.fields_per_well):
-            signal, centres = render_field(z_img[i, : sc.latent_visible], shape, sc.cells_per_field,
-                                           sc.nucleus_diameter_px, sc.cell_diameter_px, wrng)
-            fields[f] = acquire(signal, shading, gains, wrng)
-            for y, x in centres:
-                nuclei_rows.append((w.plate_barcode, w.well_id, f, float(y), float(x)))
-        name = layout.image_file_name("RAW", w.plate_barcode, w.ROW, w.COLUMN, timestamp=w.timestamp)
-        layout.write_well_images(bp["raw"] / name, w.plate_barcode, w.ROW, w.COLUMN, fields)
-        bar.update(1)
-    bar.close()
-    if images:
+    if images:  # ----------------------------------------------------------------------------------
+        shape = (sc.field_size, sc.field_size)
+        prng = np.random.default_rng(image_ss.spawn(1)[0])
+        optics = {}
+        for p in plates:
+            centre = (shape[0] / 2 + prng.normal(0, 0.06 * shape[0]), shape[1] / 2 + prng.normal(0, 0.06 * shape[1]))
+            shading = vignetting(shape, prng.uniform(0.35, 0.5), centre)
+            optics[p] = (shading, np.array([1800.0, 1400.0, 1600.0]) * np.exp(prng.normal(0, 0.15, 3)))
+        nuclei_rows = []
+        wells = tqdm(imaging.itertuples(index=False), total=len(imaging), desc="simulating wells", unit="well",
+                     disable=not progress)
+        for i, (w, well_ss) in enumerate(zip(wells, image_ss.spawn(len(imaging)))):
+            wrng = np.random.default_rng(well_ss)
+            fields = np.empty((sc.fields_per_well, 3, *shape), np.uint16)
+            for f in range(sc.fields_per_well):
+                signal, centres = render_field(z_img[i, : sc.latent_visible], shape, sc.cells_per_field,
+                                               sc.nucleus_diameter_px, sc.cell_diameter_px, wrng)
+                fields[f] = acquire(signal, *optics[w.plate_barcode], wrng)
+                nuclei_rows += [(w.plate_barcode, w.well_id, f, float(y), float(x)) for y, x in centres]
+            name = layout.image_file_name("RAW", w.plate_barcode, w.ROW, w.COLUMN, timestamp=w.timestamp)
+            layout.write_well_images(bp["raw"] / name, w.plate_barcode, w.ROW, w.COLUMN, fields)
         nuc = pd.DataFrame(nuclei_rows, columns=["plate", "well_id", "fov", "y", "x"])
         with layout.atomic_path(layout.nuclei_truth_path(root)) as tmp:
             nuc.to_parquet(tmp, index=False)
-        shading_rows = [{"plate": p, "strength": float(1 - plate_optics[p][0].min())} for p in plates]
+        shading_rows = [{"plate": p, "strength": float(1 - optics[p][0].min())} for p in plates]
         layout.write_csv_atomic(pd.DataFrame(shading_rows), bp["simulation"] / "shading.csv")
 
     meta = imaging.assign(Column=imaging["COLUMN"])[list(layout.METADATA_COLUMNS) + ["omics_plate", "replicate",
                                                                                    "plate_barcode"]]
     layout.write_csv_atomic(meta, bp["metadata"])
 
-    seconds = time.perf_counter() - t0
     info = {**want, "n_imaging_wells": len(imaging), "n_omics_wells": len(omics),
-            "n_imaging_plates": len(plates), "targets": targets, "seconds": round(seconds, 2)}
+            "n_imaging_plates": len(plates), "targets": targets, "seconds": round(time.perf_counter() - t0, 2)}
     with layout.atomic_path(root / SCREEN_FILE) as tmp:
         tmp.write_text(json.dumps(info, indent=1))
-    return ScreenSummary(root, prof.name, seed, null, len(imaging), len(omics), n_t, n_p, seconds,
-                         _dir_size(root))
+    return ScreenSummary(root, info, _dir_size(root))
