@@ -15,10 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from i2o_utils.data.manifests import DEFAULT_SMOKE_WELLS, SOURCES, TIERS
-
-log = logging.getLogger(__name__)
-
+from i2o_utils.data.manifests import DEFAULT_SMOKE_WELLS, SOURCES, TIERS, ManifestError
 
 def _add_endpoints(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s3-endpoint-url", default=None, metavar="URL",
@@ -28,18 +25,8 @@ def _add_endpoints(p: argparse.ArgumentParser) -> None:
 
 
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``data manifest``, ``data fetch`` and ``data import`` on an argparse subparsers object.
-
-    Parameters
-    ----------
-    subparsers
-        What ``parser.add_subparsers()`` returned for the ``i2o`` parser.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The ``data`` parser.
-    """
+    """Register ``data manifest``, ``data fetch`` and ``data import`` on the ``i2o`` parser's
+    ``add_subparsers()``; returns the ``data`` parser."""
     data = subparsers.add_parser("data", help="real data: manifests, downloads, omics import",
                                  description="The paper's real data: s3://image2omics, GEO GSE237485, PRIDE PXD044522.")
     sub = data.add_subparsers(dest="data_command", metavar="{manifest,fetch,import}")
@@ -83,48 +70,31 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-    from i2o_utils.data.manifests import ManifestError, build_manifest, manifest_path, write_manifest
+    from i2o_utils.data.manifests import build_manifest, manifest_path, write_manifest
 
-    try:
-        rows = build_manifest(args.source, s3_endpoint_url=args.s3_endpoint_url, http_base_url=args.http_base_url,
-                              smoke_wells=args.smoke_wells)
-    except ManifestError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else manifest_path(args.source)
-    write_manifest(rows, out)
-    n_ver = sum(r.verified for r in rows)
+    rows = build_manifest(args.source, s3_endpoint_url=args.s3_endpoint_url, http_base_url=args.http_base_url,
+                          smoke_wells=args.smoke_wells)
+    out = write_manifest(rows, args.out or manifest_path(args.source))
     size = sum(r.size or 0 for r in rows)
-    print(f"{out}: {len(rows)} rows ({n_ver} verified from the live listing), {size / 2**30:.2f} GiB listed")
+    print(f"{out}: {len(rows)} rows ({sum(r.verified for r in rows)} verified from the live listing), "
+          f"{size / 2**30:.2f} GiB listed")
     return 0
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from i2o_utils.data.download import FetchOptions, fetch_source
-    from i2o_utils.data.manifests import ManifestError
+    from i2o_utils.data.download import FetchOptions, describe_plan, fetch_source
+    from i2o_utils.data.manifests import expand_listings, manifest_path, read_manifest
     from i2o_utils.paths import data_dir
 
+    where = dict(s3_endpoint_url=args.s3_endpoint_url, http_base_url=args.http_base_url, smoke_wells=args.smoke_wells)
     if args.dry_run:
-        from i2o_utils.data.download import describe_plan, plan_source
-
-        try:
-            plan = plan_source(args.source, args.tier, manifest=args.manifest, s3_endpoint_url=args.s3_endpoint_url,
-                               http_base_url=args.http_base_url, smoke_wells=args.smoke_wells)
-        except ManifestError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        plan = expand_listings(read_manifest(args.manifest or manifest_path(args.source)), args.tier, **where)
         print(f"{args.source} ({args.tier} tier), nothing downloaded:")
         print(describe_plan(plan))
         return 0
-    dest = Path(args.dest) if args.dest else data_dir()
     opts = FetchOptions(workers=args.workers, progress=not args.no_progress, max_attempts=args.max_attempts)
-    try:
-        summary = fetch_source(args.source, args.tier, dest, manifest=args.manifest, options=opts,
-                               s3_endpoint_url=args.s3_endpoint_url, http_base_url=args.http_base_url,
-                               smoke_wells=args.smoke_wells)
-    except ManifestError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = fetch_source(args.source, args.tier, args.dest or data_dir(), manifest=args.manifest, options=opts,
+                           **where)
     print(summary)
     return 0 if summary.ok else 1
 
@@ -162,14 +132,19 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``data`` command alone (the same as ``i2o data ...``)."""
+    """Run the ``data`` command alone (the same as ``i2o data ...``, which reports a malformed
+    manifest the same way)."""
     parser = argparse.ArgumentParser(prog="i2o")
     sub = parser.add_subparsers(dest="command")
     sub.required = True
     add_data_parser(sub)
     args = parser.parse_args(["data", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ tell an intact file from a damaged one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,9 +28,9 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 PART_SUFFIX = ".part"
 LEDGER_NAME = ".i2o_fetch_ledger.jsonl"
 MIB = 1 << 20
-RETRY_HTTP_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class FetchError(RuntimeError):
@@ -65,15 +65,11 @@ class ChecksumMismatch(FetchError):
 
 
 class _Transient(Exception):
-    """A fault worth retrying (the partial file is kept and resumed)."""
+    """A fault worth retrying: the partial file is kept and resumed, or first removed (``restart``)."""
 
-
-class _RangeNotSatisfiable(Exception):
-    """The server says the requested range starts at or past the end of the object."""
-
-    def __init__(self, total: int | None):
-        super().__init__(f"range not satisfiable (object size {total})")
-        self.total = total
+    def __init__(self, message: str, restart: bool = False):
+        super().__init__(message)
+        self.restart = restart
 
 
 @dataclass(frozen=True)
@@ -132,17 +128,9 @@ class FetchSummary:
     def _with(self, status: str) -> list[FileResult]:
         return [r for r in self.results if r.status == status]
 
-    @property
-    def fetched(self) -> list[FileResult]:
-        return self._with("fetched")
-
-    @property
-    def skipped(self) -> list[FileResult]:
-        return self._with("skipped")
-
-    @property
-    def failed(self) -> list[FileResult]:
-        return self._with("failed")
+    fetched = property(lambda self: self._with("fetched"), doc="Files downloaded and verified.")
+    skipped = property(lambda self: self._with("skipped"), doc="Files already present and intact.")
+    failed = property(lambda self: self._with("failed"), doc="Files that could not be fetched.")
 
     @property
     def ok(self) -> bool:
@@ -152,8 +140,7 @@ class FetchSummary:
         """The results as a DataFrame (one row per file)."""
         import pandas as pd
 
-        return pd.DataFrame([r.__dict__ for r in self.results],
-                            columns=["relative_path", "status", "bytes_downloaded", "verified_by", "attempts", "error"])
+        return pd.DataFrame(map(asdict, self.results), columns=[f.name for f in fields(FileResult)])
 
     def __str__(self) -> str:
         nbytes = sum(r.bytes_downloaded for r in self.results)
@@ -188,29 +175,18 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
 
 def s3_multipart_etag(path: str | os.PathLike, part_size: int) -> str:
     """The ETag S3 gives a multipart upload: MD5 of the parts' MD5 digests, ``-<parts>``."""
-    digests = []
     with open(path, "rb") as f:
-        while True:
-            block = f.read(part_size)
-            if not block:
-                break
-            digests.append(hashlib.md5(block).digest())
-    if not digests:
-        digests.append(hashlib.md5(b"").digest())
+        digests = [hashlib.md5(block).digest() for block in iter(lambda: f.read(part_size), b"")]
+    digests = digests or [hashlib.md5(b"").digest()]
     return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
 
 
 def _etag_part_sizes(size: int, n_parts: int, hint: int | None) -> list[int]:
     """Part sizes that could have produced ``n_parts`` parts: the server's hint, common client
     defaults (8 MiB for the AWS CLI, 5/16/64 MiB), and the smallest whole MiB that fits."""
-    candidates = ([hint] if hint else []) + [8 * MIB, 16 * MIB, 5 * MIB, 64 * MIB, 100 * MIB]
-    if n_parts > 0:
-        candidates.append(max(1, math.ceil(size / n_parts / MIB)) * MIB)
-    out = []
-    for c in candidates:
-        if c and c not in out and math.ceil(size / c) == n_parts:
-            out.append(c)
-    return out
+    smallest = max(1, math.ceil(size / max(n_parts, 1) / MIB)) * MIB
+    candidates = [hint, 8 * MIB, 16 * MIB, 5 * MIB, 64 * MIB, 100 * MIB, smallest]
+    return [c for c in dict.fromkeys(candidates) if c and math.ceil(size / c) == n_parts]
 
 
 def checksum_matches(path: str | os.PathLike, entry: ManifestEntry,
@@ -244,17 +220,12 @@ class _Ledger:
     def __init__(self, dest: Path):
         self.path = dest / LEDGER_NAME
         self._lock = threading.Lock()
-        self._records: dict[str, dict] = {}
+        self.records: dict[str, dict] = {}  # relative_path -> the last record
         if self.path.exists():
             for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
+                with contextlib.suppress(ValueError, KeyError, TypeError):  # a line cut by an interrupted write
                     rec = json.loads(line)
-                    self._records[rec["relative_path"]] = rec
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut by an interrupted write
-
-    def get(self, relative_path: str) -> dict | None:
-        return self._records.get(relative_path)
+                    self.records[rec["relative_path"]] = rec
 
     def record(self, entry: ManifestEntry, sha256: str, size: int) -> None:
         rec = {"relative_path": entry.relative_path, "url": entry.url, "sha256": sha256, "size": size}
@@ -264,29 +235,18 @@ class _Ledger:
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-            self._records[entry.relative_path] = rec
+            self.records[entry.relative_path] = rec
 
 
 # --------------------------------------------------------------------------------------------
-# transports
+# transport
 # --------------------------------------------------------------------------------------------
-@dataclass
-class _Stream:
-    start: int
-    """Offset of the first byte of the body within the object (0 when the range was ignored)."""
-    total: int | None
-    chunks: Iterator[bytes]
-    close: Callable[[], None]
-
-
-def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
     """``'bytes 100-199/1000'`` -> ``(100, 1000)``; ``'bytes */1000'`` -> ``(None, 1000)``."""
-    if not value or not value.startswith("bytes"):
+    m = re.fullmatch(r"bytes\s+(?:(\d+)-\d*|\*)/(\d+|\*)", (value or "").strip())
+    if not m:
         return None, None
-    spec = value.split(None, 1)[-1]
-    rng, _, total = spec.partition("/")
-    start = int(rng.split("-")[0]) if rng and rng != "*" and rng.split("-")[0].isdigit() else None
-    return start, int(total) if total.isdigit() else None
+    return (int(m[1]) if m[1] else None), (int(m[2]) if m[2].isdigit() else None)
 
 
 class _Transport:
@@ -309,9 +269,8 @@ class _Transport:
         if s is None:
             import requests
 
-            s = requests.Session()
+            s = self._local.session = requests.Session()
             s.headers["User-Agent"] = "i2o-data-fetch"
-            self._local.session = s
         return s
 
     def url(self, entry: ManifestEntry) -> str:
@@ -330,7 +289,10 @@ class _Transport:
         except Exception:  # noqa: BLE001 - only a hint; verification falls back to common sizes
             return None
 
-    def open(self, entry: ManifestEntry, offset: int) -> _Stream:
+    def open(self, entry: ManifestEntry, offset: int):
+        """GET the object from byte ``offset``: ``(response, start, total)``, ``start`` being
+        ``offset``, or 0 where the server ignored the range; ``None`` when the partial file already
+        holds the whole object (HTTP 416 at its end)."""
         url = self.url(entry)
         headers = {"Accept-Encoding": "identity"}
         if offset:
@@ -339,35 +301,27 @@ class _Transport:
             r = self._session().get(url, headers=headers, stream=True, timeout=self.opts.timeout)
         except self.transient as e:
             raise _Transient(f"{type(e).__name__}: {e}") from e
-        if r.status_code == 416:
+        code, (start, total) = r.status_code, _content_range(r.headers.get("Content-Range"))
+        if code == 416:
             r.close()
-            raise _RangeNotSatisfiable(_parse_content_range(r.headers.get("Content-Range"))[1])
-        if r.status_code in RETRY_HTTP_STATUS or r.status_code >= 500:
+            if offset and total in (None, offset):
+                return None
+            raise _Transient("stale partial file longer than the object; restarting", restart=True)
+        if code in (408, 429) or code >= 500:
             r.close()
-            raise _Transient(f"HTTP {r.status_code} from {url}")
-        if r.status_code == 206:
-            start, total = _parse_content_range(r.headers.get("Content-Range"))
-            if start is None:
-                r.close()
-                raise _Transient(f"HTTP 206 without a usable Content-Range from {url}")
-        elif r.status_code == 200:
-            start = 0
-            cl = r.headers.get("Content-Length", "")
-            total = int(cl) if cl.isdigit() else None
-        else:
-            code = re.search(r"<Code>([^<]{1,64})</Code>", r.text[:4096])  # S3's error code, e.g. NoSuchKey
+            raise _Transient(f"HTTP {code} from {url}")
+        if code not in (200, 206):
+            s3_code = re.search(r"<Code>([^<]{1,64})</Code>", r.text[:4096])  # S3's error code, e.g. NoSuchKey
             r.close()
-            raise FetchError(f"HTTP {r.status_code}{' ' + code[1] if code else ''} from {url}")
-        transient = self.transient
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                # raw bytes as sent: no transparent gunzip of .gz files served with Content-Encoding
-                yield from r.raw.stream(self.opts.chunk_size, decode_content=False)
-            except transient as e:
-                raise _Transient(f"connection broken mid-body: {type(e).__name__}: {e}") from e
-
-        return _Stream(start=start, total=total, chunks=chunks(), close=r.close)
+            raise FetchError(f"HTTP {code}{' ' + s3_code[1] if s3_code else ''} from {url}")
+        if code == 200:
+            length = r.headers.get("Content-Length", "")
+            start, total = 0, (int(length) if length.isdigit() else None)
+        if start not in (0, offset):
+            r.close()
+            raise _Transient(f"HTTP 206 from {url} with Content-Range {r.headers.get('Content-Range')!r} "
+                             f"for bytes from {offset}")
+        return r, start, total
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,16 +333,12 @@ def part_path(target: Path) -> Path:
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class _Fetcher:
@@ -416,7 +366,7 @@ class _Fetcher:
         ok, how = self._verify(target, entry)
         if ok is not None:
             return ok, how
-        rec = self.ledger.get(entry.relative_path)
+        rec = self.ledger.records.get(entry.relative_path)
         if rec and rec.get("url") == entry.url and rec.get("size") == target.stat().st_size:
             return file_digest(target, "sha256") == rec.get("sha256"), "ledger"
         return False, "no record"
@@ -441,83 +391,82 @@ class _Fetcher:
             res.status, res.error = "failed", f"{type(e).__name__}: {e}"
             return res
 
+    def _receive(self, entry: ManifestEntry, part: Path, res: FileResult, bar, credit) -> bool:
+        """One GET appended to ``part`` from its length (or written from zero where the server ignores
+        the range); whether bytes of an earlier request were kept."""
+        offset = part.stat().st_size if part.exists() else 0
+        if entry.size is not None and offset > entry.size:
+            part.unlink()
+            offset = 0
+        opened = self.transport.open(entry, offset)
+        if opened is None:
+            return True  # the partial file already holds the whole object
+        r, start, total = opened
+        if offset and not start:
+            log.info("%s: server ignored the byte range; restarting from zero", entry.relative_path)
+        bar.reset(total=entry.size or total)
+        bar.update(start)
+        try:
+            with open(part, "ab" if start else "wb") as f:
+                # raw bytes as sent: no transparent gunzip of .gz files served with Content-Encoding
+                for chunk in r.raw.stream(self.opts.chunk_size, decode_content=False):
+                    f.write(chunk)
+                    res.bytes_downloaded += len(chunk)
+                    bar.update(len(chunk))
+                    credit(f.tell())
+                f.flush()
+                os.fsync(f.fileno())
+        except self.transport.transient as e:
+            raise _Transient(f"connection broken mid-body: {type(e).__name__}: {e}") from e
+        finally:
+            r.close()
+        expected = entry.size if entry.size is not None else total
+        got = part.stat().st_size
+        if expected is not None and got != expected:
+            raise _Transient(f"received {got} of {expected} bytes", restart=got > expected)
+        return start > 0
+
     def _download(self, entry: ManifestEntry, target: Path, res: FileResult) -> FileResult:
-        part = part_path(target)
-        opts = self.opts
-        restarted_after_mismatch = False
+        part, opts = part_path(target), self.opts
         resumed = False  # whether any byte of the partial file came from an earlier request
+        clean_retry_done = False
         last_error = ""
         counted = 0  # bytes credited to the total bar for this file
+
+        def credit(have: int) -> None:
+            nonlocal counted
+            if entry.size and have > counted:
+                self._advance_total(min(have, entry.size) - counted)
+                counted = min(have, entry.size)
+
         with tqdm(total=entry.size, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
                   desc=Path(entry.relative_path).name[-40:], disable=not opts.progress) as bar:
             for attempt in range(1, opts.max_attempts + 1):
                 res.attempts = attempt
                 try:
-                    offset = part.stat().st_size if part.exists() else 0
-                    if entry.size is not None and offset > entry.size:
-                        part.unlink()
-                        offset = 0
-                    try:
-                        stream = self.transport.open(entry, offset)
-                    except _RangeNotSatisfiable as e:
-                        if offset and (e.total is None or e.total == offset):
-                            stream = None  # the partial file already holds the whole object
-                            resumed = True
-                        else:
-                            part.unlink(missing_ok=True)
-                            raise _Transient("stale partial file longer than the object; restarting")
-                    if stream is not None:
-                        if stream.start not in (0, offset):
-                            stream.close()
-                            raise _Transient(f"server sent bytes from {stream.start}, asked for {offset}")
-                        mode = "ab" if stream.start == offset else "wb"
-                        resumed = resumed or (mode == "ab" and offset > 0)
-                        if offset and stream.start == 0:
-                            log.info("%s: server ignored the byte range; restarting from zero", entry.relative_path)
-                        bar.reset(total=entry.size or stream.total)
-                        bar.update(stream.start)
-                        try:
-                            with open(part, mode) as f:
-                                for chunk in stream.chunks:
-                                    f.write(chunk)
-                                    res.bytes_downloaded += len(chunk)
-                                    bar.update(len(chunk))
-                                    have = f.tell()
-                                    if have > counted and entry.size:
-                                        self._advance_total(min(have, entry.size) - counted)
-                                        counted = min(have, entry.size)
-                                f.flush()
-                                os.fsync(f.fileno())
-                        finally:
-                            stream.close()
-                        expected = entry.size if entry.size is not None else stream.total
-                        got = part.stat().st_size
-                        if expected is not None and got < expected:
-                            raise _Transient(f"body ended at {got} of {expected} bytes")
-                        if expected is not None and got > expected:
-                            part.unlink()
-                            raise _Transient(f"received {got} bytes, expected {expected}; restarting")
+                    resumed = self._receive(entry, part, res, bar, credit) or resumed
                     ok, how = self._verify(part, entry)
                     if ok is False:
                         part.unlink(missing_ok=True)
-                        if resumed and not restarted_after_mismatch and attempt < opts.max_attempts:
-                            # a resumed file can mix two versions of the object: one clean retry
-                            restarted_after_mismatch, resumed = True, False
-                            last_error = f"{how} mismatch"
-                            log.warning("%s: %s mismatch; downloading once more from zero", entry.relative_path, how)
-                            continue
-                        raise ChecksumMismatch(f"{how} of the downloaded file does not match the manifest "
-                                               f"({entry.checksum or entry.size}); nothing kept")
+                        if not resumed or clean_retry_done or attempt == opts.max_attempts:
+                            raise ChecksumMismatch(f"{how} of the downloaded file does not match the manifest "
+                                                   f"({entry.checksum or entry.size}); nothing kept")
+                        # a resumed file can mix two versions of the object: one clean retry
+                        clean_retry_done, resumed = True, False
+                        last_error = f"{how} mismatch"
+                        log.warning("%s: %s mismatch; downloading once more from zero", entry.relative_path, how)
+                        continue
                     if ok is None:
                         self.ledger.record(entry, file_digest(part, "sha256"), part.stat().st_size)
                     os.replace(part, target)
                     _fsync_dir(target.parent)
-                    if entry.size and counted < entry.size:
-                        self._advance_total(entry.size - counted)
+                    credit(entry.size or 0)
                     res.status, res.verified_by, res.error = "fetched", how, ""
                     return res
                 except _Transient as e:
                     last_error = str(e)
+                    if e.restart:
+                        part.unlink(missing_ok=True)
                     if attempt < opts.max_attempts:
                         delay = min(opts.max_backoff, opts.backoff * 2 ** (attempt - 1))
                         delay *= random.uniform(0.75, 1.25)
@@ -547,6 +496,13 @@ def _check_free_space(entries: Sequence[ManifestEntry], dest: Path) -> None:
     free = shutil.disk_usage(probe).free
     if need > free:
         raise FetchError(f"{dest}: {need / 2**30:.1f} GiB still to fetch but only {free / 2**30:.1f} GiB free")
+
+
+def _refuse_malformed(entries: Sequence[ManifestEntry], dest: str | os.PathLike, where: str) -> None:
+    """Every row well formed and landing inside ``dest``, else :class:`ManifestError` (nothing fetched)."""
+    validate_entries(entries, where=where)
+    for e in entries:
+        safe_destination(dest, e.relative_path)
 
 
 def _s3_client_for(entries: Sequence[ManifestEntry], opts: FetchOptions, endpoint_url: str | None, s3=None):
@@ -587,12 +543,10 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
     opts = options or FetchOptions()
     dest = Path(dest)
     entries = list(entries)
-    validate_entries(entries, where="fetch list")
+    _refuse_malformed(entries, dest, "fetch list")
     listing = [e.relative_path for e in entries if e.is_listing]
     if listing:
         raise ManifestError(f"listing rows must be expanded before fetching: {listing[:3]}")
-    for e in entries:
-        safe_destination(dest, e.relative_path)
     if opts.workers < 1:
         raise ValueError("workers must be >= 1")
     dest.mkdir(parents=True, exist_ok=True)
@@ -621,26 +575,14 @@ def fetch_manifest(manifest: str | os.PathLike | Sequence[ManifestEntry], dest: 
     A malformed manifest is refused with :class:`~i2o_utils.data.manifests.ManifestError`
     before any listing or download.
     """
-    entries = read_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else list(manifest)
-    validate_entries(entries, where=str(manifest) if isinstance(manifest, (str, os.PathLike)) else "manifest")
-    for e in entries:
-        safe_destination(dest, e.relative_path)
+    from_file = isinstance(manifest, (str, os.PathLike))
+    entries = read_manifest(manifest) if from_file else list(manifest)
+    _refuse_malformed(entries, dest, str(manifest) if from_file else "manifest")
     client = _s3_client_for(entries, options or FetchOptions(), s3_endpoint_url, s3)
     concrete = expand_listings(entries, tier, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
                                s3=client, smoke_wells=smoke_wells)
     return fetch_entries(concrete, dest, options=options, s3_endpoint_url=s3_endpoint_url,
                          http_base_url=http_base_url, s3=client)
-
-
-def plan_source(source: str, tier: str, *, manifest: str | os.PathLike | None = None,
-                s3_endpoint_url: str | None = None, http_base_url: str | None = None,
-                smoke_wells: int = DEFAULT_SMOKE_WELLS) -> list[ManifestEntry]:
-    """The concrete files a fetch of ``source`` / ``tier`` would download (listing rows expanded
-    from the live source), without downloading anything: sizes for a disk-space estimate."""
-    path = Path(manifest) if manifest is not None else manifest_path(source)
-    entries = read_manifest(path)
-    return expand_listings(entries, tier, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
-                           smoke_wells=smoke_wells)
 
 
 def describe_plan(entries: Sequence[ManifestEntry]) -> str:
@@ -658,9 +600,7 @@ def describe_plan(entries: Sequence[ManifestEntry]) -> str:
 
 
 def fetch_source(source: str, tier: str, dest: str | os.PathLike, *, manifest: str | os.PathLike | None = None,
-                 options: FetchOptions | None = None, s3_endpoint_url: str | None = None,
-                 http_base_url: str | None = None, smoke_wells: int = DEFAULT_SMOKE_WELLS) -> FetchSummary:
-    """Fetch one source (``s3``, ``geo`` or ``pride``) by its committed manifest (or ``manifest``)."""
-    path = Path(manifest) if manifest is not None else manifest_path(source)
-    return fetch_manifest(path, dest, tier, options=options, s3_endpoint_url=s3_endpoint_url,
-                          http_base_url=http_base_url, smoke_wells=smoke_wells)
+                 **kwargs) -> FetchSummary:
+    """Fetch one source (``s3``, ``geo`` or ``pride``) by its committed manifest (or ``manifest``);
+    the keywords of :func:`fetch_manifest` (``options``, endpoints, ``smoke_wells``) pass through."""
+    return fetch_manifest(manifest or manifest_path(source), dest, tier, **kwargs)
