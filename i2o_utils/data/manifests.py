@@ -124,20 +124,16 @@ def check_relative_path(relative_path: str) -> str | None:
     empty components (``a//b``) and any ``.`` or ``..`` component.
     """
     p = relative_path
-    if not p or not p.strip():
-        return "empty path"
-    if "\x00" in p:
-        return "NUL byte in path"
-    if "\\" in p:
-        return "backslash in path (use '/' separators)"
-    if p.startswith("/") or p.startswith("~") or re.match(r"^[A-Za-z]:", p) or PurePosixPath(p).is_absolute():
-        return "absolute path"
     parts = p.rstrip("/").split("/")
-    if any(part in ("..",) for part in parts):
-        return "'..' component escapes the destination"
-    if any(part in ("", ".") for part in parts):
-        return "empty or '.' path component"
-    return None
+    faults = {  # the first that applies is reported
+        "empty path": not p.strip(),
+        "NUL byte in path": "\x00" in p,
+        "backslash in path (use '/' separators)": "\\" in p,
+        "absolute path": p.startswith(("/", "~")) or re.match(r"[A-Za-z]:", p) is not None,
+        "'..' component escapes the destination": ".." in parts,
+        "empty or '.' path component": "" in parts or "." in parts,
+    }
+    return next((why for why, applies in faults.items() if applies), None)
 
 
 def safe_destination(dest: str | os.PathLike, relative_path: str) -> Path:
@@ -154,25 +150,9 @@ def safe_destination(dest: str | os.PathLike, relative_path: str) -> Path:
         raise ManifestError(f"relative_path {relative_path!r}: {why}")
     root = Path(dest).resolve()
     target = (root / relative_path).resolve()
-    if target != root and not target.is_relative_to(root):
+    if not target.is_relative_to(root):
         raise ManifestError(f"relative_path {relative_path!r} resolves to {target}, outside {root}")
     return target
-
-
-def _parse_size(value: str) -> int | None:
-    value = value.strip()
-    if value == "":
-        return None
-    if not re.fullmatch(r"\d+", value):
-        raise ValueError(f"size {value!r} is not a non-negative integer")
-    return int(value)
-
-
-def _parse_bool(value: str) -> bool:
-    b = parse_bool(value) if value.strip() else False
-    if b is None:
-        raise ValueError(f"verified {value!r} is not true/false")
-    return b
 
 
 def entry_problems(e: ManifestEntry) -> list[str]:
@@ -227,12 +207,17 @@ def validate_entries(entries: Sequence[ManifestEntry], where: str | os.PathLike 
 # --------------------------------------------------------------------------------------------
 # reading and writing
 # --------------------------------------------------------------------------------------------
+def source_kind(source: str) -> str:
+    """``s3``, ``geo`` or ``pride`` for a short source name or a manifest name."""
+    kinds = {**{name: kind for kind, name in SOURCES.items()}, **{kind: kind for kind in SOURCES}}
+    if source not in kinds:
+        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    return kinds[source]
+
+
 def manifest_path(source: str) -> Path:
     """The committed manifest of a source (short name ``s3``/``geo``/``pride`` or manifest name)."""
-    name = SOURCES.get(source, source)
-    if name not in SOURCES.values():
-        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
-    return MANIFESTS_DIR / f"{name}.csv"
+    return MANIFESTS_DIR / f"{SOURCES[source_kind(source)]}.csv"
 
 
 def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
@@ -256,19 +241,19 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
             if None in row:
                 problems.append(f"row {i}: more fields than the header has columns")
                 continue
-            vals = {k: (row[k] if row[k] is not None else "").strip() for k in MANIFEST_COLUMNS}
-            try:
-                size = _parse_size(vals["size"])
-                verified = _parse_bool(vals["verified"])
-            except ValueError as err:
-                problems.append(f"row {i}: {err}")
-                continue
-            entries.append(ManifestEntry(
-                source=vals["source"], url=vals["url"], relative_path=vals["relative_path"],
-                size=size, checksum=vals["checksum"].lower().strip('"'),
-                checksum_type=vals["checksum_type"].lower(), tier=vals["tier"].lower(),
-                licence=vals["licence"], verified=verified,
-            ))
+            vals = {k: (row[k] or "").strip() for k in MANIFEST_COLUMNS}
+            verified = parse_bool(vals["verified"]) if vals["verified"] else False
+            if not re.fullmatch(r"\d*", vals["size"]):
+                problems.append(f"row {i}: size {vals['size']!r} is not a non-negative integer")
+            elif verified is None:
+                problems.append(f"row {i}: verified {vals['verified']!r} is not true/false")
+            else:
+                entries.append(ManifestEntry(
+                    source=vals["source"], url=vals["url"], relative_path=vals["relative_path"],
+                    size=int(vals["size"]) if vals["size"] else None, checksum=vals["checksum"].lower().strip('"'),
+                    checksum_type=vals["checksum_type"].lower(), tier=vals["tier"].lower(),
+                    licence=vals["licence"], verified=verified,
+                ))
     if problems:
         raise ManifestError(f"{path}: malformed manifest:\n  " + "\n  ".join(problems[:20]))
     validate_entries(entries, where=path)
@@ -363,16 +348,6 @@ def s3_client(endpoint_url: str | None = None, *, max_pool_connections: int = 16
                         region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 
 
-def _s3_pages(paginator, url: str, **kwargs):
-    """The listing's pages; an unreachable endpoint or a refused listing is a :class:`ManifestError`."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield from paginator.paginate(**kwargs)
-    except (BotoCoreError, ClientError) as e:
-        raise ManifestError(f"listing {url}: {type(e).__name__}: {e}") from None
-
-
 def list_s3(url: str, relative_prefix: str, *, source: str, licence: str = "",
             endpoint_url: str | None = None, client=None, max_keys: int = 1_000_000) -> list[ManifestEntry]:
     """Every object under an ``s3://bucket/prefix`` (ListObjectsV2, unsigned), as manifest rows.
@@ -380,48 +355,38 @@ def list_s3(url: str, relative_prefix: str, *, source: str, licence: str = "",
     ``relative_path`` is ``relative_prefix`` followed by the key's part after the prefix; the
     checksum is the object's ETag (``s3etag``).
     """
+    from botocore.exceptions import BotoCoreError, ClientError
+
     bucket, prefix = split_s3_url(url)
-    client = client or s3_client(endpoint_url)
-    paginator = client.get_paginator("list_objects_v2")
+    pages = (client or s3_client(endpoint_url)).get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"MaxItems": max_keys})
+    try:  # an unreachable endpoint or a refused listing
+        objects = [obj for page in pages for obj in page.get("Contents", [])]
+    except (BotoCoreError, ClientError) as e:
+        raise ManifestError(f"listing {url}: {type(e).__name__}: {e}") from None
     rows = []
-    for page in _s3_pages(paginator, url, Bucket=bucket, Prefix=prefix, PaginationConfig={"MaxItems": max_keys}):
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            if key.endswith("/"):
-                continue  # folder placeholder objects
-            etag = obj.get("ETag", "").strip('"').lower()
-            rows.append(ManifestEntry(
-                source=source, url=f"s3://{bucket}/{key}", relative_path=relative_prefix + key[len(prefix):],
-                size=int(obj["Size"]), checksum=etag if CHECKSUM_PATTERNS["s3etag"].fullmatch(etag) else "",
-                checksum_type="s3etag" if CHECKSUM_PATTERNS["s3etag"].fullmatch(etag) else "",
-                licence=licence, verified=True,
-            ))
+    for obj in objects:
+        key = obj["Key"]
+        if key.endswith("/"):
+            continue  # folder placeholder objects
+        etag = obj.get("ETag", "").strip('"').lower()
+        etag = etag if CHECKSUM_PATTERNS["s3etag"].fullmatch(etag) else ""
+        rows.append(ManifestEntry(
+            source=source, url=f"s3://{bucket}/{key}", relative_path=relative_prefix + key[len(prefix):],
+            size=int(obj["Size"]), checksum=etag, checksum_type="s3etag" if etag else "", licence=licence,
+            verified=True,
+        ))
     return rows
-
-
-class _LinkParser(html.parser.HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "a":
-            href = dict(attrs).get("href")
-            if href:
-                self.links.append(href)
 
 
 def _directory_links(index_html: str) -> list[str]:
     """The file and sub-folder links of an HTTP directory index (no parent, sort or absolute links)."""
-    p = _LinkParser()
-    p.feed(index_html)
-    out = []
-    for href in p.links:
-        if href.startswith(("?", "#", "/", "..", "mailto:")) or "://" in href:
-            continue
-        if href not in out:
-            out.append(href)
-    return out
+    links: list[str] = []
+    parser = html.parser.HTMLParser()
+    parser.handle_starttag = lambda tag, attrs: links.extend(v for k, v in attrs if tag == "a" and k == "href" and v)
+    parser.feed(index_html)
+    skip = ("?", "#", "/", "..", "mailto:")
+    return list(dict.fromkeys(h for h in links if not h.startswith(skip) and "://" not in h))
 
 
 LISTING_ATTEMPTS, LISTING_BACKOFF = 4, 0.5
@@ -490,19 +455,14 @@ def list_http_directory(url: str, relative_prefix: str, *, source: str, licence:
 
 
 def _pride_records(payload) -> list[dict]:
-    if isinstance(payload, list):
-        return payload
+    """The file records of one page: the page itself, its ``_embedded.files`` or its ``files``."""
     if isinstance(payload, dict):
-        emb = payload.get("_embedded", {})
-        if isinstance(emb, dict) and isinstance(emb.get("files"), list):
-            return emb["files"]
-        if isinstance(payload.get("files"), list):
-            return payload["files"]
-    raise ManifestError("PRIDE file list: unexpected JSON (neither a list nor _embedded.files)")
-
-
-def _checksum_kind(value: str) -> str:
-    return {64: "sha256", 40: "sha1", 32: "md5"}.get(len(value), "")
+        emb = payload.get("_embedded")
+        embedded = emb.get("files") if isinstance(emb, dict) else None
+        payload = embedded if isinstance(embedded, list) else payload.get("files")
+    if not isinstance(payload, list):
+        raise ManifestError("PRIDE file list: unexpected JSON (neither a list nor _embedded.files)")
+    return payload
 
 
 def list_pride(url: str, relative_prefix: str, *, source: str, licence: str = "",
@@ -533,7 +493,7 @@ def list_pride(url: str, relative_prefix: str, *, source: str, licence: str = ""
             if not ftp:
                 continue
             checksum = str(rec.get("checksum") or "").strip().lower()
-            kind = _checksum_kind(checksum) if re.fullmatch(r"[0-9a-f]+", checksum or "-") else ""
+            kind = next((k for k in ("sha256", "sha1", "md5") if CHECKSUM_PATTERNS[k].fullmatch(checksum)), "")
             size = rec.get("fileSizeBytes", rec.get("fileSize"))
             rows.append(ManifestEntry(
                 source=source, url=https_from_ftp(ftp), relative_path=relative_prefix + PurePosixPath(name).name,
@@ -558,10 +518,6 @@ def well_key(file_name: str) -> str:
     return _WELL_PREFIX.sub("", stem)
 
 
-def _plate_of(key: str) -> str:
-    return key.rsplit("_", 1)[-1] if "_" in key else ""
-
-
 def pick_smoke_wells(icf_names: Sequence[str], tiles_names: Sequence[str], n: int) -> set[str]:
     """``n`` well keys present in both folders, taken in turn from each plate (sorted), so the smoke
     tier spans plates. Where no name pairs up (an unexpected naming), the first ``n`` of each."""
@@ -570,7 +526,7 @@ def pick_smoke_wells(icf_names: Sequence[str], tiles_names: Sequence[str], n: in
     common = sorted(icf & tiles) if icf and tiles else sorted(icf | tiles)
     if not common:
         return set(sorted(icf)[:n]) | set(sorted(tiles)[:n])
-    keys = pd.DataFrame({"key": common, "plate": [_plate_of(k) for k in common]})
+    keys = pd.DataFrame({"key": common, "plate": [k.rsplit("_", 1)[-1] if "_" in k else "" for k in common]})
     keys["turn"] = keys.groupby("plate").cumcount()  # the k-th well of each plate, plates in order
     return set(keys.sort_values(["turn", "plate"], kind="stable")["key"].head(n))
 
@@ -579,11 +535,7 @@ _S3_SMOKE = (re.compile(r"^data/metadata\.csv$"), re.compile(r"^data/GT/[^/]+\.c
              re.compile(r"^third-party/"), re.compile(r"^checkpoints/[^/]+/config\.ya?ml$"))
 _TABLE_EXT = (".txt", ".tsv", ".csv", ".xlsx", ".xls", ".zip")
 _RAW_EXT = (".raw", ".mzml", ".mgf", ".wiff", ".d", ".mzxml", ".tar")
-
-
-def _strip_gz(name: str) -> str:
-    n = name.lower()
-    return n[:-3] if n.endswith(".gz") else n
+_IMAGE_FOLDER = re.compile(r"(^|/)(ICF|TILES)/")
 
 
 def assign_tiers(kind: str, entries: Sequence[ManifestEntry], smoke_wells: int = DEFAULT_SMOKE_WELLS,
@@ -598,36 +550,29 @@ def assign_tiers(kind: str, entries: Sequence[ManifestEntry], smoke_wells: int =
     """
     if kind not in SOURCES:
         raise ValueError(f"unknown source {kind!r}")
-    out = []
-    if kind == "s3":
-        icf = [e.relative_path for e in entries if "/ICF/" in f"/{e.relative_path}"]
-        tiles = [e.relative_path for e in entries if "/TILES/" in f"/{e.relative_path}"]
-        wells = pick_smoke_wells(icf, tiles, smoke_wells)
-        for e in entries:
-            p = e.relative_path
-            if "/ICF/" in f"/{p}" or "/TILES/" in f"/{p}":
-                smoke = well_key(p) in wells
-            else:
-                smoke = any(r.search(p) for r in _S3_SMOKE)
-            out.append(replace(e, tier="smoke" if smoke else "full"))
-        return out
-    for e in entries:
-        name = _strip_gz(PurePosixPath(e.relative_path).name)
-        small = e.size is None or e.size <= max_smoke_bytes
+    paths = [e.relative_path for e in entries]
+    wells = pick_smoke_wells([p for p in paths if "/ICF/" in f"/{p}"], [p for p in paths if "/TILES/" in f"/{p}"],
+                             smoke_wells) if kind == "s3" else set()
+
+    def smoke(e: ManifestEntry) -> bool:
+        name = PurePosixPath(e.relative_path).name.lower().removesuffix(".gz")
+        if kind == "s3" and _IMAGE_FOLDER.search(e.relative_path):
+            return well_key(e.relative_path) in wells
+        if kind == "s3":
+            return any(r.search(e.relative_path) for r in _S3_SMOKE)
         if kind == "geo":
-            smoke = small and not name.endswith(_RAW_EXT) and ("series_matrix" in name or name.endswith(_TABLE_EXT))
-        else:
-            smoke = e.size is not None and e.size <= max_smoke_bytes and name.endswith(_TABLE_EXT)
-        out.append(replace(e, tier="smoke" if smoke else "full"))
-    return out
+            return ((e.size is None or e.size <= max_smoke_bytes) and not name.endswith(_RAW_EXT)
+                    and ("series_matrix" in name or name.endswith(_TABLE_EXT)))
+        return e.size is not None and e.size <= max_smoke_bytes and name.endswith(_TABLE_EXT)
+
+    return [replace(e, tier="smoke" if smoke(e) else "full") for e in entries]
 
 
 def _kind_of(entry: ManifestEntry) -> str:
-    for kind, name in SOURCES.items():
-        if entry.source == name:
-            return kind
-    scheme = urlparse(entry.url).scheme
-    if scheme == "s3":
+    """The entry's source by its manifest name, else by its URL."""
+    if entry.source in SOURCES.values():
+        return source_kind(entry.source)
+    if urlparse(entry.url).scheme == "s3":
         return "s3"
     return "pride" if "/pride/" in entry.url else "geo"
 
@@ -655,26 +600,18 @@ def expand_listings(entries: Sequence[ManifestEntry], tier: str, *, s3_endpoint_
     """
     chosen = select_tier(entries, tier)
     explicit = [e for e in chosen if not e.is_listing]
-    listed: list[ManifestEntry] = []
-    for e in chosen:
-        if e.is_listing:
-            listed.extend(list_entry(e, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
-                                     session=session, s3=s3))
+    listed = [f for e in chosen if e.is_listing
+              for f in list_entry(e, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url, session=session,
+                                  s3=s3)]
+    unique: dict[str, ManifestEntry] = {}
+    for e in listed:  # a listed path can appear twice when two listing rows overlap; keep the first
+        unique.setdefault(e.relative_path, e)
     have = {e.relative_path for e in explicit}
-    listed = [e for e in listed if e.relative_path not in have]
-    by_kind: dict[str, list[ManifestEntry]] = {}
-    for e in listed:
-        by_kind.setdefault(_kind_of(e), []).append(e)
-    tiered: list[ManifestEntry] = []
-    for kind, group in by_kind.items():
-        tiered.extend(assign_tiers(kind, group, smoke_wells=smoke_wells))
-    # a listed path can appear twice when two listing rows overlap; keep the first
-    seen, unique = set(have), []
-    for e in tiered:
-        if e.relative_path not in seen and (tier == "full" or e.tier == "smoke"):
-            seen.add(e.relative_path)
-            unique.append(e)
-    out = explicit + unique
+    listed = [e for path, e in unique.items() if path not in have]
+    kinds = dict.fromkeys(map(_kind_of, listed))
+    tiered = [t for kind in kinds for t in assign_tiers(kind, [e for e in listed if _kind_of(e) == kind],
+                                                        smoke_wells=smoke_wells)]
+    out = explicit + [e for e in tiered if tier == "full" or e.tier == "smoke"]
     validate_entries(out, where="expanded listing")
     return out
 
@@ -690,11 +627,8 @@ def build_manifest(source: str, *, s3_endpoint_url: str | None = None, http_base
     Explicit seed rows that the listing does not show are left out (with a warning naming them):
     the live listing is the authority.
     """
-    kind = source if source in SOURCES else next((k for k, v in SOURCES.items() if v == source), None)
-    if kind is None:
-        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    kind = source_kind(source)
     seed = list(seed) if seed is not None else read_manifest(manifest_path(kind))
-    listings = [e for e in seed if e.is_listing]
     if kind == "s3":
         # the whole bucket, as the authors' `aws s3 sync` takes it; seed rows give the licences
         bucket = next((split_s3_url(e.url)[0] for e in seed if e.url.startswith("s3://")), S3_BUCKET)
@@ -704,22 +638,15 @@ def build_manifest(source: str, *, s3_endpoint_url: str | None = None, http_base
                   for e in list_s3(f"s3://{bucket}/", "", source=SOURCES["s3"], licence=default,
                                    endpoint_url=s3_endpoint_url, client=s3)]
     else:
-        listed = []
-        for e in listings:
-            listed.extend(list_entry(e, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
-                                     session=session, s3=s3))
+        listed = [f for e in seed if e.is_listing
+                  for f in list_entry(e, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
+                                      session=session, s3=s3)]
     listed = assign_tiers(kind, listed, smoke_wells=smoke_wells)
     got = {e.relative_path: e for e in listed}
-    rows: list[ManifestEntry] = []
-    absent = []
-    for e in seed:
-        if e.is_listing:
-            continue
-        live = got.pop(e.relative_path, None)
-        if live is None:
-            absent.append(e.relative_path)
-        else:
-            rows.append(replace(live, tier=e.tier, licence=e.licence or live.licence))
+    explicit = [e for e in seed if not e.is_listing]
+    absent = [e.relative_path for e in explicit if e.relative_path not in got]
+    rows = [replace(live, tier=e.tier, licence=e.licence or live.licence)
+            for e in explicit if (live := got.pop(e.relative_path, None))]
     if absent:
         log.warning("%s: %d file(s) of the committed manifest are not in the live listing and are left out: %s",
                     source, len(absent), ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
@@ -730,8 +657,5 @@ def build_manifest(source: str, *, s3_endpoint_url: str | None = None, http_base
 
 def _licence_for(path: str, licences: dict[str, str], default: str) -> str:
     """The licence of the longest seed path that is ``path`` or a folder above it."""
-    best, best_len = default, -1
-    for p, lic in licences.items():
-        if (path == p or (p.endswith("/") and path.startswith(p))) and len(p) > best_len:
-            best, best_len = lic, len(p)
-    return best
+    above = [p for p in licences if path == p or (p.endswith("/") and path.startswith(p))]
+    return licences[max(above, key=len)] if above else default
