@@ -130,8 +130,6 @@ def test_write_read_round_trip_and_tier_selection(tmp_path):
 
 
 def test_urls():
-    assert mf.geo_series_url("GSE237485") == "https://ftp.ncbi.nlm.nih.gov/geo/series/GSE237nnn/GSE237485/"
-    assert mf.geo_series_url("GSE12") == "https://ftp.ncbi.nlm.nih.gov/geo/series/GSEnnn/GSE12/"
     assert mf.rebase_url("https://ftp.ncbi.nlm.nih.gov/geo/x?y=1", "http://127.0.0.1:9") == "http://127.0.0.1:9/geo/x?y=1"
     assert mf.rebase_url("s3://b/k", "http://127.0.0.1:9") == "s3://b/k"
     assert mf.https_from_ftp("ftp://ftp.pride.ebi.ac.uk/pride/a.txt") == "https://ftp.pride.ebi.ac.uk/pride/a.txt"
@@ -199,7 +197,8 @@ def test_pride_listing_from_the_api_with_pages(tmp_path):
         import requests
 
         s = requests.Session()
-        rows = mf.list_pride(mf.pride_files_url(), "upstream/PXD044522/", source="pride_PXD044522",
+        listing = next(r.url for r in mf.read_manifest(mf.manifest_path("pride")) if r.is_listing)
+        rows = mf.list_pride(listing, "upstream/PXD044522/", source="pride_PXD044522",
                              http_base_url=srv.url, session=s, page_size=2)
         assert len(rows) == 6
         pages = [r for r in srv.requests if r[1].endswith("/files")]

@@ -132,9 +132,7 @@ class FetchSummary:
     skipped = property(lambda self: self._with("skipped"), doc="Files already present and intact.")
     failed = property(lambda self: self._with("failed"), doc="Files that could not be fetched.")
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed
+    ok = property(lambda self: not self.failed, doc="Whether no file failed.")
 
     def to_frame(self):
         """The results as a DataFrame (one row per file)."""
@@ -190,27 +188,26 @@ def _etag_part_sizes(size: int, n_parts: int, hint: int | None) -> list[int]:
 
 
 def checksum_matches(path: str | os.PathLike, entry: ManifestEntry,
-                     part_size_hint: int | None = None) -> bool | None:
+                     part_size_hint: int | None = None) -> tuple[bool | None, str]:
     """Compare a local file with the entry's size and checksum.
 
-    Returns ``True``/``False``, or ``None`` when the entry carries no checksum (size matched or
-    unknown).
+    Returns ``(matches, how)``: ``how`` is the checksum type, else ``size`` (or ``none`` where the
+    size is unknown too), and ``matches`` is ``None`` when the entry carries no checksum and the
+    size matched or is unknown.
     """
-    path = Path(path)
-    size = path.stat().st_size
-    if entry.size is not None and size != entry.size:
-        return False
-    if not entry.checksum:
-        return None
+    size = os.path.getsize(path)
     kind = entry.checksum_type
-    if kind in ("sha256", "sha1", "md5"):
-        return file_digest(path, kind) == entry.checksum
+    how = kind or ("size" if entry.size is not None else "none")
+    if entry.size is not None and size != entry.size:
+        return False, how
+    if not entry.checksum:
+        return None, how
+    if kind in ("sha256", "sha1", "md5") or (kind == "s3etag" and "-" not in entry.checksum):
+        return file_digest(path, "md5" if kind == "s3etag" else kind) == entry.checksum, how
     if kind == "s3etag":
-        if "-" not in entry.checksum:
-            return file_digest(path, "md5") == entry.checksum
         n = int(entry.checksum.split("-")[1])
-        return any(s3_multipart_etag(path, ps) == entry.checksum
-                   for ps in _etag_part_sizes(size, n, part_size_hint))
+        sizes = _etag_part_sizes(size, n, part_size_hint)
+        return any(s3_multipart_etag(path, ps) == entry.checksum for ps in sizes), how
     raise ManifestError(f"{entry.relative_path}: unknown checksum_type {kind!r}")
 
 
@@ -332,6 +329,10 @@ def part_path(target: Path) -> Path:
     return target.with_name(target.name + PART_SUFFIX)
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -353,13 +354,8 @@ class _Fetcher:
                 self.total_bar.update(n)
 
     def _verify(self, path: Path, entry: ManifestEntry) -> tuple[bool | None, str]:
-        hint = None
-        if entry.checksum_type == "s3etag" and "-" in entry.checksum:
-            hint = self.transport.part_size_hint(entry)
-        ok = checksum_matches(path, entry, part_size_hint=hint)
-        if ok is None:
-            return None, "size" if entry.size is not None else "none"
-        return ok, entry.checksum_type
+        multipart = entry.checksum_type == "s3etag" and "-" in entry.checksum
+        return checksum_matches(path, entry, self.transport.part_size_hint(entry) if multipart else None)
 
     def _intact(self, target: Path, entry: ManifestEntry) -> tuple[bool, str]:
         """Whether an existing final file can be kept (checksum, else the ledger's SHA-256)."""
@@ -394,7 +390,7 @@ class _Fetcher:
     def _receive(self, entry: ManifestEntry, part: Path, res: FileResult, bar, credit) -> bool:
         """One GET appended to ``part`` from its length (or written from zero where the server ignores
         the range); whether bytes of an earlier request were kept."""
-        offset = part.stat().st_size if part.exists() else 0
+        offset = _size(part)
         if entry.size is not None and offset > entry.size:
             part.unlink()
             offset = 0
@@ -481,19 +477,14 @@ class _Fetcher:
 # many files
 # --------------------------------------------------------------------------------------------
 def _check_free_space(entries: Sequence[ManifestEntry], dest: Path) -> None:
+    """Refuse a fetch whose known bytes still to come (less intact files and partial downloads)
+    exceed the free space of ``dest`` (which exists)."""
     need = 0
-    for e in entries:
-        if e.size is None:
-            continue
+    for e in (e for e in entries if e.size is not None):
         target = safe_destination(dest, e.relative_path)
-        have = target.stat().st_size if target.exists() else 0
-        part = part_path(target)
-        have_part = part.stat().st_size if part.exists() else 0
-        need += max(0, e.size - max(have if have == e.size else 0, have_part))
-    probe = dest
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
+        kept = e.size if _size(target) == e.size else _size(part_path(target))
+        need += max(0, e.size - kept)
+    free = shutil.disk_usage(dest).free
     if need > free:
         raise FetchError(f"{dest}: {need / 2**30:.1f} GiB still to fetch but only {free / 2**30:.1f} GiB free")
 

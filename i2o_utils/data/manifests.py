@@ -68,8 +68,6 @@ CHECKSUM_PATTERNS: dict[str, re.Pattern] = {
 S3_BUCKET = "image2omics"
 GEO_ACCESSION = "GSE237485"
 PRIDE_ACCESSION = "PXD044522"
-GEO_BASE_URL = "https://ftp.ncbi.nlm.nih.gov"
-PRIDE_API_URL = "https://www.ebi.ac.uk/pride/ws/archive/v2"
 
 SOURCES: dict[str, str] = {
     "s3": "s3_image2omics",
@@ -108,10 +106,8 @@ class ManifestEntry:
         return self.relative_path.endswith("/")
 
     def to_row(self) -> dict[str, str]:
-        d = asdict(self)
-        d["size"] = "" if self.size is None else str(int(self.size))
-        d["verified"] = "true" if self.verified else "false"
-        return {k: str(d[k]) for k in MANIFEST_COLUMNS}
+        return {k: str(v) for k, v in asdict(self).items()} | {
+            "size": "" if self.size is None else str(int(self.size)), "verified": "true" if self.verified else "false"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,20 +309,6 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return u.netloc, u.path.lstrip("/")
 
 
-def geo_series_url(accession: str = GEO_ACCESSION, base_url: str = GEO_BASE_URL) -> str:
-    """GEO's FTP-over-HTTPS folder of a series, e.g. ``.../geo/series/GSE237nnn/GSE237485/``."""
-    m = re.fullmatch(r"GSE(\d+)", accession)
-    if not m:
-        raise ValueError(f"not a GEO series accession: {accession!r}")
-    stub = f"GSE{m.group(1)[:-3]}nnn" if len(m.group(1)) > 3 else "GSEnnn"
-    return f"{base_url.rstrip('/')}/geo/series/{stub}/{accession}/"
-
-
-def pride_files_url(accession: str = PRIDE_ACCESSION, api_url: str = PRIDE_API_URL) -> str:
-    """The PRIDE Archive REST API v2 file list of a project."""
-    return f"{api_url.rstrip('/')}/projects/{accession}/files"
-
-
 # --------------------------------------------------------------------------------------------
 # live listings
 # --------------------------------------------------------------------------------------------
@@ -395,13 +377,16 @@ LISTING_ATTEMPTS, LISTING_BACKOFF = 4, 0.5
 
 def _request(session, method: str, url: str, **kwargs):
     """One listing request (retried by the session, :func:`_session`); a connection that never
-    succeeds is a :class:`ManifestError`."""
+    succeeds, or a GET answered with other than HTTP 200, is a :class:`ManifestError`."""
     import requests
 
     try:
-        return session.request(method, url, **kwargs)
+        r = session.request(method, url, **kwargs)
     except (requests.ConnectionError, requests.Timeout) as e:
         raise ManifestError(f"listing {url}: {type(e).__name__}: {e}") from e
+    if method == "GET" and r.status_code != 200:
+        raise ManifestError(f"listing {url}: HTTP {r.status_code}")
+    return r
 
 
 def _session(session=None):
@@ -434,8 +419,6 @@ def list_http_directory(url: str, relative_prefix: str, *, source: str, licence:
 
     def walk(dir_url: str, rel: str, level: int) -> None:
         r = _request(session, "GET", rebase_url(dir_url, http_base_url), timeout=timeout)
-        if r.status_code != 200:
-            raise ManifestError(f"listing {dir_url}: HTTP {r.status_code}")
         for href in _directory_links(r.text):
             if len(rows) >= max_files:
                 return
@@ -446,9 +429,9 @@ def list_http_directory(url: str, relative_prefix: str, *, source: str, licence:
                 continue
             file_url = urljoin(dir_url, href)
             h = _request(session, "HEAD", rebase_url(file_url, http_base_url), timeout=timeout, allow_redirects=True)
-            size = int(h.headers["Content-Length"]) if h.status_code == 200 and h.headers.get("Content-Length", "").isdigit() else None
+            length = h.headers.get("Content-Length", "") if h.status_code == 200 else ""
             rows.append(ManifestEntry(source=source, url=file_url, relative_path=f"{rel}{name}",
-                                      size=size, licence=licence, verified=True))
+                                      size=int(length) if length.isdigit() else None, licence=licence, verified=True))
 
     walk(url if url.endswith("/") else url + "/", relative_prefix, 0)
     return rows
@@ -479,8 +462,6 @@ def list_pride(url: str, relative_prefix: str, *, source: str, licence: str = ""
     for page in range(max_pages):
         r = _request(session, "GET", rebase_url(url, http_base_url), params={"pageSize": page_size, "page": page},
                      headers={"Accept": "application/json"}, timeout=timeout)
-        if r.status_code != 200:
-            raise ManifestError(f"PRIDE file list {url}: HTTP {r.status_code}")
         records = _pride_records(r.json())
         before = len(seen)
         for rec in records:
