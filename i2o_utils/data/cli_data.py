@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from i2o_utils.data.manifests import DEFAULT_SMOKE_WELLS, SOURCES, TIERS, ManifestError
 
-def _add_endpoints(p: argparse.ArgumentParser) -> None:
+
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--smoke-wells", type=int, default=DEFAULT_SMOKE_WELLS, metavar="N",
+                   help=f"image wells in the smoke tier (default {DEFAULT_SMOKE_WELLS})")
     p.add_argument("--s3-endpoint-url", default=None, metavar="URL",
                    help="S3-compatible endpoint instead of AWS (e.g. a local test server)")
     p.add_argument("--http-base-url", default=None, metavar="URL",
@@ -29,16 +31,13 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     ``add_subparsers()``; returns the ``data`` parser."""
     data = subparsers.add_parser("data", help="real data: manifests, downloads, omics import",
                                  description="The paper's real data: s3://image2omics, GEO GSE237485, PRIDE PXD044522.")
-    sub = data.add_subparsers(dest="data_command", metavar="{manifest,fetch,import}")
-    sub.required = True
+    sub = data.add_subparsers(dest="data_command", metavar="{manifest,fetch,import}", required=True)
 
     m = sub.add_parser("manifest", help="rebuild a source's manifest from its live listing")
     m.add_argument("source", choices=sorted(SOURCES), help="s3, geo or pride")
     m.add_argument("--out", default=None, metavar="CSV",
                    help="where to write (default: data_manifests/<source>.csv, replacing it)")
-    m.add_argument("--smoke-wells", type=int, default=DEFAULT_SMOKE_WELLS, metavar="N",
-                   help=f"image wells in the smoke tier (default {DEFAULT_SMOKE_WELLS})")
-    _add_endpoints(m)
+    _add_source_options(m)
     m.set_defaults(func=cmd_manifest)
 
     f = sub.add_parser("fetch", help="download a source's files (resumable, checksummed)")
@@ -47,12 +46,11 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("--dest", default=None, metavar="DIR", help="destination (default: the data root, $I2O_DATA_DIR)")
     f.add_argument("--workers", type=int, default=4, metavar="N", help="files downloaded at once (default 4)")
     f.add_argument("--manifest", default=None, metavar="CSV", help="a manifest other than the committed one")
-    f.add_argument("--smoke-wells", type=int, default=DEFAULT_SMOKE_WELLS, metavar="N")
     f.add_argument("--max-attempts", type=int, default=6, metavar="N", help="tries per file (default 6)")
     f.add_argument("--no-progress", action="store_true", help="no progress bars")
     f.add_argument("--dry-run", action="store_true",
                    help="list what would be fetched (files and sizes per folder) and download nothing")
-    _add_endpoints(f)
+    _add_source_options(f)
     f.set_defaults(func=cmd_fetch)
 
     i = sub.add_parser("import", help="import a fetched GEO count table or PRIDE protein table into data/OMICS_RAW")
@@ -113,17 +111,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     from i2o_utils.data.importers import (OmicsImportError, import_geo_counts, import_pride_proteins,
                                           samples_from_series_matrix)
 
-    root = Path(args.dest) if args.dest else None
     try:
         samples = args.samples
         if samples is None and args.series_matrix:
             samples = samples_from_series_matrix(args.series_matrix, _parse_map(args.map))
         if samples is None:
             raise OmicsImportError("a sample sheet is needed: --samples FILE, or --series-matrix FILE with --map")
-        if args.source == "geo":
-            out = import_geo_counts(args.table, samples, root=root)
-        else:
-            out = import_pride_proteins(args.table, samples, root=root)
+        out = (import_geo_counts if args.source == "geo" else import_pride_proteins)(args.table, samples, root=args.dest)
     except OmicsImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -135,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``data`` command alone (the same as ``i2o data ...``, which reports a malformed
     manifest the same way)."""
     parser = argparse.ArgumentParser(prog="i2o")
-    sub = parser.add_subparsers(dest="command")
-    sub.required = True
-    add_data_parser(sub)
+    add_data_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["data", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
