@@ -236,93 +236,7 @@ class _Ledger:
 
 
 # --------------------------------------------------------------------------------------------
-# transport
-# --------------------------------------------------------------------------------------------
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    """``'bytes 100-199/1000'`` -> ``(100, 1000)``; ``'bytes */1000'`` -> ``(None, 1000)``."""
-    m = re.fullmatch(r"bytes\s+(?:(\d+)-\d*|\*)/(\d+|\*)", (value or "").strip())
-    if not m:
-        return None, None
-    return (int(m[1]) if m[1] else None), (int(m[2]) if m[2].isdigit() else None)
-
-
-class _Transport:
-    """Ranged GETs with requests (one session per thread). An ``s3://`` object is read through the
-    unsigned HTTPS URL botocore gives it (path-style on a custom endpoint), so S3 and HTTP files
-    share one resumable path; the S3 client also answers the multipart part-size hint."""
-
-    def __init__(self, opts: FetchOptions, base_url: str | None = None, s3=None):
-        import requests
-        import urllib3
-
-        self.opts, self.base_url, self.s3 = opts, base_url, s3
-        self._local = threading.local()
-        self.transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                          requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError,
-                          ConnectionError, TimeoutError)
-
-    def _session(self):
-        s = getattr(self._local, "session", None)
-        if s is None:
-            import requests
-
-            s = self._local.session = requests.Session()
-            s.headers["User-Agent"] = "i2o-data-fetch"
-        return s
-
-    def url(self, entry: ManifestEntry) -> str:
-        if urlparse(entry.url).scheme != "s3":
-            return rebase_url(entry.url, self.base_url)
-        bucket, key = split_s3_url(entry.url)
-        return self.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key})
-
-    def part_size_hint(self, entry: ManifestEntry) -> int | None:
-        """Size of part 1 of a multipart S3 object (to recompute its ETag); ``None`` if unknown."""
-        if urlparse(entry.url).scheme != "s3":
-            return None
-        bucket, key = split_s3_url(entry.url)
-        try:
-            return int(self.s3.head_object(Bucket=bucket, Key=key, PartNumber=1)["ContentLength"])
-        except Exception:  # noqa: BLE001 - only a hint; verification falls back to common sizes
-            return None
-
-    def open(self, entry: ManifestEntry, offset: int):
-        """GET the object from byte ``offset``: ``(response, start, total)``, ``start`` being
-        ``offset``, or 0 where the server ignored the range; ``None`` when the partial file already
-        holds the whole object (HTTP 416 at its end)."""
-        url = self.url(entry)
-        headers = {"Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        try:
-            r = self._session().get(url, headers=headers, stream=True, timeout=self.opts.timeout)
-        except self.transient as e:
-            raise _Transient(f"{type(e).__name__}: {e}") from e
-        code, (start, total) = r.status_code, _content_range(r.headers.get("Content-Range"))
-        if code == 416:
-            r.close()
-            if offset and total in (None, offset):
-                return None
-            raise _Transient("stale partial file longer than the object; restarting", restart=True)
-        if code in (408, 429) or code >= 500:
-            r.close()
-            raise _Transient(f"HTTP {code} from {url}")
-        if code not in (200, 206):
-            s3_code = re.search(r"<Code>([^<]{1,64})</Code>", r.text[:4096])  # S3's error code, e.g. NoSuchKey
-            r.close()
-            raise FetchError(f"HTTP {code}{' ' + s3_code[1] if s3_code else ''} from {url}")
-        if code == 200:
-            length = r.headers.get("Content-Length", "")
-            start, total = 0, (int(length) if length.isdigit() else None)
-        if start not in (0, offset):
-            r.close()
-            raise _Transient(f"HTTP 206 from {url} with Content-Range {r.headers.get('Content-Range')!r} "
-                             f"for bytes from {offset}")
-        return r, start, total
-
-
-# --------------------------------------------------------------------------------------------
-# one file
+# one file: ranged GETs with requests
 # --------------------------------------------------------------------------------------------
 def part_path(target: Path) -> Path:
     """The partial-download file beside ``target`` (``<name>.part``)."""
@@ -342,11 +256,83 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """``'bytes 100-199/1000'`` -> ``(100, 1000)``; ``'bytes */1000'`` -> ``(None, 1000)``."""
+    m = re.fullmatch(r"bytes\s+(?:(\d+)-\d*|\*)/(\d+|\*)", (value or "").strip())
+    if not m:
+        return None, None
+    return (int(m[1]) if m[1] else None), (int(m[2]) if m[2].isdigit() else None)
+
+
 class _Fetcher:
-    def __init__(self, dest: Path, opts: FetchOptions, transport: _Transport, ledger: _Ledger, total_bar):
-        self.dest, self.opts, self.transport, self.ledger = dest, opts, transport, ledger
-        self.total_bar = total_bar
+    """Fetches one file per call, from the pool's threads, with ranged GETs (one requests session
+    per thread). An ``s3://`` object is read through the unsigned HTTPS URL botocore gives it
+    (path-style on a custom endpoint), so S3 and HTTP files share one resumable path; the S3
+    client also answers the multipart part-size hint."""
+
+    def __init__(self, dest: Path, opts: FetchOptions, base_url: str | None, s3, total_bar):
+        import requests
+        import urllib3
+
+        self.dest, self.opts, self.base_url, self.s3 = dest, opts, base_url, s3
+        self.ledger, self.total_bar = _Ledger(dest), total_bar
+        self._local = threading.local()
         self._bar_lock = threading.Lock()
+        self.transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                          requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError,
+                          ConnectionError, TimeoutError)
+
+    def _session(self):
+        s = getattr(self._local, "session", None)
+        if s is None:
+            import requests
+
+            s = self._local.session = requests.Session()
+            s.headers["User-Agent"] = "i2o-data-fetch"
+        return s
+
+    def part_size_hint(self, entry: ManifestEntry) -> int | None:
+        """Size of part 1 of a multipart S3 object (to recompute its ETag); ``None`` if unknown."""
+        if urlparse(entry.url).scheme != "s3":
+            return None
+        bucket, key = split_s3_url(entry.url)
+        try:
+            return int(self.s3.head_object(Bucket=bucket, Key=key, PartNumber=1)["ContentLength"])
+        except Exception:  # noqa: BLE001 - only a hint; verification falls back to common sizes
+            return None
+
+    def open(self, entry: ManifestEntry, offset: int):
+        """GET the object from byte ``offset``: ``(response, start, total)``, ``start`` being
+        ``offset``, or 0 where the server ignored the range; ``None`` when the partial file already
+        holds the whole object (HTTP 416 at its end)."""
+        url = rebase_url(entry.url, self.base_url)
+        if urlparse(entry.url).scheme == "s3":
+            bucket, key = split_s3_url(entry.url)
+            url = self.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key})
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        try:
+            r = self._session().get(url, headers=headers, stream=True, timeout=self.opts.timeout)
+        except self.transient as e:
+            raise _Transient(f"{type(e).__name__}: {e}") from e
+        code, (start, total) = r.status_code, _content_range(r.headers.get("Content-Range"))
+        if code == 200:
+            length = r.headers.get("Content-Length", "")
+            start, total = 0, (int(length) if length.isdigit() else None)
+        if code in (200, 206) and start in (0, offset):
+            return r, start, total
+        retry = code in (206, 408, 416, 429) or code >= 500
+        s3_code = None if retry else re.search(r"<Code>([^<]{1,64})</Code>", r.text[:4096])  # e.g. NoSuchKey
+        r.close()
+        if code == 416 and offset and total in (None, offset):
+            return None
+        if code == 416:
+            raise _Transient("stale partial file longer than the object; restarting", restart=True)
+        if retry:
+            odd = f", Content-Range {r.headers.get('Content-Range')!r} for bytes from {offset}" if code == 206 else ""
+            raise _Transient(f"HTTP {code} from {url}{odd}")
+        raise FetchError(f"HTTP {code}{' ' + s3_code[1] if s3_code else ''} from {url}")
 
     def _advance_total(self, n: int) -> None:
         if n:
@@ -355,7 +341,7 @@ class _Fetcher:
 
     def _verify(self, path: Path, entry: ManifestEntry) -> tuple[bool | None, str]:
         multipart = entry.checksum_type == "s3etag" and "-" in entry.checksum
-        return checksum_matches(path, entry, self.transport.part_size_hint(entry) if multipart else None)
+        return checksum_matches(path, entry, self.part_size_hint(entry) if multipart else None)
 
     def _intact(self, target: Path, entry: ManifestEntry) -> tuple[bool, str]:
         """Whether an existing final file can be kept (checksum, else the ledger's SHA-256)."""
@@ -394,7 +380,7 @@ class _Fetcher:
         if entry.size is not None and offset > entry.size:
             part.unlink()
             offset = 0
-        opened = self.transport.open(entry, offset)
+        opened = self.open(entry, offset)
         if opened is None:
             return True  # the partial file already holds the whole object
         r, start, total = opened
@@ -412,7 +398,7 @@ class _Fetcher:
                     credit(f.tell())
                 f.flush()
                 os.fsync(f.fileno())
-        except self.transport.transient as e:
+        except self.transient as e:
             raise _Transient(f"connection broken mid-body: {type(e).__name__}: {e}") from e
         finally:
             r.close()
@@ -543,12 +529,11 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
     dest.mkdir(parents=True, exist_ok=True)
     if opts.check_space:
         _check_free_space(entries, dest)
-    transport = _Transport(opts, http_base_url, _s3_client_for(entries, opts, s3_endpoint_url, s3))
     known = sum(e.size or 0 for e in entries)
     with tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024,
               desc=f"total ({len(entries)} files)", disable=not opts.progress) as total_bar, \
             ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="i2o-fetch") as pool:
-        fetcher = _Fetcher(dest, opts, transport, _Ledger(dest), total_bar)
+        fetcher = _Fetcher(dest, opts, http_base_url, _s3_client_for(entries, opts, s3_endpoint_url, s3), total_bar)
         try:
             results = list(pool.map(fetcher.fetch, entries))  # in the order of ``entries``
         except BaseException:
