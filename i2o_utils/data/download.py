@@ -90,8 +90,6 @@ class FetchOptions:
         Bytes read per chunk; an interrupted download keeps every whole chunk it received.
     progress
         Show a total and a per-file progress bar.
-    check_space
-        Refuse to start when the known bytes still to fetch exceed the free disk space.
     """
 
     workers: int = 4
@@ -101,7 +99,6 @@ class FetchOptions:
     timeout: tuple[float, float] = (10.0, 60.0)
     chunk_size: int = 256 << 10
     progress: bool = True
-    check_space: bool = True
 
 
 @dataclass
@@ -179,14 +176,6 @@ def s3_multipart_etag(path: str | os.PathLike, part_size: int) -> str:
     return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
 
 
-def _etag_part_sizes(size: int, n_parts: int, hint: int | None) -> list[int]:
-    """Part sizes that could have produced ``n_parts`` parts: the server's hint, common client
-    defaults (8 MiB for the AWS CLI, 5/16/64 MiB), and the smallest whole MiB that fits."""
-    smallest = max(1, math.ceil(size / max(n_parts, 1) / MIB)) * MIB
-    candidates = [hint, 8 * MIB, 16 * MIB, 5 * MIB, 64 * MIB, 100 * MIB, smallest]
-    return [c for c in dict.fromkeys(candidates) if c and math.ceil(size / c) == n_parts]
-
-
 def checksum_matches(path: str | os.PathLike, entry: ManifestEntry,
                      part_size_hint: int | None = None) -> tuple[bool | None, str]:
     """Compare a local file with the entry's size and checksum.
@@ -205,9 +194,12 @@ def checksum_matches(path: str | os.PathLike, entry: ManifestEntry,
     if kind in ("sha256", "sha1", "md5") or (kind == "s3etag" and "-" not in entry.checksum):
         return file_digest(path, "md5" if kind == "s3etag" else kind) == entry.checksum, how
     if kind == "s3etag":
+        # part sizes that could have given n parts: the server's hint, common client defaults (8 MiB
+        # for the AWS CLI, 5/16/64/100 MiB) and the smallest whole MiB that fits
         n = int(entry.checksum.split("-")[1])
-        sizes = _etag_part_sizes(size, n, part_size_hint)
-        return any(s3_multipart_etag(path, ps) == entry.checksum for ps in sizes), how
+        sizes = [part_size_hint, 8 * MIB, 16 * MIB, 5 * MIB, 64 * MIB, 100 * MIB, math.ceil(size / n / MIB) * MIB]
+        return any(s3_multipart_etag(path, ps) == entry.checksum
+                   for ps in dict.fromkeys(sizes) if ps and math.ceil(size / ps) == n), how
     raise ManifestError(f"{entry.relative_path}: unknown checksum_type {kind!r}")
 
 
@@ -430,14 +422,12 @@ class _Fetcher:
                     ok, how = self._verify(part, entry)
                     if ok is False:
                         part.unlink(missing_ok=True)
-                        if not resumed or clean_retry_done or attempt == opts.max_attempts:
-                            raise ChecksumMismatch(f"{how} of the downloaded file does not match the manifest "
-                                                   f"({entry.checksum or entry.size}); nothing kept")
-                        # a resumed file can mix two versions of the object: one clean retry
-                        clean_retry_done, resumed = True, False
-                        last_error = f"{how} mismatch"
-                        log.warning("%s: %s mismatch; downloading once more from zero", entry.relative_path, how)
-                        continue
+                        if resumed and not clean_retry_done and attempt < opts.max_attempts:
+                            # a resumed file can mix two versions of the object: one clean retry
+                            clean_retry_done, resumed = True, False
+                            raise _Transient(f"{how} mismatch of a resumed download; fetching once more from zero")
+                        raise ChecksumMismatch(f"{how} of the downloaded file does not match the manifest "
+                                               f"({entry.checksum or entry.size}); nothing kept")
                     if ok is None:
                         self.ledger.record(entry, file_digest(part, "sha256"), part.stat().st_size)
                     os.replace(part, target)
@@ -527,8 +517,7 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
     if opts.workers < 1:
         raise ValueError("workers must be >= 1")
     dest.mkdir(parents=True, exist_ok=True)
-    if opts.check_space:
-        _check_free_space(entries, dest)
+    _check_free_space(entries, dest)
     known = sum(e.size or 0 for e in entries)
     with tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024,
               desc=f"total ({len(entries)} files)", disable=not opts.progress) as total_bar, \

@@ -105,10 +105,6 @@ class ManifestEntry:
         """Whether the row stands for everything listed under ``url`` (path ends in ``/``)."""
         return self.relative_path.endswith("/")
 
-    def to_row(self) -> dict[str, str]:
-        return {k: str(v) for k, v in asdict(self).items()} | {
-            "size": "" if self.size is None else str(int(self.size)), "verified": "true" if self.verified else "false"}
-
 
 # --------------------------------------------------------------------------------------------
 # validation
@@ -264,8 +260,8 @@ def write_manifest(entries: Iterable[ManifestEntry], path: str | os.PathLike) ->
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
             w.writeheader()
-            for e in entries:
-                w.writerow(e.to_row())
+            for e in entries:  # csv writes None (an unknown size) as an empty field
+                w.writerow(asdict(e) | {"size": e.size and int(e.size), "verified": "true" if e.verified else "false"})
     return Path(path)
 
 
@@ -494,9 +490,7 @@ _WELL_PREFIX = re.compile(r"^(ICF|TILES|RAW)[._-]", re.IGNORECASE)
 
 def well_key(file_name: str) -> str:
     """The part of a per-well file name shared by its ICF and TILES files (prefix and ``.h5`` off)."""
-    stem = PurePosixPath(file_name).name
-    stem = stem[:-3] if stem.lower().endswith(".h5") else stem
-    return _WELL_PREFIX.sub("", stem)
+    return _WELL_PREFIX.sub("", re.sub(r"(?i)\.h5$", "", PurePosixPath(file_name).name))
 
 
 def pick_smoke_wells(icf_names: Sequence[str], tiles_names: Sequence[str], n: int) -> set[str]:
