@@ -472,17 +472,17 @@ def _refuse_malformed(entries: Sequence[ManifestEntry], dest: str | os.PathLike,
         safe_destination(dest, e.relative_path)
 
 
-def _s3_client_for(entries: Sequence[ManifestEntry], opts: FetchOptions, endpoint_url: str | None, s3=None):
-    """``s3``, else a new unsigned client where any entry is an ``s3://`` URL, else ``None``."""
-    if s3 is not None or not any(urlparse(e.url).scheme == "s3" for e in entries):
-        return s3
+def _s3_client_for(entries: Sequence[ManifestEntry], opts: FetchOptions, endpoint_url: str | None):
+    """An unsigned client where any entry is an ``s3://`` URL, else ``None``."""
+    if not any(urlparse(e.url).scheme == "s3" for e in entries):
+        return None
     return s3_client(endpoint_url, max_pool_connections=max(10, opts.workers * 2),
                      connect_timeout=opts.timeout[0], read_timeout=opts.timeout[1])
 
 
 def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
                   options: FetchOptions | None = None, s3_endpoint_url: str | None = None,
-                  http_base_url: str | None = None, s3=None) -> FetchSummary:
+                  http_base_url: str | None = None) -> FetchSummary:
     """Fetch concrete manifest entries (no listing rows) into ``dest``.
 
     Every entry is checked before the first byte is downloaded: a malformed row or a path that
@@ -498,8 +498,6 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
         :class:`FetchOptions`.
     s3_endpoint_url, http_base_url
         Endpoint overrides (S3-compatible server; scheme and host of HTTP URLs).
-    s3
-        A ready boto3 S3 client (optional).
 
     Returns
     -------
@@ -522,7 +520,7 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
     with tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024,
               desc=f"total ({len(entries)} files)", disable=not opts.progress) as total_bar, \
             ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="i2o-fetch") as pool:
-        fetcher = _Fetcher(dest, opts, http_base_url, _s3_client_for(entries, opts, s3_endpoint_url, s3), total_bar)
+        fetcher = _Fetcher(dest, opts, http_base_url, _s3_client_for(entries, opts, s3_endpoint_url), total_bar)
         try:
             results = list(pool.map(fetcher.fetch, entries))  # in the order of ``entries``
         except BaseException:
@@ -534,7 +532,7 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
 def fetch_manifest(manifest: str | os.PathLike | Sequence[ManifestEntry], dest: str | os.PathLike,
                    tier: str = "smoke", *, options: FetchOptions | None = None,
                    s3_endpoint_url: str | None = None, http_base_url: str | None = None,
-                   smoke_wells: int = DEFAULT_SMOKE_WELLS, s3=None) -> FetchSummary:
+                   smoke_wells: int = DEFAULT_SMOKE_WELLS) -> FetchSummary:
     """Read (and validate) a manifest, expand its listing rows for ``tier``, fetch into ``dest``.
 
     A malformed manifest is refused with :class:`~i2o_utils.data.manifests.ManifestError`
@@ -543,11 +541,9 @@ def fetch_manifest(manifest: str | os.PathLike | Sequence[ManifestEntry], dest: 
     from_file = isinstance(manifest, (str, os.PathLike))
     entries = read_manifest(manifest) if from_file else list(manifest)
     _refuse_malformed(entries, dest, str(manifest) if from_file else "manifest")
-    client = _s3_client_for(entries, options or FetchOptions(), s3_endpoint_url, s3)
     concrete = expand_listings(entries, tier, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
-                               s3=client, smoke_wells=smoke_wells)
-    return fetch_entries(concrete, dest, options=options, s3_endpoint_url=s3_endpoint_url,
-                         http_base_url=http_base_url, s3=client)
+                               smoke_wells=smoke_wells)
+    return fetch_entries(concrete, dest, options=options, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url)
 
 
 def describe_plan(entries: Sequence[ManifestEntry]) -> str:

@@ -327,7 +327,7 @@ def s3_client(endpoint_url: str | None = None, *, max_pool_connections: int = 16
 
 
 def list_s3(url: str, relative_prefix: str, *, source: str, licence: str = "",
-            endpoint_url: str | None = None, client=None, max_keys: int = 1_000_000) -> list[ManifestEntry]:
+            endpoint_url: str | None = None, max_keys: int = 1_000_000) -> list[ManifestEntry]:
     """Every object under an ``s3://bucket/prefix`` (ListObjectsV2, unsigned), as manifest rows.
 
     ``relative_path`` is ``relative_prefix`` followed by the key's part after the prefix; the
@@ -336,7 +336,7 @@ def list_s3(url: str, relative_prefix: str, *, source: str, licence: str = "",
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, prefix = split_s3_url(url)
-    pages = (client or s3_client(endpoint_url)).get_paginator("list_objects_v2").paginate(
+    pages = s3_client(endpoint_url).get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=prefix, PaginationConfig={"MaxItems": max_keys})
     try:  # an unreachable endpoint or a refused listing
         objects = [obj for page in pages for obj in page.get("Contents", [])]
@@ -553,21 +553,17 @@ def _kind_of(entry: ManifestEntry) -> str:
 
 
 def list_entry(entry: ManifestEntry, *, s3_endpoint_url: str | None = None,
-               http_base_url: str | None = None, session=None, s3=None) -> list[ManifestEntry]:
+               http_base_url: str | None = None) -> list[ManifestEntry]:
     """Expand one listing row into the files the source lists under its ``url``."""
-    kind = _kind_of(entry)
     common = dict(source=entry.source, licence=entry.licence)
     if urlparse(entry.url).scheme == "s3":
-        return list_s3(entry.url, entry.relative_path, endpoint_url=s3_endpoint_url, client=s3, **common)
-    if kind == "pride":
-        return list_pride(entry.url, entry.relative_path, http_base_url=http_base_url, session=session, **common)
-    return list_http_directory(entry.url, entry.relative_path, http_base_url=http_base_url,
-                               session=session, **common)
+        return list_s3(entry.url, entry.relative_path, endpoint_url=s3_endpoint_url, **common)
+    lister = list_pride if _kind_of(entry) == "pride" else list_http_directory
+    return lister(entry.url, entry.relative_path, http_base_url=http_base_url, **common)
 
 
 def expand_listings(entries: Sequence[ManifestEntry], tier: str, *, s3_endpoint_url: str | None = None,
-                    http_base_url: str | None = None, session=None, s3=None,
-                    smoke_wells: int = DEFAULT_SMOKE_WELLS) -> list[ManifestEntry]:
+                    http_base_url: str | None = None, smoke_wells: int = DEFAULT_SMOKE_WELLS) -> list[ManifestEntry]:
     """The concrete files to fetch for ``tier``: explicit rows, plus the listing rows expanded.
 
     Explicit rows win over listed files of the same ``relative_path`` (they may carry a stronger
@@ -576,8 +572,7 @@ def expand_listings(entries: Sequence[ManifestEntry], tier: str, *, s3_endpoint_
     chosen = select_tier(entries, tier)
     explicit = [e for e in chosen if not e.is_listing]
     listed = [f for e in chosen if e.is_listing
-              for f in list_entry(e, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url, session=session,
-                                  s3=s3)]
+              for f in list_entry(e, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url)]
     unique: dict[str, ManifestEntry] = {}
     for e in listed:  # a listed path can appear twice when two listing rows overlap; keep the first
         unique.setdefault(e.relative_path, e)
@@ -592,8 +587,8 @@ def expand_listings(entries: Sequence[ManifestEntry], tier: str, *, s3_endpoint_
 
 
 def build_manifest(source: str, *, s3_endpoint_url: str | None = None, http_base_url: str | None = None,
-                   session=None, s3=None, smoke_wells: int = DEFAULT_SMOKE_WELLS,
-                   seed: Sequence[ManifestEntry] | None = None) -> list[ManifestEntry]:
+                   smoke_wells: int = DEFAULT_SMOKE_WELLS, seed: Sequence[ManifestEntry] | None = None
+                   ) -> list[ManifestEntry]:
     """Rebuild a source's manifest from its live listing.
 
     The listing rows of the committed manifest (``seed``; default: read from
@@ -610,12 +605,10 @@ def build_manifest(source: str, *, s3_endpoint_url: str | None = None, http_base
         default = next((e.licence for e in seed), "")
         licences = {e.relative_path: e.licence for e in seed}
         listed = [replace(e, licence=_licence_for(e.relative_path, licences, default))
-                  for e in list_s3(f"s3://{bucket}/", "", source=SOURCES["s3"], licence=default,
-                                   endpoint_url=s3_endpoint_url, client=s3)]
+                  for e in list_s3(f"s3://{bucket}/", "", source=SOURCES["s3"], endpoint_url=s3_endpoint_url)]
     else:
         listed = [f for e in seed if e.is_listing
-                  for f in list_entry(e, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
-                                      session=session, s3=s3)]
+                  for f in list_entry(e, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url)]
     listed = assign_tiers(kind, listed, smoke_wells=smoke_wells)
     got = {e.relative_path: e for e in listed}
     explicit = [e for e in seed if not e.is_listing]
