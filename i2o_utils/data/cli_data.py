@@ -1,7 +1,6 @@
 """``i2o data ...``: rebuild manifests from the live sources, fetch files, import omics tables.
 
-``add_data_parser(subparsers)`` registers the ``data`` command on the ``i2o`` parser; each leaf
-sets ``func`` (taking the parsed arguments, returning an exit code). The module also runs on its
+Each command sets ``func`` (the parsed arguments -> an exit code). The module also runs on its
 own: ``python -m i2o_utils.data.cli_data fetch --source s3 --tier smoke --dest DIR``.
 
 Exit codes: 0 success, 1 some files failed or an import failed, 2 bad arguments or a malformed
@@ -60,7 +59,7 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
                    help="sample sheet: sample, plate_barcode, well_id, target, cell_state[, tmt_batch]")
     i.add_argument("--series-matrix", default=None, metavar="FILE",
                    help="GEO series matrix to derive the sample sheet from (with --map)")
-    i.add_argument("--map", action="append", default=[], metavar="OBS=COLUMN",
+    i.add_argument("--map", action="append", default=[], metavar="OBS=COLUMN", type=_obs_column,
                    help="series matrix column for an obs column, e.g. --map plate_barcode=plate (repeatable)")
     i.add_argument("--dest", default=None, metavar="DIR", help="data root (default $I2O_DATA_DIR)")
     i.set_defaults(func=cmd_import)
@@ -97,14 +96,11 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
-def _parse_map(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        k, sep, v = p.partition("=")
-        if not sep or not k or not v:
-            raise SystemExit(f"error: --map expects OBS=COLUMN, got {p!r}")
-        out[k.strip()] = v.strip()
-    return out
+def _obs_column(pair: str) -> tuple[str, str]:
+    obs, sep, column = pair.partition("=")
+    if not (sep and obs and column):
+        raise argparse.ArgumentTypeError(f"expects OBS=COLUMN, got {pair!r}")
+    return obs.strip(), column.strip()
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -114,10 +110,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     try:
         samples = args.samples
         if samples is None and args.series_matrix:
-            samples = samples_from_series_matrix(args.series_matrix, _parse_map(args.map))
+            samples = samples_from_series_matrix(args.series_matrix, dict(args.map))
         if samples is None:
             raise OmicsImportError("a sample sheet is needed: --samples FILE, or --series-matrix FILE with --map")
-        out = (import_geo_counts if args.source == "geo" else import_pride_proteins)(args.table, samples, root=args.dest)
+        importer = import_geo_counts if args.source == "geo" else import_pride_proteins
+        out = importer(args.table, samples, root=args.dest)
     except OmicsImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

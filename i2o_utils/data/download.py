@@ -145,8 +145,7 @@ class FetchSummary:
                  + (f" into {self.dest}" if self.dest else "")]
         if weak:
             lines.append(f"{len(weak)} file(s) checked by size only: the source publishes no checksum")
-        for r in self.failed:
-            lines.append(f"  FAILED {r.relative_path}: {r.error}")
+        lines += [f"  FAILED {r.relative_path}: {r.error}" for r in self.failed]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -335,22 +334,17 @@ class _Fetcher:
         multipart = entry.checksum_type == "s3etag" and "-" in entry.checksum
         return checksum_matches(path, entry, self.part_size_hint(entry) if multipart else None)
 
-    def _intact(self, target: Path, entry: ManifestEntry) -> tuple[bool, str]:
-        """Whether an existing final file can be kept (checksum, else the ledger's SHA-256)."""
-        ok, how = self._verify(target, entry)
-        if ok is not None:
-            return ok, how
-        rec = self.ledger.records.get(entry.relative_path)
-        if rec and rec.get("url") == entry.url and rec.get("size") == target.stat().st_size:
-            return file_digest(target, "sha256") == rec.get("sha256"), "ledger"
-        return False, "no record"
-
     def fetch(self, entry: ManifestEntry) -> FileResult:
         res = FileResult(entry.relative_path, "failed")
         try:
             target = safe_destination(self.dest, entry.relative_path)
-            if target.exists():
-                ok, how = self._intact(target, entry)
+            if target.exists():  # kept if intact: by its checksum, else by the ledger's SHA-256
+                ok, how = self._verify(target, entry)
+                rec = self.ledger.records.get(entry.relative_path)
+                if ok is None and rec and rec.get("url") == entry.url and rec.get("size") == target.stat().st_size:
+                    ok, how = file_digest(target, "sha256") == rec.get("sha256"), "ledger"
+                elif ok is None:
+                    ok, how = False, "no record"
                 if ok:
                     res.status, res.verified_by = "skipped", how
                     self._advance_total(entry.size or 0)
@@ -404,7 +398,6 @@ class _Fetcher:
         part, opts = part_path(target), self.opts
         resumed = False  # whether any byte of the partial file came from an earlier request
         clean_retry_done = False
-        last_error = ""
         counted = 0  # bytes credited to the total bar for this file
 
         def credit(have: int) -> None:
@@ -436,7 +429,7 @@ class _Fetcher:
                     res.status, res.verified_by, res.error = "fetched", how, ""
                     return res
                 except _Transient as e:
-                    last_error = str(e)
+                    res.error = str(e)
                     if e.restart:
                         part.unlink(missing_ok=True)
                     if attempt < opts.max_attempts:
@@ -445,7 +438,7 @@ class _Fetcher:
                         log.info("%s: %s; retry %d/%d in %.2f s", entry.relative_path, e, attempt,
                                  opts.max_attempts - 1, delay)
                         time.sleep(delay)
-            res.status, res.error = "failed", f"gave up after {opts.max_attempts} attempts: {last_error}"
+            res.status, res.error = "failed", f"gave up after {opts.max_attempts} attempts: {res.error}"
             return res
 
 
