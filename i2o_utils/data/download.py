@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlparse
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 from i2o_utils.data.manifests import (
@@ -133,8 +134,6 @@ class FetchSummary:
 
     def to_frame(self):
         """The results as a DataFrame (one row per file)."""
-        import pandas as pd
-
         return pd.DataFrame(map(asdict, self.results), columns=[f.name for f in fields(FileResult)])
 
     def __str__(self) -> str:
@@ -465,14 +464,6 @@ def _refuse_malformed(entries: Sequence[ManifestEntry], dest: str | os.PathLike,
         safe_destination(dest, e.relative_path)
 
 
-def _s3_client_for(entries: Sequence[ManifestEntry], opts: FetchOptions, endpoint_url: str | None):
-    """An unsigned client where any entry is an ``s3://`` URL, else ``None``."""
-    if not any(urlparse(e.url).scheme == "s3" for e in entries):
-        return None
-    return s3_client(endpoint_url, max_pool_connections=max(10, opts.workers * 2),
-                     connect_timeout=opts.timeout[0], read_timeout=opts.timeout[1])
-
-
 def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
                   options: FetchOptions | None = None, s3_endpoint_url: str | None = None,
                   http_base_url: str | None = None) -> FetchSummary:
@@ -509,11 +500,15 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
         raise ValueError("workers must be >= 1")
     dest.mkdir(parents=True, exist_ok=True)
     _check_free_space(entries, dest)
+    s3 = None
+    if any(urlparse(e.url).scheme == "s3" for e in entries):
+        s3 = s3_client(s3_endpoint_url, max_pool_connections=max(10, opts.workers * 2),
+                       connect_timeout=opts.timeout[0], read_timeout=opts.timeout[1])
     known = sum(e.size or 0 for e in entries)
     with tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024,
               desc=f"total ({len(entries)} files)", disable=not opts.progress) as total_bar, \
             ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="i2o-fetch") as pool:
-        fetcher = _Fetcher(dest, opts, http_base_url, _s3_client_for(entries, opts, s3_endpoint_url), total_bar)
+        fetcher = _Fetcher(dest, opts, http_base_url, s3, total_bar)
         try:
             results = list(pool.map(fetcher.fetch, entries))  # in the order of ``entries``
         except BaseException:

@@ -186,8 +186,7 @@ def validate_entries(entries: Sequence[ManifestEntry], where: str | os.PathLike 
     problems = []
     seen: dict[str, int] = {}
     for i, e in enumerate(entries, start=1):
-        for p in entry_problems(e):
-            problems.append(f"row {i}: {p}")
+        problems += [f"row {i}: {p}" for p in entry_problems(e)]
         if e.relative_path in seen:
             problems.append(f"row {i}: relative_path {e.relative_path!r} duplicates row {seen[e.relative_path]}")
         seen.setdefault(e.relative_path, i)
@@ -226,8 +225,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
         raise ManifestError(f"{path}: no such manifest file")
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets add a BOM
         reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        require_columns(header, MANIFEST_COLUMNS, path, error=ManifestError)
+        require_columns(reader.fieldnames or [], MANIFEST_COLUMNS, path, error=ManifestError)
         entries, problems = [], []
         for i, row in enumerate(reader, start=1):
             if None in row:
