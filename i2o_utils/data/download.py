@@ -246,14 +246,6 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    """``'bytes 100-199/1000'`` -> ``(100, 1000)``; ``'bytes */1000'`` -> ``(None, 1000)``."""
-    m = re.fullmatch(r"bytes\s+(?:(\d+)-\d*|\*)/(\d+|\*)", (value or "").strip())
-    if not m:
-        return None, None
-    return (int(m[1]) if m[1] else None), (int(m[2]) if m[2].isdigit() else None)
-
-
 class _Fetcher:
     """Fetches one file per call, from the pool's threads, with ranged GETs (one requests session
     per thread). An ``s3://`` object is read through the unsigned HTTPS URL botocore gives it
@@ -306,7 +298,11 @@ class _Fetcher:
             r = self._session().get(url, headers=headers, stream=True, timeout=self.opts.timeout)
         except self.transient as e:
             raise _Transient(f"{type(e).__name__}: {e}") from e
-        code, (start, total) = r.status_code, _content_range(r.headers.get("Content-Range"))
+        code = r.status_code
+        # 'bytes 100-199/1000': start 100 of a 1000-byte object; 'bytes */1000' (416): the size only
+        m = re.fullmatch(r"bytes\s+(?:(\d+)-\d*|\*)/(\d+|\*)", r.headers.get("Content-Range", "").strip())
+        start = int(m[1]) if m and m[1] else None
+        total = int(m[2]) if m and m[2].isdigit() else None
         if code == 200:
             length = r.headers.get("Content-Length", "")
             start, total = 0, (int(length) if length.isdigit() else None)
@@ -444,19 +440,6 @@ class _Fetcher:
 # --------------------------------------------------------------------------------------------
 # many files
 # --------------------------------------------------------------------------------------------
-def _check_free_space(entries: Sequence[ManifestEntry], dest: Path) -> None:
-    """Refuse a fetch whose known bytes still to come (less intact files and partial downloads)
-    exceed the free space of ``dest`` (which exists)."""
-    need = 0
-    for e in (e for e in entries if e.size is not None):
-        target = safe_destination(dest, e.relative_path)
-        kept = e.size if _size(target) == e.size else _size(part_path(target))
-        need += max(0, e.size - kept)
-    free = shutil.disk_usage(dest).free
-    if need > free:
-        raise FetchError(f"{dest}: {need / 2**30:.1f} GiB still to fetch but only {free / 2**30:.1f} GiB free")
-
-
 def _refuse_malformed(entries: Sequence[ManifestEntry], dest: str | os.PathLike, where: str) -> None:
     """Every row well formed and landing inside ``dest``, else :class:`ManifestError` (nothing fetched)."""
     validate_entries(entries, where=where)
@@ -478,8 +461,6 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
         Rows with ``s3://`` or ``http(s)://`` URLs.
     dest
         Destination folder (created if needed); ``relative_path`` is resolved under it.
-    options
-        :class:`FetchOptions`.
     s3_endpoint_url, http_base_url
         Endpoint overrides (S3-compatible server; scheme and host of HTTP URLs).
 
@@ -499,7 +480,12 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
     if opts.workers < 1:
         raise ValueError("workers must be >= 1")
     dest.mkdir(parents=True, exist_ok=True)
-    _check_free_space(entries, dest)
+    need = 0  # the known bytes still to come: less intact files and partial downloads
+    for e in (e for e in entries if e.size is not None):
+        target = safe_destination(dest, e.relative_path)
+        need += max(0, e.size - (e.size if _size(target) == e.size else _size(part_path(target))))
+    if need > (free := shutil.disk_usage(dest).free):
+        raise FetchError(f"{dest}: {need / 2**30:.1f} GiB still to fetch but only {free / 2**30:.1f} GiB free")
     s3 = None
     if any(urlparse(e.url).scheme == "s3" for e in entries):
         s3 = s3_client(s3_endpoint_url, max_pool_connections=max(10, opts.workers * 2),
