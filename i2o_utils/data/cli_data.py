@@ -86,8 +86,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     where = dict(s3_endpoint_url=args.s3_endpoint_url, http_base_url=args.http_base_url, smoke_wells=args.smoke_wells)
     if args.dry_run:
         plan = expand_listings(read_manifest(args.manifest or manifest_path(args.source)), args.tier, **where)
-        print(f"{args.source} ({args.tier} tier), nothing downloaded:")
-        print(describe_plan(plan))
+        print(f"{args.source} ({args.tier} tier), nothing downloaded:\n{describe_plan(plan)}")
         return 0
     opts = FetchOptions(workers=args.workers, progress=not args.no_progress, max_attempts=args.max_attempts)
     summary = fetch_source(args.source, args.tier, args.dest or data_dir(), manifest=args.manifest, options=opts,

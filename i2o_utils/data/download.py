@@ -247,10 +247,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _Fetcher:
-    """Fetches one file per call, from the pool's threads, with ranged GETs (one requests session
-    per thread). An ``s3://`` object is read through the unsigned HTTPS URL botocore gives it
-    (path-style on a custom endpoint), so S3 and HTTP files share one resumable path; the S3
-    client also answers the multipart part-size hint."""
+    """Fetches one file per call, from the pool's threads, with ranged GETs (one requests session per
+    thread; an S3 object by its HTTPS URL, path-style on a custom endpoint)."""
 
     def __init__(self, dest: Path, opts: FetchOptions, base_url: str | None, s3, total_bar):
         import requests

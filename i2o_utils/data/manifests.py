@@ -280,13 +280,10 @@ def rebase_url(url: str, base_url: str | None) -> str:
     ``rebase_url("https://ftp.ncbi.nlm.nih.gov/geo/x", "http://127.0.0.1:8000")`` is
     ``http://127.0.0.1:8000/geo/x``.
     """
-    if not base_url:
+    u, b = urlparse(url), urlparse(base_url or "")
+    if not base_url or u.scheme not in ("http", "https", "ftp"):
         return url
-    u, b = urlparse(url), urlparse(base_url)
-    if u.scheme not in ("http", "https", "ftp"):
-        return url
-    path = b.path.rstrip("/") + u.path
-    return urlunparse((b.scheme, b.netloc, path, u.params, u.query, u.fragment))
+    return urlunparse((b.scheme, b.netloc, b.path.rstrip("/") + u.path, u.params, u.query, u.fragment))
 
 
 def https_from_ftp(url: str) -> str:
@@ -504,8 +501,7 @@ def pick_smoke_wells(icf_names: Sequence[str], tiles_names: Sequence[str], n: in
     return set(keys.sort_values(["turn", "plate"], kind="stable")["key"].head(n))
 
 
-_S3_SMOKE = (re.compile(r"^data/metadata\.csv$"), re.compile(r"^data/GT/[^/]+\.csv$"),
-             re.compile(r"^third-party/"), re.compile(r"^checkpoints/[^/]+/config\.ya?ml$"))
+_S3_SMOKE = re.compile(r"^(data/metadata\.csv$|data/GT/[^/]+\.csv$|third-party/|checkpoints/[^/]+/config\.ya?ml$)")
 _TABLE_EXT = (".txt", ".tsv", ".csv", ".xlsx", ".xls", ".zip")
 _RAW_EXT = (".raw", ".mzml", ".mgf", ".wiff", ".d", ".mzxml", ".tar")
 _IMAGE_FOLDER = re.compile(r"(^|/)(ICF|TILES)/")
@@ -532,7 +528,7 @@ def assign_tiers(kind: str, entries: Sequence[ManifestEntry], smoke_wells: int =
         if kind == "s3" and _IMAGE_FOLDER.search(e.relative_path):
             return well_key(e.relative_path) in wells
         if kind == "s3":
-            return any(r.search(e.relative_path) for r in _S3_SMOKE)
+            return _S3_SMOKE.search(e.relative_path) is not None
         if kind == "geo":
             return ((e.size is None or e.size <= max_smoke_bytes) and not name.endswith(_RAW_EXT)
                     and ("series_matrix" in name or name.endswith(_TABLE_EXT)))
@@ -545,9 +541,7 @@ def _kind_of(entry: ManifestEntry) -> str:
     """The entry's source by its manifest name, else by its URL."""
     if entry.source in SOURCES.values():
         return source_kind(entry.source)
-    if urlparse(entry.url).scheme == "s3":
-        return "s3"
-    return "pride" if "/pride/" in entry.url else "geo"
+    return "s3" if urlparse(entry.url).scheme == "s3" else "pride" if "/pride/" in entry.url else "geo"
 
 
 def list_entry(entry: ManifestEntry, *, s3_endpoint_url: str | None = None,
