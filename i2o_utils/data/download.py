@@ -216,8 +216,7 @@ class _Ledger:
 
     def record(self, entry: ManifestEntry, sha256: str, size: int) -> None:
         rec = {"relative_path": entry.relative_path, "url": entry.url, "sha256": sha256, "size": size}
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:  # the destination exists: the fetch made it
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
@@ -319,9 +318,8 @@ class _Fetcher:
         raise FetchError(f"HTTP {code}{' ' + s3_code[1] if s3_code else ''} from {url}")
 
     def _advance_total(self, n: int) -> None:
-        if n:
-            with self._bar_lock:
-                self.total_bar.update(n)
+        with self._bar_lock:
+            self.total_bar.update(n)
 
     def _verify(self, path: Path, entry: ManifestEntry) -> tuple[bool | None, str]:
         multipart = entry.checksum_type == "s3etag" and "-" in entry.checksum
@@ -478,18 +476,16 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
     if opts.workers < 1:
         raise ValueError("workers must be >= 1")
     dest.mkdir(parents=True, exist_ok=True)
-    need = 0  # the known bytes still to come: less intact files and partial downloads
-    for e in (e for e in entries if e.size is not None):
-        target = safe_destination(dest, e.relative_path)
-        need += max(0, e.size - (e.size if _size(target) == e.size else _size(part_path(target))))
+    # the known bytes still to come: less intact files and partial downloads
+    known = [(e.size, safe_destination(dest, e.relative_path)) for e in entries if e.size is not None]
+    need = sum(max(0, size - (size if _size(t) == size else _size(part_path(t)))) for size, t in known)
     if need > (free := shutil.disk_usage(dest).free):
         raise FetchError(f"{dest}: {need / 2**30:.1f} GiB still to fetch but only {free / 2**30:.1f} GiB free")
     s3 = None
     if any(urlparse(e.url).scheme == "s3" for e in entries):
         s3 = s3_client(s3_endpoint_url, max_pool_connections=max(10, opts.workers * 2),
                        connect_timeout=opts.timeout[0], read_timeout=opts.timeout[1])
-    known = sum(e.size or 0 for e in entries)
-    with tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024,
+    with tqdm(total=sum(e.size or 0 for e in entries) or None, unit="B", unit_scale=True, unit_divisor=1024,
               desc=f"total ({len(entries)} files)", disable=not opts.progress) as total_bar, \
             ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="i2o-fetch") as pool:
         fetcher = _Fetcher(dest, opts, http_base_url, s3, total_bar)

@@ -137,8 +137,7 @@ def safe_destination(dest: str | os.PathLike, relative_path: str) -> Path:
         If the path is absolute, has a ``..`` component, or resolves (through a symbolic link)
         outside ``dest``.
     """
-    why = check_relative_path(relative_path)
-    if why:
+    if why := check_relative_path(relative_path):
         raise ManifestError(f"relative_path {relative_path!r}: {why}")
     root = Path(dest).resolve()
     target = (root / relative_path).resolve()
@@ -150,8 +149,7 @@ def safe_destination(dest: str | os.PathLike, relative_path: str) -> Path:
 def entry_problems(e: ManifestEntry) -> list[str]:
     """Every problem of one entry (empty list when it is well formed)."""
     problems = []
-    why = check_relative_path(e.relative_path)
-    if why:
+    if why := check_relative_path(e.relative_path):
         problems.append(f"relative_path {e.relative_path!r}: {why}")
     scheme = urlparse(e.url).scheme
     if scheme not in ("s3", "http", "https"):
