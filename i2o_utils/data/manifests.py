@@ -226,22 +226,20 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
         require_columns(reader.fieldnames or [], MANIFEST_COLUMNS, path, error=ManifestError)
         entries, problems = [], []
         for i, row in enumerate(reader, start=1):
-            if None in row:
-                problems.append(f"row {i}: more fields than the header has columns")
-                continue
             vals = {k: (row[k] or "").strip() for k in MANIFEST_COLUMNS}
             verified = parse_bool(vals["verified"]) if vals["verified"] else False
-            if not re.fullmatch(r"\d*", vals["size"]):
+            if None in row:
+                problems.append(f"row {i}: more fields than the header has columns")
+            elif not re.fullmatch(r"\d*", vals["size"]):
                 problems.append(f"row {i}: size {vals['size']!r} is not a non-negative integer")
             elif verified is None:
                 problems.append(f"row {i}: verified {vals['verified']!r} is not true/false")
             else:
-                entries.append(ManifestEntry(
-                    source=vals["source"], url=vals["url"], relative_path=vals["relative_path"],
-                    size=int(vals["size"]) if vals["size"] else None, checksum=vals["checksum"].lower().strip('"'),
-                    checksum_type=vals["checksum_type"].lower(), tier=vals["tier"].lower(),
-                    licence=vals["licence"], verified=verified,
-                ))
+                entries.append(ManifestEntry(**vals | {
+                    "size": int(vals["size"]) if vals["size"] else None, "verified": verified,
+                    "checksum": vals["checksum"].lower().strip('"'), "checksum_type": vals["checksum_type"].lower(),
+                    "tier": vals["tier"].lower(),
+                }))
     if problems:
         raise ManifestError(f"{path}: malformed manifest:\n  " + "\n  ".join(problems[:20]))
     validate_entries(entries, where=path)
