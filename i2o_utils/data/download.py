@@ -288,9 +288,7 @@ class _Fetcher:
         if urlparse(entry.url).scheme == "s3":
             bucket, key = split_s3_url(entry.url)
             url = self.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key})
-        headers = {"Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
+        headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={offset}-"} if offset else {})
         try:
             r = self._session().get(url, headers=headers, stream=True, timeout=self.opts.timeout)
         except self.transient as e:

@@ -330,22 +330,16 @@ def list_s3(url: str, relative_prefix: str, *, source: str, licence: str = "",
     pages = s3_client(endpoint_url).get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=prefix, PaginationConfig={"MaxItems": max_keys})
     try:  # an unreachable endpoint or a refused listing
-        objects = [obj for page in pages for obj in page.get("Contents", [])]
+        objects = [obj for page in pages for obj in page.get("Contents", [])
+                   if not obj["Key"].endswith("/")]  # not the folder placeholder objects
     except (BotoCoreError, ClientError) as e:
         raise ManifestError(f"listing {url}: {type(e).__name__}: {e}") from None
-    rows = []
-    for obj in objects:
-        key = obj["Key"]
-        if key.endswith("/"):
-            continue  # folder placeholder objects
-        etag = obj.get("ETag", "").strip('"').lower()
-        etag = etag if CHECKSUM_PATTERNS["s3etag"].fullmatch(etag) else ""
-        rows.append(ManifestEntry(
-            source=source, url=f"s3://{bucket}/{key}", relative_path=relative_prefix + key[len(prefix):],
-            size=int(obj["Size"]), checksum=etag, checksum_type="s3etag" if etag else "", licence=licence,
-            verified=True,
-        ))
-    return rows
+    etags = [obj.get("ETag", "").strip('"').lower() for obj in objects]
+    etags = [etag if CHECKSUM_PATTERNS["s3etag"].fullmatch(etag) else "" for etag in etags]
+    return [ManifestEntry(source=source, url=f"s3://{bucket}/{obj['Key']}",
+                          relative_path=relative_prefix + obj["Key"][len(prefix):], size=int(obj["Size"]),
+                          checksum=etag, checksum_type="s3etag" if etag else "", licence=licence, verified=True)
+            for obj, etag in zip(objects, etags)]
 
 
 def _directory_links(index_html: str) -> list[str]:
@@ -424,17 +418,6 @@ def list_http_directory(url: str, relative_prefix: str, *, source: str, licence:
     return rows
 
 
-def _pride_records(payload) -> list[dict]:
-    """The file records of one page: the page itself, its ``_embedded.files`` or its ``files``."""
-    if isinstance(payload, dict):
-        emb = payload.get("_embedded")
-        embedded = emb.get("files") if isinstance(emb, dict) else None
-        payload = embedded if isinstance(embedded, list) else payload.get("files")
-    if not isinstance(payload, list):
-        raise ManifestError("PRIDE file list: unexpected JSON (neither a list nor _embedded.files)")
-    return payload
-
-
 def list_pride(url: str, relative_prefix: str, *, source: str, licence: str = "",
                http_base_url: str | None = None, session=None, page_size: int = 100,
                max_pages: int = 1000, timeout: float = 60) -> list[ManifestEntry]:
@@ -449,7 +432,13 @@ def list_pride(url: str, relative_prefix: str, *, source: str, licence: str = ""
     for page in range(max_pages):
         r = _request(session, "GET", rebase_url(url, http_base_url), params={"pageSize": page_size, "page": page},
                      headers={"Accept": "application/json"}, timeout=timeout)
-        records = _pride_records(r.json())
+        records = r.json()  # the file records: the page itself, its ``_embedded.files`` or its ``files``
+        if isinstance(records, dict):
+            emb = records.get("_embedded")
+            embedded = emb.get("files") if isinstance(emb, dict) else None
+            records = embedded if isinstance(embedded, list) else records.get("files")
+        if not isinstance(records, list):
+            raise ManifestError(f"PRIDE file list {url}: unexpected JSON (neither a list nor _embedded.files)")
         before = len(seen)
         for rec in records:
             name = rec.get("fileName")
