@@ -246,3 +246,18 @@ def test_listing_retries_are_bounded(monkeypatch):
         assert [r[3] for r in srv.requests if r[1] == base] == [503] * mf.LISTING_ATTEMPTS
     with pytest.raises(mf.ManifestError, match="listing http://127.0.0.1:9/x/: ConnectionError"):
         mf.list_http_directory("http://127.0.0.1:9/x/", "x/", source="geo_GSE237485")
+
+
+def test_pride_listing_reads_embedded_files_and_refuses_other_json():
+    rec = {"fileName": "t.txt", "fileSizeBytes": 3, "checksum": hashlib.sha1(b"abc").hexdigest(),
+           "publicFileLocations": [{"name": "FTP Protocol", "value": "ftp://ftp.pride.ebi.ac.uk/pride/t.txt"}]}
+    with FaultyHTTPServer() as srv:
+        srv.json_routes["/a/files"] = {"_embedded": {"files": [rec]}}
+        srv.json_routes["/b/files"] = {"files": [rec]}
+        srv.json_routes["/c/files"] = {"something": "else"}
+        for route in ("a", "b"):
+            rows = mf.list_pride(f"https://www.ebi.ac.uk/{route}/files", "p/", source="pride_PXD044522",
+                                 http_base_url=srv.url)
+            assert [(r.relative_path, r.size, r.checksum_type) for r in rows] == [("p/t.txt", 3, "sha1")]
+        with pytest.raises(ManifestError, match="PRIDE file list https://www.ebi.ac.uk/c/files: unexpected JSON"):
+            mf.list_pride("https://www.ebi.ac.uk/c/files", "p/", source="pride_PXD044522", http_base_url=srv.url)
