@@ -72,9 +72,8 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     rows = build_manifest(args.source, s3_endpoint_url=args.s3_endpoint_url, http_base_url=args.http_base_url,
                           smoke_wells=args.smoke_wells)
     out = write_manifest(rows, args.out or manifest_path(args.source))
-    size = sum(r.size or 0 for r in rows)
     print(f"{out}: {len(rows)} rows ({sum(r.verified for r in rows)} verified from the live listing), "
-          f"{size / 2**30:.2f} GiB listed")
+          f"{sum(r.size or 0 for r in rows) / 2**30:.2f} GiB listed")
     return 0
 
 

@@ -66,11 +66,11 @@ class ChecksumMismatch(FetchError):
 
 
 class _Transient(Exception):
-    """A fault worth retrying: the partial file is kept and resumed, or first removed (``restart``)."""
+    """A fault worth retrying: the partial file is kept and resumed."""
 
-    def __init__(self, message: str, restart: bool = False):
-        super().__init__(message)
-        self.restart = restart
+
+class _Restart(_Transient):
+    """A fault worth retrying once the partial file is removed."""
 
 
 @dataclass(frozen=True)
@@ -137,10 +137,9 @@ class FetchSummary:
         return pd.DataFrame(map(asdict, self.results), columns=[f.name for f in fields(FileResult)])
 
     def __str__(self) -> str:
-        nbytes = sum(r.bytes_downloaded for r in self.results)
         weak = [r for r in self.results if r.status != "failed" and r.verified_by in ("size", "none")]
         lines = [f"fetched {len(self.fetched)}, skipped {len(self.skipped)} (already intact), "
-                 f"failed {len(self.failed)}; {nbytes / MIB:.1f} MiB downloaded"
+                 f"failed {len(self.failed)}; {sum(r.bytes_downloaded for r in self.results) / MIB:.1f} MiB downloaded"
                  + (f" into {self.dest}" if self.dest else "")]
         if weak:
             lines.append(f"{len(weak)} file(s) checked by size only: the source publishes no checksum")
@@ -254,7 +253,8 @@ class _Fetcher:
         import urllib3
 
         self.dest, self.opts, self.base_url, self.s3 = dest, opts, base_url, s3
-        self.ledger, self.total_bar = _Ledger(dest), total_bar
+        self.ledger = _Ledger(dest)
+        self.total_bar = total_bar
         self._local = threading.local()
         self._bar_lock = threading.Lock()
         self.transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
@@ -266,19 +266,17 @@ class _Fetcher:
         if s is None:
             import requests
 
-            s = self._local.session = requests.Session()
+            s = requests.Session()
+            self._local.session = s
             s.headers["User-Agent"] = "i2o-data-fetch"
         return s
 
     def part_size_hint(self, entry: ManifestEntry) -> int | None:
         """Size of part 1 of a multipart S3 object (to recompute its ETag); ``None`` if unknown."""
-        if urlparse(entry.url).scheme != "s3":
-            return None
-        bucket, key = split_s3_url(entry.url)
-        try:
+        with contextlib.suppress(Exception):  # only a hint (and none for a URL not s3://): common sizes follow
+            bucket, key = split_s3_url(entry.url)
             return int(self.s3.head_object(Bucket=bucket, Key=key, PartNumber=1)["ContentLength"])
-        except Exception:  # noqa: BLE001 - only a hint; verification falls back to common sizes
-            return None
+        return None
 
     def open(self, entry: ManifestEntry, offset: int):
         """GET the object from byte ``offset``: ``(response, start, total)``, ``start`` being
@@ -300,7 +298,8 @@ class _Fetcher:
         total = int(m[2]) if m and m[2].isdigit() else None
         if code == 200:
             length = r.headers.get("Content-Length", "")
-            start, total = 0, (int(length) if length.isdigit() else None)
+            start = 0
+            total = int(length) if length.isdigit() else None
         if code in (200, 206) and start in (0, offset):
             return r, start, total
         retry = code in (206, 408, 416, 429) or code >= 500
@@ -309,7 +308,7 @@ class _Fetcher:
         if code == 416 and offset and total in (None, offset):
             return None
         if code == 416:
-            raise _Transient("stale partial file longer than the object; restarting", restart=True)
+            raise _Restart("stale partial file longer than the object; restarting")
         if retry:
             odd = f", Content-Range {r.headers.get('Content-Range')!r} for bytes from {offset}" if code == 206 else ""
             raise _Transient(f"HTTP {code} from {url}{odd}")
@@ -380,11 +379,12 @@ class _Fetcher:
         expected = entry.size if entry.size is not None else total
         got = part.stat().st_size
         if expected is not None and got != expected:
-            raise _Transient(f"received {got} of {expected} bytes", restart=got > expected)
+            raise (_Restart if got > expected else _Transient)(f"received {got} of {expected} bytes")
         return start > 0
 
     def _download(self, entry: ManifestEntry, target: Path, res: FileResult) -> FileResult:
-        part, opts = part_path(target), self.opts
+        part = part_path(target)
+        opts = self.opts
         resumed = False  # whether any byte of the partial file came from an earlier request
         clean_retry_done = False
         counted = 0  # bytes credited to the total bar for this file
@@ -419,7 +419,7 @@ class _Fetcher:
                     return res
                 except _Transient as e:
                     res.error = str(e)
-                    if e.restart:
+                    if isinstance(e, _Restart):
                         part.unlink(missing_ok=True)
                     if attempt < opts.max_attempts:
                         delay = min(opts.max_backoff, opts.backoff * 2 ** (attempt - 1))
