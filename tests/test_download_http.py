@@ -151,3 +151,21 @@ def test_many_files_concurrently_with_progress_bars(server, tmp_path, capsys):
     assert "total (6 files)" in capsys.readouterr().err
     frame = s.to_frame()
     assert list(frame["status"]) == ["fetched"] * 6 and list(frame["relative_path"]) == [e.relative_path for e in entries]
+
+
+def test_too_little_free_space_is_refused_before_any_request(server, tmp_path, monkeypatch):
+    import shutil
+
+    from i2o_utils.data import download
+
+    server.add("/f/h.bin", BODY)
+    target = tmp_path / "upstream/h.bin"
+    target.parent.mkdir(parents=True)
+    part_path(target).write_bytes(BODY[:150_000])  # a partial download counts as fetched
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda p: usage._replace(free=100_000))
+    with pytest.raises(download.FetchError, match=f"{tmp_path}: .* GiB still to fetch"):
+        fetch_entries([entry("h.bin"), entry("h2.bin")], tmp_path, options=FAST, http_base_url=server.url)
+    assert server.requests == []
+    s = fetch_entries([entry("h.bin")], tmp_path, options=FAST, http_base_url=server.url)
+    assert s.ok and s.fetched[0].bytes_downloaded == len(BODY) - 150_000

@@ -22,17 +22,19 @@ GEO = "/geo/series/GSE237nnn/GSE237485/"
 FAST = FetchOptions(workers=2, backoff=0.01, timeout=(2.0, 2.0), progress=False)
 
 
+COUNTS = pd.DataFrame({"gene_id": ["ENSG00000000001", "ENSG00000000002"], "S1": [1, 2], "S2": [3, 4]})
+MATRIX = "\n".join([
+    '!Sample_title\t"S1"\t"S2"', '!Sample_geo_accession\t"GSM1"\t"GSM2"',
+    '!Sample_characteristics_ch1\t"plate: P1"\t"plate: P1"',
+    '!Sample_characteristics_ch1\t"well: A1"\t"well: A2"',
+    '!Sample_characteristics_ch1\t"ko: NT"\t"ko: STAT1"',
+    '!Sample_characteristics_ch1\t"state: M1"\t"state: M1"', "!series_matrix_table_begin"]) + "\n"
+
+
 def _geo_server(srv):
-    counts = pd.DataFrame({"gene_id": ["ENSG00000000001", "ENSG00000000002"], "S1": [1, 2], "S2": [3, 4]})
-    srv.add(GEO + "suppl/GSE237485_counts.tsv.gz", gzip.compress(counts.to_csv(sep="\t", index=False).encode()))
+    srv.add(GEO + "suppl/GSE237485_counts.tsv.gz", gzip.compress(COUNTS.to_csv(sep="\t", index=False).encode()))
     srv.add(GEO + "suppl/GSE237485_RAW.tar", b"x" * 100)
-    matrix = "\n".join([
-        '!Sample_title\t"S1"\t"S2"', '!Sample_geo_accession\t"GSM1"\t"GSM2"',
-        '!Sample_characteristics_ch1\t"plate: P1"\t"plate: P1"',
-        '!Sample_characteristics_ch1\t"well: A1"\t"well: A2"',
-        '!Sample_characteristics_ch1\t"ko: NT"\t"ko: STAT1"',
-        '!Sample_characteristics_ch1\t"state: M1"\t"state: M1"', "!series_matrix_table_begin"]) + "\n"
-    srv.add(GEO + "matrix/GSE237485_series_matrix.txt.gz", gzip.compress(matrix.encode()))
+    srv.add(GEO + "matrix/GSE237485_series_matrix.txt.gz", gzip.compress(MATRIX.encode()))
 
 
 def test_prepare_geo_fetches_and_imports(tmp_path):
@@ -106,3 +108,21 @@ def test_cli_dry_run_lists_sizes_without_downloading(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "total: 3 file(s)" in out and "upstream/GSE237485: 3 file(s)" in out
     assert not any(tmp_path.iterdir())
+
+
+def test_cli_import_geo_from_a_series_matrix(tmp_path, capsys):
+    table = tmp_path / "counts.tsv"
+    COUNTS.to_csv(table, sep="\t", index=False)
+    (tmp_path / "matrix.txt").write_text(MATRIX)
+    args = ["import", "geo", "--table", str(table), "--dest", str(tmp_path / "root")]
+    assert main(args) == 1
+    assert "a sample sheet is needed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(args + ["--series-matrix", str(tmp_path / "matrix.txt"), "--map", "plate"])
+    assert "--map: expects OBS=COLUMN, got 'plate'" in capsys.readouterr().err
+    maps = ["--map", "plate_barcode=plate", "--map", "well_id=well", "--map", "target=ko", "--map", "cell_state=state"]
+    assert main(args + ["--series-matrix", str(tmp_path / "matrix.txt"), *maps]) == 0
+    out = tmp_path / "root/data/OMICS_RAW/transcriptomics.h5ad"
+    assert f"wrote {out}" in capsys.readouterr().out
+    a = ad.read_h5ad(out)
+    assert a.shape == (2, 2) and list(a.obs["target"]) == ["NT", "STAT1"]

@@ -102,3 +102,18 @@ def test_committed_manifest_smoke_tier(bucket, tmp_path):
     assert len(icf) == 1 and len(tiles) == 1 and mf.well_key(icf[0]) == mf.well_key(tiles[0])
     for p in got:
         assert (tmp_path / p).read_bytes() == objects[p]
+
+
+def test_multipart_etag_found_from_the_hint_the_common_part_sizes_or_the_smallest_fit(tmp_path):
+    from i2o_utils.data.download import checksum_matches, s3_multipart_etag
+
+    path = tmp_path / "big.bin"
+    path.write_bytes(BIG)
+    row = mf.ManifestEntry("s3_image2omics", "s3://image2omics/big.bin", "big.bin", len(BIG), "", "s3etag")
+    for part_size, hint in [(5 << 20, None), (3 << 20, None), (4 << 20, 4 << 20)]:
+        etag = s3_multipart_etag(path, part_size)
+        assert etag.endswith("-2")
+        assert checksum_matches(path, mf.ManifestEntry(**{**row.__dict__, "checksum": etag}), hint) == (True, "s3etag")
+    assert checksum_matches(path, mf.ManifestEntry(**{**row.__dict__, "checksum": etag})) == (False, "s3etag")
+    single = mf.ManifestEntry(**{**row.__dict__, "checksum": hashlib.md5(BIG).hexdigest()})
+    assert checksum_matches(path, single) == (True, "s3etag")

@@ -130,8 +130,6 @@ def test_write_read_round_trip_and_tier_selection(tmp_path):
 
 
 def test_urls():
-    assert mf.geo_series_url("GSE237485") == "https://ftp.ncbi.nlm.nih.gov/geo/series/GSE237nnn/GSE237485/"
-    assert mf.geo_series_url("GSE12") == "https://ftp.ncbi.nlm.nih.gov/geo/series/GSEnnn/GSE12/"
     assert mf.rebase_url("https://ftp.ncbi.nlm.nih.gov/geo/x?y=1", "http://127.0.0.1:9") == "http://127.0.0.1:9/geo/x?y=1"
     assert mf.rebase_url("s3://b/k", "http://127.0.0.1:9") == "s3://b/k"
     assert mf.https_from_ftp("ftp://ftp.pride.ebi.ac.uk/pride/a.txt") == "https://ftp.pride.ebi.ac.uk/pride/a.txt"
@@ -199,7 +197,8 @@ def test_pride_listing_from_the_api_with_pages(tmp_path):
         import requests
 
         s = requests.Session()
-        rows = mf.list_pride(mf.pride_files_url(), "upstream/PXD044522/", source="pride_PXD044522",
+        listing = next(r.url for r in mf.read_manifest(mf.manifest_path("pride")) if r.is_listing)
+        rows = mf.list_pride(listing, "upstream/PXD044522/", source="pride_PXD044522",
                              http_base_url=srv.url, session=s, page_size=2)
         assert len(rows) == 6
         pages = [r for r in srv.requests if r[1].endswith("/files")]
@@ -247,3 +246,18 @@ def test_listing_retries_are_bounded(monkeypatch):
         assert [r[3] for r in srv.requests if r[1] == base] == [503] * mf.LISTING_ATTEMPTS
     with pytest.raises(mf.ManifestError, match="listing http://127.0.0.1:9/x/: ConnectionError"):
         mf.list_http_directory("http://127.0.0.1:9/x/", "x/", source="geo_GSE237485")
+
+
+def test_pride_listing_reads_embedded_files_and_refuses_other_json():
+    rec = {"fileName": "t.txt", "fileSizeBytes": 3, "checksum": hashlib.sha1(b"abc").hexdigest(),
+           "publicFileLocations": [{"name": "FTP Protocol", "value": "ftp://ftp.pride.ebi.ac.uk/pride/t.txt"}]}
+    with FaultyHTTPServer() as srv:
+        srv.json_routes["/a/files"] = {"_embedded": {"files": [rec]}}
+        srv.json_routes["/b/files"] = {"files": [rec]}
+        srv.json_routes["/c/files"] = {"something": "else"}
+        for route in ("a", "b"):
+            rows = mf.list_pride(f"https://www.ebi.ac.uk/{route}/files", "p/", source="pride_PXD044522",
+                                 http_base_url=srv.url)
+            assert [(r.relative_path, r.size, r.checksum_type) for r in rows] == [("p/t.txt", 3, "sha1")]
+        with pytest.raises(ManifestError, match="PRIDE file list https://www.ebi.ac.uk/c/files: unexpected JSON"):
+            mf.list_pride("https://www.ebi.ac.uk/c/files", "p/", source="pride_PXD044522", http_base_url=srv.url)

@@ -1,7 +1,6 @@
 """``i2o data ...``: rebuild manifests from the live sources, fetch files, import omics tables.
 
-``add_data_parser(subparsers)`` registers the ``data`` command on the ``i2o`` parser; each leaf
-sets ``func`` (taking the parsed arguments, returning an exit code). The module also runs on its
+Each command sets ``func`` (the parsed arguments -> an exit code). The module also runs on its
 own: ``python -m i2o_utils.data.cli_data fetch --source s3 --tier smoke --dest DIR``.
 
 Exit codes: 0 success, 1 some files failed or an import failed, 2 bad arguments or a malformed
@@ -13,14 +12,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-from i2o_utils.data.manifests import DEFAULT_SMOKE_WELLS, SOURCES, TIERS
-
-log = logging.getLogger(__name__)
+from i2o_utils.data.manifests import DEFAULT_SMOKE_WELLS, SOURCES, TIERS, ManifestError
 
 
-def _add_endpoints(p: argparse.ArgumentParser) -> None:
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--smoke-wells", type=int, default=DEFAULT_SMOKE_WELLS, metavar="N",
+                   help=f"image wells in the smoke tier (default {DEFAULT_SMOKE_WELLS})")
     p.add_argument("--s3-endpoint-url", default=None, metavar="URL",
                    help="S3-compatible endpoint instead of AWS (e.g. a local test server)")
     p.add_argument("--http-base-url", default=None, metavar="URL",
@@ -28,30 +26,17 @@ def _add_endpoints(p: argparse.ArgumentParser) -> None:
 
 
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``data manifest``, ``data fetch`` and ``data import`` on an argparse subparsers object.
-
-    Parameters
-    ----------
-    subparsers
-        What ``parser.add_subparsers()`` returned for the ``i2o`` parser.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The ``data`` parser.
-    """
+    """Register ``data manifest``, ``data fetch`` and ``data import`` on the ``i2o`` parser's
+    ``add_subparsers()``; returns the ``data`` parser."""
     data = subparsers.add_parser("data", help="real data: manifests, downloads, omics import",
                                  description="The paper's real data: s3://image2omics, GEO GSE237485, PRIDE PXD044522.")
-    sub = data.add_subparsers(dest="data_command", metavar="{manifest,fetch,import}")
-    sub.required = True
+    sub = data.add_subparsers(dest="data_command", metavar="{manifest,fetch,import}", required=True)
 
     m = sub.add_parser("manifest", help="rebuild a source's manifest from its live listing")
     m.add_argument("source", choices=sorted(SOURCES), help="s3, geo or pride")
     m.add_argument("--out", default=None, metavar="CSV",
                    help="where to write (default: data_manifests/<source>.csv, replacing it)")
-    m.add_argument("--smoke-wells", type=int, default=DEFAULT_SMOKE_WELLS, metavar="N",
-                   help=f"image wells in the smoke tier (default {DEFAULT_SMOKE_WELLS})")
-    _add_endpoints(m)
+    _add_source_options(m)
     m.set_defaults(func=cmd_manifest)
 
     f = sub.add_parser("fetch", help="download a source's files (resumable, checksummed)")
@@ -60,12 +45,11 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("--dest", default=None, metavar="DIR", help="destination (default: the data root, $I2O_DATA_DIR)")
     f.add_argument("--workers", type=int, default=4, metavar="N", help="files downloaded at once (default 4)")
     f.add_argument("--manifest", default=None, metavar="CSV", help="a manifest other than the committed one")
-    f.add_argument("--smoke-wells", type=int, default=DEFAULT_SMOKE_WELLS, metavar="N")
     f.add_argument("--max-attempts", type=int, default=6, metavar="N", help="tries per file (default 6)")
     f.add_argument("--no-progress", action="store_true", help="no progress bars")
     f.add_argument("--dry-run", action="store_true",
                    help="list what would be fetched (files and sizes per folder) and download nothing")
-    _add_endpoints(f)
+    _add_source_options(f)
     f.set_defaults(func=cmd_fetch)
 
     i = sub.add_parser("import", help="import a fetched GEO count table or PRIDE protein table into data/OMICS_RAW")
@@ -75,7 +59,7 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
                    help="sample sheet: sample, plate_barcode, well_id, target, cell_state[, tmt_batch]")
     i.add_argument("--series-matrix", default=None, metavar="FILE",
                    help="GEO series matrix to derive the sample sheet from (with --map)")
-    i.add_argument("--map", action="append", default=[], metavar="OBS=COLUMN",
+    i.add_argument("--map", action="append", default=[], metavar="OBS=COLUMN", type=_obs_column,
                    help="series matrix column for an obs column, e.g. --map plate_barcode=plate (repeatable)")
     i.add_argument("--dest", default=None, metavar="DIR", help="data root (default $I2O_DATA_DIR)")
     i.set_defaults(func=cmd_import)
@@ -83,77 +67,52 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-    from i2o_utils.data.manifests import ManifestError, build_manifest, manifest_path, write_manifest
+    from i2o_utils.data.manifests import build_manifest, manifest_path, write_manifest
 
-    try:
-        rows = build_manifest(args.source, s3_endpoint_url=args.s3_endpoint_url, http_base_url=args.http_base_url,
-                              smoke_wells=args.smoke_wells)
-    except ManifestError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else manifest_path(args.source)
-    write_manifest(rows, out)
-    n_ver = sum(r.verified for r in rows)
-    size = sum(r.size or 0 for r in rows)
-    print(f"{out}: {len(rows)} rows ({n_ver} verified from the live listing), {size / 2**30:.2f} GiB listed")
+    rows = build_manifest(args.source, s3_endpoint_url=args.s3_endpoint_url, http_base_url=args.http_base_url,
+                          smoke_wells=args.smoke_wells)
+    out = write_manifest(rows, args.out or manifest_path(args.source))
+    print(f"{out}: {len(rows)} rows ({sum(r.verified for r in rows)} verified from the live listing), "
+          f"{sum(r.size or 0 for r in rows) / 2**30:.2f} GiB listed")
     return 0
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from i2o_utils.data.download import FetchOptions, fetch_source
-    from i2o_utils.data.manifests import ManifestError
+    from i2o_utils.data.download import FetchOptions, describe_plan, fetch_source
+    from i2o_utils.data.manifests import expand_listings, manifest_path, read_manifest
     from i2o_utils.paths import data_dir
 
+    where = dict(s3_endpoint_url=args.s3_endpoint_url, http_base_url=args.http_base_url, smoke_wells=args.smoke_wells)
     if args.dry_run:
-        from i2o_utils.data.download import describe_plan, plan_source
-
-        try:
-            plan = plan_source(args.source, args.tier, manifest=args.manifest, s3_endpoint_url=args.s3_endpoint_url,
-                               http_base_url=args.http_base_url, smoke_wells=args.smoke_wells)
-        except ManifestError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"{args.source} ({args.tier} tier), nothing downloaded:")
-        print(describe_plan(plan))
+        plan = expand_listings(read_manifest(args.manifest or manifest_path(args.source)), args.tier, **where)
+        print(f"{args.source} ({args.tier} tier), nothing downloaded:\n{describe_plan(plan)}")
         return 0
-    dest = Path(args.dest) if args.dest else data_dir()
     opts = FetchOptions(workers=args.workers, progress=not args.no_progress, max_attempts=args.max_attempts)
-    try:
-        summary = fetch_source(args.source, args.tier, dest, manifest=args.manifest, options=opts,
-                               s3_endpoint_url=args.s3_endpoint_url, http_base_url=args.http_base_url,
-                               smoke_wells=args.smoke_wells)
-    except ManifestError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = fetch_source(args.source, args.tier, args.dest or data_dir(), manifest=args.manifest, options=opts,
+                           **where)
     print(summary)
     return 0 if summary.ok else 1
 
 
-def _parse_map(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        k, sep, v = p.partition("=")
-        if not sep or not k or not v:
-            raise SystemExit(f"error: --map expects OBS=COLUMN, got {p!r}")
-        out[k.strip()] = v.strip()
-    return out
+def _obs_column(pair: str) -> tuple[str, str]:
+    obs, sep, column = pair.partition("=")
+    if not (sep and obs and column):
+        raise argparse.ArgumentTypeError(f"expects OBS=COLUMN, got {pair!r}")
+    return obs.strip(), column.strip()
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from i2o_utils.data.importers import (OmicsImportError, import_geo_counts, import_pride_proteins,
                                           samples_from_series_matrix)
 
-    root = Path(args.dest) if args.dest else None
     try:
         samples = args.samples
         if samples is None and args.series_matrix:
-            samples = samples_from_series_matrix(args.series_matrix, _parse_map(args.map))
+            samples = samples_from_series_matrix(args.series_matrix, dict(args.map))
         if samples is None:
             raise OmicsImportError("a sample sheet is needed: --samples FILE, or --series-matrix FILE with --map")
-        if args.source == "geo":
-            out = import_geo_counts(args.table, samples, root=root)
-        else:
-            out = import_pride_proteins(args.table, samples, root=root)
+        importer = import_geo_counts if args.source == "geo" else import_pride_proteins
+        out = importer(args.table, samples, root=args.dest)
     except OmicsImportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -162,14 +121,17 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``data`` command alone (the same as ``i2o data ...``)."""
+    """Run the ``data`` command alone (the same as ``i2o data ...``, which reports a malformed
+    manifest the same way)."""
     parser = argparse.ArgumentParser(prog="i2o")
-    sub = parser.add_subparsers(dest="command")
-    sub.required = True
-    add_data_parser(sub)
+    add_data_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["data", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ tell an intact file from a damaged one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,11 +28,12 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 from urllib.parse import urlparse
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 from i2o_utils.data.manifests import (
@@ -53,7 +55,6 @@ log = logging.getLogger(__name__)
 PART_SUFFIX = ".part"
 LEDGER_NAME = ".i2o_fetch_ledger.jsonl"
 MIB = 1 << 20
-RETRY_HTTP_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class FetchError(RuntimeError):
@@ -65,15 +66,11 @@ class ChecksumMismatch(FetchError):
 
 
 class _Transient(Exception):
-    """A fault worth retrying (the partial file is kept and resumed)."""
+    """A fault worth retrying: the partial file is kept and resumed."""
 
 
-class _RangeNotSatisfiable(Exception):
-    """The server says the requested range starts at or past the end of the object."""
-
-    def __init__(self, total: int | None):
-        super().__init__(f"range not satisfiable (object size {total})")
-        self.total = total
+class _Restart(_Transient):
+    """A fault worth retrying once the partial file is removed."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +91,6 @@ class FetchOptions:
         Bytes read per chunk; an interrupted download keeps every whole chunk it received.
     progress
         Show a total and a per-file progress bar.
-    check_space
-        Refuse to start when the known bytes still to fetch exceed the free disk space.
     """
 
     workers: int = 4
@@ -105,7 +100,6 @@ class FetchOptions:
     timeout: tuple[float, float] = (10.0, 60.0)
     chunk_size: int = 256 << 10
     progress: bool = True
-    check_space: bool = True
 
 
 @dataclass
@@ -132,39 +126,24 @@ class FetchSummary:
     def _with(self, status: str) -> list[FileResult]:
         return [r for r in self.results if r.status == status]
 
-    @property
-    def fetched(self) -> list[FileResult]:
-        return self._with("fetched")
+    fetched = property(lambda self: self._with("fetched"), doc="Files downloaded and verified.")
+    skipped = property(lambda self: self._with("skipped"), doc="Files already present and intact.")
+    failed = property(lambda self: self._with("failed"), doc="Files that could not be fetched.")
 
-    @property
-    def skipped(self) -> list[FileResult]:
-        return self._with("skipped")
-
-    @property
-    def failed(self) -> list[FileResult]:
-        return self._with("failed")
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
+    ok = property(lambda self: not self.failed, doc="Whether no file failed.")
 
     def to_frame(self):
         """The results as a DataFrame (one row per file)."""
-        import pandas as pd
-
-        return pd.DataFrame([r.__dict__ for r in self.results],
-                            columns=["relative_path", "status", "bytes_downloaded", "verified_by", "attempts", "error"])
+        return pd.DataFrame(map(asdict, self.results), columns=[f.name for f in fields(FileResult)])
 
     def __str__(self) -> str:
-        nbytes = sum(r.bytes_downloaded for r in self.results)
         weak = [r for r in self.results if r.status != "failed" and r.verified_by in ("size", "none")]
         lines = [f"fetched {len(self.fetched)}, skipped {len(self.skipped)} (already intact), "
-                 f"failed {len(self.failed)}; {nbytes / MIB:.1f} MiB downloaded"
+                 f"failed {len(self.failed)}; {sum(r.bytes_downloaded for r in self.results) / MIB:.1f} MiB downloaded"
                  + (f" into {self.dest}" if self.dest else "")]
         if weak:
             lines.append(f"{len(weak)} file(s) checked by size only: the source publishes no checksum")
-        for r in self.failed:
-            lines.append(f"  FAILED {r.relative_path}: {r.error}")
+        lines += [f"  FAILED {r.relative_path}: {r.error}" for r in self.failed]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -188,53 +167,36 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
 
 def s3_multipart_etag(path: str | os.PathLike, part_size: int) -> str:
     """The ETag S3 gives a multipart upload: MD5 of the parts' MD5 digests, ``-<parts>``."""
-    digests = []
     with open(path, "rb") as f:
-        while True:
-            block = f.read(part_size)
-            if not block:
-                break
-            digests.append(hashlib.md5(block).digest())
-    if not digests:
-        digests.append(hashlib.md5(b"").digest())
+        digests = [hashlib.md5(block).digest() for block in iter(lambda: f.read(part_size), b"")]
+    digests = digests or [hashlib.md5(b"").digest()]
     return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
 
 
-def _etag_part_sizes(size: int, n_parts: int, hint: int | None) -> list[int]:
-    """Part sizes that could have produced ``n_parts`` parts: the server's hint, common client
-    defaults (8 MiB for the AWS CLI, 5/16/64 MiB), and the smallest whole MiB that fits."""
-    candidates = ([hint] if hint else []) + [8 * MIB, 16 * MIB, 5 * MIB, 64 * MIB, 100 * MIB]
-    if n_parts > 0:
-        candidates.append(max(1, math.ceil(size / n_parts / MIB)) * MIB)
-    out = []
-    for c in candidates:
-        if c and c not in out and math.ceil(size / c) == n_parts:
-            out.append(c)
-    return out
-
-
 def checksum_matches(path: str | os.PathLike, entry: ManifestEntry,
-                     part_size_hint: int | None = None) -> bool | None:
+                     part_size_hint: int | None = None) -> tuple[bool | None, str]:
     """Compare a local file with the entry's size and checksum.
 
-    Returns ``True``/``False``, or ``None`` when the entry carries no checksum (size matched or
-    unknown).
+    Returns ``(matches, how)``: ``how`` is the checksum type, else ``size`` (or ``none`` where the
+    size is unknown too), and ``matches`` is ``None`` when the entry carries no checksum and the
+    size matched or is unknown.
     """
-    path = Path(path)
-    size = path.stat().st_size
-    if entry.size is not None and size != entry.size:
-        return False
-    if not entry.checksum:
-        return None
+    size = os.path.getsize(path)
     kind = entry.checksum_type
-    if kind in ("sha256", "sha1", "md5"):
-        return file_digest(path, kind) == entry.checksum
+    how = kind or ("size" if entry.size is not None else "none")
+    if entry.size is not None and size != entry.size:
+        return False, how
+    if not entry.checksum:
+        return None, how
+    if kind in ("sha256", "sha1", "md5") or (kind == "s3etag" and "-" not in entry.checksum):
+        return file_digest(path, "md5" if kind == "s3etag" else kind) == entry.checksum, how
     if kind == "s3etag":
-        if "-" not in entry.checksum:
-            return file_digest(path, "md5") == entry.checksum
+        # part sizes that could have given n parts: the server's hint, common client defaults (8 MiB
+        # for the AWS CLI, 5/16/64/100 MiB) and the smallest whole MiB that fits
         n = int(entry.checksum.split("-")[1])
+        sizes = [part_size_hint, 8 * MIB, 16 * MIB, 5 * MIB, 64 * MIB, 100 * MIB, math.ceil(size / n / MIB) * MIB]
         return any(s3_multipart_etag(path, ps) == entry.checksum
-                   for ps in _etag_part_sizes(size, n, part_size_hint))
+                   for ps in dict.fromkeys(sizes) if ps and math.ceil(size / ps) == n), how
     raise ManifestError(f"{entry.relative_path}: unknown checksum_type {kind!r}")
 
 
@@ -244,62 +206,57 @@ class _Ledger:
     def __init__(self, dest: Path):
         self.path = dest / LEDGER_NAME
         self._lock = threading.Lock()
-        self._records: dict[str, dict] = {}
+        self.records: dict[str, dict] = {}  # relative_path -> the last record
         if self.path.exists():
             for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
+                with contextlib.suppress(ValueError, KeyError, TypeError):  # a line cut by an interrupted write
                     rec = json.loads(line)
-                    self._records[rec["relative_path"]] = rec
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut by an interrupted write
-
-    def get(self, relative_path: str) -> dict | None:
-        return self._records.get(relative_path)
+                    self.records[rec["relative_path"]] = rec
 
     def record(self, entry: ManifestEntry, sha256: str, size: int) -> None:
         rec = {"relative_path": entry.relative_path, "url": entry.url, "sha256": sha256, "size": size}
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:  # the destination exists: the fetch made it
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
-            self._records[entry.relative_path] = rec
+            self.records[entry.relative_path] = rec
 
 
 # --------------------------------------------------------------------------------------------
-# transports
+# one file: ranged GETs with requests
 # --------------------------------------------------------------------------------------------
-@dataclass
-class _Stream:
-    start: int
-    """Offset of the first byte of the body within the object (0 when the range was ignored)."""
-    total: int | None
-    chunks: Iterator[bytes]
-    close: Callable[[], None]
+def part_path(target: Path) -> Path:
+    """The partial-download file beside ``target`` (``<name>.part``)."""
+    return target.with_name(target.name + PART_SUFFIX)
 
 
-def _parse_content_range(value: str | None) -> tuple[int | None, int | None]:
-    """``'bytes 100-199/1000'`` -> ``(100, 1000)``; ``'bytes */1000'`` -> ``(None, 1000)``."""
-    if not value or not value.startswith("bytes"):
-        return None, None
-    spec = value.split(None, 1)[-1]
-    rng, _, total = spec.partition("/")
-    start = int(rng.split("-")[0]) if rng and rng != "*" and rng.split("-")[0].isdigit() else None
-    return start, int(total) if total.isdigit() else None
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
-class _Transport:
-    """Ranged GETs with requests (one session per thread). An ``s3://`` object is read through the
-    unsigned HTTPS URL botocore gives it (path-style on a custom endpoint), so S3 and HTTP files
-    share one resumable path; the S3 client also answers the multipart part-size hint."""
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
-    def __init__(self, opts: FetchOptions, base_url: str | None = None, s3=None):
+
+class _Fetcher:
+    """Fetches one file per call, from the pool's threads, with ranged GETs (one requests session per
+    thread; an S3 object by its HTTPS URL, path-style on a custom endpoint)."""
+
+    def __init__(self, dest: Path, opts: FetchOptions, base_url: str | None, s3, total_bar):
         import requests
         import urllib3
 
-        self.opts, self.base_url, self.s3 = opts, base_url, s3
+        self.dest, self.opts, self.base_url, self.s3 = dest, opts, base_url, s3
+        self.ledger = _Ledger(dest)
+        self.total_bar = total_bar
         self._local = threading.local()
+        self._bar_lock = threading.Lock()
         self.transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                           requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError,
                           ConnectionError, TimeoutError)
@@ -310,123 +267,72 @@ class _Transport:
             import requests
 
             s = requests.Session()
-            s.headers["User-Agent"] = "i2o-data-fetch"
             self._local.session = s
+            s.headers["User-Agent"] = "i2o-data-fetch"
         return s
-
-    def url(self, entry: ManifestEntry) -> str:
-        if urlparse(entry.url).scheme != "s3":
-            return rebase_url(entry.url, self.base_url)
-        bucket, key = split_s3_url(entry.url)
-        return self.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key})
 
     def part_size_hint(self, entry: ManifestEntry) -> int | None:
         """Size of part 1 of a multipart S3 object (to recompute its ETag); ``None`` if unknown."""
-        if urlparse(entry.url).scheme != "s3":
-            return None
-        bucket, key = split_s3_url(entry.url)
-        try:
+        with contextlib.suppress(Exception):  # only a hint (and none for a URL not s3://): common sizes follow
+            bucket, key = split_s3_url(entry.url)
             return int(self.s3.head_object(Bucket=bucket, Key=key, PartNumber=1)["ContentLength"])
-        except Exception:  # noqa: BLE001 - only a hint; verification falls back to common sizes
-            return None
+        return None
 
-    def open(self, entry: ManifestEntry, offset: int) -> _Stream:
-        url = self.url(entry)
-        headers = {"Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
+    def open(self, entry: ManifestEntry, offset: int):
+        """GET the object from byte ``offset``: ``(response, start, total)``, ``start`` being
+        ``offset``, or 0 where the server ignored the range; ``None`` when the partial file already
+        holds the whole object (HTTP 416 at its end)."""
+        url = rebase_url(entry.url, self.base_url)
+        if urlparse(entry.url).scheme == "s3":
+            bucket, key = split_s3_url(entry.url)
+            url = self.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key})
+        headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={offset}-"} if offset else {})
         try:
             r = self._session().get(url, headers=headers, stream=True, timeout=self.opts.timeout)
         except self.transient as e:
             raise _Transient(f"{type(e).__name__}: {e}") from e
-        if r.status_code == 416:
-            r.close()
-            raise _RangeNotSatisfiable(_parse_content_range(r.headers.get("Content-Range"))[1])
-        if r.status_code in RETRY_HTTP_STATUS or r.status_code >= 500:
-            r.close()
-            raise _Transient(f"HTTP {r.status_code} from {url}")
-        if r.status_code == 206:
-            start, total = _parse_content_range(r.headers.get("Content-Range"))
-            if start is None:
-                r.close()
-                raise _Transient(f"HTTP 206 without a usable Content-Range from {url}")
-        elif r.status_code == 200:
+        code = r.status_code
+        # 'bytes 100-199/1000': start 100 of a 1000-byte object; 'bytes */1000' (416): the size only
+        m = re.fullmatch(r"bytes\s+(?:(\d+)-\d*|\*)/(\d+|\*)", r.headers.get("Content-Range", "").strip())
+        start = int(m[1]) if m and m[1] else None
+        total = int(m[2]) if m and m[2].isdigit() else None
+        if code == 200:
+            length = r.headers.get("Content-Length", "")
             start = 0
-            cl = r.headers.get("Content-Length", "")
-            total = int(cl) if cl.isdigit() else None
-        else:
-            code = re.search(r"<Code>([^<]{1,64})</Code>", r.text[:4096])  # S3's error code, e.g. NoSuchKey
-            r.close()
-            raise FetchError(f"HTTP {r.status_code}{' ' + code[1] if code else ''} from {url}")
-        transient = self.transient
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                # raw bytes as sent: no transparent gunzip of .gz files served with Content-Encoding
-                yield from r.raw.stream(self.opts.chunk_size, decode_content=False)
-            except transient as e:
-                raise _Transient(f"connection broken mid-body: {type(e).__name__}: {e}") from e
-
-        return _Stream(start=start, total=total, chunks=chunks(), close=r.close)
-
-
-# --------------------------------------------------------------------------------------------
-# one file
-# --------------------------------------------------------------------------------------------
-def part_path(target: Path) -> Path:
-    """The partial-download file beside ``target`` (``<name>.part``)."""
-    return target.with_name(target.name + PART_SUFFIX)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-class _Fetcher:
-    def __init__(self, dest: Path, opts: FetchOptions, transport: _Transport, ledger: _Ledger, total_bar):
-        self.dest, self.opts, self.transport, self.ledger = dest, opts, transport, ledger
-        self.total_bar = total_bar
-        self._bar_lock = threading.Lock()
+            total = int(length) if length.isdigit() else None
+        if code in (200, 206) and start in (0, offset):
+            return r, start, total
+        retry = code in (206, 408, 416, 429) or code >= 500
+        s3_code = None if retry else re.search(r"<Code>([^<]{1,64})</Code>", r.text[:4096])  # e.g. NoSuchKey
+        r.close()
+        if code == 416 and offset and total in (None, offset):
+            return None
+        if code == 416:
+            raise _Restart("stale partial file longer than the object; restarting")
+        if retry:
+            odd = f", Content-Range {r.headers.get('Content-Range')!r} for bytes from {offset}" if code == 206 else ""
+            raise _Transient(f"HTTP {code} from {url}{odd}")
+        raise FetchError(f"HTTP {code}{' ' + s3_code[1] if s3_code else ''} from {url}")
 
     def _advance_total(self, n: int) -> None:
-        if n:
-            with self._bar_lock:
-                self.total_bar.update(n)
+        with self._bar_lock:
+            self.total_bar.update(n)
 
     def _verify(self, path: Path, entry: ManifestEntry) -> tuple[bool | None, str]:
-        hint = None
-        if entry.checksum_type == "s3etag" and "-" in entry.checksum:
-            hint = self.transport.part_size_hint(entry)
-        ok = checksum_matches(path, entry, part_size_hint=hint)
-        if ok is None:
-            return None, "size" if entry.size is not None else "none"
-        return ok, entry.checksum_type
-
-    def _intact(self, target: Path, entry: ManifestEntry) -> tuple[bool, str]:
-        """Whether an existing final file can be kept (checksum, else the ledger's SHA-256)."""
-        ok, how = self._verify(target, entry)
-        if ok is not None:
-            return ok, how
-        rec = self.ledger.get(entry.relative_path)
-        if rec and rec.get("url") == entry.url and rec.get("size") == target.stat().st_size:
-            return file_digest(target, "sha256") == rec.get("sha256"), "ledger"
-        return False, "no record"
+        multipart = entry.checksum_type == "s3etag" and "-" in entry.checksum
+        return checksum_matches(path, entry, self.part_size_hint(entry) if multipart else None)
 
     def fetch(self, entry: ManifestEntry) -> FileResult:
         res = FileResult(entry.relative_path, "failed")
         try:
             target = safe_destination(self.dest, entry.relative_path)
-            if target.exists():
-                ok, how = self._intact(target, entry)
+            if target.exists():  # kept if intact: by its checksum, else by the ledger's SHA-256
+                ok, how = self._verify(target, entry)
+                rec = self.ledger.records.get(entry.relative_path)
+                if ok is None and rec and rec.get("url") == entry.url and rec.get("size") == target.stat().st_size:
+                    ok, how = file_digest(target, "sha256") == rec.get("sha256"), "ledger"
+                elif ok is None:
+                    ok, how = False, "no record"
                 if ok:
                     res.status, res.verified_by = "skipped", how
                     self._advance_total(entry.size or 0)
@@ -441,125 +347,103 @@ class _Fetcher:
             res.status, res.error = "failed", f"{type(e).__name__}: {e}"
             return res
 
+    def _receive(self, entry: ManifestEntry, part: Path, res: FileResult, bar, credit) -> bool:
+        """One GET appended to ``part`` from its length (or written from zero where the server ignores
+        the range); whether bytes of an earlier request were kept."""
+        offset = _size(part)
+        if entry.size is not None and offset > entry.size:
+            part.unlink()
+            offset = 0
+        opened = self.open(entry, offset)
+        if opened is None:
+            return True  # the partial file already holds the whole object
+        r, start, total = opened
+        if offset and not start:
+            log.info("%s: server ignored the byte range; restarting from zero", entry.relative_path)
+        bar.reset(total=entry.size or total)
+        bar.update(start)
+        try:
+            with open(part, "ab" if start else "wb") as f:
+                # raw bytes as sent: no transparent gunzip of .gz files served with Content-Encoding
+                for chunk in r.raw.stream(self.opts.chunk_size, decode_content=False):
+                    f.write(chunk)
+                    res.bytes_downloaded += len(chunk)
+                    bar.update(len(chunk))
+                    credit(f.tell())
+                f.flush()
+                os.fsync(f.fileno())
+        except self.transient as e:
+            raise _Transient(f"connection broken mid-body: {type(e).__name__}: {e}") from e
+        finally:
+            r.close()
+        expected = entry.size if entry.size is not None else total
+        got = part.stat().st_size
+        if expected is not None and got != expected:
+            raise (_Restart if got > expected else _Transient)(f"received {got} of {expected} bytes")
+        return start > 0
+
     def _download(self, entry: ManifestEntry, target: Path, res: FileResult) -> FileResult:
         part = part_path(target)
         opts = self.opts
-        restarted_after_mismatch = False
         resumed = False  # whether any byte of the partial file came from an earlier request
-        last_error = ""
+        clean_retry_done = False
         counted = 0  # bytes credited to the total bar for this file
+
+        def credit(have: int) -> None:
+            nonlocal counted
+            if entry.size and have > counted:
+                self._advance_total(min(have, entry.size) - counted)
+                counted = min(have, entry.size)
+
         with tqdm(total=entry.size, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
                   desc=Path(entry.relative_path).name[-40:], disable=not opts.progress) as bar:
             for attempt in range(1, opts.max_attempts + 1):
                 res.attempts = attempt
                 try:
-                    offset = part.stat().st_size if part.exists() else 0
-                    if entry.size is not None and offset > entry.size:
-                        part.unlink()
-                        offset = 0
-                    try:
-                        stream = self.transport.open(entry, offset)
-                    except _RangeNotSatisfiable as e:
-                        if offset and (e.total is None or e.total == offset):
-                            stream = None  # the partial file already holds the whole object
-                            resumed = True
-                        else:
-                            part.unlink(missing_ok=True)
-                            raise _Transient("stale partial file longer than the object; restarting")
-                    if stream is not None:
-                        if stream.start not in (0, offset):
-                            stream.close()
-                            raise _Transient(f"server sent bytes from {stream.start}, asked for {offset}")
-                        mode = "ab" if stream.start == offset else "wb"
-                        resumed = resumed or (mode == "ab" and offset > 0)
-                        if offset and stream.start == 0:
-                            log.info("%s: server ignored the byte range; restarting from zero", entry.relative_path)
-                        bar.reset(total=entry.size or stream.total)
-                        bar.update(stream.start)
-                        try:
-                            with open(part, mode) as f:
-                                for chunk in stream.chunks:
-                                    f.write(chunk)
-                                    res.bytes_downloaded += len(chunk)
-                                    bar.update(len(chunk))
-                                    have = f.tell()
-                                    if have > counted and entry.size:
-                                        self._advance_total(min(have, entry.size) - counted)
-                                        counted = min(have, entry.size)
-                                f.flush()
-                                os.fsync(f.fileno())
-                        finally:
-                            stream.close()
-                        expected = entry.size if entry.size is not None else stream.total
-                        got = part.stat().st_size
-                        if expected is not None and got < expected:
-                            raise _Transient(f"body ended at {got} of {expected} bytes")
-                        if expected is not None and got > expected:
-                            part.unlink()
-                            raise _Transient(f"received {got} bytes, expected {expected}; restarting")
+                    resumed = self._receive(entry, part, res, bar, credit) or resumed
                     ok, how = self._verify(part, entry)
                     if ok is False:
                         part.unlink(missing_ok=True)
-                        if resumed and not restarted_after_mismatch and attempt < opts.max_attempts:
+                        if resumed and not clean_retry_done and attempt < opts.max_attempts:
                             # a resumed file can mix two versions of the object: one clean retry
-                            restarted_after_mismatch, resumed = True, False
-                            last_error = f"{how} mismatch"
-                            log.warning("%s: %s mismatch; downloading once more from zero", entry.relative_path, how)
-                            continue
+                            clean_retry_done, resumed = True, False
+                            raise _Transient(f"{how} mismatch of a resumed download; fetching once more from zero")
                         raise ChecksumMismatch(f"{how} of the downloaded file does not match the manifest "
                                                f"({entry.checksum or entry.size}); nothing kept")
                     if ok is None:
                         self.ledger.record(entry, file_digest(part, "sha256"), part.stat().st_size)
                     os.replace(part, target)
                     _fsync_dir(target.parent)
-                    if entry.size and counted < entry.size:
-                        self._advance_total(entry.size - counted)
+                    credit(entry.size or 0)
                     res.status, res.verified_by, res.error = "fetched", how, ""
                     return res
                 except _Transient as e:
-                    last_error = str(e)
+                    res.error = str(e)
+                    if isinstance(e, _Restart):
+                        part.unlink(missing_ok=True)
                     if attempt < opts.max_attempts:
                         delay = min(opts.max_backoff, opts.backoff * 2 ** (attempt - 1))
                         delay *= random.uniform(0.75, 1.25)
                         log.info("%s: %s; retry %d/%d in %.2f s", entry.relative_path, e, attempt,
                                  opts.max_attempts - 1, delay)
                         time.sleep(delay)
-            res.status, res.error = "failed", f"gave up after {opts.max_attempts} attempts: {last_error}"
+            res.status, res.error = "failed", f"gave up after {opts.max_attempts} attempts: {res.error}"
             return res
 
 
 # --------------------------------------------------------------------------------------------
 # many files
 # --------------------------------------------------------------------------------------------
-def _check_free_space(entries: Sequence[ManifestEntry], dest: Path) -> None:
-    need = 0
+def _refuse_malformed(entries: Sequence[ManifestEntry], dest: str | os.PathLike, where: str) -> None:
+    """Every row well formed and landing inside ``dest``, else :class:`ManifestError` (nothing fetched)."""
+    validate_entries(entries, where=where)
     for e in entries:
-        if e.size is None:
-            continue
-        target = safe_destination(dest, e.relative_path)
-        have = target.stat().st_size if target.exists() else 0
-        part = part_path(target)
-        have_part = part.stat().st_size if part.exists() else 0
-        need += max(0, e.size - max(have if have == e.size else 0, have_part))
-    probe = dest
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if need > free:
-        raise FetchError(f"{dest}: {need / 2**30:.1f} GiB still to fetch but only {free / 2**30:.1f} GiB free")
-
-
-def _s3_client_for(entries: Sequence[ManifestEntry], opts: FetchOptions, endpoint_url: str | None, s3=None):
-    """``s3``, else a new unsigned client where any entry is an ``s3://`` URL, else ``None``."""
-    if s3 is not None or not any(urlparse(e.url).scheme == "s3" for e in entries):
-        return s3
-    return s3_client(endpoint_url, max_pool_connections=max(10, opts.workers * 2),
-                     connect_timeout=opts.timeout[0], read_timeout=opts.timeout[1])
+        safe_destination(dest, e.relative_path)
 
 
 def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
                   options: FetchOptions | None = None, s3_endpoint_url: str | None = None,
-                  http_base_url: str | None = None, s3=None) -> FetchSummary:
+                  http_base_url: str | None = None) -> FetchSummary:
     """Fetch concrete manifest entries (no listing rows) into ``dest``.
 
     Every entry is checked before the first byte is downloaded: a malformed row or a path that
@@ -571,12 +455,8 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
         Rows with ``s3://`` or ``http(s)://`` URLs.
     dest
         Destination folder (created if needed); ``relative_path`` is resolved under it.
-    options
-        :class:`FetchOptions`.
     s3_endpoint_url, http_base_url
         Endpoint overrides (S3-compatible server; scheme and host of HTTP URLs).
-    s3
-        A ready boto3 S3 client (optional).
 
     Returns
     -------
@@ -587,23 +467,26 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
     opts = options or FetchOptions()
     dest = Path(dest)
     entries = list(entries)
-    validate_entries(entries, where="fetch list")
+    _refuse_malformed(entries, dest, "fetch list")
     listing = [e.relative_path for e in entries if e.is_listing]
     if listing:
         raise ManifestError(f"listing rows must be expanded before fetching: {listing[:3]}")
-    for e in entries:
-        safe_destination(dest, e.relative_path)
     if opts.workers < 1:
         raise ValueError("workers must be >= 1")
     dest.mkdir(parents=True, exist_ok=True)
-    if opts.check_space:
-        _check_free_space(entries, dest)
-    transport = _Transport(opts, http_base_url, _s3_client_for(entries, opts, s3_endpoint_url, s3))
-    known = sum(e.size or 0 for e in entries)
-    with tqdm(total=known or None, unit="B", unit_scale=True, unit_divisor=1024,
+    # the known bytes still to come: less intact files and partial downloads
+    known = [(e.size, safe_destination(dest, e.relative_path)) for e in entries if e.size is not None]
+    need = sum(max(0, size - (size if _size(t) == size else _size(part_path(t)))) for size, t in known)
+    if need > (free := shutil.disk_usage(dest).free):
+        raise FetchError(f"{dest}: {need / 2**30:.1f} GiB still to fetch but only {free / 2**30:.1f} GiB free")
+    s3 = None
+    if any(urlparse(e.url).scheme == "s3" for e in entries):
+        s3 = s3_client(s3_endpoint_url, max_pool_connections=max(10, opts.workers * 2),
+                       connect_timeout=opts.timeout[0], read_timeout=opts.timeout[1])
+    with tqdm(total=sum(e.size or 0 for e in entries) or None, unit="B", unit_scale=True, unit_divisor=1024,
               desc=f"total ({len(entries)} files)", disable=not opts.progress) as total_bar, \
             ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="i2o-fetch") as pool:
-        fetcher = _Fetcher(dest, opts, transport, _Ledger(dest), total_bar)
+        fetcher = _Fetcher(dest, opts, http_base_url, s3, total_bar)
         try:
             results = list(pool.map(fetcher.fetch, entries))  # in the order of ``entries``
         except BaseException:
@@ -615,32 +498,18 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
 def fetch_manifest(manifest: str | os.PathLike | Sequence[ManifestEntry], dest: str | os.PathLike,
                    tier: str = "smoke", *, options: FetchOptions | None = None,
                    s3_endpoint_url: str | None = None, http_base_url: str | None = None,
-                   smoke_wells: int = DEFAULT_SMOKE_WELLS, s3=None) -> FetchSummary:
+                   smoke_wells: int = DEFAULT_SMOKE_WELLS) -> FetchSummary:
     """Read (and validate) a manifest, expand its listing rows for ``tier``, fetch into ``dest``.
 
     A malformed manifest is refused with :class:`~i2o_utils.data.manifests.ManifestError`
     before any listing or download.
     """
-    entries = read_manifest(manifest) if isinstance(manifest, (str, os.PathLike)) else list(manifest)
-    validate_entries(entries, where=str(manifest) if isinstance(manifest, (str, os.PathLike)) else "manifest")
-    for e in entries:
-        safe_destination(dest, e.relative_path)
-    client = _s3_client_for(entries, options or FetchOptions(), s3_endpoint_url, s3)
+    from_file = isinstance(manifest, (str, os.PathLike))
+    entries = read_manifest(manifest) if from_file else list(manifest)
+    _refuse_malformed(entries, dest, str(manifest) if from_file else "manifest")
     concrete = expand_listings(entries, tier, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
-                               s3=client, smoke_wells=smoke_wells)
-    return fetch_entries(concrete, dest, options=options, s3_endpoint_url=s3_endpoint_url,
-                         http_base_url=http_base_url, s3=client)
-
-
-def plan_source(source: str, tier: str, *, manifest: str | os.PathLike | None = None,
-                s3_endpoint_url: str | None = None, http_base_url: str | None = None,
-                smoke_wells: int = DEFAULT_SMOKE_WELLS) -> list[ManifestEntry]:
-    """The concrete files a fetch of ``source`` / ``tier`` would download (listing rows expanded
-    from the live source), without downloading anything: sizes for a disk-space estimate."""
-    path = Path(manifest) if manifest is not None else manifest_path(source)
-    entries = read_manifest(path)
-    return expand_listings(entries, tier, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
-                           smoke_wells=smoke_wells)
+                               smoke_wells=smoke_wells)
+    return fetch_entries(concrete, dest, options=options, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url)
 
 
 def describe_plan(entries: Sequence[ManifestEntry]) -> str:
@@ -658,9 +527,7 @@ def describe_plan(entries: Sequence[ManifestEntry]) -> str:
 
 
 def fetch_source(source: str, tier: str, dest: str | os.PathLike, *, manifest: str | os.PathLike | None = None,
-                 options: FetchOptions | None = None, s3_endpoint_url: str | None = None,
-                 http_base_url: str | None = None, smoke_wells: int = DEFAULT_SMOKE_WELLS) -> FetchSummary:
-    """Fetch one source (``s3``, ``geo`` or ``pride``) by its committed manifest (or ``manifest``)."""
-    path = Path(manifest) if manifest is not None else manifest_path(source)
-    return fetch_manifest(path, dest, tier, options=options, s3_endpoint_url=s3_endpoint_url,
-                          http_base_url=http_base_url, smoke_wells=smoke_wells)
+                 **kwargs) -> FetchSummary:
+    """Fetch one source (``s3``, ``geo`` or ``pride``) by its committed manifest (or ``manifest``);
+    the keywords of :func:`fetch_manifest` (``options``, endpoints, ``smoke_wells``) pass through."""
+    return fetch_manifest(manifest or manifest_path(source), dest, tier, **kwargs)

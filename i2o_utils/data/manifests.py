@@ -68,8 +68,6 @@ CHECKSUM_PATTERNS: dict[str, re.Pattern] = {
 S3_BUCKET = "image2omics"
 GEO_ACCESSION = "GSE237485"
 PRIDE_ACCESSION = "PXD044522"
-GEO_BASE_URL = "https://ftp.ncbi.nlm.nih.gov"
-PRIDE_API_URL = "https://www.ebi.ac.uk/pride/ws/archive/v2"
 
 SOURCES: dict[str, str] = {
     "s3": "s3_image2omics",
@@ -107,12 +105,6 @@ class ManifestEntry:
         """Whether the row stands for everything listed under ``url`` (path ends in ``/``)."""
         return self.relative_path.endswith("/")
 
-    def to_row(self) -> dict[str, str]:
-        d = asdict(self)
-        d["size"] = "" if self.size is None else str(int(self.size))
-        d["verified"] = "true" if self.verified else "false"
-        return {k: str(d[k]) for k in MANIFEST_COLUMNS}
-
 
 # --------------------------------------------------------------------------------------------
 # validation
@@ -124,20 +116,16 @@ def check_relative_path(relative_path: str) -> str | None:
     empty components (``a//b``) and any ``.`` or ``..`` component.
     """
     p = relative_path
-    if not p or not p.strip():
-        return "empty path"
-    if "\x00" in p:
-        return "NUL byte in path"
-    if "\\" in p:
-        return "backslash in path (use '/' separators)"
-    if p.startswith("/") or p.startswith("~") or re.match(r"^[A-Za-z]:", p) or PurePosixPath(p).is_absolute():
-        return "absolute path"
     parts = p.rstrip("/").split("/")
-    if any(part in ("..",) for part in parts):
-        return "'..' component escapes the destination"
-    if any(part in ("", ".") for part in parts):
-        return "empty or '.' path component"
-    return None
+    faults = {  # the first that applies is reported
+        "empty path": not p.strip(),
+        "NUL byte in path": "\x00" in p,
+        "backslash in path (use '/' separators)": "\\" in p,
+        "absolute path": p.startswith(("/", "~")) or re.match(r"[A-Za-z]:", p) is not None,
+        "'..' component escapes the destination": ".." in parts,
+        "empty or '.' path component": "" in parts or "." in parts,
+    }
+    return next((why for why, applies in faults.items() if applies), None)
 
 
 def safe_destination(dest: str | os.PathLike, relative_path: str) -> Path:
@@ -149,37 +137,19 @@ def safe_destination(dest: str | os.PathLike, relative_path: str) -> Path:
         If the path is absolute, has a ``..`` component, or resolves (through a symbolic link)
         outside ``dest``.
     """
-    why = check_relative_path(relative_path)
-    if why:
+    if why := check_relative_path(relative_path):
         raise ManifestError(f"relative_path {relative_path!r}: {why}")
     root = Path(dest).resolve()
     target = (root / relative_path).resolve()
-    if target != root and not target.is_relative_to(root):
+    if not target.is_relative_to(root):
         raise ManifestError(f"relative_path {relative_path!r} resolves to {target}, outside {root}")
     return target
-
-
-def _parse_size(value: str) -> int | None:
-    value = value.strip()
-    if value == "":
-        return None
-    if not re.fullmatch(r"\d+", value):
-        raise ValueError(f"size {value!r} is not a non-negative integer")
-    return int(value)
-
-
-def _parse_bool(value: str) -> bool:
-    b = parse_bool(value) if value.strip() else False
-    if b is None:
-        raise ValueError(f"verified {value!r} is not true/false")
-    return b
 
 
 def entry_problems(e: ManifestEntry) -> list[str]:
     """Every problem of one entry (empty list when it is well formed)."""
     problems = []
-    why = check_relative_path(e.relative_path)
-    if why:
+    if why := check_relative_path(e.relative_path):
         problems.append(f"relative_path {e.relative_path!r}: {why}")
     scheme = urlparse(e.url).scheme
     if scheme not in ("s3", "http", "https"):
@@ -214,8 +184,7 @@ def validate_entries(entries: Sequence[ManifestEntry], where: str | os.PathLike 
     problems = []
     seen: dict[str, int] = {}
     for i, e in enumerate(entries, start=1):
-        for p in entry_problems(e):
-            problems.append(f"row {i}: {p}")
+        problems += [f"row {i}: {p}" for p in entry_problems(e)]
         if e.relative_path in seen:
             problems.append(f"row {i}: relative_path {e.relative_path!r} duplicates row {seen[e.relative_path]}")
         seen.setdefault(e.relative_path, i)
@@ -227,12 +196,17 @@ def validate_entries(entries: Sequence[ManifestEntry], where: str | os.PathLike 
 # --------------------------------------------------------------------------------------------
 # reading and writing
 # --------------------------------------------------------------------------------------------
+def source_kind(source: str) -> str:
+    """``s3``, ``geo`` or ``pride`` for a short source name or a manifest name."""
+    kinds = {**{name: kind for kind, name in SOURCES.items()}, **{kind: kind for kind in SOURCES}}
+    if source not in kinds:
+        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    return kinds[source]
+
+
 def manifest_path(source: str) -> Path:
     """The committed manifest of a source (short name ``s3``/``geo``/``pride`` or manifest name)."""
-    name = SOURCES.get(source, source)
-    if name not in SOURCES.values():
-        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
-    return MANIFESTS_DIR / f"{name}.csv"
+    return MANIFESTS_DIR / f"{SOURCES[source_kind(source)]}.csv"
 
 
 def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
@@ -249,26 +223,23 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
         raise ManifestError(f"{path}: no such manifest file")
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets add a BOM
         reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        require_columns(header, MANIFEST_COLUMNS, path, error=ManifestError)
+        require_columns(reader.fieldnames or [], MANIFEST_COLUMNS, path, error=ManifestError)
         entries, problems = [], []
         for i, row in enumerate(reader, start=1):
+            vals = {k: (row[k] or "").strip() for k in MANIFEST_COLUMNS}
+            verified = parse_bool(vals["verified"]) if vals["verified"] else False
             if None in row:
                 problems.append(f"row {i}: more fields than the header has columns")
-                continue
-            vals = {k: (row[k] if row[k] is not None else "").strip() for k in MANIFEST_COLUMNS}
-            try:
-                size = _parse_size(vals["size"])
-                verified = _parse_bool(vals["verified"])
-            except ValueError as err:
-                problems.append(f"row {i}: {err}")
-                continue
-            entries.append(ManifestEntry(
-                source=vals["source"], url=vals["url"], relative_path=vals["relative_path"],
-                size=size, checksum=vals["checksum"].lower().strip('"'),
-                checksum_type=vals["checksum_type"].lower(), tier=vals["tier"].lower(),
-                licence=vals["licence"], verified=verified,
-            ))
+            elif not re.fullmatch(r"\d*", vals["size"]):
+                problems.append(f"row {i}: size {vals['size']!r} is not a non-negative integer")
+            elif verified is None:
+                problems.append(f"row {i}: verified {vals['verified']!r} is not true/false")
+            else:
+                entries.append(ManifestEntry(**vals | {
+                    "size": int(vals["size"]) if vals["size"] else None, "verified": verified,
+                    "checksum": vals["checksum"].lower().strip('"'), "checksum_type": vals["checksum_type"].lower(),
+                    "tier": vals["tier"].lower(),
+                }))
     if problems:
         raise ManifestError(f"{path}: malformed manifest:\n  " + "\n  ".join(problems[:20]))
     validate_entries(entries, where=path)
@@ -283,8 +254,8 @@ def write_manifest(entries: Iterable[ManifestEntry], path: str | os.PathLike) ->
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
             w.writeheader()
-            for e in entries:
-                w.writerow(e.to_row())
+            for e in entries:  # csv writes None (an unknown size) as an empty field
+                w.writerow(asdict(e) | {"size": e.size and int(e.size), "verified": "true" if e.verified else "false"})
     return Path(path)
 
 
@@ -305,13 +276,10 @@ def rebase_url(url: str, base_url: str | None) -> str:
     ``rebase_url("https://ftp.ncbi.nlm.nih.gov/geo/x", "http://127.0.0.1:8000")`` is
     ``http://127.0.0.1:8000/geo/x``.
     """
-    if not base_url:
+    u, b = urlparse(url), urlparse(base_url or "")
+    if not base_url or u.scheme not in ("http", "https", "ftp"):
         return url
-    u, b = urlparse(url), urlparse(base_url)
-    if u.scheme not in ("http", "https", "ftp"):
-        return url
-    path = b.path.rstrip("/") + u.path
-    return urlunparse((b.scheme, b.netloc, path, u.params, u.query, u.fragment))
+    return urlunparse((b.scheme, b.netloc, b.path.rstrip("/") + u.path, u.params, u.query, u.fragment))
 
 
 def https_from_ftp(url: str) -> str:
@@ -326,20 +294,6 @@ def split_s3_url(url: str) -> tuple[str, str]:
     if u.scheme != "s3" or not u.netloc:
         raise ValueError(f"not an s3:// URL: {url!r}")
     return u.netloc, u.path.lstrip("/")
-
-
-def geo_series_url(accession: str = GEO_ACCESSION, base_url: str = GEO_BASE_URL) -> str:
-    """GEO's FTP-over-HTTPS folder of a series, e.g. ``.../geo/series/GSE237nnn/GSE237485/``."""
-    m = re.fullmatch(r"GSE(\d+)", accession)
-    if not m:
-        raise ValueError(f"not a GEO series accession: {accession!r}")
-    stub = f"GSE{m.group(1)[:-3]}nnn" if len(m.group(1)) > 3 else "GSEnnn"
-    return f"{base_url.rstrip('/')}/geo/series/{stub}/{accession}/"
-
-
-def pride_files_url(accession: str = PRIDE_ACCESSION, api_url: str = PRIDE_API_URL) -> str:
-    """The PRIDE Archive REST API v2 file list of a project."""
-    return f"{api_url.rstrip('/')}/projects/{accession}/files"
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,65 +317,39 @@ def s3_client(endpoint_url: str | None = None, *, max_pool_connections: int = 16
                         region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 
 
-def _s3_pages(paginator, url: str, **kwargs):
-    """The listing's pages; an unreachable endpoint or a refused listing is a :class:`ManifestError`."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield from paginator.paginate(**kwargs)
-    except (BotoCoreError, ClientError) as e:
-        raise ManifestError(f"listing {url}: {type(e).__name__}: {e}") from None
-
-
 def list_s3(url: str, relative_prefix: str, *, source: str, licence: str = "",
-            endpoint_url: str | None = None, client=None, max_keys: int = 1_000_000) -> list[ManifestEntry]:
+            endpoint_url: str | None = None, max_keys: int = 1_000_000) -> list[ManifestEntry]:
     """Every object under an ``s3://bucket/prefix`` (ListObjectsV2, unsigned), as manifest rows.
 
     ``relative_path`` is ``relative_prefix`` followed by the key's part after the prefix; the
     checksum is the object's ETag (``s3etag``).
     """
+    from botocore.exceptions import BotoCoreError, ClientError
+
     bucket, prefix = split_s3_url(url)
-    client = client or s3_client(endpoint_url)
-    paginator = client.get_paginator("list_objects_v2")
-    rows = []
-    for page in _s3_pages(paginator, url, Bucket=bucket, Prefix=prefix, PaginationConfig={"MaxItems": max_keys}):
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            if key.endswith("/"):
-                continue  # folder placeholder objects
-            etag = obj.get("ETag", "").strip('"').lower()
-            rows.append(ManifestEntry(
-                source=source, url=f"s3://{bucket}/{key}", relative_path=relative_prefix + key[len(prefix):],
-                size=int(obj["Size"]), checksum=etag if CHECKSUM_PATTERNS["s3etag"].fullmatch(etag) else "",
-                checksum_type="s3etag" if CHECKSUM_PATTERNS["s3etag"].fullmatch(etag) else "",
-                licence=licence, verified=True,
-            ))
-    return rows
-
-
-class _LinkParser(html.parser.HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "a":
-            href = dict(attrs).get("href")
-            if href:
-                self.links.append(href)
+    pages = s3_client(endpoint_url).get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"MaxItems": max_keys})
+    try:  # an unreachable endpoint or a refused listing
+        objects = [obj for page in pages for obj in page.get("Contents", [])
+                   if not obj["Key"].endswith("/")]  # not the folder placeholder objects
+    except (BotoCoreError, ClientError) as e:
+        raise ManifestError(f"listing {url}: {type(e).__name__}: {e}") from None
+    etags = [obj.get("ETag", "").strip('"').lower() for obj in objects]
+    etags = [etag if CHECKSUM_PATTERNS["s3etag"].fullmatch(etag) else "" for etag in etags]
+    return [ManifestEntry(source=source, url=f"s3://{bucket}/{obj['Key']}",
+                          relative_path=relative_prefix + obj["Key"][len(prefix):], size=int(obj["Size"]),
+                          checksum=etag, checksum_type="s3etag" if etag else "", licence=licence, verified=True)
+            for obj, etag in zip(objects, etags)]
 
 
 def _directory_links(index_html: str) -> list[str]:
     """The file and sub-folder links of an HTTP directory index (no parent, sort or absolute links)."""
-    p = _LinkParser()
-    p.feed(index_html)
-    out = []
-    for href in p.links:
-        if href.startswith(("?", "#", "/", "..", "mailto:")) or "://" in href:
-            continue
-        if href not in out:
-            out.append(href)
-    return out
+    links: list[str] = []
+    parser = html.parser.HTMLParser()
+    parser.handle_starttag = lambda tag, attrs: links.extend(v for k, v in attrs if tag == "a" and k == "href" and v)
+    parser.feed(index_html)
+    skip = ("?", "#", "/", "..", "mailto:")
+    return list(dict.fromkeys(h for h in links if not h.startswith(skip) and "://" not in h))
 
 
 LISTING_ATTEMPTS, LISTING_BACKOFF = 4, 0.5
@@ -430,13 +358,16 @@ LISTING_ATTEMPTS, LISTING_BACKOFF = 4, 0.5
 
 def _request(session, method: str, url: str, **kwargs):
     """One listing request (retried by the session, :func:`_session`); a connection that never
-    succeeds is a :class:`ManifestError`."""
+    succeeds, or a GET answered with other than HTTP 200, is a :class:`ManifestError`."""
     import requests
 
     try:
-        return session.request(method, url, **kwargs)
+        r = session.request(method, url, **kwargs)
     except (requests.ConnectionError, requests.Timeout) as e:
         raise ManifestError(f"listing {url}: {type(e).__name__}: {e}") from e
+    if method == "GET" and r.status_code != 200:
+        raise ManifestError(f"listing {url}: HTTP {r.status_code}")
+    return r
 
 
 def _session(session=None):
@@ -469,8 +400,6 @@ def list_http_directory(url: str, relative_prefix: str, *, source: str, licence:
 
     def walk(dir_url: str, rel: str, level: int) -> None:
         r = _request(session, "GET", rebase_url(dir_url, http_base_url), timeout=timeout)
-        if r.status_code != 200:
-            raise ManifestError(f"listing {dir_url}: HTTP {r.status_code}")
         for href in _directory_links(r.text):
             if len(rows) >= max_files:
                 return
@@ -481,28 +410,12 @@ def list_http_directory(url: str, relative_prefix: str, *, source: str, licence:
                 continue
             file_url = urljoin(dir_url, href)
             h = _request(session, "HEAD", rebase_url(file_url, http_base_url), timeout=timeout, allow_redirects=True)
-            size = int(h.headers["Content-Length"]) if h.status_code == 200 and h.headers.get("Content-Length", "").isdigit() else None
+            length = h.headers.get("Content-Length", "") if h.status_code == 200 else ""
             rows.append(ManifestEntry(source=source, url=file_url, relative_path=f"{rel}{name}",
-                                      size=size, licence=licence, verified=True))
+                                      size=int(length) if length.isdigit() else None, licence=licence, verified=True))
 
     walk(url if url.endswith("/") else url + "/", relative_prefix, 0)
     return rows
-
-
-def _pride_records(payload) -> list[dict]:
-    if isinstance(payload, list):
-        return payload
-    if isinstance(payload, dict):
-        emb = payload.get("_embedded", {})
-        if isinstance(emb, dict) and isinstance(emb.get("files"), list):
-            return emb["files"]
-        if isinstance(payload.get("files"), list):
-            return payload["files"]
-    raise ManifestError("PRIDE file list: unexpected JSON (neither a list nor _embedded.files)")
-
-
-def _checksum_kind(value: str) -> str:
-    return {64: "sha256", 40: "sha1", 32: "md5"}.get(len(value), "")
 
 
 def list_pride(url: str, relative_prefix: str, *, source: str, licence: str = "",
@@ -519,9 +432,13 @@ def list_pride(url: str, relative_prefix: str, *, source: str, licence: str = ""
     for page in range(max_pages):
         r = _request(session, "GET", rebase_url(url, http_base_url), params={"pageSize": page_size, "page": page},
                      headers={"Accept": "application/json"}, timeout=timeout)
-        if r.status_code != 200:
-            raise ManifestError(f"PRIDE file list {url}: HTTP {r.status_code}")
-        records = _pride_records(r.json())
+        records = r.json()  # the file records: the page itself, its ``_embedded.files`` or its ``files``
+        if isinstance(records, dict):
+            emb = records.get("_embedded")
+            embedded = emb.get("files") if isinstance(emb, dict) else None
+            records = embedded if isinstance(embedded, list) else records.get("files")
+        if not isinstance(records, list):
+            raise ManifestError(f"PRIDE file list {url}: unexpected JSON (neither a list nor _embedded.files)")
         before = len(seen)
         for rec in records:
             name = rec.get("fileName")
@@ -533,7 +450,7 @@ def list_pride(url: str, relative_prefix: str, *, source: str, licence: str = ""
             if not ftp:
                 continue
             checksum = str(rec.get("checksum") or "").strip().lower()
-            kind = _checksum_kind(checksum) if re.fullmatch(r"[0-9a-f]+", checksum or "-") else ""
+            kind = next((k for k in ("sha256", "sha1", "md5") if CHECKSUM_PATTERNS[k].fullmatch(checksum)), "")
             size = rec.get("fileSizeBytes", rec.get("fileSize"))
             rows.append(ManifestEntry(
                 source=source, url=https_from_ftp(ftp), relative_path=relative_prefix + PurePosixPath(name).name,
@@ -553,13 +470,7 @@ _WELL_PREFIX = re.compile(r"^(ICF|TILES|RAW)[._-]", re.IGNORECASE)
 
 def well_key(file_name: str) -> str:
     """The part of a per-well file name shared by its ICF and TILES files (prefix and ``.h5`` off)."""
-    stem = PurePosixPath(file_name).name
-    stem = stem[:-3] if stem.lower().endswith(".h5") else stem
-    return _WELL_PREFIX.sub("", stem)
-
-
-def _plate_of(key: str) -> str:
-    return key.rsplit("_", 1)[-1] if "_" in key else ""
+    return _WELL_PREFIX.sub("", re.sub(r"(?i)\.h5$", "", PurePosixPath(file_name).name))
 
 
 def pick_smoke_wells(icf_names: Sequence[str], tiles_names: Sequence[str], n: int) -> set[str]:
@@ -570,20 +481,15 @@ def pick_smoke_wells(icf_names: Sequence[str], tiles_names: Sequence[str], n: in
     common = sorted(icf & tiles) if icf and tiles else sorted(icf | tiles)
     if not common:
         return set(sorted(icf)[:n]) | set(sorted(tiles)[:n])
-    keys = pd.DataFrame({"key": common, "plate": [_plate_of(k) for k in common]})
+    keys = pd.DataFrame({"key": common, "plate": [k.rsplit("_", 1)[-1] if "_" in k else "" for k in common]})
     keys["turn"] = keys.groupby("plate").cumcount()  # the k-th well of each plate, plates in order
     return set(keys.sort_values(["turn", "plate"], kind="stable")["key"].head(n))
 
 
-_S3_SMOKE = (re.compile(r"^data/metadata\.csv$"), re.compile(r"^data/GT/[^/]+\.csv$"),
-             re.compile(r"^third-party/"), re.compile(r"^checkpoints/[^/]+/config\.ya?ml$"))
+_S3_SMOKE = re.compile(r"^(data/metadata\.csv$|data/GT/[^/]+\.csv$|third-party/|checkpoints/[^/]+/config\.ya?ml$)")
 _TABLE_EXT = (".txt", ".tsv", ".csv", ".xlsx", ".xls", ".zip")
 _RAW_EXT = (".raw", ".mzml", ".mgf", ".wiff", ".d", ".mzxml", ".tar")
-
-
-def _strip_gz(name: str) -> str:
-    n = name.lower()
-    return n[:-3] if n.endswith(".gz") else n
+_IMAGE_FOLDER = re.compile(r"(^|/)(ICF|TILES)/")
 
 
 def assign_tiers(kind: str, entries: Sequence[ManifestEntry], smoke_wells: int = DEFAULT_SMOKE_WELLS,
@@ -598,56 +504,43 @@ def assign_tiers(kind: str, entries: Sequence[ManifestEntry], smoke_wells: int =
     """
     if kind not in SOURCES:
         raise ValueError(f"unknown source {kind!r}")
-    out = []
-    if kind == "s3":
-        icf = [e.relative_path for e in entries if "/ICF/" in f"/{e.relative_path}"]
-        tiles = [e.relative_path for e in entries if "/TILES/" in f"/{e.relative_path}"]
-        wells = pick_smoke_wells(icf, tiles, smoke_wells)
-        for e in entries:
-            p = e.relative_path
-            if "/ICF/" in f"/{p}" or "/TILES/" in f"/{p}":
-                smoke = well_key(p) in wells
-            else:
-                smoke = any(r.search(p) for r in _S3_SMOKE)
-            out.append(replace(e, tier="smoke" if smoke else "full"))
-        return out
-    for e in entries:
-        name = _strip_gz(PurePosixPath(e.relative_path).name)
-        small = e.size is None or e.size <= max_smoke_bytes
+    paths = [e.relative_path for e in entries]
+    wells = pick_smoke_wells([p for p in paths if "/ICF/" in f"/{p}"], [p for p in paths if "/TILES/" in f"/{p}"],
+                             smoke_wells) if kind == "s3" else set()
+
+    def smoke(e: ManifestEntry) -> bool:
+        name = PurePosixPath(e.relative_path).name.lower().removesuffix(".gz")
+        if kind == "s3" and _IMAGE_FOLDER.search(e.relative_path):
+            return well_key(e.relative_path) in wells
+        if kind == "s3":
+            return _S3_SMOKE.search(e.relative_path) is not None
         if kind == "geo":
-            smoke = small and not name.endswith(_RAW_EXT) and ("series_matrix" in name or name.endswith(_TABLE_EXT))
-        else:
-            smoke = e.size is not None and e.size <= max_smoke_bytes and name.endswith(_TABLE_EXT)
-        out.append(replace(e, tier="smoke" if smoke else "full"))
-    return out
+            return ((e.size is None or e.size <= max_smoke_bytes) and not name.endswith(_RAW_EXT)
+                    and ("series_matrix" in name or name.endswith(_TABLE_EXT)))
+        return e.size is not None and e.size <= max_smoke_bytes and name.endswith(_TABLE_EXT)
+
+    return [replace(e, tier="smoke" if smoke(e) else "full") for e in entries]
 
 
 def _kind_of(entry: ManifestEntry) -> str:
-    for kind, name in SOURCES.items():
-        if entry.source == name:
-            return kind
-    scheme = urlparse(entry.url).scheme
-    if scheme == "s3":
-        return "s3"
-    return "pride" if "/pride/" in entry.url else "geo"
+    """The entry's source by its manifest name, else by its URL."""
+    if entry.source in SOURCES.values():
+        return source_kind(entry.source)
+    return "s3" if urlparse(entry.url).scheme == "s3" else "pride" if "/pride/" in entry.url else "geo"
 
 
 def list_entry(entry: ManifestEntry, *, s3_endpoint_url: str | None = None,
-               http_base_url: str | None = None, session=None, s3=None) -> list[ManifestEntry]:
+               http_base_url: str | None = None) -> list[ManifestEntry]:
     """Expand one listing row into the files the source lists under its ``url``."""
-    kind = _kind_of(entry)
     common = dict(source=entry.source, licence=entry.licence)
     if urlparse(entry.url).scheme == "s3":
-        return list_s3(entry.url, entry.relative_path, endpoint_url=s3_endpoint_url, client=s3, **common)
-    if kind == "pride":
-        return list_pride(entry.url, entry.relative_path, http_base_url=http_base_url, session=session, **common)
-    return list_http_directory(entry.url, entry.relative_path, http_base_url=http_base_url,
-                               session=session, **common)
+        return list_s3(entry.url, entry.relative_path, endpoint_url=s3_endpoint_url, **common)
+    lister = list_pride if _kind_of(entry) == "pride" else list_http_directory
+    return lister(entry.url, entry.relative_path, http_base_url=http_base_url, **common)
 
 
 def expand_listings(entries: Sequence[ManifestEntry], tier: str, *, s3_endpoint_url: str | None = None,
-                    http_base_url: str | None = None, session=None, s3=None,
-                    smoke_wells: int = DEFAULT_SMOKE_WELLS) -> list[ManifestEntry]:
+                    http_base_url: str | None = None, smoke_wells: int = DEFAULT_SMOKE_WELLS) -> list[ManifestEntry]:
     """The concrete files to fetch for ``tier``: explicit rows, plus the listing rows expanded.
 
     Explicit rows win over listed files of the same ``relative_path`` (they may carry a stronger
@@ -655,33 +548,24 @@ def expand_listings(entries: Sequence[ManifestEntry], tier: str, *, s3_endpoint_
     """
     chosen = select_tier(entries, tier)
     explicit = [e for e in chosen if not e.is_listing]
-    listed: list[ManifestEntry] = []
-    for e in chosen:
-        if e.is_listing:
-            listed.extend(list_entry(e, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
-                                     session=session, s3=s3))
+    listed = [f for e in chosen if e.is_listing
+              for f in list_entry(e, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url)]
+    unique: dict[str, ManifestEntry] = {}
+    for e in listed:  # a listed path can appear twice when two listing rows overlap; keep the first
+        unique.setdefault(e.relative_path, e)
     have = {e.relative_path for e in explicit}
-    listed = [e for e in listed if e.relative_path not in have]
-    by_kind: dict[str, list[ManifestEntry]] = {}
-    for e in listed:
-        by_kind.setdefault(_kind_of(e), []).append(e)
-    tiered: list[ManifestEntry] = []
-    for kind, group in by_kind.items():
-        tiered.extend(assign_tiers(kind, group, smoke_wells=smoke_wells))
-    # a listed path can appear twice when two listing rows overlap; keep the first
-    seen, unique = set(have), []
-    for e in tiered:
-        if e.relative_path not in seen and (tier == "full" or e.tier == "smoke"):
-            seen.add(e.relative_path)
-            unique.append(e)
-    out = explicit + unique
+    listed = [e for path, e in unique.items() if path not in have]
+    kinds = dict.fromkeys(map(_kind_of, listed))
+    tiered = [t for kind in kinds for t in assign_tiers(kind, [e for e in listed if _kind_of(e) == kind],
+                                                        smoke_wells=smoke_wells)]
+    out = explicit + [e for e in tiered if tier == "full" or e.tier == "smoke"]
     validate_entries(out, where="expanded listing")
     return out
 
 
 def build_manifest(source: str, *, s3_endpoint_url: str | None = None, http_base_url: str | None = None,
-                   session=None, s3=None, smoke_wells: int = DEFAULT_SMOKE_WELLS,
-                   seed: Sequence[ManifestEntry] | None = None) -> list[ManifestEntry]:
+                   smoke_wells: int = DEFAULT_SMOKE_WELLS, seed: Sequence[ManifestEntry] | None = None
+                   ) -> list[ManifestEntry]:
     """Rebuild a source's manifest from its live listing.
 
     The listing rows of the committed manifest (``seed``; default: read from
@@ -690,36 +574,24 @@ def build_manifest(source: str, *, s3_endpoint_url: str | None = None, http_base
     Explicit seed rows that the listing does not show are left out (with a warning naming them):
     the live listing is the authority.
     """
-    kind = source if source in SOURCES else next((k for k, v in SOURCES.items() if v == source), None)
-    if kind is None:
-        raise ValueError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    kind = source_kind(source)
     seed = list(seed) if seed is not None else read_manifest(manifest_path(kind))
-    listings = [e for e in seed if e.is_listing]
     if kind == "s3":
         # the whole bucket, as the authors' `aws s3 sync` takes it; seed rows give the licences
         bucket = next((split_s3_url(e.url)[0] for e in seed if e.url.startswith("s3://")), S3_BUCKET)
         default = next((e.licence for e in seed), "")
         licences = {e.relative_path: e.licence for e in seed}
         listed = [replace(e, licence=_licence_for(e.relative_path, licences, default))
-                  for e in list_s3(f"s3://{bucket}/", "", source=SOURCES["s3"], licence=default,
-                                   endpoint_url=s3_endpoint_url, client=s3)]
+                  for e in list_s3(f"s3://{bucket}/", "", source=SOURCES["s3"], endpoint_url=s3_endpoint_url)]
     else:
-        listed = []
-        for e in listings:
-            listed.extend(list_entry(e, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url,
-                                     session=session, s3=s3))
+        listed = [f for e in seed if e.is_listing
+                  for f in list_entry(e, s3_endpoint_url=s3_endpoint_url, http_base_url=http_base_url)]
     listed = assign_tiers(kind, listed, smoke_wells=smoke_wells)
     got = {e.relative_path: e for e in listed}
-    rows: list[ManifestEntry] = []
-    absent = []
-    for e in seed:
-        if e.is_listing:
-            continue
-        live = got.pop(e.relative_path, None)
-        if live is None:
-            absent.append(e.relative_path)
-        else:
-            rows.append(replace(live, tier=e.tier, licence=e.licence or live.licence))
+    explicit = [e for e in seed if not e.is_listing]
+    absent = [e.relative_path for e in explicit if e.relative_path not in got]
+    rows = [replace(live, tier=e.tier, licence=e.licence or live.licence)
+            for e in explicit if (live := got.pop(e.relative_path, None))]
     if absent:
         log.warning("%s: %d file(s) of the committed manifest are not in the live listing and are left out: %s",
                     source, len(absent), ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
@@ -730,8 +602,5 @@ def build_manifest(source: str, *, s3_endpoint_url: str | None = None, http_base
 
 def _licence_for(path: str, licences: dict[str, str], default: str) -> str:
     """The licence of the longest seed path that is ``path`` or a folder above it."""
-    best, best_len = default, -1
-    for p, lic in licences.items():
-        if (path == p or (p.endswith("/") and path.startswith(p))) and len(p) > best_len:
-            best, best_len = lic, len(p)
-    return best
+    above = [p for p in licences if path == p or (p.endswith("/") and path.startswith(p))]
+    return licences[max(above, key=len)] if above else default
