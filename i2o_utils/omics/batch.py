@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from i2o_utils.omics._checks import OmicsInputError, as_labels, as_matrix, check_no_inf
+from i2o_utils.omics._checks import OmicsInputError, align_to_samples, as_labels, as_matrix, check_no_inf
 
 ALIAS_TOL = 1e-7
 """R's ``lm.fit`` tolerance: a column whose norm after projection on the earlier columns is below
@@ -49,16 +49,10 @@ def sum_to_zero_contrasts(labels: Any, what: str = "batch", samples=None) -> tup
     (matrix, levels)
         ``n x (K-1)`` contrast columns and the sorted levels (the last one is coded -1).
     """
-    lab = as_labels(labels, len(labels), what, samples)
-    levels = sorted(set(lab))
-    idx = np.searchsorted(np.array(levels, dtype=object), lab.astype(object))
+    levels, idx = np.unique(as_labels(labels, len(labels), what, samples), return_inverse=True)
     k = len(levels)
-    m = np.zeros((len(lab), max(k - 1, 0)))
-    for j in range(k - 1):
-        m[idx == j, j] = 1.0
-    if k > 1:
-        m[idx == k - 1, :] = -1.0
-    return m, levels
+    contr_sum = np.vstack([np.eye(k - 1), -np.ones((1, k - 1))])  # R's contr.sum(K): K x (K-1)
+    return contr_sum[idx], levels.tolist()
 
 
 def estimable_columns(X: np.ndarray, tol: float = ALIAS_TOL) -> np.ndarray:
@@ -87,12 +81,7 @@ def estimable_columns(X: np.ndarray, tol: float = ALIAS_TOL) -> np.ndarray:
 
 def _as_numeric(x: Any, n: int, samples, what: str) -> np.ndarray:
     """``x`` as a finite n x c float array (a DataFrame or Series indexed by sample is aligned)."""
-    if isinstance(x, (pd.DataFrame, pd.Series)) and samples is not None and not x.index.equals(pd.RangeIndex(n)):
-        missing = pd.Index(samples).difference(x.index)
-        if len(missing):
-            raise OmicsInputError(f"{what}: no row for sample(s) {list(missing[:5])}")
-        x = x.reindex(samples)
-    c = np.asarray(x, dtype=np.float64)
+    c = np.asarray(align_to_samples(x, samples, what, "row"), dtype=np.float64)
     c = c[:, None] if c.ndim == 1 else c
     if c.ndim != 2 or c.shape[0] != n:
         raise OmicsInputError(f"{what}: shape {c.shape} does not match {n} samples (one row per sample)")
@@ -104,11 +93,8 @@ def _as_numeric(x: Any, n: int, samples, what: str) -> np.ndarray:
 def batch_design(n: int, batch: Any = None, batch2: Any = None, covariates: Any = None,
                  samples=None) -> np.ndarray:
     """limma's ``X.batch``: sum-to-zero contrasts of ``batch`` and ``batch2``, then covariates."""
-    parts = []
-    if batch is not None:
-        parts.append(sum_to_zero_contrasts(as_labels(batch, n, "batch", samples), "batch")[0])
-    if batch2 is not None:
-        parts.append(sum_to_zero_contrasts(as_labels(batch2, n, "batch2", samples), "batch2")[0])
+    parts = [sum_to_zero_contrasts(as_labels(b, n, what, samples), what)[0]
+             for b, what in ((batch, "batch"), (batch2, "batch2")) if b is not None]
     if covariates is not None:
         parts.append(_as_numeric(covariates, n, samples, "covariates"))
     return np.column_stack(parts) if parts else np.zeros((n, 0))

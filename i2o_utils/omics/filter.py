@@ -28,24 +28,17 @@ RULES = ("all", "any")
 
 
 def _detected_counts(detected: Any, plates: Any, genes: Any | None):
-    if isinstance(detected, pd.DataFrame):
-        genes = detected.columns if genes is None else genes
-        samples = detected.index
-        d = detected.to_numpy()
-    else:
-        samples = None
-        d = np.asarray(detected)
+    frame = isinstance(detected, pd.DataFrame)
+    d = np.asarray(detected).astype(bool)
     if d.ndim != 2:
         raise OmicsInputError(f"detected: expected a samples x genes matrix, got shape {d.shape}")
-    d = d.astype(bool)
-    p = as_labels(plates, d.shape[0], "plates", samples)
+    p = as_labels(plates, d.shape[0], "plates", detected.index if frame else None)
     uniq, inv = np.unique(p, return_inverse=True)
-    onehot = np.zeros((len(uniq), d.shape[0]), dtype=np.float32)
-    onehot[inv, np.arange(d.shape[0])] = 1.0
-    counts = (onehot @ d.astype(np.float32)).astype(np.float64)  # exact: counts < 2**24
+    counts = np.stack([d[inv == j].sum(axis=0) for j in range(len(uniq))]).astype(np.float64)
     n = np.bincount(inv, minlength=len(uniq)).astype(float)
-    genes = pd.Index(genes if genes is not None else np.arange(d.shape[1]), name="gene")
-    return counts, n, genes
+    if genes is None:
+        genes = detected.columns if frame else np.arange(d.shape[1])
+    return counts, n, pd.Index(genes, name="gene")
 
 
 def filter_low_expression(detected: Any, plates: Any, min_fraction: float = 50 / 384, rule: str = "all",

@@ -79,20 +79,20 @@ class WellLabels:
 
     def frame(self, wells: slice | None = None) -> pd.DataFrame:
         """The long table (categorical text columns), for all wells or a slice of them."""
-        w = self.wells.iloc[wells] if wells is not None else self.wells
-        lab = self.label_index[wells] if wells is not None else self.label_index
+        wells = slice(None) if wells is None else wells
+        lab = self.label_index[wells]
         g = len(self.genes)
 
-        def per_well(values) -> pd.Categorical:
-            c = pd.Categorical(np.asarray(values, dtype=str))
-            return pd.Categorical.from_codes(np.repeat(c.codes, g), categories=c.categories)
+        def per_well(col: str) -> pd.Categorical:  # categories from all wells: the same in every slice
+            c = pd.Categorical(self.wells[col].astype(str).to_numpy())
+            return pd.Categorical.from_codes(np.repeat(c.codes[wells], g), categories=c.categories)
 
         return pd.DataFrame({
-            GT_PLATE: per_well(w["plate_barcode"]),
-            GT_WELL: per_well(w["well_id"]),
-            GT_GENE: pd.Categorical.from_codes(np.tile(np.arange(g, dtype=np.int32), len(w)),
+            GT_PLATE: per_well("plate_barcode"),
+            GT_WELL: per_well("well_id"),
+            GT_GENE: pd.Categorical.from_codes(np.tile(np.arange(g, dtype=np.int32), len(lab)),
                                                categories=pd.Index(self.genes, dtype=object)),
-            GT_FOLD: per_well(w["fold"]),
+            GT_FOLD: per_well("fold"),
             GT_MEASURED: self.values[lab].reshape(-1),
         })
 
@@ -102,29 +102,18 @@ class WellLabels:
         return self.frame(slice(0, -(-n // g))).head(n)
 
     def _batches(self, rows_per_batch: int = _BATCH_ROWS):
-        """Arrow schema and record batches of the long table (dictionary-encoded text columns)."""
+        """Arrow schema and (wells, record batch) of the long table, :meth:`frame` in slices of wells."""
         import pyarrow as pa
 
         text = pa.dictionary(pa.int32(), pa.string())
         schema = pa.schema([(GT_PLATE, text), (GT_WELL, text), (GT_GENE, text), (GT_FOLD, text),
                             (GT_MEASURED, pa.float32())])
-        n_genes = len(self.genes)
-        genes = pa.array(self.genes, pa.string())
-        gene_codes = np.arange(n_genes, dtype=np.int32)
-        coded = []
-        for col in ("plate_barcode", "well_id", "fold"):
-            levels, codes = np.unique(self.wells[col].astype(str).to_numpy(), return_inverse=True)
-            coded.append((pa.array(levels.tolist(), pa.string()), codes.astype(np.int32)))
-        step = max(1, rows_per_batch // max(n_genes, 1))
+        step = max(1, rows_per_batch // max(len(self.genes), 1))
 
         def batches():
             for w0 in range(0, len(self.wells), step):
-                w1 = min(len(self.wells), w0 + step)
-                per_well = [pa.DictionaryArray.from_arrays(np.repeat(c[w0:w1], n_genes), d) for d, c in coded]
-                yield w1 - w0, pa.RecordBatch.from_arrays(
-                    [per_well[0], per_well[1],
-                     pa.DictionaryArray.from_arrays(np.tile(gene_codes, w1 - w0), genes), per_well[2],
-                     pa.array(self.values[self.label_index[w0:w1]].reshape(-1))], schema=schema)
+                w = slice(w0, min(w0 + step, len(self.wells)))
+                yield w.stop - w0, pa.RecordBatch.from_pandas(self.frame(w), schema=schema, preserve_index=False)
         return schema, batches()
 
     def write(self, path: str | os.PathLike, progress: bool = False, label: str | None = None,

@@ -27,14 +27,14 @@ undone after prediction (:func:`fit_zscore`, :func:`apply_zscore`, :func:`invert
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from i2o_utils.data.layout import require_columns
-from i2o_utils.omics._checks import OmicsInputError, as_labels
+from i2o_utils.omics._checks import OmicsInputError, as_labels, check_no_inf
 from i2o_utils.omics.gt import WellLabels
 
 
@@ -61,55 +61,40 @@ class Labels:
     draws: pd.DataFrame
     n_fallback_group: int = 0
     n_fallback_min: int = 0
-    group_sizes: dict[str, int] = field(default_factory=dict)
-
-    def frame(self, seed_index: int) -> pd.DataFrame:
-        """Labels of one seed as a targets x genes DataFrame."""
-        return pd.DataFrame(self.values[seed_index], index=pd.Index(self.targets, name="target"),
-                            columns=pd.Index(self.genes, name="gene"))
 
 
-def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], wells_per_label: int = 2,
-                   samples: Sequence[str] | None = None, genes: Sequence[str] | None = None) -> Labels:
+def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], wells_per_label: int = 2) -> Labels:
     """Average ``wells_per_label`` randomly drawn omics wells per perturbation, once per seed.
 
     Parameters
     ----------
     values
         Omics wells x genes of one (omics, stimulus) set (normalised, batch-corrected, log
-        scale); NaN = missing. A DataFrame supplies ``samples`` and ``genes``.
+        scale); NaN = missing. A DataFrame names the wells (in the order they are drawn from) and
+        the genes; an array's are their positions.
     targets
         Perturbation of each omics well.
     seeds
         Label seeds (one per imaging replicate).
     wells_per_label
         Wells drawn per group (paper: 2).
-    samples, genes
-        Names of the wells (ordered as they should be drawn from) and of the genes.
 
     Returns
     -------
     Labels
     """
-    if isinstance(values, pd.DataFrame):
-        samples = list(values.index) if samples is None else list(samples)
-        genes = list(values.columns) if genes is None else list(genes)
-        x = values.to_numpy()
-    else:
-        x = np.asarray(values)
+    x = np.asarray(values)
     if x.dtype not in (np.float32, np.float64):  # float32 stays: means are taken in float64 below
         x = x.astype(np.float64)
     if x.ndim != 2:
         raise OmicsInputError(f"label values: expected wells x genes, got shape {x.shape}")
-    if np.isinf(x).any():
-        raise OmicsInputError("label values: contain inf")
     n, g = x.shape
-    samples = [str(s) for s in (samples if samples is not None else range(n))]
-    genes = [str(v) for v in (genes if genes is not None else range(g))]
-    if len(samples) != n or len(genes) != g:
-        raise OmicsInputError(f"label values: {n} x {g} matrix with {len(samples)} sample and {len(genes)} gene names")
+    named = isinstance(values, pd.DataFrame)
+    samples = [str(s) for s in (values.index if named else range(n))]
+    genes = [str(v) for v in (values.columns if named else range(g))]
     if len(set(samples)) != n:
         raise OmicsInputError("label values: duplicated sample names")
+    check_no_inf(x, "label values", samples, genes, allow_nan=True)
     tg = as_labels(targets, n, "targets")
     if wells_per_label < 1:
         raise OmicsInputError(f"wells_per_label must be >= 1, got {wells_per_label}")
@@ -130,10 +115,7 @@ def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], we
             idx = members[t]
             pick = idx[rng.choice(len(idx), size=min(wells_per_label, len(idx)), replace=False)]
             draws.extend((int(seed), t, samples[i]) for i in pick)
-            sub = x[pick].astype(np.float64)
-            obs = ~np.isnan(sub)
-            cnt = obs.sum(axis=0)
-            lab = np.where(cnt > 0, np.where(obs, sub, 0.0).sum(axis=0) / np.maximum(cnt, 1), np.nan)
+            lab = nan_quiet(np.nanmean, x[pick].astype(np.float64), axis=0)
             miss = np.isnan(lab)
             if miss.any():
                 fill = nan_quiet(np.nanmean, x[idx], axis=0, dtype=np.float64)
@@ -149,8 +131,7 @@ def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], we
         raise OmicsInputError(f"label values: gene {genes[j]!r} has no observed value in any well")
     return Labels(values=out, targets=uniq, genes=genes, seeds=[int(s) for s in seeds],
                   draws=pd.DataFrame(draws, columns=["seed", "target", "sample"]),
-                  n_fallback_group=n_group, n_fallback_min=n_min,
-                  group_sizes={t: int(len(members[t])) for t in uniq})
+                  n_fallback_group=n_group, n_fallback_min=n_min)
 
 
 def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fold: pd.Series) -> WellLabels:

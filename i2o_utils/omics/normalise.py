@@ -29,16 +29,6 @@ import pandas as pd
 from i2o_utils.omics._checks import OmicsInputError, as_matrix, check_counts
 
 
-def _log_geo_means(counts: np.ndarray) -> np.ndarray:
-    """poscounts' log geometric means: zeros left out of each gene's mean (-inf: an all-zero gene)."""
-    with np.errstate(divide="ignore"):
-        lc = np.log(counts)
-    lc[~np.isfinite(lc)] = 0.0
-    lg = lc.mean(axis=0)
-    lg[(counts == 0).all(axis=0)] = -np.inf
-    return lg
-
-
 def size_factors(counts: Any, type: str = "ratio") -> np.ndarray | pd.Series:
     """DESeq2 median-of-ratios size factors, one per sample.
 
@@ -61,16 +51,16 @@ def size_factors(counts: Any, type: str = "ratio") -> np.ndarray | pd.Series:
     ------
     OmicsInputError
         Non-finite, negative or non-integer counts; an all-zero sample; duplicated sample or gene
-        labels; no gene usable for the geometric means ("every gene contains at least one zero",
-        DESeq2's message); a sample with no usable gene.
+        labels; with ``"ratio"``, no gene without a zero ("every gene contains at least one zero",
+        DESeq2's message).
     """
     k, samples, genes = as_matrix(counts, "counts")
     check_counts(k, "counts", samples, genes)
-    sf = median_of_ratios(k, type, samples)
+    sf = median_of_ratios(k, type)
     return pd.Series(sf, index=samples, name="size_factor") if samples is not None else sf
 
 
-def median_of_ratios(k: np.ndarray, type: str = "ratio", samples=None) -> np.ndarray:
+def median_of_ratios(k: np.ndarray, type: str = "ratio") -> np.ndarray:
     """:func:`size_factors` on a float array already checked with ``check_counts``."""
     if type not in ("ratio", "poscounts"):
         raise OmicsInputError(f"size_factors: type must be 'ratio' or 'poscounts', got {type!r}")
@@ -81,21 +71,13 @@ def median_of_ratios(k: np.ndarray, type: str = "ratio", samples=None) -> np.nda
                 "counts: every gene contains at least one zero, cannot compute log geometric means "
                 "(median-of-ratios needs genes counted in every sample; consider type='poscounts')")
         return np.exp(_log_ratio_medians(k, np.flatnonzero(usable)))
-    k = np.asarray(k, dtype=np.float64)
-    log_geo = _log_geo_means(k)
-    usable = np.isfinite(log_geo)
-    if not usable.any():
-        raise OmicsInputError("counts: every gene is zero in every sample")
-    ku = k[:, usable]
+    # poscounts: zeros take no part in a gene's geometric mean but count in its denominator (DESeq2:
+    # sum(log(k[k > 0])) / n); check_counts left no all-zero sample, so each has a ratio to take
+    ku = np.asarray(k[:, (k > 0).any(axis=0)], dtype=np.float64)
     with np.errstate(divide="ignore"):
-        ratios = np.log(ku) - log_geo[usable]
-    ratios[ku <= 0] = np.nan
-    n_used = np.isfinite(ratios).sum(axis=1)
-    if (n_used == 0).any():
-        i = int(np.flatnonzero(n_used == 0)[0])
-        who = samples[i] if samples is not None else i
-        raise OmicsInputError(f"counts: sample {who!r} has no count > 0 among the genes used for the "
-                              "geometric means")
+        logk = np.log(ku)
+    logk[ku == 0] = 0.0
+    ratios = np.where(ku > 0, logk - logk.mean(axis=0), np.nan)
     sf = np.exp(np.nanmedian(ratios, axis=1))
     return sf / np.exp(np.mean(np.log(sf)))
 

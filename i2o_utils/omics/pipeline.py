@@ -100,18 +100,14 @@ def read_omics_raw(omics: str, root: str | os.PathLike | None = None):
         raise OmicsInputError(f"{path}: duplicated gene id {a.var_names[a.var_names.duplicated()][0]!r}")
     obs.index = pd.Index([f"{p}:{w}" for p, w in zip(obs["plate_barcode"], obs["well_id"])], name="sample")
     order = np.lexsort((obs["COLUMN"].to_numpy(), obs["ROW"].to_numpy(), obs["plate_barcode"].to_numpy()))
-    x = a.X
-    x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+    x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
     var = a.var.copy()
     if "symbol" not in var.columns:
         var["symbol"] = var.index.astype(str)
-    var.index = var.index.astype(str)
-    var.index.name = "gene"
+    var.index = var.index.astype(str).rename("gene")
     if not np.array_equal(order, np.arange(len(order))):  # (already in order: no copy)
         x, obs = x[order], obs.iloc[order]
-    out = ad.AnnData(X=x, obs=obs, var=var)
-    out.uns["source"] = str(path)
-    return out
+    return ad.AnnData(X=x, obs=obs, var=var, uns={"source": str(path)})
 
 
 def read_all_omics_raw(root: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -149,11 +145,9 @@ def compare_filter_rules(raw: Mapping[str, Any], cfg: OmicsConfig = OmicsConfig(
     for o, s, a, sel, x in _stimulus_sets(raw):
         detected = (x > 0) & np.isfinite(x)
         plates = a.obs["plate_barcode"].to_numpy()[sel]
-        row = {"omics": o, "stimulus": s, "genes": a.n_vars}
-        for rule in ("all", "any"):
-            row[f"kept_{rule}"] = int(filter_low_expression(detected, plates, cfg.min_expressed_fraction,
-                                                            rule)["kept"].sum())
-        rows.append(row)
+        rows.append({"omics": o, "stimulus": s, "genes": a.n_vars} | {
+            f"kept_{rule}": int(filter_low_expression(detected, plates, cfg.min_expressed_fraction, rule)["kept"].sum())
+            for rule in ("all", "any")})
     return pd.DataFrame(rows, columns=["omics", "stimulus", "genes", "kept_all", "kept_any"])
 
 
@@ -227,7 +221,7 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
         x = x_raw if x_raw.dtype.kind == "f" else x_raw.astype(np.float64)  # counts: float32 holds them exactly
         check_counts(x, f"{src} ({stimulus})", samples, genes)
         detected = x > 0
-        sf = median_of_ratios(x, cfg.size_factor_type, samples)
+        sf = median_of_ratios(x, cfg.size_factor_type)
         obs["size_factor"] = sf
         info.update(normalisation=f"DESeq2 median-of-ratios size factors (type={cfg.size_factor_type!r}), "
                                   f"log{cfg.log_base:g}(normalised + {cfg.log_pseudocount:g})",
@@ -249,7 +243,13 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     if not kept.any():
         raise OmicsInputError(f"{src} ({stimulus}): no gene passes the expression filter "
                               f"(rule {cfg.filter_rule!r}, min fraction {cfg.min_expressed_fraction:.3f})")
-    if omics == "proteomics":
+    kept_idx = np.flatnonzero(kept)
+    if omics == "transcriptomics":
+        del x, detected
+        normalised32, corrected32 = _normalise_and_correct_counts(x_raw, kept_idx, sf, plates,
+                                                                  _design(obs, cfg.batch_design), cfg)
+        info["batch"] = "omics plate"
+    else:
         # detection does not depend on the normalisation, so vsn is fitted to the kept proteins
         # only: proteins seen in a handful of wells make its likelihood degenerate
         y = y if kept.all() else y[:, kept]
@@ -259,13 +259,6 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
         info.update(normalisation="vsn (arsinh with per-sample affine calibration, robust ML), glog2 scale",
                     vsn_sigsq=fit.sigsq, vsn_hoffset=fit.hoffset, vsn_optimizer_status=fit.optimizer_status,
                     vsn_rounds=fit.n_rounds, vsn_proteins_fitted=fit.n_fitted, vsn_evaluations=fit.n_evaluations)
-    kept_idx = np.flatnonzero(kept)
-    if omics == "transcriptomics":
-        del x, detected
-        normalised32, corrected32 = _normalise_and_correct_counts(x_raw, kept_idx, sf, plates,
-                                                                  _design(obs, cfg.batch_design), cfg)
-        info["batch"] = "omics plate"
-    else:
         values = fit.transform(y)
         del y, detected
         normalised32 = values.astype(np.float32)
@@ -284,7 +277,7 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     adata = ad.AnnData(X=corrected32, obs=obs, var=var,
                        layers={"raw": raw32, "normalised": normalised32, "corrected": corrected32},
                        uns={"preprocessing": info})
-    table = filt.reset_index().rename(columns={"index": "gene"})
+    table = filt.reset_index()
     table.insert(1, "symbol", raw.var["symbol"].to_numpy())
     table.insert(0, "stimulus", stimulus)
     table.insert(0, "omics", omics)
@@ -410,11 +403,9 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
 # --------------------------------------------------------------------------------------------
 def may_write_gt(root: str | os.PathLike | None = None) -> tuple[bool, str]:
     """GT tables are (re)written on a simulated screen or where none exist; real GT is never replaced."""
-    from i2o_utils.data.layout import read_screen_info
-
     bp = bucket_paths(root)
-    existing = sorted([*bp["gt"].glob("*.csv"), *bp["gt"].glob("*.parquet")]) if bp["gt"].exists() else []
-    info = read_screen_info(bp["root"])
+    existing = [*bp["gt"].glob("*.csv"), *bp["gt"].glob("*.parquet")]  # (none where the folder is missing)
+    info = layout.read_screen_info(bp["root"])
     if info is not None and info.get("source") == "simulated":
         return True, "simulated screen: GT tables written from the label protocol"
     if not existing:
@@ -483,12 +474,9 @@ def write_gt_tables(gt: GroundTruth, root: str | os.PathLike | None = None, prog
 
     paths = []
     for (o, s), t in gt.tables.items():
-        csv = layout.gt_path(o, s, root, fmt="csv")
-        path = csv.with_suffix(".parquet") if gt_file_format(len(t)) == "parquet" else csv
-        t.write(stage(path) if stage is not None else path, progress=progress, label=path.name,
-                fmt=path.suffix.lstrip("."))
-        other = csv if path != csv else csv.with_suffix(".parquet")
-        if other.exists():
-            other.unlink()
+        fmt = gt_file_format(len(t))
+        path = layout.gt_path(o, s, root, fmt=fmt)
+        t.write(stage(path) if stage is not None else path, progress=progress, label=path.name, fmt=fmt)
+        layout.gt_path(o, s, root, fmt="csv" if fmt == "parquet" else "parquet").unlink(missing_ok=True)
         paths.append(path)
     return paths

@@ -34,21 +34,13 @@ def control_pca(adata, layer: str, control: str = CONTROL, n_components: int = 2
     x = _layer(adata, layer)[ctrl]
     x = x[:, np.isfinite(x).all(axis=0)]
     k = int(min(n_components, max(x.shape[0] - 1, 0), x.shape[1]))
-    cols = [f"PC{i + 1}" for i in range(n_components)]
-    out = pd.DataFrame({"plate_barcode": adata.obs["plate_barcode"].to_numpy()[ctrl]},
-                       index=adata.obs_names[ctrl])
-    if k == 0:
-        for c in cols:
-            out[c] = np.nan
-        return out, np.full(n_components, np.nan)
-    xc = x - x.mean(axis=0)
-    u, s, _ = np.linalg.svd(xc, full_matrices=False)
-    scores = u[:, :k] * s[:k]
-    for i, c in enumerate(cols):
-        out[c] = scores[:, i] if i < k else np.nan
-    var = s**2
-    explained = np.full(n_components, np.nan)
-    explained[:k] = var[:k] / var.sum() if var.sum() > 0 else np.nan
+    scores, explained = np.full((len(x), n_components), np.nan), np.full(n_components, np.nan)
+    if k > 0:
+        u, s, _ = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+        scores[:, :k] = u[:, :k] * s[:k]
+        explained[:k] = s[:k] ** 2 / (s**2).sum() if (s**2).sum() > 0 else np.nan
+    out = pd.DataFrame({"plate_barcode": adata.obs["plate_barcode"].to_numpy()[ctrl]}, index=adata.obs_names[ctrl])
+    out[[f"PC{i + 1}" for i in range(n_components)]] = scores
     return out, explained
 
 

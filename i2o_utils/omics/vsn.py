@@ -150,7 +150,7 @@ class _Data:
         self.n_obs_sample = obs.sum(axis=1)
         self.n_obs_gene = obs.sum(axis=0)
         self.numba = engine == "numba" or (engine == "auto" and self.y.size >= _NUMBA_MIN_SIZE)
-        self._h = None
+        self._h = np.empty_like(self.y) if self.numba else None
 
     def terms(self, a: np.ndarray, eb: np.ndarray):
         """(Jacobian term per sample, the 5 sums per sample, mu per protein)."""
@@ -160,8 +160,6 @@ class _Data:
 
         from i2o_utils.omics._kernels import vsn_pass1, vsn_pass2
 
-        if self._h is None:
-            self._h = np.empty_like(self.y)
         jac = np.empty(self.y.shape[0])
         colsum = np.empty((min(self.y.shape[0], 4 * numba.get_num_threads()), self.y.shape[1]))
         vsn_pass1(self.y, a, eb, self._h, jac, colsum)
@@ -218,13 +216,8 @@ def negative_profile_loglik(y: np.ndarray, offset: np.ndarray, log_scale: np.nda
 
 def _rank_slices(hmean: np.ndarray) -> np.ndarray:
     """R's ``cut(rank(hmean), breaks = 5)`` as slice numbers 1..5: five equal-width, right-closed
-    intervals over the range of the ranks, the outer limits widened by 0.1% of the range."""
-    r = rankdata(hmean, method="average")
-    lo, hi = r.min(), r.max()
-    breaks = np.linspace(lo, hi, N_SLICES + 1)
-    breaks[0] -= (hi - lo) / 1000
-    breaks[-1] += (hi - lo) / 1000
-    return np.clip(np.searchsorted(breaks, r, side="left"), 1, N_SLICES)
+    intervals over the range of the ranks, the lower limit widened by 0.1% of the range (``pandas.cut``)."""
+    return pd.cut(rankdata(hmean, method="average"), N_SLICES, labels=False) + 1
 
 
 def _fit_ml(d: _Data, p0: np.ndarray, factr: float, pgtol: float, maxit: int):
