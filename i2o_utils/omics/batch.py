@@ -55,9 +55,9 @@ def sum_to_zero_contrasts(labels: Any, what: str = "batch", samples=None) -> tup
     return contr_sum[idx], levels.tolist()
 
 
-def estimable_columns(X: np.ndarray, tol: float = ALIAS_TOL) -> np.ndarray:
+def estimable_columns(X: np.ndarray) -> np.ndarray:
     """Columns of ``X`` kept by R's limited-pivoting QR: left to right, a column is dropped when its
-    norm after projection on the kept columns before it is below ``tol`` times its own norm.
+    norm after projection on the kept columns before it is below :data:`ALIAS_TOL` times its own norm.
 
     Returns a boolean mask over the columns.
     """
@@ -73,7 +73,7 @@ def estimable_columns(X: np.ndarray, tol: float = ALIAS_TOL) -> np.ndarray:
         for _ in range(2):  # Gram-Schmidt twice: orthogonal to working precision
             r -= basis @ (basis.T @ r)
         rn = np.linalg.norm(r)
-        if rn >= tol * norm:
+        if rn >= ALIAS_TOL * norm:
             keep[j] = True
             basis = np.column_stack([basis, r / rn])
     return keep
@@ -106,18 +106,17 @@ def _fit_complete(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return np.linalg.solve(r, q.T @ Y)
 
 
-def _fit_one(X: np.ndarray, y: np.ndarray, obs: np.ndarray, tol: float) -> np.ndarray:
+def _fit_one(X: np.ndarray, y: np.ndarray, obs: np.ndarray) -> np.ndarray:
     """One gene on its observed samples, aliased columns dropped (coefficient 0)."""
     beta = np.zeros(X.shape[1])
     Xo = X[obs]
-    keep = estimable_columns(Xo, tol)
+    keep = estimable_columns(Xo)
     if keep.any():
         beta[keep] = np.linalg.lstsq(Xo[:, keep], y[obs], rcond=None)[0]
     return beta
 
 
-def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float,
-                 progress: bool = False) -> np.ndarray:
+def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, progress: bool = False) -> np.ndarray:
     """Coefficients for genes with missing values, each fitted on its observed samples.
 
     With ``A = (X'X)^-1`` and ``M = X[missing]``, a gene's normal equations are ``X'X - M'M``;
@@ -157,13 +156,13 @@ def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float
             if ok[t]:
                 beta[:, t] = np.linalg.solve(Gt, R[:, t])
     for t in np.flatnonzero(~ok):
-        beta[:, t] = _fit_one(X, Yg[:, t], ~miss[:, t], tol)
+        beta[:, t] = _fit_one(X, Yg[:, t], ~miss[:, t])
     return beta
 
 
 def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariates: Any = None,
-                        design: Any = None, allow_nan: bool = False, tol: float = ALIAS_TOL,
-                        progress: bool = False, out: np.ndarray | None = None) -> np.ndarray | pd.DataFrame:
+                        design: Any = None, allow_nan: bool = False, progress: bool = False,
+                        out: np.ndarray | None = None) -> np.ndarray | pd.DataFrame:
     """Remove batch effects as R limma's ``removeBatchEffect`` (samples x genes).
 
     Parameters
@@ -179,8 +178,6 @@ def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariate
         Samples x p design matrix of effects to keep (default: an intercept, as limma).
     allow_nan
         Accept NaN (missing values, fitted per gene on the observed samples); inf always raises.
-    tol
-        Aliasing tolerance (R's ``lm.fit`` default 1e-7).
     progress
         Progress bar over genes with missing values.
     out
@@ -213,21 +210,16 @@ def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariate
         out[...] = v
     else:
         X = np.column_stack([D, Xb])
-        keep = estimable_columns(X, tol)
+        keep = estimable_columns(X)
         Xk = X[:, keep]
-        beta = np.zeros((X.shape[1], v.shape[1]))
-        nan_genes = np.flatnonzero(np.isnan(v).any(axis=0))
-        complete = np.setdiff1d(np.arange(v.shape[1]), nan_genes)
+        missing = np.isnan(v).any(axis=0)
         bk = np.zeros((Xk.shape[1], v.shape[1]))
-        if len(complete) == v.shape[1]:
-            bk[:] = _fit_complete(Xk, v)
-        elif len(complete):
-            bk[:, complete] = _fit_complete(Xk, v[:, complete])
-        if len(nan_genes):
-            all_nan = np.isnan(v[:, nan_genes]).all(axis=0)
-            fit_idx = nan_genes[~all_nan]
-            if len(fit_idx):
-                bk[:, fit_idx] = _fit_missing(Xk, v, fit_idx, tol, progress=progress)
+        if not missing.all():  # the complete genes at once (no copy of v where it has no NaN)
+            bk[:, ~missing] = _fit_complete(Xk, v[:, ~missing] if missing.any() else v)
+        fit_idx = np.flatnonzero(missing & ~np.isnan(v).all(axis=0))  # all-NaN genes stay all NaN
+        if len(fit_idx):
+            bk[:, fit_idx] = _fit_missing(Xk, v, fit_idx, progress=progress)
+        beta = np.zeros((X.shape[1], v.shape[1]))
         beta[keep] = bk
         b_batch = beta[D.shape[1]:]
         for j in range(0, v.shape[1], 4096):  # in blocks of genes: no second full-size matrix

@@ -64,7 +64,7 @@ class WellLabels:
             raise OmicsInputError(f"GT labels: values of shape {self.values.shape} for {len(self.genes)} genes")
         if len(self.label_index) != len(self.wells):
             raise OmicsInputError(f"GT labels: {len(self.label_index)} label indices for {len(self.wells)} wells")
-        if len(self.label_index) and not (0 <= self.label_index.min() and self.label_index.max() < len(self.values)):
+        if ((self.label_index < 0) | (self.label_index >= len(self.values))).any():
             raise OmicsInputError("GT labels: a label index is out of range")
         if np.isnan(self.values).any():
             raise OmicsInputError("GT labels: missing (NaN) label values")

@@ -171,19 +171,18 @@ def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fol
     t_index = {t: i for i, t in enumerate(labels.targets)}
     have = imaging["target"].astype(str).map(t_index)
     wells = imaging.loc[have.notna()].copy()
-    wells["_t"] = have[have.notna()].astype(int)
-    wells["_s"] = [seed_index[int(seeds[int(r)])] for r in rep[have.notna()]]
+    wells["_label"] = have[have.notna()].astype(int) + len(labels.targets) * np.array(  # row of values.reshape below
+        [seed_index[int(seeds[int(r)])] for r in rep[have.notna()]], dtype=np.int64)
     miss_fold = sorted(set(wells["target"].astype(str)) - set(fold.index.astype(str)))
     if miss_fold:
         raise OmicsInputError(f"no fold for target(s) {miss_fold[:5]}")
     wells = wells.sort_values(["PLATE_ID", "ROW", "COLUMN"] if {"ROW", "COLUMN"} <= set(wells.columns)
                               else ["PLATE_ID", "well_id"], kind="stable")
-    n_targets = len(labels.targets)
     barcode = wells["plate_barcode"] if "plate_barcode" in wells.columns else wells["PLATE_ID"]
     table = pd.DataFrame({"plate_barcode": barcode.astype(str).to_numpy(),
                           "well_id": wells["well_id"].astype(str).to_numpy(),
                           "fold": fold.reindex(wells["target"].astype(str)).astype(str).to_numpy()})
-    return WellLabels(wells=table, label_index=wells["_s"].to_numpy() * n_targets + wells["_t"].to_numpy(),
+    return WellLabels(wells=table, label_index=wells["_label"].to_numpy(),
                       values=labels.values.reshape(-1, labels.values.shape[-1]), genes=labels.genes)
 
 

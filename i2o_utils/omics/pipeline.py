@@ -78,9 +78,7 @@ def read_omics_raw(omics: str, root: str | os.PathLike | None = None):
     except Exception as e:  # h5py/anndata raise many kinds for a broken file
         raise OmicsInputError(f"{path}: not a readable AnnData file: {e}") from e
     required = OBS_REQUIRED + (("tmt_batch",) if omics == "proteomics" else ())
-    missing = [c for c in required if c not in a.obs.columns]
-    if missing:
-        raise OmicsInputError(f"{path}: obs is missing column(s) {missing}; found {list(a.obs.columns)}")
+    layout.require_columns(a.obs, required, f"{path}: obs", error=OmicsInputError)
     obs = a.obs.copy()
     for c in required:
         na = obs[c].isna()
@@ -300,11 +298,8 @@ def preprocess_omics(raw: Mapping[str, Any], cfg: OmicsConfig = OmicsConfig(), p
     """:func:`preprocess_set` for every omics layer in ``raw`` and every stimulus it holds."""
     from tqdm.auto import tqdm
 
-    out = OmicsSets()
+    out = OmicsSets(notes=[f"{o}: no raw table in data/OMICS_RAW, nothing to normalise" for o in OMICS if o not in raw])
     todo = [(o, s) for o in OMICS if o in raw for s in STIMULI if (raw[o].obs["cell_state"] == s).any()]
-    for o in OMICS:
-        if o not in raw:
-            out.notes.append(f"{o}: no raw table in data/OMICS_RAW, nothing to normalise")
     for o, s in tqdm(todo, desc="omics sets", unit="set", disable=not progress):
         out.data[(o, s)], out.genes[(o, s)] = preprocess_set(raw[o], o, s, cfg, progress=progress)
     return out

@@ -5,9 +5,8 @@ No Python implementation on PyPI was fit to use here when this module was writte
 candidate, ``vsn`` 0.1.1, is a new single-author port whose transformation loops over every
 matrix element in Python, seconds per call at the paper's 1,536 x 4,986 per stimulus and called
 at every trimming round, and which draws subsamples from NumPy's global random state), so this
-module implements
-the method following the R package's algorithm (``vsnMatrix`` -> ``vsnLTS`` -> ``vsnML``) and its
-vignette "Likelihood Calculations for vsn".
+module implements the method following the R package's algorithm (``vsnMatrix`` -> ``vsnLTS`` ->
+``vsnML``) and its vignette "Likelihood Calculations for vsn".
 
 Model
 -----
@@ -89,12 +88,8 @@ class VsnFit:
     optimizer_status
         SciPy L-BFGS-B status of the final round (0 converged, 1 iteration limit, 2 line search
         found no further decrease).
-    n_rounds
-        Least-trimmed-squares rounds run.
-    n_fitted
-        Proteins used in the final round.
-    n_evaluations
-        Likelihood evaluations over all rounds.
+    n_rounds, n_fitted, n_evaluations
+        Least-trimmed-squares rounds run, proteins used in the final round, likelihood evaluations.
     """
 
     offset: np.ndarray
@@ -214,31 +209,6 @@ def negative_profile_loglik(y: np.ndarray, offset: np.ndarray, log_scale: np.nda
     return _evaluate(_Data(y, engine), offset, log_scale)
 
 
-def _rank_slices(hmean: np.ndarray) -> np.ndarray:
-    """R's ``cut(rank(hmean), breaks = 5)`` as slice numbers 1..5: five equal-width, right-closed
-    intervals over the range of the ranks, the lower limit widened by 0.1% of the range (``pandas.cut``)."""
-    return pd.cut(rankdata(hmean, method="average"), N_SLICES, labels=False) + 1
-
-
-def _fit_ml(d: _Data, p0: np.ndarray, factr: float, pgtol: float, maxit: int):
-    """R's ``vsnML``: L-BFGS-B on the raw parameters (memory 5, offsets free, log scales in [-100, 100]).
-
-    Returns ``(p, status, mu, sigsq, n_evaluations)``.
-    """
-    n = d.y.shape[0]
-    n_eval = 0
-
-    def fun(q):
-        nonlocal n_eval
-        n_eval += 1
-        return _evaluate(d, q[:n], q[n:])[:2]
-
-    res = minimize(fun, p0, jac=True, method="L-BFGS-B", bounds=[(None, None)] * n + [(-100.0, 100.0)] * n,
-                   options={"maxiter": maxit, "maxcor": 5, "ftol": factr * np.finfo(float).eps, "gtol": pgtol})
-    _, _, mu, sigsq = _evaluate(d, res.x[:n], res.x[n:])
-    return res.x, int(res.status), mu, sigsq, n_eval + 1
-
-
 # --------------------------------------------------------------------------------------------
 # the fit
 # --------------------------------------------------------------------------------------------
@@ -290,19 +260,24 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
     y = np.ascontiguousarray(v if len(observed) == g else v[:, observed])
     check_no_empty_samples(~np.isnan(y), "intensities (proteins used for the vsn fit)", samples)
     p = np.concatenate([np.zeros(n), np.ones(n)])  # R's start: a = 0, b = 1
+    # R's vsnML: L-BFGS-B on the raw parameters (memory 5, offsets free, log scales in [-100, 100])
+    lbfgsb = dict(method="L-BFGS-B", bounds=[(None, None)] * n + [(-100.0, 100.0)] * n,
+                  options={"maxiter": maxit, "maxcor": 5, "ftol": factr * np.finfo(float).eps, "gtol": pgtol})
     full = _Data(y, engine)
     whsel = np.arange(y.shape[1])
     n_eval = 0
     for rounds in range(1, n_rounds + 1):
         d = full if len(whsel) == y.shape[1] else _Data(y[:, whsel], engine)
-        p, status, mu_sel, sigsq, k = _fit_ml(d, p, factr, pgtol, maxit)
-        n_eval += k
+        res = minimize(lambda q: _evaluate(d, q[:n], q[n:])[:2], p, jac=True, **lbfgsb)
+        p, status = res.x, int(res.status)
+        _, _, mu_sel, sigsq = _evaluate(d, p[:n], p[n:])
+        n_eval += res.nfev + 1
         fitted_idx = whsel
         del d
         if abs(lts_quantile - 1) < math.sqrt(np.finfo(float).eps) or rounds == n_rounds:
             break  # (R computes the next selection after the last round too, and discards it)
         hmean, rvar = full.gene_mean_var(p[:n], np.exp(p[n:]))
-        slice_ = _rank_slices(hmean)
+        slice_ = pd.cut(rankdata(hmean, method="average"), N_SLICES, labels=False) + 1  # R: cut(rank(mean), breaks=5)
         keep = slice_ == 1
         for s in range(1, N_SLICES + 1):
             m = slice_ == s
