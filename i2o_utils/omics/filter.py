@@ -27,20 +27,6 @@ from i2o_utils.omics._checks import OmicsInputError, as_labels
 RULES = ("all", "any")
 
 
-def _detected_counts(detected: Any, plates: Any, genes: Any | None):
-    frame = isinstance(detected, pd.DataFrame)
-    d = np.asarray(detected).astype(bool)
-    if d.ndim != 2:
-        raise OmicsInputError(f"detected: expected a samples x genes matrix, got shape {d.shape}")
-    p = as_labels(plates, d.shape[0], "plates", detected.index if frame else None)
-    uniq, inv = np.unique(p, return_inverse=True)
-    counts = np.stack([d[inv == j].sum(axis=0) for j in range(len(uniq))]).astype(np.float64)
-    n = np.bincount(inv, minlength=len(uniq)).astype(float)
-    if genes is None:
-        genes = detected.columns if frame else np.arange(d.shape[1])
-    return counts, n, pd.Index(genes, name="gene")
-
-
 def filter_low_expression(detected: Any, plates: Any, min_fraction: float = 50 / 384, rule: str = "all",
                           genes: Any | None = None) -> pd.DataFrame:
     """Which genes pass the paper's expression filter, and why the others do not.
@@ -68,7 +54,16 @@ def filter_low_expression(detected: Any, plates: Any, min_fraction: float = 50 /
         raise OmicsInputError(f"filter rule must be one of {RULES}, got {rule!r}")
     if not 0 <= min_fraction <= 1:
         raise OmicsInputError(f"min_fraction must be in [0, 1], got {min_fraction}")
-    counts, n, genes = _detected_counts(detected, plates, genes)
+    frame = isinstance(detected, pd.DataFrame)
+    d = np.asarray(detected).astype(bool)
+    if d.ndim != 2:
+        raise OmicsInputError(f"detected: expected a samples x genes matrix, got shape {d.shape}")
+    plate_names, plate = np.unique(as_labels(plates, d.shape[0], "plates", detected.index if frame else None),
+                                   return_inverse=True)
+    counts = np.stack([d[plate == j].sum(axis=0) for j in range(len(plate_names))]).astype(np.float64)
+    n = np.bincount(plate).astype(float)  # wells per plate
+    if genes is None:
+        genes = detected.columns if frame else np.arange(d.shape[1])
     # compare counts (not fractions) with a tolerance, so that 50 of 384 passes at 50/384
     passed = counts >= min_fraction * n[:, None] - 1e-9
     frac = counts / n[:, None]
@@ -85,4 +80,4 @@ def filter_low_expression(detected: Any, plates: Any, min_fraction: float = 50 /
         "n_plates_passed": n_pass,
         "min_detected_fraction": frac.min(axis=0),
         "max_detected_fraction": frac.max(axis=0),
-    }, index=genes)
+    }, index=pd.Index(genes, name="gene"))

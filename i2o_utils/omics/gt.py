@@ -2,13 +2,11 @@
 
 Every imaging well of one perturbation and replicate gets the same label vector, so a stimulus's
 GT long table (at the paper's scale 1,536 imaging wells x 26,317 transcripts, 40 M rows) holds
-only ``seeds x perturbations`` distinct vectors. :class:`WellLabels` keeps those vectors and one
-row per imaging well; :meth:`WellLabels.frame` expands them to the bucket's long format (the
-authors' columns ``plate_barcode, well_id, gene/protein, train/test/val fold, measured
-(absolute)``) and :meth:`WellLabels.write` writes it with Arrow, batch by batch (text columns
-dictionary-encoded, so the long table is never built): as the authors' CSV, or as Parquet
-(:func:`gt_file_format` chooses Parquet for tables of the paper's size, where the CSV would be
-gigabytes of text; :func:`i2o_utils.data.layout.read_gt` reads both).
+only ``seeds x perturbations`` distinct vectors: :class:`WellLabels` keeps those and one row per
+imaging well, and writes the bucket's long format (the authors' columns ``plate_barcode, well_id,
+gene/protein, train/test/val fold, measured (absolute)``) with Arrow, a slice of wells at a time:
+as the authors' CSV, or as Parquet for tables of the paper's size (:func:`gt_file_format`), where
+the CSV would be gigabytes of text. :func:`i2o_utils.data.layout.read_gt` reads both.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from i2o_utils.data.layout import require_columns
-from i2o_utils.omics._checks import OmicsInputError, as_labels, check_no_inf
+from i2o_utils.omics._checks import OmicsInputError, _name, as_labels, as_matrix, check_no_inf
 from i2o_utils.omics.gt import WellLabels
 
 
@@ -101,31 +101,28 @@ def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], we
     uniq = sorted(set(tg))
     members = {t: np.flatnonzero(tg == t) for t in uniq}
     gene_min = None  # the fallbacks, computed when a label needs them
-
-    def nan_quiet(f, *args, **kwargs):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are handled below
-            return f(*args, **kwargs)
     out = np.empty((len(seeds), len(uniq), g))
     draws = []
     n_group = n_min = 0
-    for si, seed in enumerate(seeds):
-        rng = np.random.default_rng(int(seed))
-        for ti, t in enumerate(uniq):
-            idx = members[t]
-            pick = idx[rng.choice(len(idx), size=min(wells_per_label, len(idx)), replace=False)]
-            draws.extend((int(seed), t, samples[i]) for i in pick)
-            lab = nan_quiet(np.nanmean, x[pick].astype(np.float64), axis=0)
-            miss = np.isnan(lab)
-            if miss.any():
-                fill = nan_quiet(np.nanmean, x[idx], axis=0, dtype=np.float64)
-                use_min = miss & np.isnan(fill)
-                if use_min.any() and gene_min is None:
-                    gene_min = nan_quiet(np.nanmin, x, axis=0).astype(np.float64)
-                n_group += int((miss & ~use_min).sum())
-                n_min += int(use_min.sum())
-                lab = np.where(miss, np.where(use_min, gene_min if use_min.any() else 0.0, fill), lab)
-            out[si, ti] = lab
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN slices: the fallbacks below
+        for si, seed in enumerate(seeds):
+            rng = np.random.default_rng(int(seed))
+            for ti, t in enumerate(uniq):
+                idx = members[t]
+                pick = idx[rng.choice(len(idx), size=min(wells_per_label, len(idx)), replace=False)]
+                draws.extend((int(seed), t, samples[i]) for i in pick)
+                lab = np.nanmean(x[pick].astype(np.float64), axis=0)
+                miss = np.isnan(lab)
+                if miss.any():
+                    fill = np.nanmean(x[idx], axis=0, dtype=np.float64)
+                    use_min = miss & np.isnan(fill)
+                    if use_min.any() and gene_min is None:
+                        gene_min = np.nanmin(x, axis=0).astype(np.float64)
+                    n_group += int((miss & ~use_min).sum())
+                    n_min += int(use_min.sum())
+                    lab = np.where(miss, np.where(use_min, gene_min if use_min.any() else 0.0, fill), lab)
+                out[si, ti] = lab
     if np.isnan(out).any():
         j = int(np.flatnonzero(np.isnan(out).any(axis=(0, 1)))[0])
         raise OmicsInputError(f"label values: gene {genes[j]!r} has no observed value in any well")
@@ -198,19 +195,16 @@ def fit_zscore(y_train: Any) -> tuple[np.ndarray, np.ndarray]:
         Fewer than 2 train wells, non-finite values, or a gene constant over the train wells
         (its z-score is undefined); the message names the gene.
     """
-    names = list(y_train.columns) if isinstance(y_train, pd.DataFrame) else None
-    y = np.asarray(y_train, dtype=np.float64)
-    if y.ndim != 2 or y.shape[0] < 2:
+    y, _, genes = as_matrix(y_train, "z-score train values")
+    if y.shape[0] < 2:
         raise OmicsInputError(f"z-score: need at least 2 train wells (wells x genes), got shape {y.shape}")
-    if not np.isfinite(y).all():
-        raise OmicsInputError("z-score: train values contain NaN or inf")
+    check_no_inf(y, "z-score train values", genes=genes)
     mean = y.mean(axis=0)
     std = y.std(axis=0, ddof=1)
-    zero = ~(std > 0)
-    if zero.any():
-        j = int(np.flatnonzero(zero)[0])
-        who = names[j] if names is not None else j
-        raise OmicsInputError(f"z-score: gene {who!r} is constant over the train wells ({int(zero.sum())} such genes)")
+    zero = np.flatnonzero(~(std > 0))
+    if len(zero):
+        raise OmicsInputError(f"z-score: {_name(genes, zero[0], 'gene')} is constant over the train wells "
+                              f"({len(zero)} such genes)")
     return mean, std
 
 

@@ -13,10 +13,8 @@ Each set becomes an AnnData (omics wells x kept genes) with layers ``raw``, ``no
 scale, before batch correction) and ``corrected`` (also ``X``); every gene of the input, kept or
 not, is listed in the gene table with the reason it was filtered.
 
-Labels (see :mod:`i2o_utils.omics.labels`) need the pairing of imaging and omics plates, which
-the simulated screen writes into ``metadata.csv`` (``omics_plate``, ``replicate``). The real
-data come with their GT tables already; without the pairing columns the GT tables are left as
-they are and only the omics present are normalised.
+Labels (:mod:`i2o_utils.omics.labels`) need the pairing of imaging and omics plates (``metadata.csv``
+columns ``omics_plate``, ``replicate``: the simulated screen's); the real data ship their GT tables.
 """
 
 from __future__ import annotations

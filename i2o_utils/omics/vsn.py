@@ -22,7 +22,8 @@ of the transformation. Robustness: least trimmed squares as ``vsnLTS``: 7 rounds
 each, proteins are split into 5 slices by the rank of their mean (``cut(rank(mean), breaks = 5)``)
 and the next round is fitted on the proteins whose residual variance (over their observed samples,
 denominator n - 1) is within the ``lts_quantile`` (0.9) quantile of their slice, plus all proteins
-of the lowest slice. Output is on R's glog2 scale:
+of the lowest slice (versions of R ``vsn`` differ in these two details of the slicing and the
+residual variance). Output is on R's glog2 scale:
 ``arsinh(e^b y + a) / log(2) - log2(2 e^{mean(b)})``, close to ``log2(y)`` for large ``y``.
 
 What differs from R ``vsn``
@@ -43,9 +44,7 @@ What differs from R ``vsn``
 * as in R, the stopping rule (relative decrease of the likelihood) often fires before the
   optimum: offsets and log scale factors differ in curvature by orders of magnitude, and moving
   all samples together hardly changes the likelihood. Tighter rules (``factr=10, pgtol=1e-12``)
-  reach it (tested against the port run to the optimum);
-* versions of R ``vsn`` differ in two details of the trimming, taken here as: slices by
-  ``cut(rank(mean), breaks = 5)``, residual variance over each protein's observed values.
+  reach it (tested against the port run to the optimum).
 
 Arrays are samples x proteins (R: proteins x samples).
 """
@@ -174,28 +173,15 @@ class _Data:
             return hmean, np.nansum(hy * hy, axis=0) / (self.n_obs_gene - 1)
 
 
-def _evaluate(d: _Data, offset: np.ndarray, log_scale: np.ndarray):
-    """(nll, gradient, mu, sigsq)."""
-    eb = np.exp(log_scale)
-    n_obs_sample = d.n_obs_sample
-    jac, sums, mu = d.terms(offset, eb)
-    ntot = float(n_obs_sample.sum())
-    sigsq = sums[:, 0].sum() / ntot
-    nll = ntot / 2 * math.log(2 * math.pi * sigsq) + ntot / 2 - float((n_obs_sample * log_scale).sum()) \
-        + float(jac.sum())
-    ga = sums[:, 1] / sigsq + sums[:, 2]
-    gb = -n_obs_sample + eb * (sums[:, 3] / sigsq + sums[:, 4])
-    return nll, np.concatenate([ga, gb]), mu, sigsq
-
-
-def negative_profile_loglik(y: np.ndarray, offset: np.ndarray, log_scale: np.ndarray,
+def negative_profile_loglik(y: np.ndarray | _Data, offset: np.ndarray, log_scale: np.ndarray,
                             engine: str = "auto") -> tuple[float, np.ndarray, np.ndarray, float]:
     """vsn's negative profile log-likelihood, its gradient and the ML estimates of ``mu``, ``sigma^2``.
 
     Parameters
     ----------
     y
-        Intensities, samples x proteins, NaN for missing; every protein observed at least once.
+        Intensities, samples x proteins, NaN for missing; every protein observed at least once
+        (or the ``_Data`` that :func:`vsn_fit` prepares once for all evaluations).
     offset, log_scale
         ``a`` and ``b`` per sample.
     engine
@@ -206,7 +192,16 @@ def negative_profile_loglik(y: np.ndarray, offset: np.ndarray, log_scale: np.nda
     (nll, grad, mu, sigsq)
         ``grad`` is ``[d/da_1..d/da_n, d/db_1..d/db_n]`` (the vignette's equations).
     """
-    return _evaluate(_Data(y, engine), offset, log_scale)
+    d = y if isinstance(y, _Data) else _Data(y, engine)
+    eb = np.exp(log_scale)
+    jac, sums, mu = d.terms(offset, eb)
+    ntot = float(d.n_obs_sample.sum())
+    sigsq = sums[:, 0].sum() / ntot
+    nll = ntot / 2 * math.log(2 * math.pi * sigsq) + ntot / 2 - float((d.n_obs_sample * log_scale).sum()) \
+        + float(jac.sum())
+    ga = sums[:, 1] / sigsq + sums[:, 2]
+    gb = -d.n_obs_sample + eb * (sums[:, 3] / sigsq + sums[:, 4])
+    return nll, np.concatenate([ga, gb]), mu, sigsq
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,9 +263,9 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
     n_eval = 0
     for rounds in range(1, n_rounds + 1):
         d = full if len(whsel) == y.shape[1] else _Data(y[:, whsel], engine)
-        res = minimize(lambda q: _evaluate(d, q[:n], q[n:])[:2], p, jac=True, **lbfgsb)
+        res = minimize(lambda q: negative_profile_loglik(d, q[:n], q[n:])[:2], p, jac=True, **lbfgsb)
         p, status = res.x, int(res.status)
-        _, _, mu_sel, sigsq = _evaluate(d, p[:n], p[n:])
+        _, _, mu_sel, sigsq = negative_profile_loglik(d, p[:n], p[n:])
         n_eval += res.nfev + 1
         fitted_idx = whsel
         del d
