@@ -90,32 +90,6 @@ def _as_numeric(x: Any, n: int, samples, what: str) -> np.ndarray:
     return c
 
 
-def batch_design(n: int, batch: Any = None, batch2: Any = None, covariates: Any = None,
-                 samples=None) -> np.ndarray:
-    """limma's ``X.batch``: sum-to-zero contrasts of ``batch`` and ``batch2``, then covariates."""
-    parts = [sum_to_zero_contrasts(as_labels(b, n, what, samples), what)[0]
-             for b, what in ((batch, "batch"), (batch2, "batch2")) if b is not None]
-    if covariates is not None:
-        parts.append(_as_numeric(covariates, n, samples, "covariates"))
-    return np.column_stack(parts) if parts else np.zeros((n, 0))
-
-
-def _fit_complete(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """Least-squares coefficients for all columns of ``Y`` at once (``X`` of full column rank)."""
-    q, r = np.linalg.qr(X)
-    return np.linalg.solve(r, q.T @ Y)
-
-
-def _fit_one(X: np.ndarray, y: np.ndarray, obs: np.ndarray) -> np.ndarray:
-    """One gene on its observed samples, aliased columns dropped (coefficient 0)."""
-    beta = np.zeros(X.shape[1])
-    Xo = X[obs]
-    keep = estimable_columns(Xo)
-    if keep.any():
-        beta[keep] = np.linalg.lstsq(Xo[:, keep], y[obs], rcond=None)[0]
-    return beta
-
-
 def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, progress: bool = False) -> np.ndarray:
     """Coefficients for genes with missing values, each fitted on its observed samples.
 
@@ -155,8 +129,12 @@ def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, progress: 
             ok[t] = d.all() and np.linalg.eigvalsh(Gt / d / d[:, None])[0] >= _FAST_PIVOT**2
             if ok[t]:
                 beta[:, t] = np.linalg.solve(Gt, R[:, t])
-    for t in np.flatnonzero(~ok):
-        beta[:, t] = _fit_one(X, Yg[:, t], ~miss[:, t])
+    for t in np.flatnonzero(~ok):  # by QR on the observed samples, aliased columns dropped (coefficient 0)
+        beta[:, t] = 0.0
+        Xo = X[~miss[:, t]]
+        keep = estimable_columns(Xo)
+        if keep.any():
+            beta[keep, t] = np.linalg.lstsq(Xo[:, keep], Yg[~miss[:, t], t], rcond=None)[0]
     return beta
 
 
@@ -203,19 +181,25 @@ def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariate
     check_no_inf(v, "x", samples, genes, allow_nan=allow_nan)
     n = v.shape[0]
     D = np.ones((n, 1)) if design is None else _as_numeric(design, n, samples, "design")
-    Xb = batch_design(n, batch, batch2, covariates, samples)
+    # limma's X.batch: sum-to-zero contrasts of batch and batch2, then the covariates
+    parts = [sum_to_zero_contrasts(as_labels(b, n, what, samples), what)[0]
+             for b, what in ((batch, "batch"), (batch2, "batch2")) if b is not None]
+    if covariates is not None:
+        parts.append(_as_numeric(covariates, n, samples, "covariates"))
     if out is None:
         out = np.empty_like(v)
-    if Xb.shape[1] == 0:
+    if not parts:
         out[...] = v
     else:
+        Xb = np.column_stack(parts)
         X = np.column_stack([D, Xb])
         keep = estimable_columns(X)
         Xk = X[:, keep]
         missing = np.isnan(v).any(axis=0)
         bk = np.zeros((Xk.shape[1], v.shape[1]))
-        if not missing.all():  # the complete genes at once (no copy of v where it has no NaN)
-            bk[:, ~missing] = _fit_complete(Xk, v[:, ~missing] if missing.any() else v)
+        if not missing.all():  # the complete genes at once by QR (no copy of v where it has no NaN)
+            q, r = np.linalg.qr(Xk)
+            bk[:, ~missing] = np.linalg.solve(r, q.T @ (v[:, ~missing] if missing.any() else v))
         fit_idx = np.flatnonzero(missing & ~np.isnan(v).all(axis=0))  # all-NaN genes stay all NaN
         if len(fit_idx):
             bk[:, fit_idx] = _fit_missing(Xk, v, fit_idx, progress=progress)

@@ -22,8 +22,7 @@ from i2o_utils.data.layout import GT_COLUMNS, GT_FOLD, GT_GENE, GT_MEASURED, GT_
 from i2o_utils.omics._checks import OmicsInputError
 
 GT_CSV_MAX_ROWS = 5_000_000
-"""Larger GT tables are written as Parquet (a 5 M-row CSV is about 250 MB of text; the paper's
-transcriptomics tables have 40 M rows)."""
+"""Larger GT tables are written as Parquet (a 5 M-row CSV is about 250 MB of text)."""
 _BATCH_ROWS = 1 << 22
 
 

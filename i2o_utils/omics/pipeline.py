@@ -266,9 +266,8 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     info.update(batch_correction="limma removeBatchEffect (sum-to-zero contrasts)", batch_design=cfg.batch_design,
                 filter_rule=cfg.filter_rule, min_expressed_fraction=cfg.min_expressed_fraction,
                 n_genes=int(len(genes)), n_kept=int(kept.sum()))
-    var = raw.var.loc[kept].copy()
-    var["min_detected_fraction"] = filt["min_detected_fraction"].to_numpy()[kept]
-    var["max_detected_fraction"] = filt["max_detected_fraction"].to_numpy()[kept]
+    var = raw.var.loc[kept].assign(**{c: filt[c].to_numpy()[kept] for c in ("min_detected_fraction",
+                                                                           "max_detected_fraction")})
     raw32 = np.asarray(x_raw if kept.all() else x_raw[:, kept_idx], dtype=np.float32)  # (a view when it can)
     adata = ad.AnnData(X=corrected32, obs=obs, var=var,
                        layers={"raw": raw32, "normalised": normalised32, "corrected": corrected32},
@@ -411,11 +410,9 @@ def write_outputs(sets: OmicsSets, gt: GroundTruth, out_dir: str | os.PathLike,
     """Write the sets (``{omics}_{stimulus}.h5ad``), gene tables (``genes_{omics}_{stimulus}.csv``)
     to ``out_dir`` and the GT tables to ``data/GT`` (when :func:`may_write_gt` allows).
 
-    All files are published together: each is written under a staging name beside its own and
-    all are renamed once every one is complete, so a failure replaces none of the files already
-    there and leaves nothing half-written. Everything is computed before the first write. The GT
-    tables are written in a second thread while the sets are written (both writers wait mostly
-    on the disk). See :func:`write_set` for the ``.h5ad`` files.
+    All files are written under staging names and renamed once every one is complete, so a failure
+    replaces none of the files already there and leaves nothing half-written. The GT tables are
+    written in a second thread while the sets are (both writers wait mostly on the disk).
     """
     from concurrent.futures import ThreadPoolExecutor
 

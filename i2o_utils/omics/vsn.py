@@ -116,21 +116,6 @@ class VsnFit:
 # --------------------------------------------------------------------------------------------
 # the negative profile log-likelihood and its gradient
 # --------------------------------------------------------------------------------------------
-def _terms_numpy(y: np.ndarray, a: np.ndarray, eb: np.ndarray):
-    obs = ~np.isnan(y)
-    y0 = np.where(obs, y, 0.0)
-    Y = eb[:, None] * y0 + a[:, None]
-    h = np.where(obs, np.arcsinh(Y), 0.0)
-    jac = 0.5 * np.where(obs, np.log1p(Y * Y), 0.0).sum(axis=1)
-    mu = h.sum(axis=0) / obs.sum(axis=0)
-    r = np.where(obs, h - mu, 0.0)
-    AA = np.where(obs, 1.0 / (1.0 + Y * Y), 0.0)
-    A = np.sqrt(AA)
-    AAY = AA * Y
-    sums = np.stack([(r * r).sum(1), (r * A).sum(1), AAY.sum(1), (r * A * y0).sum(1), (AAY * y0).sum(1)], axis=1)
-    return jac, sums, mu
-
-
 class _Data:
     """An intensity matrix with what every likelihood evaluation on it reuses: the counts of
     observed values and, for the compiled engine, the work array (a fresh samples x proteins array
@@ -149,7 +134,18 @@ class _Data:
     def terms(self, a: np.ndarray, eb: np.ndarray):
         """(Jacobian term per sample, the 5 sums per sample, mu per protein)."""
         if not self.numba:
-            return _terms_numpy(self.y, a, eb)
+            obs = ~np.isnan(self.y)
+            y0 = np.where(obs, self.y, 0.0)
+            Y = eb[:, None] * y0 + a[:, None]
+            h = np.where(obs, np.arcsinh(Y), 0.0)
+            jac = 0.5 * np.where(obs, np.log1p(Y * Y), 0.0).sum(axis=1)
+            mu = h.sum(axis=0) / obs.sum(axis=0)
+            r = np.where(obs, h - mu, 0.0)
+            AA = np.where(obs, 1.0 / (1.0 + Y * Y), 0.0)
+            A = np.sqrt(AA)
+            AAY = AA * Y
+            sums = np.stack([(r * r).sum(1), (r * A).sum(1), AAY.sum(1), (r * A * y0).sum(1), (AAY * y0).sum(1)], 1)
+            return jac, sums, mu
         import numba
 
         from i2o_utils.omics._kernels import vsn_pass1, vsn_pass2
@@ -161,16 +157,6 @@ class _Data:
         sums = np.empty((self.y.shape[0], 5))
         vsn_pass2(self.y, a, eb, self._h, mu, sums)
         return jac, sums, mu
-
-    def gene_mean_var(self, a: np.ndarray, eb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per protein, mean and variance (denominator n - 1) of the transformed observed values."""
-        hy = eb[:, None] * self.y
-        hy += a[:, None]
-        np.arcsinh(hy, out=hy)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            hmean = np.nansum(hy, axis=0) / self.n_obs_gene
-            hy -= hmean
-            return hmean, np.nansum(hy * hy, axis=0) / (self.n_obs_gene - 1)
 
 
 def negative_profile_loglik(y: np.ndarray | _Data, offset: np.ndarray, log_scale: np.ndarray,
@@ -245,7 +231,6 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
     n, g = v.shape
     if n < 2:
         raise OmicsInputError("vsn: at least 2 samples are needed to fit without a reference")
-    check_no_empty_samples(~np.isnan(v), "intensities", samples)
     observed = np.flatnonzero((~np.isnan(v)).sum(axis=0) >= min(min_observed, n))
     if subsample and subsample < len(observed):
         observed = np.sort(np.random.default_rng(seed).choice(observed, size=int(subsample), replace=False))
@@ -271,7 +256,14 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
         del d
         if abs(lts_quantile - 1) < math.sqrt(np.finfo(float).eps) or rounds == n_rounds:
             break  # (R computes the next selection after the last round too, and discards it)
-        hmean, rvar = full.gene_mean_var(p[:n], np.exp(p[n:]))
+        # per protein, mean and variance (denominator n - 1) of the transformed observed values
+        hy = np.exp(p[n:])[:, None] * full.y
+        hy += p[:n, None]
+        np.arcsinh(hy, out=hy)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            hmean = np.nansum(hy, axis=0) / full.n_obs_gene
+            hy -= hmean
+            rvar = np.nansum(hy * hy, axis=0) / (full.n_obs_gene - 1)
         slice_ = pd.cut(rankdata(hmean, method="average"), N_SLICES, labels=False) + 1  # R: cut(rank(mean), breaks=5)
         keep = slice_ == 1
         for s in range(1, N_SLICES + 1):
