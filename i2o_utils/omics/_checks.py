@@ -66,9 +66,8 @@ def check_counts(x: np.ndarray, what: str, samples=None, genes=None) -> None:
 
 def check_no_empty_samples(detected: np.ndarray, what: str, samples=None) -> None:
     """Raise naming the samples in which nothing was detected."""
-    empty = ~detected.any(axis=1)
-    if empty.any():
-        idx = np.flatnonzero(empty)
+    idx = np.flatnonzero(~detected.any(axis=1))
+    if len(idx):
         names = ", ".join(_name(samples, i, "sample") for i in idx[:5])
         more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
         raise OmicsInputError(f"{what}: all-zero (or all-missing) sample(s): {names}{more}")

@@ -127,25 +127,21 @@ class WellLabels:
         if kind not in ("csv", "parquet"):
             raise OmicsInputError(f"{path}: a GT table is written as .csv or .parquet")
         schema, batches = self._batches()
-        with atomic_path(path) as tmp, tqdm(total=len(self.wells), desc=label or path.name, unit="well",
-                                           disable=not progress) as bar:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f, tqdm(total=len(self.wells), desc=label or path.name,
+                                                                 unit="well", disable=not progress) as bar:
             if kind == "parquet":
                 # dictionary pages for the text only; random floats do not compress: plain pages,
                 # no statistics (5x less CPU than the defaults for the same size)
-                with pq.ParquetWriter(tmp, schema, compression="none", write_statistics=False,
-                                      use_dictionary=[GT_PLATE, GT_WELL, GT_GENE, GT_FOLD]) as w:
-                    for n, b in batches:
-                        w.write_batch(b)
-                        bar.update(n)
+                writer = pq.ParquetWriter(f, schema, compression="none", write_statistics=False,
+                                          use_dictionary=[GT_PLATE, GT_WELL, GT_GENE, GT_FOLD])
             else:
                 texts = "".join(map(str, [*self.genes, *self.wells["plate_barcode"], *self.wells["well_id"],
                                           *self.wells["fold"]]))
-                quoting = "needed" if any(c in texts for c in ',"\n\r') else "none"
-                with open(tmp, "wb") as f:
-                    f.write((",".join(GT_COLUMNS) + "\n").encode())
-                    with pacsv.CSVWriter(f, schema, write_options=pacsv.WriteOptions(
-                            include_header=False, quoting_style=quoting)) as w:
-                        for n, b in batches:
-                            w.write_batch(b)
-                            bar.update(n)
+                f.write((",".join(GT_COLUMNS) + "\n").encode())  # unquoted, as the authors'
+                writer = pacsv.CSVWriter(f, schema, write_options=pacsv.WriteOptions(
+                    include_header=False, quoting_style="needed" if any(c in texts for c in ',"\n\r') else "none"))
+            with writer:
+                for n, b in batches:
+                    writer.write_batch(b)
+                    bar.update(n)
         return path

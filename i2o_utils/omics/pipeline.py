@@ -9,10 +9,6 @@ Per omics layer and stimulus (the paper normalises and corrects M1 and M2 plates
   the kept proteins -> ``remove_batch_effect(batch = omics plate, batch2 = TMT multiplex)``;
   missing values stay missing.
 
-Each set becomes an AnnData (omics wells x kept genes) with layers ``raw``, ``normalised`` (log
-scale, before batch correction) and ``corrected`` (also ``X``); every gene of the input, kept or
-not, is listed in the gene table with the reason it was filtered.
-
 Labels (:mod:`i2o_utils.omics.labels`) need the pairing of imaging and omics plates (``metadata.csv``
 columns ``omics_plate``, ``replicate``: the simulated screen's); the real data ship their GT tables.
 """
@@ -197,10 +193,11 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     """Filter, normalise and batch-correct the wells of one stimulus in ``raw`` (from
     :func:`read_omics_raw`).
 
-    Returns ``(adata, genes)``: AnnData of the set's wells x kept genes with layers
-    ``raw/normalised/corrected``; the gene table of all genes (``gene, symbol, kept, reason`` and
-    detection fractions). Where every gene is kept and the set's wells are consecutive in ``raw``,
-    the layer ``raw`` is a view of ``raw.X`` (no copy): copy it before changing it in place.
+    Returns ``(adata, genes)``: AnnData of the set's wells x kept genes with layers ``raw``,
+    ``normalised`` (log scale, before batch correction) and ``corrected`` (also ``X``); the gene table
+    of all genes, kept or not (``gene, symbol, kept, reason`` why filtered, detection fractions).
+    Where every gene is kept and the set's wells are consecutive in ``raw``, the layer ``raw`` is a
+    view of ``raw.X`` (no copy): copy it before changing it in place.
     """
     import anndata as ad
 

@@ -59,8 +59,7 @@ def plate_r2(values: np.ndarray, plates) -> float:
     return between / total
 
 
-def plate_effect_summary(sets, control: str = CONTROL,
-                         layers: tuple[str, str] = ("normalised", "corrected")) -> pd.DataFrame:
+def plate_effect_summary(sets, control: str = CONTROL) -> pd.DataFrame:
     """Plate effect in the control wells of every set, before and after batch correction.
 
     Columns: ``omics, stimulus, layer, controls, plates, plate_r2_pc12`` (share of the first two
@@ -74,7 +73,7 @@ def plate_effect_summary(sets, control: str = CONTROL,
         ctrl = (a.obs["target"].astype(str) == control).to_numpy()
         plates = a.obs["plate_barcode"].to_numpy()[ctrl]
         n, k = int(ctrl.sum()), len(set(plates))
-        for layer in layers:
+        for layer in ("normalised", "corrected"):
             scores, _ = control_pca(a, layer, control)
             x = _layer(a, layer)[ctrl]
             x = x[:, np.isfinite(x).all(axis=0)]
