@@ -87,11 +87,8 @@ def align_to_samples(x: Any, samples, what: str, kind: str = "label") -> Any:
 
 
 def as_labels(labels: Any, n: int, what: str, samples=None) -> np.ndarray:
-    """One label per sample as a string array; raises if the length or the index does not match.
-
-    A :class:`pandas.Series` indexed like the samples is aligned by label (every sample must be
-    present); anything else must have exactly ``n`` entries. Missing labels raise.
-    """
+    """One label per sample as a string array (a Series indexed by sample aligned by
+    :func:`align_to_samples`); raises if the length does not match ``n`` or a label is missing."""
     arr = np.asarray(align_to_samples(labels, samples, what), dtype=object)
     if arr.ndim != 1 or len(arr) != n:
         raise OmicsInputError(f"{what}: {arr.shape[0] if arr.ndim else 1} labels for {n} samples; "

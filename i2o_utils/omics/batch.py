@@ -65,15 +65,12 @@ def estimable_columns(X: np.ndarray) -> np.ndarray:
     keep = np.zeros(q, dtype=bool)
     basis = np.zeros((n, 0))
     for j in range(q):
-        v = X[:, j].astype(np.float64)
-        norm = np.linalg.norm(v)
-        if norm == 0:
-            continue
-        r = v.copy()
+        r = X[:, j].astype(np.float64)
+        norm = np.linalg.norm(r)
         for _ in range(2):  # Gram-Schmidt twice: orthogonal to working precision
             r -= basis @ (basis.T @ r)
         rn = np.linalg.norm(r)
-        if rn >= ALIAS_TOL * norm:
+        if norm > 0 and rn >= ALIAS_TOL * norm:
             keep[j] = True
             basis = np.column_stack([basis, r / rn])
     return keep

@@ -161,15 +161,15 @@ def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fol
         r = imaging.loc[bad].iloc[0]
         raise OmicsInputError(f"imaging metadata: replicate {r['replicate']} of plate {r['PLATE_ID']} well "
                               f"{r['well_id']} is not one of 0..{len(seeds) - 1} (one per label seed)")
-    seed_index = {int(s): i for i, s in enumerate(labels.seeds)}
-    missing_seeds = [int(s) for s in seeds if int(s) not in seed_index]
+    seed_row = {int(s): i for i, s in enumerate(labels.seeds)}
+    missing_seeds = [int(s) for s in seeds if int(s) not in seed_row]
     if missing_seeds:
         raise OmicsInputError(f"labels were computed without seed(s) {missing_seeds}")
-    t_index = {t: i for i, t in enumerate(labels.targets)}
-    have = imaging["target"].astype(str).map(t_index)
-    wells = imaging.loc[have.notna()].copy()
-    wells["_label"] = have[have.notna()].astype(int) + len(labels.targets) * np.array(  # row of values.reshape below
-        [seed_index[int(seeds[int(r)])] for r in rep[have.notna()]], dtype=np.int64)
+    target = imaging["target"].astype(str).map({t: i for i, t in enumerate(labels.targets)})
+    wells = imaging.loc[target.notna()].copy()
+    # each well's row of values.reshape(-1, n_genes) below: its seed's row x n_targets + its target's
+    wells["_label"] = target.dropna().astype(int) + len(labels.targets) * np.array(
+        [seed_row[int(seeds[int(r)])] for r in rep[target.notna()]], dtype=np.int64)
     miss_fold = sorted(set(wells["target"].astype(str)) - set(fold.index.astype(str)))
     if miss_fold:
         raise OmicsInputError(f"no fold for target(s) {miss_fold[:5]}")

@@ -93,10 +93,9 @@ def read_omics_raw(omics: str, root: str | os.PathLike | None = None):
     obs.index = pd.Index([f"{p}:{w}" for p, w in zip(obs["plate_barcode"], obs["well_id"])], name="sample")
     order = np.lexsort((obs["COLUMN"].to_numpy(), obs["ROW"].to_numpy(), obs["plate_barcode"].to_numpy()))
     x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
-    var = a.var.copy()
+    var = a.var.set_axis(a.var.index.astype(str).rename("gene"))
     if "symbol" not in var.columns:
-        var["symbol"] = var.index.astype(str)
-    var.index = var.index.astype(str).rename("gene")
+        var["symbol"] = var.index
     if not np.array_equal(order, np.arange(len(order))):  # (already in order: no copy)
         x, obs = x[order], obs.iloc[order]
     return ad.AnnData(X=x, obs=obs, var=var, uns={"source": str(path)})
@@ -438,9 +437,7 @@ def write_set(adata, path: str | os.PathLike) -> Path:
     import anndata as ad
 
     path = Path(path)
-    uns = dict(adata.uns)
-    if "label_draws" in uns:
-        uns["label_draws"] = np.asarray(uns["label_draws"]).astype(str)
+    uns = {k: np.asarray(v).astype(str) if k == "label_draws" else v for k, v in adata.uns.items()}
     out = ad.AnnData(X=adata.X, obs=adata.obs, var=adata.var, uns=uns, obsm=dict(adata.obsm),
                      varm=dict(adata.varm), obsp=dict(adata.obsp), varp=dict(adata.varp), layers=dict(adata.layers))
     with layout.atomic_path(path) as tmp:

@@ -47,9 +47,7 @@ def control_pca(adata, layer: str, control: str = CONTROL, n_components: int = 2
 def plate_r2(values: np.ndarray, plates) -> float:
     """Fraction of the total variance of ``values`` (wells x features) explained by the plate
     (between-plate sum of squares over total sum of squares)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim == 1:
-        v = v[:, None]
+    v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)  # (one feature: a column)
     p = np.asarray(plates)
     centred = v - v.mean(axis=0)
     total = float((centred**2).sum())

@@ -315,8 +315,7 @@ def mean_sd_trend(x: Any, window: float = 0.1) -> pd.DataFrame:
         sd = np.nanstd(v, axis=0, ddof=1)
     ok = np.isfinite(mean) & np.isfinite(sd)
     df = pd.DataFrame({"mean": mean[ok], "sd": sd[ok]},
-                      index=(genes[ok] if genes is not None else np.flatnonzero(ok)))
-    df = df.sort_values("mean")
+                      index=(genes[ok] if genes is not None else np.flatnonzero(ok))).sort_values("mean")
     df["rank"] = np.arange(1, len(df) + 1)
     w = max(3, int(round(window * len(df))) | 1)
     df["sd_trend"] = df["sd"].rolling(w, center=True, min_periods=1).median().to_numpy()
