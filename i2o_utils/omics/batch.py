@@ -36,9 +36,7 @@ ALIAS_TOL = 1e-7
 """R's ``lm.fit`` tolerance: a column whose norm after projection on the earlier columns is below
 this fraction of its own norm is aliased."""
 _FAST_PIVOT = 1e-3
-"""Genes with missing values are fitted through their downdated normal equations (see
-``_fit_missing``) only when the system's smallest eigenvalue, relative to its diagonal, is at least
-the square of this (well conditioned); otherwise by QR on their observed samples."""
+"""Conditioning threshold of :func:`_fit_missing`'s downdated normal equations (see there)."""
 
 
 def sum_to_zero_contrasts(labels: Any, what: str = "batch", samples=None) -> tuple[np.ndarray, list[str]]:

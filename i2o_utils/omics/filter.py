@@ -9,10 +9,9 @@ The sentence admits two readings, both offered through ``rule``:
   fraction of wells on **every** plate, i.e. it is eliminated as soon as it fails on one plate;
 * ``"any"``: a gene is eliminated only if it fails on **every** plate (kept if it passes on one).
 
-The threshold is a fraction of each plate's wells (``50 / 384`` in the paper) so other plate
-sizes work: a gene passes a plate with ``n`` wells when it is detected in at least
-``min_fraction * n`` of them. "Detected" is a normalised value > 0; for RNA that is a count > 0,
-for proteins a quantified (non-zero, non-missing) intensity, since vsn values can be negative.
+The threshold is a fraction of each plate's wells (``50 / 384`` in the paper), so other plate
+sizes work. "Detected" is a normalised value > 0: for RNA a count > 0, for proteins a quantified
+(non-zero, non-missing) intensity, since vsn values can be negative.
 """
 
 from __future__ import annotations

@@ -74,9 +74,8 @@ class WellLabels:
         """Shape of the long table (rows, columns)."""
         return len(self), len(GT_COLUMNS)
 
-    def frame(self, wells: slice | None = None) -> pd.DataFrame:
+    def frame(self, wells: slice = slice(None)) -> pd.DataFrame:
         """The long table (categorical text columns), for all wells or a slice of them."""
-        wells = slice(None) if wells is None else wells
         lab = self.label_index[wells]
         g = len(self.genes)
 
@@ -95,8 +94,7 @@ class WellLabels:
 
     def head(self, n: int = 5) -> pd.DataFrame:
         """The first ``n`` rows of the long table."""
-        g = max(len(self.genes), 1)
-        return self.frame(slice(0, -(-n // g))).head(n)
+        return self.frame(slice(0, -(-n // max(len(self.genes), 1)))).head(n)  # the wells that hold them
 
     def _batches(self, rows_per_batch: int = _BATCH_ROWS):
         """Arrow schema and (wells, record batch) of the long table, :meth:`frame` in slices of wells."""

@@ -392,11 +392,10 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
 def may_write_gt(root: str | os.PathLike | None = None) -> tuple[bool, str]:
     """GT tables are (re)written on a simulated screen or where none exist; real GT is never replaced."""
     bp = bucket_paths(root)
-    existing = [*bp["gt"].glob("*.csv"), *bp["gt"].glob("*.parquet")]  # (none where the folder is missing)
     info = layout.read_screen_info(bp["root"])
     if info is not None and info.get("source") == "simulated":
         return True, "simulated screen: GT tables written from the label protocol"
-    if not existing:
+    if not [*bp["gt"].glob("*.csv"), *bp["gt"].glob("*.parquet")]:  # (none where the folder is missing)
         return True, "no GT tables yet: written from the label protocol"
     return False, f"{bp['gt']} already holds GT tables of non-simulated data: left unchanged"
 

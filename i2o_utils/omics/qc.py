@@ -1,10 +1,7 @@
 """Checks of the preprocessing: PCA of the control wells per plate (paper Fig 9), plate effect sizes.
 
-The paper checks qualitatively that plate effects are gone after normalisation and batch
-correction by a PCA of the control (NT) wells coloured by plate. :func:`plate_effect_summary`
-adds a number to that picture: the fraction of the control wells' variance explained by the
-plate, before and after correction, next to the value expected by chance with that many wells and
-plates.
+The paper checks qualitatively, by a PCA of the control (NT) wells coloured by plate, that plate
+effects are gone after batch correction; :func:`plate_effect_summary` puts a number on it.
 """
 
 from __future__ import annotations
@@ -34,7 +31,8 @@ def control_pca(adata, layer: str, control: str = CONTROL, n_components: int = 2
     x = _layer(adata, layer)[ctrl]
     x = x[:, np.isfinite(x).all(axis=0)]
     k = int(min(n_components, max(x.shape[0] - 1, 0), x.shape[1]))
-    scores, explained = np.full((len(x), n_components), np.nan), np.full(n_components, np.nan)
+    scores = np.full((len(x), n_components), np.nan)
+    explained = np.full(n_components, np.nan)
     if k > 0:
         u, s, _ = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
         scores[:, :k] = u[:, :k] * s[:k]

@@ -40,10 +40,9 @@ What differs from R ``vsn``
 * the optimiser is SciPy's L-BFGS-B with R's settings (memory 5, ``factr = 5e7``, ``pgtol =
   2e-4``, start ``a = 0, b = 1``) rather than R's C copy of the same algorithm. On complete data
   the fit agrees with a Python port of R's code (``vsn`` 0.1.1 on PyPI, which reports agreement
-  with R's ``justvsn``) to about 1e-9; see ``tests/test_omics_vsn.py``;
-* as in R, the stopping rule (relative decrease of the likelihood) often fires before the
-  optimum: offsets and log scale factors differ in curvature by orders of magnitude, and moving
-  all samples together hardly changes the likelihood. Tighter rules (``factr=10, pgtol=1e-12``)
+  with R's ``justvsn``) to about 1e-9 (``tests/test_omics_vsn.py``). As in R, the stopping rule
+  (relative decrease of the likelihood) often fires before the optimum (offsets and log scale
+  factors differ in curvature by orders of magnitude); tighter rules (``factr=10, pgtol=1e-12``)
   reach it (tested against the port run to the optimum).
 
 Arrays are samples x proteins (R: proteins x samples).
@@ -249,7 +248,8 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
     for rounds in range(1, n_rounds + 1):
         d = full if len(whsel) == y.shape[1] else _Data(y[:, whsel], engine)
         res = minimize(lambda q: negative_profile_loglik(d, q[:n], q[n:])[:2], p, jac=True, **lbfgsb)
-        p, status = res.x, int(res.status)
+        p = res.x
+        status = int(res.status)
         _, _, mu_sel, sigsq = negative_profile_loglik(d, p[:n], p[n:])
         n_eval += res.nfev + 1
         fitted_idx = whsel
