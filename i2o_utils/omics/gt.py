@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from tqdm.auto import tqdm
 
 from i2o_utils.data.layout import GT_COLUMNS, GT_FOLD, GT_GENE, GT_MEASURED, GT_PLATE, GT_WELL, atomic_path, require_columns
 from i2o_utils.omics._checks import OmicsInputError
@@ -98,8 +100,6 @@ class WellLabels:
 
     def _batches(self, rows_per_batch: int = _BATCH_ROWS):
         """Arrow schema and (wells, record batch) of the long table, :meth:`frame` in slices of wells."""
-        import pyarrow as pa
-
         text = pa.dictionary(pa.int32(), pa.string())
         schema = pa.schema([(GT_PLATE, text), (GT_WELL, text), (GT_GENE, text), (GT_FOLD, text),
                             (GT_MEASURED, pa.float32())])
@@ -118,7 +118,6 @@ class WellLabels:
         overrides the suffix, e.g. for a staging name). ``label``: the progress bar's name."""
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
-        from tqdm.auto import tqdm
 
         path = Path(path)
         kind = fmt or path.suffix.lower().lstrip(".")

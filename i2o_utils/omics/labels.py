@@ -6,10 +6,8 @@ Imaging wells and omics wells are different physical wells, so a well's label is
 2. draw two wells of the group at random (without replacement) and average their values;
 3. the average is the label of every imaging well of that perturbation and stimulus.
 
-There are two imaging plates per omics plate, so the draw is made once per label seed; an imaging
-plate's ``replicate`` (0 or 1 in ``metadata.csv``) selects the seed
-(``OmicsConfig.label_seeds[replicate]``), which gives each of the two imaging plates of an omics
-plate its own draw.
+There are two imaging plates per omics plate, so the draw is made once per label seed: an imaging
+plate's ``replicate`` (0 or 1 in ``metadata.csv``) selects ``OmicsConfig.label_seeds[replicate]``.
 
 Exactly, for one (omics, stimulus) set and seed ``s``: the groups are visited in sorted target
 order with one ``numpy.random.default_rng(s)``; a group of ``m`` omics wells (drawn over all omics

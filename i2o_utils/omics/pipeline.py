@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from i2o_utils.config import CONTROL, OMICS, STIMULI, OmicsConfig
 from i2o_utils.data import layout
 from i2o_utils.omics._checks import OmicsInputError, _at, check_counts, check_no_empty_samples, check_no_inf
 from i2o_utils.omics.batch import remove_batch_effect
 from i2o_utils.omics.filter import filter_low_expression
-from i2o_utils.omics.gt import WellLabels
+from i2o_utils.omics.gt import WellLabels, gt_file_format
 from i2o_utils.omics.labels import compute_labels, label_wells
 from i2o_utils.omics.normalise import log_normalised, median_of_ratios
 from i2o_utils.omics.vsn import vsn_fit
@@ -289,8 +291,6 @@ class OmicsSets:
 
 def preprocess_omics(raw: Mapping[str, Any], cfg: OmicsConfig = OmicsConfig(), progress: bool = True) -> OmicsSets:
     """:func:`preprocess_set` for every omics layer in ``raw`` and every stimulus it holds."""
-    from tqdm.auto import tqdm
-
     out = OmicsSets(notes=[f"{o}: no raw table in data/OMICS_RAW, nothing to normalise" for o in OMICS if o not in raw])
     todo = [(o, s) for o in OMICS if o in raw for s in STIMULI if (raw[o].obs["cell_state"] == s).any()]
     for o, s in tqdm(todo, desc="omics sets", unit="set", disable=not progress):
@@ -409,8 +409,6 @@ def write_outputs(sets: OmicsSets, gt: GroundTruth, out_dir: str | os.PathLike,
     replaces none of the files already there and leaves nothing half-written. The GT tables are
     written in a second thread while the sets are (both writers wait mostly on the disk).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     out_dir = Path(out_dir)
     written: list[Path] = []
     gt_ok, why = may_write_gt(root) if gt else (False, "")
@@ -453,8 +451,6 @@ def write_gt_tables(gt: GroundTruth, root: str | os.PathLike | None = None, prog
     ``stage``: from :func:`i2o_utils.data.layout.staged_paths`, to publish the tables together
     with other files; returns the final paths either way.
     """
-    from i2o_utils.omics.gt import gt_file_format
-
     paths = []
     for (o, s), t in gt.tables.items():
         fmt = gt_file_format(len(t))

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 from i2o_utils.config import CONTROL
+from i2o_utils.data.layout import read_truth_genes, truth_path
+from i2o_utils.omics.vsn import mean_sd_slope
 
 
 def _layer(adata, layer: str) -> np.ndarray:
@@ -84,8 +86,6 @@ def plate_effect_summary(sets, control: str = CONTROL) -> pd.DataFrame:
 def mean_sd_summary(sets, omics: str = "proteomics", window: float = 0.1) -> pd.DataFrame:
     """Slope of the mean-sd trend (see :func:`i2o_utils.omics.vsn.mean_sd_slope`) of the raw, log2 and
     vsn-normalised intensities of each stimulus: near 0 when the variance does not depend on the mean."""
-    from i2o_utils.omics.vsn import mean_sd_slope
-
     rows = []
     data = sets.data if hasattr(sets, "data") else sets
     for (o, s), a in data.items():
@@ -106,8 +106,6 @@ def filter_against_truth(sets, root=None) -> pd.DataFrame | None:
     "low"``; this table shows whether the filter removed exactly those. ``None`` without a truth
     table (real data).
     """
-    from i2o_utils.data.layout import read_truth_genes, truth_path
-
     truth = read_truth_genes(truth_path(root))
     if truth is None:
         return None

@@ -1,12 +1,11 @@
 """Variance-stabilising normalisation (vsn) of protein intensities, after Huber et al. (2002).
 
 The paper normalised the TMT protein quantifications with the R/Bioconductor package ``vsn``.
-No Python implementation on PyPI was fit to use here when this module was written (the one
-candidate, ``vsn`` 0.1.1, is a new single-author port whose transformation loops over every
-matrix element in Python, seconds per call at the paper's 1,536 x 4,986 per stimulus and called
-at every trimming round, and which draws subsamples from NumPy's global random state), so this
-module implements the method following the R package's algorithm (``vsnMatrix`` -> ``vsnLTS`` ->
-``vsnML``) and its vignette "Likelihood Calculations for vsn".
+The one Python port on PyPI (``vsn`` 0.1.1, single-author) loops over every matrix element in
+Python (seconds per call at the paper's 1,536 x 4,986 per stimulus, called at every trimming
+round) and draws subsamples from NumPy's global random state, so this module implements the
+method after the R package's algorithm (``vsnMatrix`` -> ``vsnLTS`` -> ``vsnML``) and its
+vignette "Likelihood Calculations for vsn".
 
 Model
 -----
