@@ -99,16 +99,27 @@ class WellLabels:
         return self.frame(slice(0, -(-n // max(len(self.genes), 1)))).head(n)  # the wells that hold them
 
     def _batches(self, rows_per_batch: int = _BATCH_ROWS):
-        """Arrow schema and (wells, record batch) of the long table, :meth:`frame` in slices of wells."""
+        """Arrow schema and (wells, record batch) of the long table (dictionary-encoded text columns)."""
         text = pa.dictionary(pa.int32(), pa.string())
         schema = pa.schema([(GT_PLATE, text), (GT_WELL, text), (GT_GENE, text), (GT_FOLD, text),
                             (GT_MEASURED, pa.float32())])
-        step = max(1, rows_per_batch // max(len(self.genes), 1))
+        n_genes = len(self.genes)
+        genes = pa.array(self.genes, pa.string())
+        gene_codes = np.arange(n_genes, dtype=np.int32)
+        coded = []
+        for col in ("plate_barcode", "well_id", "fold"):
+            levels, codes = np.unique(self.wells[col].astype(str).to_numpy(), return_inverse=True)
+            coded.append((pa.array(levels.tolist(), pa.string()), codes.astype(np.int32)))
+        step = max(1, rows_per_batch // max(n_genes, 1))
 
         def batches():
             for w0 in range(0, len(self.wells), step):
-                w = slice(w0, min(w0 + step, len(self.wells)))
-                yield w.stop - w0, pa.RecordBatch.from_pandas(self.frame(w), schema=schema, preserve_index=False)
+                w1 = min(len(self.wells), w0 + step)
+                per_well = [pa.DictionaryArray.from_arrays(np.repeat(c[w0:w1], n_genes), d) for d, c in coded]
+                yield w1 - w0, pa.RecordBatch.from_arrays(
+                    [per_well[0], per_well[1],
+                     pa.DictionaryArray.from_arrays(np.tile(gene_codes, w1 - w0), genes), per_well[2],
+                     pa.array(self.values[self.label_index[w0:w1]].reshape(-1))], schema=schema)
         return schema, batches()
 
     def write(self, path: str | os.PathLike, progress: bool = False, label: str | None = None,

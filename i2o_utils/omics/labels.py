@@ -149,8 +149,7 @@ def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fol
     -------
     WellLabels
         Imaging wells ordered by plate, row and column (by plate and well id without ``ROW`` and
-        ``COLUMN``); :meth:`~WellLabels.frame` gives the long table, :meth:`~WellLabels.write`
-        writes it. Imaging wells whose perturbation has no omics wells get no rows.
+        ``COLUMN``); imaging wells whose perturbation has no omics wells get no rows.
     """
     require_columns(imaging, ("PLATE_ID", "well_id", "target", "replicate"), "imaging metadata", error=OmicsInputError)
     rep = pd.to_numeric(imaging["replicate"], errors="coerce")

@@ -317,8 +317,7 @@ def gene_filter_summary(sets: OmicsSets) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class GroundTruth:
-    """GT tables per set (``tables[(omics, stimulus)]``, compact; ``.frame()`` is the bucket's long
-    format) and how they were made."""
+    """GT tables per set (``tables[(omics, stimulus)]``, :class:`WellLabels`) and how they were made."""
 
     tables: dict[tuple[str, str], WellLabels] = field(default_factory=dict)
     note: str = ""
