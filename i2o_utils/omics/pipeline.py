@@ -443,13 +443,9 @@ def write_set(adata, path: str | os.PathLike) -> Path:
 
 def write_gt_tables(gt: GroundTruth, root: str | os.PathLike | None = None, progress: bool = False,
                     stage=None) -> list[Path]:
-    """Write every GT table to ``data/GT`` (atomically; see :meth:`WellLabels.write`): the authors'
-    CSV, or Parquet for tables of the paper's size (:func:`~i2o_utils.omics.gt.gt_file_format`);
-    a table of the other format left from an earlier run is removed.
-
-    ``stage``: from :func:`i2o_utils.data.layout.staged_paths`, to publish the tables together
-    with other files; returns the final paths either way.
-    """
+    """Write every GT table to ``data/GT`` (:meth:`WellLabels.write`, in the format of
+    :func:`~i2o_utils.omics.gt.gt_file_format`), removing one of the other format left from an earlier
+    run. ``stage`` (:func:`i2o_utils.data.layout.staged_paths`) publishes them with other files."""
     paths = []
     for (o, s), t in gt.tables.items():
         fmt = gt_file_format(len(t))

@@ -251,7 +251,6 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
         status = int(res.status)
         _, _, mu_sel, sigsq = negative_profile_loglik(d, p[:n], p[n:])
         n_eval += res.nfev + 1
-        fitted_idx = whsel
         del d
         if abs(lts_quantile - 1) < math.sqrt(np.finfo(float).eps) or rounds == n_rounds:
             break  # (R computes the next selection after the last round too, and discards it)
@@ -273,7 +272,7 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
             keep |= m & (rvar <= np.quantile(vals, lts_quantile))
         whsel = np.flatnonzero(keep)
     mu = np.full(g, np.nan)
-    mu[observed[fitted_idx]] = mu_sel
+    mu[observed[whsel]] = mu_sel  # (the loop ends at a break: whsel is the last round's selection)
     a, b = p[:n], p[n:]
     return VsnFit(offset=a, log_scale=b, hoffset=float(math.log2(2 * math.exp(b.mean()))), mu=mu,
                   sigsq=float(sigsq), optimizer_status=status, n_rounds=rounds, n_fitted=len(mu_sel),
