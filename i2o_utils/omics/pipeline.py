@@ -248,8 +248,7 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
         # only: proteins seen in a handful of wells make its likelihood degenerate
         y = y if kept.all() else y[:, kept]
         fit = vsn_fit(y, lts_quantile=cfg.vsn_lts_quantile, subsample=cfg.vsn_subsample)
-        obs["vsn_offset"] = fit.offset
-        obs["vsn_log_scale"] = fit.log_scale
+        obs[["vsn_offset", "vsn_log_scale"]] = np.column_stack([fit.offset, fit.log_scale])
         info.update(normalisation="vsn (arsinh with per-sample affine calibration, robust ML), glog2 scale",
                     vsn_sigsq=fit.sigsq, vsn_hoffset=fit.hoffset, vsn_optimizer_status=fit.optimizer_status,
                     vsn_rounds=fit.n_rounds, vsn_proteins_fitted=fit.n_fitted, vsn_evaluations=fit.n_evaluations)
@@ -270,11 +269,8 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     adata = ad.AnnData(X=corrected32, obs=obs, var=var,
                        layers={"raw": raw32, "normalised": normalised32, "corrected": corrected32},
                        uns={"preprocessing": info})
-    table = filt.reset_index()
-    table.insert(1, "symbol", raw.var["symbol"].to_numpy())
-    table.insert(0, "stimulus", stimulus)
-    table.insert(0, "omics", omics)
-    return adata, table
+    table = pd.DataFrame({"omics": omics, "stimulus": stimulus, "gene": genes, "symbol": raw.var["symbol"].to_numpy()})
+    return adata, pd.concat([table, filt.reset_index(drop=True)], axis=1)
 
 
 @dataclass
