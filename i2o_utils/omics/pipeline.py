@@ -372,8 +372,7 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
     for (o, s), a in sets.data.items():
         corrected = pd.DataFrame(a.layers["corrected"], index=a.obs_names, columns=a.var_names)
         lab = compute_labels(corrected, a.obs["target"].to_numpy(), seeds, cfg.wells_per_label)
-        imaging = metadata.loc[metadata["cell_state"] == s]
-        gt.tables[(o, s)] = label_wells(lab, imaging, seeds, fold)
+        gt.tables[(o, s)] = label_wells(lab, metadata.loc[metadata["cell_state"] == s], seeds, fold)
         a.uns["label_draws"] = lab.draws
     gt.note = (f"labels: mean of {cfg.wells_per_label} omics wells drawn per (target, stimulus) with seeds "
                f"{seeds} (imaging replicate r uses seed {seeds}[r]); fold = split 0 of the "

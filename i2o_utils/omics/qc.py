@@ -66,8 +66,7 @@ def plate_effect_summary(sets, control: str = CONTROL) -> pd.DataFrame:
     (controls - 1)``).
     """
     rows = []
-    data = sets.data if hasattr(sets, "data") else sets
-    for (o, s), a in data.items():
+    for (o, s), a in (sets.data if hasattr(sets, "data") else sets).items():
         ctrl = (a.obs["target"].astype(str) == control).to_numpy()
         plates = a.obs["plate_barcode"].to_numpy()[ctrl]
         n, k = int(ctrl.sum()), len(set(plates))
@@ -87,8 +86,7 @@ def mean_sd_summary(sets, omics: str = "proteomics", window: float = 0.1) -> pd.
     """Slope of the mean-sd trend (see :func:`i2o_utils.omics.vsn.mean_sd_slope`) of the raw, log2 and
     vsn-normalised intensities of each stimulus: near 0 when the variance does not depend on the mean."""
     rows = []
-    data = sets.data if hasattr(sets, "data") else sets
-    for (o, s), a in data.items():
+    for (o, s), a in (sets.data if hasattr(sets, "data") else sets).items():
         if o != omics:
             continue
         raw = np.asarray(a.layers["raw"], dtype=np.float64)
@@ -110,8 +108,7 @@ def filter_against_truth(sets, root=None) -> pd.DataFrame | None:
     if truth is None:
         return None
     rows = []
-    genes = sets.genes if hasattr(sets, "genes") else sets
-    for (o, s), table in genes.items():
+    for (o, s), table in (sets.genes if hasattr(sets, "genes") else sets).items():
         merged = table[["gene", "kept"]].astype({"gene": str}).merge(truth[truth["omics"] == o], on="gene", how="left")
         merged["kind"] = merged["kind"].fillna("not in truth table")
         for kind, grp in merged.groupby("kind"):

@@ -324,7 +324,5 @@ def mean_sd_slope(x: Any, window: float = 0.1) -> float:
     """Relative change of the sd trend from the lowest to the highest fifth of mean ranks,
     ``(trend_top - trend_bottom) / median(sd)``: about 0 when the variance is stabilised."""
     df = mean_sd_trend(x, window)
-    n = len(df)
-    lo = df["sd_trend"].iloc[: max(1, n // 5)].median()
-    hi = df["sd_trend"].iloc[-max(1, n // 5):].median()
-    return float((hi - lo) / df["sd"].median())
+    k = max(1, len(df) // 5)
+    return float((df["sd_trend"].iloc[-k:].median() - df["sd_trend"].iloc[:k].median()) / df["sd"].median())
