@@ -35,8 +35,7 @@ def as_matrix(x: Any, what: str = "x") -> tuple[np.ndarray, pd.Index | None, pd.
         raise OmicsInputError(f"{what}: empty matrix of shape {values.shape}")
     for labels, kind in ((index, "sample"), (columns, "gene")):
         if labels is not None and labels.has_duplicates:
-            dup = labels[labels.duplicated()][0]
-            raise OmicsInputError(f"{what}: duplicated {kind} label {dup!r}")
+            raise OmicsInputError(f"{what}: duplicated {kind} label {labels[labels.duplicated()][0]!r}")
     return values, index, columns
 
 
@@ -95,6 +94,5 @@ def as_labels(labels: Any, n: int, what: str, samples=None) -> np.ndarray:
                               "one label per sample is required")
     na = pd.isna(arr)
     if na.any():
-        i = int(np.flatnonzero(na)[0])
-        raise OmicsInputError(f"{what}: missing label for {_name(samples, i, 'sample')}")
+        raise OmicsInputError(f"{what}: missing label for {_name(samples, int(np.flatnonzero(na)[0]), 'sample')}")
     return arr.astype(str)

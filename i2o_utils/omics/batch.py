@@ -13,7 +13,6 @@ limma (genes x samples) does::
 
 * factor levels are sorted (R's ``factor`` default); the sum-to-zero contrast of a factor with
   levels ``1..K`` has ``K-1`` columns, column ``j`` is 1 on level ``j``, -1 on level ``K``;
-* covariates are used as given (limma does not centre them, so neither does this);
 * the least-squares fit is per gene; a gene with missing values (NaN) is fitted on its observed
   samples, as ``lmFit`` does, and its NaNs stay NaN;
 * a column that is (numerically) a linear combination of the columns before it is not estimable
@@ -33,8 +32,7 @@ from tqdm.auto import tqdm
 from i2o_utils.omics._checks import OmicsInputError, align_to_samples, as_labels, as_matrix, check_no_inf
 
 ALIAS_TOL = 1e-7
-"""R's ``lm.fit`` tolerance: a column whose norm after projection on the earlier columns is below
-this fraction of its own norm is aliased."""
+"""R's ``lm.fit`` aliasing tolerance (see :func:`estimable_columns`)."""
 _FAST_PIVOT = 1e-3
 """Conditioning threshold of :func:`_fit_missing`'s downdated normal equations (see there)."""
 

@@ -80,8 +80,7 @@ def median_of_ratios(k: np.ndarray, type: str = "ratio") -> np.ndarray:
     with np.errstate(divide="ignore"):
         logk = np.log(ku)
     logk[ku == 0] = 0.0
-    ratios = np.where(ku > 0, logk - logk.mean(axis=0), np.nan)
-    sf = np.exp(np.nanmedian(ratios, axis=1))
+    sf = np.exp(np.nanmedian(np.where(ku > 0, logk - logk.mean(axis=0), np.nan), axis=1))
     return sf / np.exp(np.mean(np.log(sf)))
 
 

@@ -105,8 +105,7 @@ def read_omics_raw(omics: str, root: str | os.PathLike | None = None):
 
 def read_all_omics_raw(root: str | os.PathLike | None = None) -> dict[str, Any]:
     """Every omics layer present in ``data/OMICS_RAW`` (absent files are skipped)."""
-    folder = bucket_paths(root)["omics_raw"]
-    return {o: read_omics_raw(o, root) for o in OMICS if (folder / f"{o}.h5ad").exists()}
+    return {o: read_omics_raw(o, root) for o in OMICS if (bucket_paths(root)["omics_raw"] / f"{o}.h5ad").exists()}
 
 
 def _stimulus_sets(raw: Mapping[str, Any]):
@@ -173,11 +172,8 @@ _GENE_BLOCK = 4096
 
 def _normalise_and_correct_counts(x_raw: np.ndarray, kept_idx: np.ndarray, sf: np.ndarray, plates: np.ndarray,
                                   design: np.ndarray | None, cfg: OmicsConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Log-normalised counts of the kept genes and the same batch-corrected (float32 both).
-
-    Done in blocks of genes (each gene's fit is its own), so that no full-size float64 matrix is
-    ever held: the float64 values of one block are made, stored, corrected and stored again.
-    """
+    """Log-normalised counts of the kept genes and the same batch-corrected (float32 both), in blocks
+    of genes (each gene's fit is its own), so that no full-size float64 matrix is ever held."""
     n, k = x_raw.shape[0], len(kept_idx)
     normalised32 = np.empty((n, k), dtype=np.float32)
     corrected32 = np.empty((n, k), dtype=np.float32)

@@ -53,8 +53,7 @@ def plate_r2(values: np.ndarray, plates) -> float:
     total = float((centred**2).sum())
     if total == 0:
         return float("nan")
-    between = sum(float((p == q).sum()) * float((centred[p == q].mean(axis=0) ** 2).sum()) for q in np.unique(p))
-    return between / total
+    return sum(float((p == q).sum()) * float((centred[p == q].mean(axis=0) ** 2).sum()) for q in np.unique(p)) / total
 
 
 def plate_effect_summary(sets, control: str = CONTROL) -> pd.DataFrame:
