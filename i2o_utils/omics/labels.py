@@ -76,10 +76,6 @@ def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], we
         Label seeds (one per imaging replicate).
     wells_per_label
         Wells drawn per group (paper: 2).
-
-    Returns
-    -------
-    Labels
     """
     x = np.asarray(values)
     if x.dtype not in (np.float32, np.float64):  # float32 stays: means are taken in float64 below

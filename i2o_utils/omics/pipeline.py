@@ -95,9 +95,7 @@ def read_omics_raw(omics: str, root: str | os.PathLike | None = None):
     obs.index = pd.Index([f"{p}:{w}" for p, w in zip(obs["plate_barcode"], obs["well_id"])], name="sample")
     order = np.lexsort((obs["COLUMN"].to_numpy(), obs["ROW"].to_numpy(), obs["plate_barcode"].to_numpy()))
     x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
-    var = a.var.set_axis(a.var.index.astype(str).rename("gene"))
-    if "symbol" not in var.columns:
-        var["symbol"] = var.index
+    var = a.var.set_axis(a.var.index.astype(str).rename("gene")).assign(symbol=lambda v: v.get("symbol", v.index))
     if not np.array_equal(order, np.arange(len(order))):  # (already in order: no copy)
         x, obs = x[order], obs.iloc[order]
     return ad.AnnData(X=x, obs=obs, var=var, uns={"source": str(path)})
