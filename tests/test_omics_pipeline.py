@@ -180,7 +180,7 @@ def _drop(column):
 
 
 @pytest.mark.parametrize("omics, change, message", [
-    ("transcriptomics", _drop("target"), "obs is missing column\\(s\\) \\['target'\\]"),
+    ("transcriptomics", _drop("target"), "obs: missing column\\(s\\) \\['target'\\]"),
     ("proteomics", _drop("tmt_batch"), "missing column\\(s\\) \\['tmt_batch'\\]"),
     ("transcriptomics", _set_first("well_id", "A1", "A1"), "duplicated well A1"),
     ("transcriptomics", _set_first("well_id", "XYZ"), "malformed well id 'XYZ'"),

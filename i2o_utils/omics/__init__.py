@@ -1,8 +1,7 @@
 """Omics preprocessing (notebook 10): expression filter, size factors, vsn, batch correction, labels.
 
-Arrays are samples (wells) x genes, as in AnnData. The vsn transformation itself is
-:func:`i2o_utils.omics.vsn.vsn` (fit and transform, like R's ``justvsn``); the package exports
-:func:`vsn_fit` so that ``i2o_utils.omics.vsn`` stays the module.
+Arrays are samples (wells) x genes, as in AnnData. R's ``justvsn`` is :func:`i2o_utils.omics.vsn.vsn`
+(the package exports :func:`vsn_fit`, so that ``i2o_utils.omics.vsn`` stays the module).
 """
 
 from i2o_utils.omics._checks import OmicsInputError

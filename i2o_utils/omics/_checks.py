@@ -13,9 +13,7 @@ class OmicsInputError(ValueError):
 
 
 def _name(labels: Sequence[Any] | None, i: int, kind: str) -> str:
-    if labels is None:
-        return f"{kind} {i}"
-    return f"{kind} {labels[i]!r}"
+    return f"{kind} {i}" if labels is None else f"{kind} {labels[i]!r}"
 
 
 def as_matrix(x: Any, what: str = "x") -> tuple[np.ndarray, pd.Index | None, pd.Index | None]:
@@ -26,23 +24,18 @@ def as_matrix(x: Any, what: str = "x") -> tuple[np.ndarray, pd.Index | None, pd.
     OmicsInputError
         If ``x`` is not 2-D, is empty, or has duplicated sample or gene labels.
     """
-    index = columns = None
-    if isinstance(x, pd.DataFrame):
-        index, columns = x.index, x.columns
-        values = x.to_numpy(dtype=np.float64)
-    else:
-        try:
-            values = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise OmicsInputError(f"{what}: not a numeric matrix ({e})") from e
+    index, columns = (x.index, x.columns) if isinstance(x, pd.DataFrame) else (None, None)
+    try:
+        values = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise OmicsInputError(f"{what}: not a numeric matrix ({e})") from e
     if values.ndim != 2:
         raise OmicsInputError(f"{what}: expected a 2-D samples x genes matrix, got shape {values.shape}")
     if values.shape[0] == 0 or values.shape[1] == 0:
         raise OmicsInputError(f"{what}: empty matrix of shape {values.shape}")
     for labels, kind in ((index, "sample"), (columns, "gene")):
         if labels is not None and labels.has_duplicates:
-            dup = labels[labels.duplicated()][0]
-            raise OmicsInputError(f"{what}: duplicated {kind} label {dup!r}")
+            raise OmicsInputError(f"{what}: duplicated {kind} label {labels[labels.duplicated()][0]!r}")
     return values, index, columns
 
 
@@ -72,33 +65,34 @@ def check_counts(x: np.ndarray, what: str, samples=None, genes=None) -> None:
 
 def check_no_empty_samples(detected: np.ndarray, what: str, samples=None) -> None:
     """Raise naming the samples in which nothing was detected."""
-    empty = ~detected.any(axis=1)
-    if empty.any():
-        idx = np.flatnonzero(empty)
+    idx = np.flatnonzero(~detected.any(axis=1))
+    if len(idx):
         names = ", ".join(_name(samples, i, "sample") for i in idx[:5])
         more = f" and {len(idx) - 5} more" if len(idx) > 5 else ""
         raise OmicsInputError(f"{what}: all-zero (or all-missing) sample(s): {names}{more}")
 
 
-def as_labels(labels: Any, n: int, what: str, samples=None) -> np.ndarray:
-    """One label per sample as a string array; raises if the length or the index does not match.
+def align_to_samples(x: Any, samples, what: str, kind: str = "label") -> Any:
+    """``x`` reindexed to ``samples`` if it is a Series/DataFrame indexed by sample (raises naming missing
+    or duplicated samples); anything else as it is."""
+    if not isinstance(x, (pd.Series, pd.DataFrame)) or samples is None or x.index.equals(pd.RangeIndex(len(x))):
+        return x
+    missing = pd.Index(samples).difference(x.index)
+    if len(missing):
+        raise OmicsInputError(f"{what}: no {kind} for sample(s) {list(missing[:5])}")
+    if x.index.has_duplicates:
+        raise OmicsInputError(f"{what}: duplicated sample(s) {list(x.index[x.index.duplicated()][:5])}")
+    return x.reindex(samples)
 
-    A :class:`pandas.Series` indexed like the samples is aligned by label (every sample must be
-    present); anything else must have exactly ``n`` entries. Missing labels raise.
-    """
-    if isinstance(labels, pd.Series) and samples is not None and not labels.index.equals(pd.RangeIndex(len(labels))):
-        missing = pd.Index(samples).difference(labels.index)
-        if len(missing):
-            raise OmicsInputError(f"{what}: no label for sample(s) {list(missing[:5])}")
-        if labels.index.has_duplicates:
-            raise OmicsInputError(f"{what}: duplicated sample(s) {list(labels.index[labels.index.duplicated()][:5])}")
-        labels = labels.reindex(samples)
-    arr = np.asarray(labels, dtype=object)
+
+def as_labels(labels: Any, n: int, what: str, samples=None) -> np.ndarray:
+    """One label per sample as a string array (a Series indexed by sample aligned by
+    :func:`align_to_samples`); raises if the length does not match ``n`` or a label is missing."""
+    arr = np.asarray(align_to_samples(labels, samples, what), dtype=object)
     if arr.ndim != 1 or len(arr) != n:
         raise OmicsInputError(f"{what}: {arr.shape[0] if arr.ndim else 1} labels for {n} samples; "
                               "one label per sample is required")
     na = pd.isna(arr)
     if na.any():
-        i = int(np.flatnonzero(na)[0])
-        raise OmicsInputError(f"{what}: missing label for {_name(samples, i, 'sample')}")
+        raise OmicsInputError(f"{what}: missing label for {_name(samples, int(np.flatnonzero(na)[0]), 'sample')}")
     return arr.astype(str)

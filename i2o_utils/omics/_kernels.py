@@ -46,7 +46,7 @@ def flog(x):  # pragma: no cover - compiled
     return dk * _LN2_HI - ((hfsq - (s * (hfsq + r) + dk * _LN2_LO)) - f)
 
 
-# with vsn_pass2: 8-12x over vsn._terms_numpy at 1,536 x 4,986 (module notes)
+# with vsn_pass2: 8-12x over the NumPy path of vsn._Data.terms at 1,536 x 4,986 (module notes)
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
 def vsn_pass1(y, a, eb, h, jac, colsum):  # pragma: no cover - compiled
     """``h = arsinh(eb * y + a)`` (0 where ``y`` is NaN), ``jac`` = per sample sum of log(sqrt(1 + Y^2)),

@@ -13,7 +13,6 @@ limma (genes x samples) does::
 
 * factor levels are sorted (R's ``factor`` default); the sum-to-zero contrast of a factor with
   levels ``1..K`` has ``K-1`` columns, column ``j`` is 1 on level ``j``, -1 on level ``K``;
-* covariates are used as given (limma does not centre them, so neither does this);
 * the least-squares fit is per gene; a gene with missing values (NaN) is fitted on its observed
   samples, as ``lmFit`` does, and its NaNs stay NaN;
 * a column that is (numerically) a linear combination of the columns before it is not estimable
@@ -30,15 +29,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from i2o_utils.omics._checks import OmicsInputError, as_labels, as_matrix, check_no_inf
+from i2o_utils.omics._checks import OmicsInputError, align_to_samples, as_labels, as_matrix, check_no_inf
 
 ALIAS_TOL = 1e-7
-"""R's ``lm.fit`` tolerance: a column whose norm after projection on the earlier columns is below
-this fraction of its own norm is aliased."""
+"""R's ``lm.fit`` aliasing tolerance (see :func:`estimable_columns`)."""
 _FAST_PIVOT = 1e-3
-"""Genes with missing values are fitted through their downdated normal equations (see
-``_fit_missing``) only when the system's smallest eigenvalue, relative to its diagonal, is at least
-the square of this (well conditioned); otherwise by QR on their observed samples."""
+"""Conditioning threshold of :func:`_fit_missing`'s downdated normal equations (see there)."""
 
 
 def sum_to_zero_contrasts(labels: Any, what: str = "batch", samples=None) -> tuple[np.ndarray, list[str]]:
@@ -49,21 +45,15 @@ def sum_to_zero_contrasts(labels: Any, what: str = "batch", samples=None) -> tup
     (matrix, levels)
         ``n x (K-1)`` contrast columns and the sorted levels (the last one is coded -1).
     """
-    lab = as_labels(labels, len(labels), what, samples)
-    levels = sorted(set(lab))
-    idx = np.searchsorted(np.array(levels, dtype=object), lab.astype(object))
+    levels, idx = np.unique(as_labels(labels, len(labels), what, samples), return_inverse=True)
     k = len(levels)
-    m = np.zeros((len(lab), max(k - 1, 0)))
-    for j in range(k - 1):
-        m[idx == j, j] = 1.0
-    if k > 1:
-        m[idx == k - 1, :] = -1.0
-    return m, levels
+    contr_sum = np.vstack([np.eye(k - 1), -np.ones((1, k - 1))])  # R's contr.sum(K): K x (K-1)
+    return contr_sum[idx], levels.tolist()
 
 
-def estimable_columns(X: np.ndarray, tol: float = ALIAS_TOL) -> np.ndarray:
+def estimable_columns(X: np.ndarray) -> np.ndarray:
     """Columns of ``X`` kept by R's limited-pivoting QR: left to right, a column is dropped when its
-    norm after projection on the kept columns before it is below ``tol`` times its own norm.
+    norm after projection on the kept columns before it is below :data:`ALIAS_TOL` times its own norm.
 
     Returns a boolean mask over the columns.
     """
@@ -71,15 +61,12 @@ def estimable_columns(X: np.ndarray, tol: float = ALIAS_TOL) -> np.ndarray:
     keep = np.zeros(q, dtype=bool)
     basis = np.zeros((n, 0))
     for j in range(q):
-        v = X[:, j].astype(np.float64)
-        norm = np.linalg.norm(v)
-        if norm == 0:
-            continue
-        r = v.copy()
+        r = X[:, j].astype(np.float64)
+        norm = np.linalg.norm(r)
         for _ in range(2):  # Gram-Schmidt twice: orthogonal to working precision
             r -= basis @ (basis.T @ r)
         rn = np.linalg.norm(r)
-        if rn >= tol * norm:
+        if norm > 0 and rn >= ALIAS_TOL * norm:
             keep[j] = True
             basis = np.column_stack([basis, r / rn])
     return keep
@@ -87,12 +74,7 @@ def estimable_columns(X: np.ndarray, tol: float = ALIAS_TOL) -> np.ndarray:
 
 def _as_numeric(x: Any, n: int, samples, what: str) -> np.ndarray:
     """``x`` as a finite n x c float array (a DataFrame or Series indexed by sample is aligned)."""
-    if isinstance(x, (pd.DataFrame, pd.Series)) and samples is not None and not x.index.equals(pd.RangeIndex(n)):
-        missing = pd.Index(samples).difference(x.index)
-        if len(missing):
-            raise OmicsInputError(f"{what}: no row for sample(s) {list(missing[:5])}")
-        x = x.reindex(samples)
-    c = np.asarray(x, dtype=np.float64)
+    c = np.asarray(align_to_samples(x, samples, what, "row"), dtype=np.float64)
     c = c[:, None] if c.ndim == 1 else c
     if c.ndim != 2 or c.shape[0] != n:
         raise OmicsInputError(f"{what}: shape {c.shape} does not match {n} samples (one row per sample)")
@@ -101,37 +83,7 @@ def _as_numeric(x: Any, n: int, samples, what: str) -> np.ndarray:
     return c
 
 
-def batch_design(n: int, batch: Any = None, batch2: Any = None, covariates: Any = None,
-                 samples=None) -> np.ndarray:
-    """limma's ``X.batch``: sum-to-zero contrasts of ``batch`` and ``batch2``, then covariates."""
-    parts = []
-    if batch is not None:
-        parts.append(sum_to_zero_contrasts(as_labels(batch, n, "batch", samples), "batch")[0])
-    if batch2 is not None:
-        parts.append(sum_to_zero_contrasts(as_labels(batch2, n, "batch2", samples), "batch2")[0])
-    if covariates is not None:
-        parts.append(_as_numeric(covariates, n, samples, "covariates"))
-    return np.column_stack(parts) if parts else np.zeros((n, 0))
-
-
-def _fit_complete(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """Least-squares coefficients for all columns of ``Y`` at once (``X`` of full column rank)."""
-    q, r = np.linalg.qr(X)
-    return np.linalg.solve(r, q.T @ Y)
-
-
-def _fit_one(X: np.ndarray, y: np.ndarray, obs: np.ndarray, tol: float) -> np.ndarray:
-    """One gene on its observed samples, aliased columns dropped (coefficient 0)."""
-    beta = np.zeros(X.shape[1])
-    Xo = X[obs]
-    keep = estimable_columns(Xo, tol)
-    if keep.any():
-        beta[keep] = np.linalg.lstsq(Xo[:, keep], y[obs], rcond=None)[0]
-    return beta
-
-
-def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float,
-                 progress: bool = False) -> np.ndarray:
+def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, progress: bool = False) -> np.ndarray:
     """Coefficients for genes with missing values, each fitted on its observed samples.
 
     With ``A = (X'X)^-1`` and ``M = X[missing]``, a gene's normal equations are ``X'X - M'M``;
@@ -170,14 +122,18 @@ def _fit_missing(X: np.ndarray, Y: np.ndarray, genes_idx: np.ndarray, tol: float
             ok[t] = d.all() and np.linalg.eigvalsh(Gt / d / d[:, None])[0] >= _FAST_PIVOT**2
             if ok[t]:
                 beta[:, t] = np.linalg.solve(Gt, R[:, t])
-    for t in np.flatnonzero(~ok):
-        beta[:, t] = _fit_one(X, Yg[:, t], ~miss[:, t], tol)
+    for t in np.flatnonzero(~ok):  # by QR on the observed samples, aliased columns dropped (coefficient 0)
+        beta[:, t] = 0.0
+        Xo = X[~miss[:, t]]
+        keep = estimable_columns(Xo)
+        if keep.any():
+            beta[keep, t] = np.linalg.lstsq(Xo[:, keep], Yg[~miss[:, t], t], rcond=None)[0]
     return beta
 
 
 def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariates: Any = None,
-                        design: Any = None, allow_nan: bool = False, tol: float = ALIAS_TOL,
-                        progress: bool = False, out: np.ndarray | None = None) -> np.ndarray | pd.DataFrame:
+                        design: Any = None, allow_nan: bool = False, progress: bool = False,
+                        out: np.ndarray | None = None) -> np.ndarray | pd.DataFrame:
     """Remove batch effects as R limma's ``removeBatchEffect`` (samples x genes).
 
     Parameters
@@ -193,8 +149,6 @@ def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariate
         Samples x p design matrix of effects to keep (default: an intercept, as limma).
     allow_nan
         Accept NaN (missing values, fitted per gene on the observed samples); inf always raises.
-    tol
-        Aliasing tolerance (R's ``lm.fit`` default 1e-7).
     progress
         Progress bar over genes with missing values.
     out
@@ -220,28 +174,29 @@ def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariate
     check_no_inf(v, "x", samples, genes, allow_nan=allow_nan)
     n = v.shape[0]
     D = np.ones((n, 1)) if design is None else _as_numeric(design, n, samples, "design")
-    Xb = batch_design(n, batch, batch2, covariates, samples)
+    # limma's X.batch: sum-to-zero contrasts of batch and batch2, then the covariates
+    parts = [sum_to_zero_contrasts(as_labels(b, n, what, samples), what)[0]
+             for b, what in ((batch, "batch"), (batch2, "batch2")) if b is not None]
+    if covariates is not None:
+        parts.append(_as_numeric(covariates, n, samples, "covariates"))
     if out is None:
         out = np.empty_like(v)
-    if Xb.shape[1] == 0:
+    if not parts:
         out[...] = v
     else:
+        Xb = np.column_stack(parts)
         X = np.column_stack([D, Xb])
-        keep = estimable_columns(X, tol)
+        keep = estimable_columns(X)
         Xk = X[:, keep]
-        beta = np.zeros((X.shape[1], v.shape[1]))
-        nan_genes = np.flatnonzero(np.isnan(v).any(axis=0))
-        complete = np.setdiff1d(np.arange(v.shape[1]), nan_genes)
+        missing = np.isnan(v).any(axis=0)
         bk = np.zeros((Xk.shape[1], v.shape[1]))
-        if len(complete) == v.shape[1]:
-            bk[:] = _fit_complete(Xk, v)
-        elif len(complete):
-            bk[:, complete] = _fit_complete(Xk, v[:, complete])
-        if len(nan_genes):
-            all_nan = np.isnan(v[:, nan_genes]).all(axis=0)
-            fit_idx = nan_genes[~all_nan]
-            if len(fit_idx):
-                bk[:, fit_idx] = _fit_missing(Xk, v, fit_idx, tol, progress=progress)
+        if not missing.all():  # the complete genes at once by QR (no copy of v where it has no NaN)
+            q, r = np.linalg.qr(Xk)
+            bk[:, ~missing] = np.linalg.solve(r, q.T @ (v[:, ~missing] if missing.any() else v))
+        fit_idx = np.flatnonzero(missing & ~np.isnan(v).all(axis=0))  # all-NaN genes stay all NaN
+        if len(fit_idx):
+            bk[:, fit_idx] = _fit_missing(Xk, v, fit_idx, progress=progress)
+        beta = np.zeros((X.shape[1], v.shape[1]))
         beta[keep] = bk
         b_batch = beta[D.shape[1]:]
         for j in range(0, v.shape[1], 4096):  # in blocks of genes: no second full-size matrix

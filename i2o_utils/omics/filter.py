@@ -9,10 +9,9 @@ The sentence admits two readings, both offered through ``rule``:
   fraction of wells on **every** plate, i.e. it is eliminated as soon as it fails on one plate;
 * ``"any"``: a gene is eliminated only if it fails on **every** plate (kept if it passes on one).
 
-The threshold is a fraction of each plate's wells (``50 / 384`` in the paper) so other plate
-sizes work: a gene passes a plate with ``n`` wells when it is detected in at least
-``min_fraction * n`` of them. "Detected" is a normalised value > 0; for RNA that is a count > 0,
-for proteins a quantified (non-zero, non-missing) intensity, since vsn values can be negative.
+The threshold is a fraction of each plate's wells (``50 / 384`` in the paper), so other plate
+sizes work. "Detected" is a normalised value > 0: for RNA a count > 0, for proteins a quantified
+(non-zero, non-missing) intensity, since vsn values can be negative.
 """
 
 from __future__ import annotations
@@ -25,27 +24,6 @@ import pandas as pd
 from i2o_utils.omics._checks import OmicsInputError, as_labels
 
 RULES = ("all", "any")
-
-
-def _detected_counts(detected: Any, plates: Any, genes: Any | None):
-    if isinstance(detected, pd.DataFrame):
-        genes = detected.columns if genes is None else genes
-        samples = detected.index
-        d = detected.to_numpy()
-    else:
-        samples = None
-        d = np.asarray(detected)
-    if d.ndim != 2:
-        raise OmicsInputError(f"detected: expected a samples x genes matrix, got shape {d.shape}")
-    d = d.astype(bool)
-    p = as_labels(plates, d.shape[0], "plates", samples)
-    uniq, inv = np.unique(p, return_inverse=True)
-    onehot = np.zeros((len(uniq), d.shape[0]), dtype=np.float32)
-    onehot[inv, np.arange(d.shape[0])] = 1.0
-    counts = (onehot @ d.astype(np.float32)).astype(np.float64)  # exact: counts < 2**24
-    n = np.bincount(inv, minlength=len(uniq)).astype(float)
-    genes = pd.Index(genes if genes is not None else np.arange(d.shape[1]), name="gene")
-    return counts, n, genes
 
 
 def filter_low_expression(detected: Any, plates: Any, min_fraction: float = 50 / 384, rule: str = "all",
@@ -75,7 +53,16 @@ def filter_low_expression(detected: Any, plates: Any, min_fraction: float = 50 /
         raise OmicsInputError(f"filter rule must be one of {RULES}, got {rule!r}")
     if not 0 <= min_fraction <= 1:
         raise OmicsInputError(f"min_fraction must be in [0, 1], got {min_fraction}")
-    counts, n, genes = _detected_counts(detected, plates, genes)
+    frame = isinstance(detected, pd.DataFrame)
+    d = np.asarray(detected).astype(bool)
+    if d.ndim != 2:
+        raise OmicsInputError(f"detected: expected a samples x genes matrix, got shape {d.shape}")
+    plate_names, plate = np.unique(as_labels(plates, d.shape[0], "plates", detected.index if frame else None),
+                                   return_inverse=True)
+    counts = np.stack([d[plate == j].sum(axis=0) for j in range(len(plate_names))]).astype(np.float64)
+    n = np.bincount(plate).astype(float)  # wells per plate
+    if genes is None:
+        genes = detected.columns if frame else np.arange(d.shape[1])
     # compare counts (not fractions) with a tolerance, so that 50 of 384 passes at 50/384
     passed = counts >= min_fraction * n[:, None] - 1e-9
     frac = counts / n[:, None]
@@ -92,4 +79,4 @@ def filter_low_expression(detected: Any, plates: Any, min_fraction: float = 50 /
         "n_plates_passed": n_pass,
         "min_detected_fraction": frac.min(axis=0),
         "max_detected_fraction": frac.max(axis=0),
-    }, index=genes)
+    }, index=pd.Index(genes, name="gene"))

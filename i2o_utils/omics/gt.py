@@ -2,13 +2,11 @@
 
 Every imaging well of one perturbation and replicate gets the same label vector, so a stimulus's
 GT long table (at the paper's scale 1,536 imaging wells x 26,317 transcripts, 40 M rows) holds
-only ``seeds x perturbations`` distinct vectors. :class:`WellLabels` keeps those vectors and one
-row per imaging well; :meth:`WellLabels.frame` expands them to the bucket's long format (the
-authors' columns ``plate_barcode, well_id, gene/protein, train/test/val fold, measured
-(absolute)``) and :meth:`WellLabels.write` writes it with Arrow, batch by batch (text columns
-dictionary-encoded, so the long table is never built): as the authors' CSV, or as Parquet
-(:func:`gt_file_format` chooses Parquet for tables of the paper's size, where the CSV would be
-gigabytes of text; :func:`i2o_utils.data.layout.read_gt` reads both).
+only ``seeds x perturbations`` distinct vectors: :class:`WellLabels` keeps those and one row per
+imaging well, and writes the bucket's long format (the authors' columns ``plate_barcode, well_id,
+gene/protein, train/test/val fold, measured (absolute)``) with Arrow, a slice of wells at a time:
+as the authors' CSV, or as Parquet for tables of the paper's size (:func:`gt_file_format`), where
+the CSV would be gigabytes of text. :func:`i2o_utils.data.layout.read_gt` reads both.
 """
 
 from __future__ import annotations
@@ -19,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from tqdm.auto import tqdm
 
 from i2o_utils.data.layout import GT_COLUMNS, GT_FOLD, GT_GENE, GT_MEASURED, GT_PLATE, GT_WELL, atomic_path, require_columns
 from i2o_utils.omics._checks import OmicsInputError
 
 GT_CSV_MAX_ROWS = 5_000_000
-"""Larger GT tables are written as Parquet (a 5 M-row CSV is about 250 MB of text; the paper's
-transcriptomics tables have 40 M rows)."""
+"""Larger GT tables are written as Parquet (a 5 M-row CSV is about 250 MB of text)."""
 _BATCH_ROWS = 1 << 22
 
 
@@ -64,7 +63,7 @@ class WellLabels:
             raise OmicsInputError(f"GT labels: values of shape {self.values.shape} for {len(self.genes)} genes")
         if len(self.label_index) != len(self.wells):
             raise OmicsInputError(f"GT labels: {len(self.label_index)} label indices for {len(self.wells)} wells")
-        if len(self.label_index) and not (0 <= self.label_index.min() and self.label_index.max() < len(self.values)):
+        if ((self.label_index < 0) | (self.label_index >= len(self.values))).any():
             raise OmicsInputError("GT labels: a label index is out of range")
         if np.isnan(self.values).any():
             raise OmicsInputError("GT labels: missing (NaN) label values")
@@ -77,34 +76,30 @@ class WellLabels:
         """Shape of the long table (rows, columns)."""
         return len(self), len(GT_COLUMNS)
 
-    def frame(self, wells: slice | None = None) -> pd.DataFrame:
+    def frame(self, wells: slice = slice(None)) -> pd.DataFrame:
         """The long table (categorical text columns), for all wells or a slice of them."""
-        w = self.wells.iloc[wells] if wells is not None else self.wells
-        lab = self.label_index[wells] if wells is not None else self.label_index
+        lab = self.label_index[wells]
         g = len(self.genes)
 
-        def per_well(values) -> pd.Categorical:
-            c = pd.Categorical(np.asarray(values, dtype=str))
-            return pd.Categorical.from_codes(np.repeat(c.codes, g), categories=c.categories)
+        def per_well(col: str) -> pd.Categorical:  # categories from all wells: the same in every slice
+            c = pd.Categorical(self.wells[col].astype(str).to_numpy())
+            return pd.Categorical.from_codes(np.repeat(c.codes[wells], g), categories=c.categories)
 
         return pd.DataFrame({
-            GT_PLATE: per_well(w["plate_barcode"]),
-            GT_WELL: per_well(w["well_id"]),
-            GT_GENE: pd.Categorical.from_codes(np.tile(np.arange(g, dtype=np.int32), len(w)),
+            GT_PLATE: per_well("plate_barcode"),
+            GT_WELL: per_well("well_id"),
+            GT_GENE: pd.Categorical.from_codes(np.tile(np.arange(g, dtype=np.int32), len(lab)),
                                                categories=pd.Index(self.genes, dtype=object)),
-            GT_FOLD: per_well(w["fold"]),
+            GT_FOLD: per_well("fold"),
             GT_MEASURED: self.values[lab].reshape(-1),
         })
 
     def head(self, n: int = 5) -> pd.DataFrame:
         """The first ``n`` rows of the long table."""
-        g = max(len(self.genes), 1)
-        return self.frame(slice(0, -(-n // g))).head(n)
+        return self.frame(slice(0, -(-n // max(len(self.genes), 1)))).head(n)  # the wells that hold them
 
     def _batches(self, rows_per_batch: int = _BATCH_ROWS):
-        """Arrow schema and record batches of the long table (dictionary-encoded text columns)."""
-        import pyarrow as pa
-
+        """Arrow schema and (wells, record batch) of the long table (dictionary-encoded text columns)."""
         text = pa.dictionary(pa.int32(), pa.string())
         schema = pa.schema([(GT_PLATE, text), (GT_WELL, text), (GT_GENE, text), (GT_FOLD, text),
                             (GT_MEASURED, pa.float32())])
@@ -134,32 +129,27 @@ class WellLabels:
         overrides the suffix, e.g. for a staging name). ``label``: the progress bar's name."""
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
-        from tqdm.auto import tqdm
 
         path = Path(path)
         kind = fmt or path.suffix.lower().lstrip(".")
         if kind not in ("csv", "parquet"):
             raise OmicsInputError(f"{path}: a GT table is written as .csv or .parquet")
         schema, batches = self._batches()
-        with atomic_path(path) as tmp, tqdm(total=len(self.wells), desc=label or path.name, unit="well",
-                                           disable=not progress) as bar:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f, tqdm(total=len(self.wells), desc=label or path.name,
+                                                                 unit="well", disable=not progress) as bar:
             if kind == "parquet":
                 # dictionary pages for the text only; random floats do not compress: plain pages,
                 # no statistics (5x less CPU than the defaults for the same size)
-                with pq.ParquetWriter(tmp, schema, compression="none", write_statistics=False,
-                                      use_dictionary=[GT_PLATE, GT_WELL, GT_GENE, GT_FOLD]) as w:
-                    for n, b in batches:
-                        w.write_batch(b)
-                        bar.update(n)
+                writer = pq.ParquetWriter(f, schema, compression="none", write_statistics=False,
+                                          use_dictionary=[GT_PLATE, GT_WELL, GT_GENE, GT_FOLD])
             else:
                 texts = "".join(map(str, [*self.genes, *self.wells["plate_barcode"], *self.wells["well_id"],
                                           *self.wells["fold"]]))
-                quoting = "needed" if any(c in texts for c in ',"\n\r') else "none"
-                with open(tmp, "wb") as f:
-                    f.write((",".join(GT_COLUMNS) + "\n").encode())
-                    with pacsv.CSVWriter(f, schema, write_options=pacsv.WriteOptions(
-                            include_header=False, quoting_style=quoting)) as w:
-                        for n, b in batches:
-                            w.write_batch(b)
-                            bar.update(n)
+                f.write((",".join(GT_COLUMNS) + "\n").encode())  # unquoted, as the authors'
+                writer = pacsv.CSVWriter(f, schema, write_options=pacsv.WriteOptions(
+                    include_header=False, quoting_style="needed" if any(c in texts for c in ',"\n\r') else "none"))
+            with writer:
+                for n, b in batches:
+                    writer.write_batch(b)
+                    bar.update(n)
         return path

@@ -6,10 +6,8 @@ Imaging wells and omics wells are different physical wells, so a well's label is
 2. draw two wells of the group at random (without replacement) and average their values;
 3. the average is the label of every imaging well of that perturbation and stimulus.
 
-There are two imaging plates per omics plate, so the draw is made once per label seed; an imaging
-plate's ``replicate`` (0 or 1 in ``metadata.csv``) selects the seed
-(``OmicsConfig.label_seeds[replicate]``), which gives each of the two imaging plates of an omics
-plate its own draw.
+There are two imaging plates per omics plate, so the draw is made once per label seed: an imaging
+plate's ``replicate`` (0 or 1 in ``metadata.csv``) selects ``OmicsConfig.label_seeds[replicate]``.
 
 Exactly, for one (omics, stimulus) set and seed ``s``: the groups are visited in sorted target
 order with one ``numpy.random.default_rng(s)``; a group of ``m`` omics wells (drawn over all omics
@@ -27,14 +25,14 @@ undone after prediction (:func:`fit_zscore`, :func:`apply_zscore`, :func:`invert
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from i2o_utils.data.layout import require_columns
-from i2o_utils.omics._checks import OmicsInputError, as_labels
+from i2o_utils.omics._checks import OmicsInputError, _name, as_labels, as_matrix, check_no_inf
 from i2o_utils.omics.gt import WellLabels
 
 
@@ -61,96 +59,70 @@ class Labels:
     draws: pd.DataFrame
     n_fallback_group: int = 0
     n_fallback_min: int = 0
-    group_sizes: dict[str, int] = field(default_factory=dict)
-
-    def frame(self, seed_index: int) -> pd.DataFrame:
-        """Labels of one seed as a targets x genes DataFrame."""
-        return pd.DataFrame(self.values[seed_index], index=pd.Index(self.targets, name="target"),
-                            columns=pd.Index(self.genes, name="gene"))
 
 
-def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], wells_per_label: int = 2,
-                   samples: Sequence[str] | None = None, genes: Sequence[str] | None = None) -> Labels:
+def compute_labels(values: Any, targets: Sequence[str], seeds: Sequence[int], wells_per_label: int = 2) -> Labels:
     """Average ``wells_per_label`` randomly drawn omics wells per perturbation, once per seed.
 
     Parameters
     ----------
     values
         Omics wells x genes of one (omics, stimulus) set (normalised, batch-corrected, log
-        scale); NaN = missing. A DataFrame supplies ``samples`` and ``genes``.
+        scale); NaN = missing. A DataFrame names the wells (in the order they are drawn from) and
+        the genes; an array's are their positions.
     targets
         Perturbation of each omics well.
     seeds
         Label seeds (one per imaging replicate).
     wells_per_label
         Wells drawn per group (paper: 2).
-    samples, genes
-        Names of the wells (ordered as they should be drawn from) and of the genes.
-
-    Returns
-    -------
-    Labels
     """
-    if isinstance(values, pd.DataFrame):
-        samples = list(values.index) if samples is None else list(samples)
-        genes = list(values.columns) if genes is None else list(genes)
-        x = values.to_numpy()
-    else:
-        x = np.asarray(values)
+    x = np.asarray(values)
     if x.dtype not in (np.float32, np.float64):  # float32 stays: means are taken in float64 below
         x = x.astype(np.float64)
     if x.ndim != 2:
         raise OmicsInputError(f"label values: expected wells x genes, got shape {x.shape}")
-    if np.isinf(x).any():
-        raise OmicsInputError("label values: contain inf")
     n, g = x.shape
-    samples = [str(s) for s in (samples if samples is not None else range(n))]
-    genes = [str(v) for v in (genes if genes is not None else range(g))]
-    if len(samples) != n or len(genes) != g:
-        raise OmicsInputError(f"label values: {n} x {g} matrix with {len(samples)} sample and {len(genes)} gene names")
+    named = isinstance(values, pd.DataFrame)
+    samples = [str(s) for s in (values.index if named else range(n))]
+    genes = [str(v) for v in (values.columns if named else range(g))]
     if len(set(samples)) != n:
         raise OmicsInputError("label values: duplicated sample names")
+    check_no_inf(x, "label values", samples, genes, allow_nan=True)
     tg = as_labels(targets, n, "targets")
     if wells_per_label < 1:
         raise OmicsInputError(f"wells_per_label must be >= 1, got {wells_per_label}")
     uniq = sorted(set(tg))
     members = {t: np.flatnonzero(tg == t) for t in uniq}
     gene_min = None  # the fallbacks, computed when a label needs them
-
-    def nan_quiet(f, *args, **kwargs):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are handled below
-            return f(*args, **kwargs)
     out = np.empty((len(seeds), len(uniq), g))
     draws = []
     n_group = n_min = 0
-    for si, seed in enumerate(seeds):
-        rng = np.random.default_rng(int(seed))
-        for ti, t in enumerate(uniq):
-            idx = members[t]
-            pick = idx[rng.choice(len(idx), size=min(wells_per_label, len(idx)), replace=False)]
-            draws.extend((int(seed), t, samples[i]) for i in pick)
-            sub = x[pick].astype(np.float64)
-            obs = ~np.isnan(sub)
-            cnt = obs.sum(axis=0)
-            lab = np.where(cnt > 0, np.where(obs, sub, 0.0).sum(axis=0) / np.maximum(cnt, 1), np.nan)
-            miss = np.isnan(lab)
-            if miss.any():
-                fill = nan_quiet(np.nanmean, x[idx], axis=0, dtype=np.float64)
-                use_min = miss & np.isnan(fill)
-                if use_min.any() and gene_min is None:
-                    gene_min = nan_quiet(np.nanmin, x, axis=0).astype(np.float64)
-                n_group += int((miss & ~use_min).sum())
-                n_min += int(use_min.sum())
-                lab = np.where(miss, np.where(use_min, gene_min if use_min.any() else 0.0, fill), lab)
-            out[si, ti] = lab
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # means of all-NaN slices: the fallbacks below
+        for si, seed in enumerate(seeds):
+            rng = np.random.default_rng(int(seed))
+            for ti, t in enumerate(uniq):
+                idx = members[t]
+                pick = idx[rng.choice(len(idx), size=min(wells_per_label, len(idx)), replace=False)]
+                draws.extend((int(seed), t, samples[i]) for i in pick)
+                lab = np.nanmean(x[pick].astype(np.float64), axis=0)
+                miss = np.isnan(lab)
+                if miss.any():
+                    fill = np.nanmean(x[idx], axis=0, dtype=np.float64)
+                    use_min = miss & np.isnan(fill)
+                    if use_min.any() and gene_min is None:
+                        gene_min = np.nanmin(x, axis=0).astype(np.float64)
+                    n_group += int((miss & ~use_min).sum())
+                    n_min += int(use_min.sum())
+                    lab = np.where(miss, np.where(use_min, gene_min if use_min.any() else 0.0, fill), lab)
+                out[si, ti] = lab
     if np.isnan(out).any():
         j = int(np.flatnonzero(np.isnan(out).any(axis=(0, 1)))[0])
         raise OmicsInputError(f"label values: gene {genes[j]!r} has no observed value in any well")
     return Labels(values=out, targets=uniq, genes=genes, seeds=[int(s) for s in seeds],
                   draws=pd.DataFrame(draws, columns=["seed", "target", "sample"]),
-                  n_fallback_group=n_group, n_fallback_min=n_min,
-                  group_sizes={t: int(len(members[t])) for t in uniq})
+                  n_fallback_group=n_group, n_fallback_min=n_min)
 
 
 def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fold: pd.Series) -> WellLabels:
@@ -173,8 +145,7 @@ def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fol
     -------
     WellLabels
         Imaging wells ordered by plate, row and column (by plate and well id without ``ROW`` and
-        ``COLUMN``); :meth:`~WellLabels.frame` gives the long table, :meth:`~WellLabels.write`
-        writes it. Imaging wells whose perturbation has no omics wells get no rows.
+        ``COLUMN``); imaging wells whose perturbation has no omics wells get no rows.
     """
     require_columns(imaging, ("PLATE_ID", "well_id", "target", "replicate"), "imaging metadata", error=OmicsInputError)
     rep = pd.to_numeric(imaging["replicate"], errors="coerce")
@@ -183,26 +154,25 @@ def label_wells(labels: Labels, imaging: pd.DataFrame, seeds: Sequence[int], fol
         r = imaging.loc[bad].iloc[0]
         raise OmicsInputError(f"imaging metadata: replicate {r['replicate']} of plate {r['PLATE_ID']} well "
                               f"{r['well_id']} is not one of 0..{len(seeds) - 1} (one per label seed)")
-    seed_index = {int(s): i for i, s in enumerate(labels.seeds)}
-    missing_seeds = [int(s) for s in seeds if int(s) not in seed_index]
+    seed_row = {int(s): i for i, s in enumerate(labels.seeds)}
+    missing_seeds = [int(s) for s in seeds if int(s) not in seed_row]
     if missing_seeds:
         raise OmicsInputError(f"labels were computed without seed(s) {missing_seeds}")
-    t_index = {t: i for i, t in enumerate(labels.targets)}
-    have = imaging["target"].astype(str).map(t_index)
-    wells = imaging.loc[have.notna()].copy()
-    wells["_t"] = have[have.notna()].astype(int)
-    wells["_s"] = [seed_index[int(seeds[int(r)])] for r in rep[have.notna()]]
+    target = imaging["target"].astype(str).map({t: i for i, t in enumerate(labels.targets)})
+    wells = imaging.loc[target.notna()].copy()
+    # each well's row of values.reshape(-1, n_genes) below: its seed's row x n_targets + its target's
+    wells["_label"] = target.dropna().astype(int) + len(labels.targets) * np.array(
+        [seed_row[int(seeds[int(r)])] for r in rep[target.notna()]], dtype=np.int64)
     miss_fold = sorted(set(wells["target"].astype(str)) - set(fold.index.astype(str)))
     if miss_fold:
         raise OmicsInputError(f"no fold for target(s) {miss_fold[:5]}")
     wells = wells.sort_values(["PLATE_ID", "ROW", "COLUMN"] if {"ROW", "COLUMN"} <= set(wells.columns)
                               else ["PLATE_ID", "well_id"], kind="stable")
-    n_targets = len(labels.targets)
     barcode = wells["plate_barcode"] if "plate_barcode" in wells.columns else wells["PLATE_ID"]
     table = pd.DataFrame({"plate_barcode": barcode.astype(str).to_numpy(),
                           "well_id": wells["well_id"].astype(str).to_numpy(),
                           "fold": fold.reindex(wells["target"].astype(str)).astype(str).to_numpy()})
-    return WellLabels(wells=table, label_index=wells["_s"].to_numpy() * n_targets + wells["_t"].to_numpy(),
+    return WellLabels(wells=table, label_index=wells["_label"].to_numpy(),
                       values=labels.values.reshape(-1, labels.values.shape[-1]), genes=labels.genes)
 
 
@@ -218,19 +188,16 @@ def fit_zscore(y_train: Any) -> tuple[np.ndarray, np.ndarray]:
         Fewer than 2 train wells, non-finite values, or a gene constant over the train wells
         (its z-score is undefined); the message names the gene.
     """
-    names = list(y_train.columns) if isinstance(y_train, pd.DataFrame) else None
-    y = np.asarray(y_train, dtype=np.float64)
-    if y.ndim != 2 or y.shape[0] < 2:
+    y, _, genes = as_matrix(y_train, "z-score train values")
+    if y.shape[0] < 2:
         raise OmicsInputError(f"z-score: need at least 2 train wells (wells x genes), got shape {y.shape}")
-    if not np.isfinite(y).all():
-        raise OmicsInputError("z-score: train values contain NaN or inf")
+    check_no_inf(y, "z-score train values", genes=genes)
     mean = y.mean(axis=0)
     std = y.std(axis=0, ddof=1)
-    zero = ~(std > 0)
-    if zero.any():
-        j = int(np.flatnonzero(zero)[0])
-        who = names[j] if names is not None else j
-        raise OmicsInputError(f"z-score: gene {who!r} is constant over the train wells ({int(zero.sum())} such genes)")
+    zero = np.flatnonzero(~(std > 0))
+    if len(zero):
+        raise OmicsInputError(f"z-score: {_name(genes, zero[0], 'gene')} is constant over the train wells "
+                              f"({len(zero)} such genes)")
     return mean, std
 
 

@@ -9,33 +9,29 @@ Per omics layer and stimulus (the paper normalises and corrects M1 and M2 plates
   the kept proteins -> ``remove_batch_effect(batch = omics plate, batch2 = TMT multiplex)``;
   missing values stay missing.
 
-Each set becomes an AnnData (omics wells x kept genes) with layers ``raw``, ``normalised`` (log
-scale, before batch correction) and ``corrected`` (also ``X``); every gene of the input, kept or
-not, is listed in the gene table with the reason it was filtered.
-
-Labels (see :mod:`i2o_utils.omics.labels`) need the pairing of imaging and omics plates, which
-the simulated screen writes into ``metadata.csv`` (``omics_plate``, ``replicate``). The real
-data come with their GT tables already; without the pairing columns the GT tables are left as
-they are and only the omics present are normalised.
+Labels (:mod:`i2o_utils.omics.labels`) need the pairing of imaging and omics plates (``metadata.csv``
+columns ``omics_plate``, ``replicate``: the simulated screen's); the real data ship their GT tables.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from i2o_utils.config import CONTROL, OMICS, STIMULI, OmicsConfig
 from i2o_utils.data import layout
 from i2o_utils.omics._checks import OmicsInputError, _at, check_counts, check_no_empty_samples, check_no_inf
 from i2o_utils.omics.batch import remove_batch_effect
 from i2o_utils.omics.filter import filter_low_expression
-from i2o_utils.omics.gt import WellLabels
+from i2o_utils.omics.gt import WellLabels, gt_file_format
 from i2o_utils.omics.labels import compute_labels, label_wells
 from i2o_utils.omics.normalise import log_normalised, median_of_ratios
 from i2o_utils.omics.vsn import vsn_fit
@@ -78,9 +74,7 @@ def read_omics_raw(omics: str, root: str | os.PathLike | None = None):
     except Exception as e:  # h5py/anndata raise many kinds for a broken file
         raise OmicsInputError(f"{path}: not a readable AnnData file: {e}") from e
     required = OBS_REQUIRED + (("tmt_batch",) if omics == "proteomics" else ())
-    missing = [c for c in required if c not in a.obs.columns]
-    if missing:
-        raise OmicsInputError(f"{path}: obs is missing column(s) {missing}; found {list(a.obs.columns)}")
+    layout.require_columns(a.obs, required, f"{path}: obs", error=OmicsInputError)
     obs = a.obs.copy()
     for c in required:
         na = obs[c].isna()
@@ -100,24 +94,16 @@ def read_omics_raw(omics: str, root: str | os.PathLike | None = None):
         raise OmicsInputError(f"{path}: duplicated gene id {a.var_names[a.var_names.duplicated()][0]!r}")
     obs.index = pd.Index([f"{p}:{w}" for p, w in zip(obs["plate_barcode"], obs["well_id"])], name="sample")
     order = np.lexsort((obs["COLUMN"].to_numpy(), obs["ROW"].to_numpy(), obs["plate_barcode"].to_numpy()))
-    x = a.X
-    x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-    var = a.var.copy()
-    if "symbol" not in var.columns:
-        var["symbol"] = var.index.astype(str)
-    var.index = var.index.astype(str)
-    var.index.name = "gene"
+    x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
+    var = a.var.set_axis(a.var.index.astype(str).rename("gene")).assign(symbol=lambda v: v.get("symbol", v.index))
     if not np.array_equal(order, np.arange(len(order))):  # (already in order: no copy)
         x, obs = x[order], obs.iloc[order]
-    out = ad.AnnData(X=x, obs=obs, var=var)
-    out.uns["source"] = str(path)
-    return out
+    return ad.AnnData(X=x, obs=obs, var=var, uns={"source": str(path)})
 
 
 def read_all_omics_raw(root: str | os.PathLike | None = None) -> dict[str, Any]:
     """Every omics layer present in ``data/OMICS_RAW`` (absent files are skipped)."""
-    folder = bucket_paths(root)["omics_raw"]
-    return {o: read_omics_raw(o, root) for o in OMICS if (folder / f"{o}.h5ad").exists()}
+    return {o: read_omics_raw(o, root) for o in OMICS if (bucket_paths(root)["omics_raw"] / f"{o}.h5ad").exists()}
 
 
 def _stimulus_sets(raw: Mapping[str, Any]):
@@ -149,11 +135,9 @@ def compare_filter_rules(raw: Mapping[str, Any], cfg: OmicsConfig = OmicsConfig(
     for o, s, a, sel, x in _stimulus_sets(raw):
         detected = (x > 0) & np.isfinite(x)
         plates = a.obs["plate_barcode"].to_numpy()[sel]
-        row = {"omics": o, "stimulus": s, "genes": a.n_vars}
-        for rule in ("all", "any"):
-            row[f"kept_{rule}"] = int(filter_low_expression(detected, plates, cfg.min_expressed_fraction,
-                                                            rule)["kept"].sum())
-        rows.append(row)
+        rows.append({"omics": o, "stimulus": s, "genes": a.n_vars} | {
+            f"kept_{rule}": int(filter_low_expression(detected, plates, cfg.min_expressed_fraction, rule)["kept"].sum())
+            for rule in ("all", "any")})
     return pd.DataFrame(rows, columns=["omics", "stimulus", "genes", "kept_all", "kept_any"])
 
 
@@ -186,11 +170,8 @@ _GENE_BLOCK = 4096
 
 def _normalise_and_correct_counts(x_raw: np.ndarray, kept_idx: np.ndarray, sf: np.ndarray, plates: np.ndarray,
                                   design: np.ndarray | None, cfg: OmicsConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Log-normalised counts of the kept genes and the same batch-corrected (float32 both).
-
-    Done in blocks of genes (each gene's fit is its own), so that no full-size float64 matrix is
-    ever held: the float64 values of one block are made, stored, corrected and stored again.
-    """
+    """Log-normalised counts of the kept genes and the same batch-corrected (float32 both), in blocks
+    of genes (each gene's fit is its own), so that no full-size float64 matrix is ever held."""
     n, k = x_raw.shape[0], len(kept_idx)
     normalised32 = np.empty((n, k), dtype=np.float32)
     corrected32 = np.empty((n, k), dtype=np.float32)
@@ -207,10 +188,11 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     """Filter, normalise and batch-correct the wells of one stimulus in ``raw`` (from
     :func:`read_omics_raw`).
 
-    Returns ``(adata, genes)``: AnnData of the set's wells x kept genes with layers
-    ``raw/normalised/corrected``; the gene table of all genes (``gene, symbol, kept, reason`` and
-    detection fractions). Where every gene is kept and the set's wells are consecutive in ``raw``,
-    the layer ``raw`` is a view of ``raw.X`` (no copy): copy it before changing it in place.
+    Returns ``(adata, genes)``: AnnData of the set's wells x kept genes with layers ``raw``,
+    ``normalised`` (log scale, before batch correction) and ``corrected`` (also ``X``); the gene table
+    of all genes, kept or not (``gene, symbol, kept, reason`` why filtered, detection fractions).
+    Where every gene is kept and the set's wells are consecutive in ``raw``, the layer ``raw`` is a
+    view of ``raw.X`` (no copy): copy it before changing it in place.
     """
     import anndata as ad
 
@@ -227,7 +209,7 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
         x = x_raw if x_raw.dtype.kind == "f" else x_raw.astype(np.float64)  # counts: float32 holds them exactly
         check_counts(x, f"{src} ({stimulus})", samples, genes)
         detected = x > 0
-        sf = median_of_ratios(x, cfg.size_factor_type, samples)
+        sf = median_of_ratios(x, cfg.size_factor_type)
         obs["size_factor"] = sf
         info.update(normalisation=f"DESeq2 median-of-ratios size factors (type={cfg.size_factor_type!r}), "
                                   f"log{cfg.log_base:g}(normalised + {cfg.log_pseudocount:g})",
@@ -249,16 +231,6 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     if not kept.any():
         raise OmicsInputError(f"{src} ({stimulus}): no gene passes the expression filter "
                               f"(rule {cfg.filter_rule!r}, min fraction {cfg.min_expressed_fraction:.3f})")
-    if omics == "proteomics":
-        # detection does not depend on the normalisation, so vsn is fitted to the kept proteins
-        # only: proteins seen in a handful of wells make its likelihood degenerate
-        y = y if kept.all() else y[:, kept]
-        fit = vsn_fit(y, lts_quantile=cfg.vsn_lts_quantile, subsample=cfg.vsn_subsample)
-        obs["vsn_offset"] = fit.offset
-        obs["vsn_log_scale"] = fit.log_scale
-        info.update(normalisation="vsn (arsinh with per-sample affine calibration, robust ML), glog2 scale",
-                    vsn_sigsq=fit.sigsq, vsn_hoffset=fit.hoffset, vsn_optimizer_status=fit.optimizer_status,
-                    vsn_rounds=fit.n_rounds, vsn_proteins_fitted=fit.n_fitted, vsn_evaluations=fit.n_evaluations)
     kept_idx = np.flatnonzero(kept)
     if omics == "transcriptomics":
         del x, detected
@@ -266,6 +238,14 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
                                                                   _design(obs, cfg.batch_design), cfg)
         info["batch"] = "omics plate"
     else:
+        # detection does not depend on the normalisation, so vsn is fitted to the kept proteins
+        # only: proteins seen in a handful of wells make its likelihood degenerate
+        y = y if kept.all() else y[:, kept]
+        fit = vsn_fit(y, lts_quantile=cfg.vsn_lts_quantile, subsample=cfg.vsn_subsample)
+        obs[["vsn_offset", "vsn_log_scale"]] = np.column_stack([fit.offset, fit.log_scale])
+        info.update(normalisation="vsn (arsinh with per-sample affine calibration, robust ML), glog2 scale",
+                    vsn_sigsq=fit.sigsq, vsn_hoffset=fit.hoffset, vsn_optimizer_status=fit.optimizer_status,
+                    vsn_rounds=fit.n_rounds, vsn_proteins_fitted=fit.n_fitted, vsn_evaluations=fit.n_evaluations)
         values = fit.transform(y)
         del y, detected
         normalised32 = values.astype(np.float32)
@@ -277,18 +257,14 @@ def preprocess_set(raw, omics: str, stimulus: str, cfg: OmicsConfig = OmicsConfi
     info.update(batch_correction="limma removeBatchEffect (sum-to-zero contrasts)", batch_design=cfg.batch_design,
                 filter_rule=cfg.filter_rule, min_expressed_fraction=cfg.min_expressed_fraction,
                 n_genes=int(len(genes)), n_kept=int(kept.sum()))
-    var = raw.var.loc[kept].copy()
-    var["min_detected_fraction"] = filt["min_detected_fraction"].to_numpy()[kept]
-    var["max_detected_fraction"] = filt["max_detected_fraction"].to_numpy()[kept]
+    var = raw.var.loc[kept].assign(**{c: filt[c].to_numpy()[kept] for c in ("min_detected_fraction",
+                                                                           "max_detected_fraction")})
     raw32 = np.asarray(x_raw if kept.all() else x_raw[:, kept_idx], dtype=np.float32)  # (a view when it can)
     adata = ad.AnnData(X=corrected32, obs=obs, var=var,
                        layers={"raw": raw32, "normalised": normalised32, "corrected": corrected32},
                        uns={"preprocessing": info})
-    table = filt.reset_index().rename(columns={"index": "gene"})
-    table.insert(1, "symbol", raw.var["symbol"].to_numpy())
-    table.insert(0, "stimulus", stimulus)
-    table.insert(0, "omics", omics)
-    return adata, table
+    table = pd.DataFrame({"omics": omics, "stimulus": stimulus, "gene": genes, "symbol": raw.var["symbol"].to_numpy()})
+    return adata, pd.concat([table, filt.reset_index(drop=True)], axis=1)
 
 
 @dataclass
@@ -305,13 +281,8 @@ class OmicsSets:
 
 def preprocess_omics(raw: Mapping[str, Any], cfg: OmicsConfig = OmicsConfig(), progress: bool = True) -> OmicsSets:
     """:func:`preprocess_set` for every omics layer in ``raw`` and every stimulus it holds."""
-    from tqdm.auto import tqdm
-
-    out = OmicsSets()
+    out = OmicsSets(notes=[f"{o}: no raw table in data/OMICS_RAW, nothing to normalise" for o in OMICS if o not in raw])
     todo = [(o, s) for o in OMICS if o in raw for s in STIMULI if (raw[o].obs["cell_state"] == s).any()]
-    for o in OMICS:
-        if o not in raw:
-            out.notes.append(f"{o}: no raw table in data/OMICS_RAW, nothing to normalise")
     for o, s in tqdm(todo, desc="omics sets", unit="set", disable=not progress):
         out.data[(o, s)], out.genes[(o, s)] = preprocess_set(raw[o], o, s, cfg, progress=progress)
     return out
@@ -336,8 +307,7 @@ def gene_filter_summary(sets: OmicsSets) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class GroundTruth:
-    """GT tables per set (``tables[(omics, stimulus)]``, compact; ``.frame()`` is the bucket's long
-    format) and how they were made."""
+    """GT tables per set (``tables[(omics, stimulus)]``, :class:`WellLabels`) and how they were made."""
 
     tables: dict[tuple[str, str], WellLabels] = field(default_factory=dict)
     note: str = ""
@@ -396,8 +366,7 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
     for (o, s), a in sets.data.items():
         corrected = pd.DataFrame(a.layers["corrected"], index=a.obs_names, columns=a.var_names)
         lab = compute_labels(corrected, a.obs["target"].to_numpy(), seeds, cfg.wells_per_label)
-        imaging = metadata.loc[metadata["cell_state"] == s]
-        gt.tables[(o, s)] = label_wells(lab, imaging, seeds, fold)
+        gt.tables[(o, s)] = label_wells(lab, metadata.loc[metadata["cell_state"] == s], seeds, fold)
         a.uns["label_draws"] = lab.draws
     gt.note = (f"labels: mean of {cfg.wells_per_label} omics wells drawn per (target, stimulus) with seeds "
                f"{seeds} (imaging replicate r uses seed {seeds}[r]); fold = split 0 of the "
@@ -410,14 +379,11 @@ def build_ground_truth(sets: OmicsSets, metadata: pd.DataFrame, cfg: OmicsConfig
 # --------------------------------------------------------------------------------------------
 def may_write_gt(root: str | os.PathLike | None = None) -> tuple[bool, str]:
     """GT tables are (re)written on a simulated screen or where none exist; real GT is never replaced."""
-    from i2o_utils.data.layout import read_screen_info
-
     bp = bucket_paths(root)
-    existing = sorted([*bp["gt"].glob("*.csv"), *bp["gt"].glob("*.parquet")]) if bp["gt"].exists() else []
-    info = read_screen_info(bp["root"])
+    info = layout.read_screen_info(bp["root"])
     if info is not None and info.get("source") == "simulated":
         return True, "simulated screen: GT tables written from the label protocol"
-    if not existing:
+    if not [*bp["gt"].glob("*.csv"), *bp["gt"].glob("*.parquet")]:  # (none where the folder is missing)
         return True, "no GT tables yet: written from the label protocol"
     return False, f"{bp['gt']} already holds GT tables of non-simulated data: left unchanged"
 
@@ -427,14 +393,10 @@ def write_outputs(sets: OmicsSets, gt: GroundTruth, out_dir: str | os.PathLike,
     """Write the sets (``{omics}_{stimulus}.h5ad``), gene tables (``genes_{omics}_{stimulus}.csv``)
     to ``out_dir`` and the GT tables to ``data/GT`` (when :func:`may_write_gt` allows).
 
-    All files are published together: each is written under a staging name beside its own and
-    all are renamed once every one is complete, so a failure replaces none of the files already
-    there and leaves nothing half-written. Everything is computed before the first write. The GT
-    tables are written in a second thread while the sets are written (both writers wait mostly
-    on the disk). See :func:`write_set` for the ``.h5ad`` files.
+    All files are written under staging names and renamed once every one is complete, so a failure
+    replaces none of the files already there and leaves nothing half-written. The GT tables are
+    written in a second thread while the sets are (both writers wait mostly on the disk).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     out_dir = Path(out_dir)
     written: list[Path] = []
     gt_ok, why = may_write_gt(root) if gt else (False, "")
@@ -460,9 +422,7 @@ def write_set(adata, path: str | os.PathLike) -> Path:
     import anndata as ad
 
     path = Path(path)
-    uns = dict(adata.uns)
-    if "label_draws" in uns:
-        uns["label_draws"] = np.asarray(uns["label_draws"]).astype(str)
+    uns = {k: np.asarray(v).astype(str) if k == "label_draws" else v for k, v in adata.uns.items()}
     out = ad.AnnData(X=adata.X, obs=adata.obs, var=adata.var, uns=uns, obsm=dict(adata.obsm),
                      varm=dict(adata.varm), obsp=dict(adata.obsp), varp=dict(adata.varp), layers=dict(adata.layers))
     with layout.atomic_path(path) as tmp:
@@ -472,23 +432,14 @@ def write_set(adata, path: str | os.PathLike) -> Path:
 
 def write_gt_tables(gt: GroundTruth, root: str | os.PathLike | None = None, progress: bool = False,
                     stage=None) -> list[Path]:
-    """Write every GT table to ``data/GT`` (atomically; see :meth:`WellLabels.write`): the authors'
-    CSV, or Parquet for tables of the paper's size (:func:`~i2o_utils.omics.gt.gt_file_format`);
-    a table of the other format left from an earlier run is removed.
-
-    ``stage``: from :func:`i2o_utils.data.layout.staged_paths`, to publish the tables together
-    with other files; returns the final paths either way.
-    """
-    from i2o_utils.omics.gt import gt_file_format
-
+    """Write every GT table to ``data/GT`` (:meth:`WellLabels.write`, in the format of
+    :func:`~i2o_utils.omics.gt.gt_file_format`), removing one of the other format left from an earlier
+    run. ``stage`` (:func:`i2o_utils.data.layout.staged_paths`) publishes them with other files."""
     paths = []
     for (o, s), t in gt.tables.items():
-        csv = layout.gt_path(o, s, root, fmt="csv")
-        path = csv.with_suffix(".parquet") if gt_file_format(len(t)) == "parquet" else csv
-        t.write(stage(path) if stage is not None else path, progress=progress, label=path.name,
-                fmt=path.suffix.lstrip("."))
-        other = csv if path != csv else csv.with_suffix(".parquet")
-        if other.exists():
-            other.unlink()
+        fmt = gt_file_format(len(t))
+        path = layout.gt_path(o, s, root, fmt=fmt)
+        t.write(stage(path) if stage is not None else path, progress=progress, label=path.name, fmt=fmt)
+        layout.gt_path(o, s, root, fmt="csv" if fmt == "parquet" else "parquet").unlink(missing_ok=True)
         paths.append(path)
     return paths

@@ -1,10 +1,7 @@
 """Checks of the preprocessing: PCA of the control wells per plate (paper Fig 9), plate effect sizes.
 
-The paper checks qualitatively that plate effects are gone after normalisation and batch
-correction by a PCA of the control (NT) wells coloured by plate. :func:`plate_effect_summary`
-adds a number to that picture: the fraction of the control wells' variance explained by the
-plate, before and after correction, next to the value expected by chance with that many wells and
-plates.
+The paper checks qualitatively, by a PCA of the control (NT) wells coloured by plate, that plate
+effects are gone after batch correction; :func:`plate_effect_summary` puts a number on it.
 """
 
 from __future__ import annotations
@@ -13,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 from i2o_utils.config import CONTROL
+from i2o_utils.data.layout import read_truth_genes, truth_path
+from i2o_utils.omics.vsn import mean_sd_slope
 
 
 def _layer(adata, layer: str) -> np.ndarray:
@@ -34,41 +33,30 @@ def control_pca(adata, layer: str, control: str = CONTROL, n_components: int = 2
     x = _layer(adata, layer)[ctrl]
     x = x[:, np.isfinite(x).all(axis=0)]
     k = int(min(n_components, max(x.shape[0] - 1, 0), x.shape[1]))
-    cols = [f"PC{i + 1}" for i in range(n_components)]
-    out = pd.DataFrame({"plate_barcode": adata.obs["plate_barcode"].to_numpy()[ctrl]},
-                       index=adata.obs_names[ctrl])
-    if k == 0:
-        for c in cols:
-            out[c] = np.nan
-        return out, np.full(n_components, np.nan)
-    xc = x - x.mean(axis=0)
-    u, s, _ = np.linalg.svd(xc, full_matrices=False)
-    scores = u[:, :k] * s[:k]
-    for i, c in enumerate(cols):
-        out[c] = scores[:, i] if i < k else np.nan
-    var = s**2
+    scores = np.full((len(x), n_components), np.nan)
     explained = np.full(n_components, np.nan)
-    explained[:k] = var[:k] / var.sum() if var.sum() > 0 else np.nan
+    if k > 0:
+        u, s, _ = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+        scores[:, :k] = u[:, :k] * s[:k]
+        explained[:k] = s[:k] ** 2 / (s**2).sum() if (s**2).sum() > 0 else np.nan
+    out = pd.DataFrame({"plate_barcode": adata.obs["plate_barcode"].to_numpy()[ctrl]}, index=adata.obs_names[ctrl])
+    out[[f"PC{i + 1}" for i in range(n_components)]] = scores
     return out, explained
 
 
 def plate_r2(values: np.ndarray, plates) -> float:
     """Fraction of the total variance of ``values`` (wells x features) explained by the plate
     (between-plate sum of squares over total sum of squares)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim == 1:
-        v = v[:, None]
+    v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)  # (one feature: a column)
     p = np.asarray(plates)
     centred = v - v.mean(axis=0)
     total = float((centred**2).sum())
     if total == 0:
         return float("nan")
-    between = sum(float((p == q).sum()) * float((centred[p == q].mean(axis=0) ** 2).sum()) for q in np.unique(p))
-    return between / total
+    return sum(float((p == q).sum()) * float((centred[p == q].mean(axis=0) ** 2).sum()) for q in np.unique(p)) / total
 
 
-def plate_effect_summary(sets, control: str = CONTROL,
-                         layers: tuple[str, str] = ("normalised", "corrected")) -> pd.DataFrame:
+def plate_effect_summary(sets, control: str = CONTROL) -> pd.DataFrame:
     """Plate effect in the control wells of every set, before and after batch correction.
 
     Columns: ``omics, stimulus, layer, controls, plates, plate_r2_pc12`` (share of the first two
@@ -77,12 +65,11 @@ def plate_effect_summary(sets, control: str = CONTROL,
     (controls - 1)``).
     """
     rows = []
-    data = sets.data if hasattr(sets, "data") else sets
-    for (o, s), a in data.items():
+    for (o, s), a in (sets.data if hasattr(sets, "data") else sets).items():
         ctrl = (a.obs["target"].astype(str) == control).to_numpy()
         plates = a.obs["plate_barcode"].to_numpy()[ctrl]
         n, k = int(ctrl.sum()), len(set(plates))
-        for layer in layers:
+        for layer in ("normalised", "corrected"):
             scores, _ = control_pca(a, layer, control)
             x = _layer(a, layer)[ctrl]
             x = x[:, np.isfinite(x).all(axis=0)]
@@ -97,11 +84,8 @@ def plate_effect_summary(sets, control: str = CONTROL,
 def mean_sd_summary(sets, omics: str = "proteomics", window: float = 0.1) -> pd.DataFrame:
     """Slope of the mean-sd trend (see :func:`i2o_utils.omics.vsn.mean_sd_slope`) of the raw, log2 and
     vsn-normalised intensities of each stimulus: near 0 when the variance does not depend on the mean."""
-    from i2o_utils.omics.vsn import mean_sd_slope
-
     rows = []
-    data = sets.data if hasattr(sets, "data") else sets
-    for (o, s), a in data.items():
+    for (o, s), a in (sets.data if hasattr(sets, "data") else sets).items():
         if o != omics:
             continue
         raw = np.asarray(a.layers["raw"], dtype=np.float64)
@@ -119,14 +103,11 @@ def filter_against_truth(sets, root=None) -> pd.DataFrame | None:
     "low"``; this table shows whether the filter removed exactly those. ``None`` without a truth
     table (real data).
     """
-    from i2o_utils.data.layout import read_truth_genes, truth_path
-
     truth = read_truth_genes(truth_path(root))
     if truth is None:
         return None
     rows = []
-    genes = sets.genes if hasattr(sets, "genes") else sets
-    for (o, s), table in genes.items():
+    for (o, s), table in (sets.genes if hasattr(sets, "genes") else sets).items():
         merged = table[["gene", "kept"]].astype({"gene": str}).merge(truth[truth["omics"] == o], on="gene", how="left")
         merged["kind"] = merged["kind"].fillna("not in truth table")
         for kind, grp in merged.groupby("kind"):

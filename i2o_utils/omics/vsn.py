@@ -1,12 +1,10 @@
 """Variance-stabilising normalisation (vsn) of protein intensities, after Huber et al. (2002).
 
 The paper normalised the TMT protein quantifications with the R/Bioconductor package ``vsn``.
-No Python implementation on PyPI was fit to use here when this module was written (the one
-candidate, ``vsn`` 0.1.1, is a new single-author port whose transformation loops over every
-matrix element in Python, seconds per call at the paper's 1,536 x 4,986 per stimulus and called
-at every trimming round, and which draws subsamples from NumPy's global random state), so this
-module implements
-the method following the R package's algorithm (``vsnMatrix`` -> ``vsnLTS`` -> ``vsnML``) and its
+The one Python port on PyPI (``vsn`` 0.1.1, single-author) loops over every matrix element in
+Python (seconds per call at the paper's 1,536 x 4,986 per stimulus, called at every trimming
+round) and draws subsamples from NumPy's global random state, so this module implements the
+method after the R package's algorithm (``vsnMatrix`` -> ``vsnLTS`` -> ``vsnML``) and its
 vignette "Likelihood Calculations for vsn".
 
 Model
@@ -23,7 +21,8 @@ of the transformation. Robustness: least trimmed squares as ``vsnLTS``: 7 rounds
 each, proteins are split into 5 slices by the rank of their mean (``cut(rank(mean), breaks = 5)``)
 and the next round is fitted on the proteins whose residual variance (over their observed samples,
 denominator n - 1) is within the ``lts_quantile`` (0.9) quantile of their slice, plus all proteins
-of the lowest slice. Output is on R's glog2 scale:
+of the lowest slice (versions of R ``vsn`` differ in these two details of the slicing and the
+residual variance). Output is on R's glog2 scale:
 ``arsinh(e^b y + a) / log(2) - log2(2 e^{mean(b)})``, close to ``log2(y)`` for large ``y``.
 
 What differs from R ``vsn``
@@ -40,13 +39,10 @@ What differs from R ``vsn``
 * the optimiser is SciPy's L-BFGS-B with R's settings (memory 5, ``factr = 5e7``, ``pgtol =
   2e-4``, start ``a = 0, b = 1``) rather than R's C copy of the same algorithm. On complete data
   the fit agrees with a Python port of R's code (``vsn`` 0.1.1 on PyPI, which reports agreement
-  with R's ``justvsn``) to about 1e-9; see ``tests/test_omics_vsn.py``;
-* as in R, the stopping rule (relative decrease of the likelihood) often fires before the
-  optimum: offsets and log scale factors differ in curvature by orders of magnitude, and moving
-  all samples together hardly changes the likelihood. Tighter rules (``factr=10, pgtol=1e-12``)
-  reach it (tested against the port run to the optimum);
-* versions of R ``vsn`` differ in two details of the trimming, taken here as: slices by
-  ``cut(rank(mean), breaks = 5)``, residual variance over each protein's observed values.
+  with R's ``justvsn``) to about 1e-9 (``tests/test_omics_vsn.py``). As in R, the stopping rule
+  (relative decrease of the likelihood) often fires before the optimum (offsets and log scale
+  factors differ in curvature by orders of magnitude); tighter rules (``factr=10, pgtol=1e-12``)
+  reach it (tested against the port run to the optimum).
 
 Arrays are samples x proteins (R: proteins x samples).
 """
@@ -89,12 +85,8 @@ class VsnFit:
     optimizer_status
         SciPy L-BFGS-B status of the final round (0 converged, 1 iteration limit, 2 line search
         found no further decrease).
-    n_rounds
-        Least-trimmed-squares rounds run.
-    n_fitted
-        Proteins used in the final round.
-    n_evaluations
-        Likelihood evaluations over all rounds.
+    n_rounds, n_fitted, n_evaluations
+        Least-trimmed-squares rounds run, proteins used in the final round, likelihood evaluations.
     """
 
     offset: np.ndarray
@@ -122,21 +114,6 @@ class VsnFit:
 # --------------------------------------------------------------------------------------------
 # the negative profile log-likelihood and its gradient
 # --------------------------------------------------------------------------------------------
-def _terms_numpy(y: np.ndarray, a: np.ndarray, eb: np.ndarray):
-    obs = ~np.isnan(y)
-    y0 = np.where(obs, y, 0.0)
-    Y = eb[:, None] * y0 + a[:, None]
-    h = np.where(obs, np.arcsinh(Y), 0.0)
-    jac = 0.5 * np.where(obs, np.log1p(Y * Y), 0.0).sum(axis=1)
-    mu = h.sum(axis=0) / obs.sum(axis=0)
-    r = np.where(obs, h - mu, 0.0)
-    AA = np.where(obs, 1.0 / (1.0 + Y * Y), 0.0)
-    A = np.sqrt(AA)
-    AAY = AA * Y
-    sums = np.stack([(r * r).sum(1), (r * A).sum(1), AAY.sum(1), (r * A * y0).sum(1), (AAY * y0).sum(1)], axis=1)
-    return jac, sums, mu
-
-
 class _Data:
     """An intensity matrix with what every likelihood evaluation on it reuses: the counts of
     observed values and, for the compiled engine, the work array (a fresh samples x proteins array
@@ -150,18 +127,27 @@ class _Data:
         self.n_obs_sample = obs.sum(axis=1)
         self.n_obs_gene = obs.sum(axis=0)
         self.numba = engine == "numba" or (engine == "auto" and self.y.size >= _NUMBA_MIN_SIZE)
-        self._h = None
+        self._h = np.empty_like(self.y) if self.numba else None
 
     def terms(self, a: np.ndarray, eb: np.ndarray):
         """(Jacobian term per sample, the 5 sums per sample, mu per protein)."""
         if not self.numba:
-            return _terms_numpy(self.y, a, eb)
+            obs = ~np.isnan(self.y)
+            y0 = np.where(obs, self.y, 0.0)
+            Y = eb[:, None] * y0 + a[:, None]
+            h = np.where(obs, np.arcsinh(Y), 0.0)
+            jac = 0.5 * np.where(obs, np.log1p(Y * Y), 0.0).sum(axis=1)
+            mu = h.sum(axis=0) / obs.sum(axis=0)
+            r = np.where(obs, h - mu, 0.0)
+            AA = np.where(obs, 1.0 / (1.0 + Y * Y), 0.0)
+            A = np.sqrt(AA)
+            AAY = AA * Y
+            sums = np.stack([(r * r).sum(1), (r * A).sum(1), AAY.sum(1), (r * A * y0).sum(1), (AAY * y0).sum(1)], 1)
+            return jac, sums, mu
         import numba
 
         from i2o_utils.omics._kernels import vsn_pass1, vsn_pass2
 
-        if self._h is None:
-            self._h = np.empty_like(self.y)
         jac = np.empty(self.y.shape[0])
         colsum = np.empty((min(self.y.shape[0], 4 * numba.get_num_threads()), self.y.shape[1]))
         vsn_pass1(self.y, a, eb, self._h, jac, colsum)
@@ -170,39 +156,16 @@ class _Data:
         vsn_pass2(self.y, a, eb, self._h, mu, sums)
         return jac, sums, mu
 
-    def gene_mean_var(self, a: np.ndarray, eb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per protein, mean and variance (denominator n - 1) of the transformed observed values."""
-        hy = eb[:, None] * self.y
-        hy += a[:, None]
-        np.arcsinh(hy, out=hy)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            hmean = np.nansum(hy, axis=0) / self.n_obs_gene
-            hy -= hmean
-            return hmean, np.nansum(hy * hy, axis=0) / (self.n_obs_gene - 1)
 
-
-def _evaluate(d: _Data, offset: np.ndarray, log_scale: np.ndarray):
-    """(nll, gradient, mu, sigsq)."""
-    eb = np.exp(log_scale)
-    n_obs_sample = d.n_obs_sample
-    jac, sums, mu = d.terms(offset, eb)
-    ntot = float(n_obs_sample.sum())
-    sigsq = sums[:, 0].sum() / ntot
-    nll = ntot / 2 * math.log(2 * math.pi * sigsq) + ntot / 2 - float((n_obs_sample * log_scale).sum()) \
-        + float(jac.sum())
-    ga = sums[:, 1] / sigsq + sums[:, 2]
-    gb = -n_obs_sample + eb * (sums[:, 3] / sigsq + sums[:, 4])
-    return nll, np.concatenate([ga, gb]), mu, sigsq
-
-
-def negative_profile_loglik(y: np.ndarray, offset: np.ndarray, log_scale: np.ndarray,
+def negative_profile_loglik(y: np.ndarray | _Data, offset: np.ndarray, log_scale: np.ndarray,
                             engine: str = "auto") -> tuple[float, np.ndarray, np.ndarray, float]:
     """vsn's negative profile log-likelihood, its gradient and the ML estimates of ``mu``, ``sigma^2``.
 
     Parameters
     ----------
     y
-        Intensities, samples x proteins, NaN for missing; every protein observed at least once.
+        Intensities, samples x proteins, NaN for missing; every protein observed at least once
+        (or the ``_Data`` that :func:`vsn_fit` prepares once for all evaluations).
     offset, log_scale
         ``a`` and ``b`` per sample.
     engine
@@ -213,37 +176,16 @@ def negative_profile_loglik(y: np.ndarray, offset: np.ndarray, log_scale: np.nda
     (nll, grad, mu, sigsq)
         ``grad`` is ``[d/da_1..d/da_n, d/db_1..d/db_n]`` (the vignette's equations).
     """
-    return _evaluate(_Data(y, engine), offset, log_scale)
-
-
-def _rank_slices(hmean: np.ndarray) -> np.ndarray:
-    """R's ``cut(rank(hmean), breaks = 5)`` as slice numbers 1..5: five equal-width, right-closed
-    intervals over the range of the ranks, the outer limits widened by 0.1% of the range."""
-    r = rankdata(hmean, method="average")
-    lo, hi = r.min(), r.max()
-    breaks = np.linspace(lo, hi, N_SLICES + 1)
-    breaks[0] -= (hi - lo) / 1000
-    breaks[-1] += (hi - lo) / 1000
-    return np.clip(np.searchsorted(breaks, r, side="left"), 1, N_SLICES)
-
-
-def _fit_ml(d: _Data, p0: np.ndarray, factr: float, pgtol: float, maxit: int):
-    """R's ``vsnML``: L-BFGS-B on the raw parameters (memory 5, offsets free, log scales in [-100, 100]).
-
-    Returns ``(p, status, mu, sigsq, n_evaluations)``.
-    """
-    n = d.y.shape[0]
-    n_eval = 0
-
-    def fun(q):
-        nonlocal n_eval
-        n_eval += 1
-        return _evaluate(d, q[:n], q[n:])[:2]
-
-    res = minimize(fun, p0, jac=True, method="L-BFGS-B", bounds=[(None, None)] * n + [(-100.0, 100.0)] * n,
-                   options={"maxiter": maxit, "maxcor": 5, "ftol": factr * np.finfo(float).eps, "gtol": pgtol})
-    _, _, mu, sigsq = _evaluate(d, res.x[:n], res.x[n:])
-    return res.x, int(res.status), mu, sigsq, n_eval + 1
+    d = y if isinstance(y, _Data) else _Data(y, engine)
+    eb = np.exp(log_scale)
+    jac, sums, mu = d.terms(offset, eb)
+    ntot = float(d.n_obs_sample.sum())
+    sigsq = sums[:, 0].sum() / ntot
+    nll = ntot / 2 * math.log(2 * math.pi * sigsq) + ntot / 2 - float((d.n_obs_sample * log_scale).sum()) \
+        + float(jac.sum())
+    ga = sums[:, 1] / sigsq + sums[:, 2]
+    gb = -d.n_obs_sample + eb * (sums[:, 3] / sigsq + sums[:, 4])
+    return nll, np.concatenate([ga, gb]), mu, sigsq
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,7 +229,6 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
     n, g = v.shape
     if n < 2:
         raise OmicsInputError("vsn: at least 2 samples are needed to fit without a reference")
-    check_no_empty_samples(~np.isnan(v), "intensities", samples)
     observed = np.flatnonzero((~np.isnan(v)).sum(axis=0) >= min(min_observed, n))
     if subsample and subsample < len(observed):
         observed = np.sort(np.random.default_rng(seed).choice(observed, size=int(subsample), replace=False))
@@ -297,19 +238,31 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
     y = np.ascontiguousarray(v if len(observed) == g else v[:, observed])
     check_no_empty_samples(~np.isnan(y), "intensities (proteins used for the vsn fit)", samples)
     p = np.concatenate([np.zeros(n), np.ones(n)])  # R's start: a = 0, b = 1
+    # R's vsnML: L-BFGS-B on the raw parameters (memory 5, offsets free, log scales in [-100, 100])
+    lbfgsb = dict(method="L-BFGS-B", bounds=[(None, None)] * n + [(-100.0, 100.0)] * n,
+                  options={"maxiter": maxit, "maxcor": 5, "ftol": factr * np.finfo(float).eps, "gtol": pgtol})
     full = _Data(y, engine)
     whsel = np.arange(y.shape[1])
     n_eval = 0
     for rounds in range(1, n_rounds + 1):
         d = full if len(whsel) == y.shape[1] else _Data(y[:, whsel], engine)
-        p, status, mu_sel, sigsq, k = _fit_ml(d, p, factr, pgtol, maxit)
-        n_eval += k
-        fitted_idx = whsel
+        res = minimize(lambda q: negative_profile_loglik(d, q[:n], q[n:])[:2], p, jac=True, **lbfgsb)
+        p = res.x
+        status = int(res.status)
+        _, _, mu_sel, sigsq = negative_profile_loglik(d, p[:n], p[n:])
+        n_eval += res.nfev + 1
         del d
         if abs(lts_quantile - 1) < math.sqrt(np.finfo(float).eps) or rounds == n_rounds:
             break  # (R computes the next selection after the last round too, and discards it)
-        hmean, rvar = full.gene_mean_var(p[:n], np.exp(p[n:]))
-        slice_ = _rank_slices(hmean)
+        # per protein, mean and variance (denominator n - 1) of the transformed observed values
+        hy = np.exp(p[n:])[:, None] * full.y
+        hy += p[:n, None]
+        np.arcsinh(hy, out=hy)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            hmean = np.nansum(hy, axis=0) / full.n_obs_gene
+            hy -= hmean
+            rvar = np.nansum(hy * hy, axis=0) / (full.n_obs_gene - 1)
+        slice_ = pd.cut(rankdata(hmean, method="average"), N_SLICES, labels=False) + 1  # R: cut(rank(mean), breaks=5)
         keep = slice_ == 1
         for s in range(1, N_SLICES + 1):
             m = slice_ == s
@@ -319,7 +272,7 @@ def vsn_fit(x: Any, lts_quantile: float = 0.9, subsample: int = 0, n_rounds: int
             keep |= m & (rvar <= np.quantile(vals, lts_quantile))
         whsel = np.flatnonzero(keep)
     mu = np.full(g, np.nan)
-    mu[observed[fitted_idx]] = mu_sel
+    mu[observed[whsel]] = mu_sel  # (the loop ends at a break: whsel is the last round's selection)
     a, b = p[:n], p[n:]
     return VsnFit(offset=a, log_scale=b, hoffset=float(math.log2(2 * math.exp(b.mean()))), mu=mu,
                   sigsq=float(sigsq), optimizer_status=status, n_rounds=rounds, n_fitted=len(mu_sel),
@@ -360,8 +313,7 @@ def mean_sd_trend(x: Any, window: float = 0.1) -> pd.DataFrame:
         sd = np.nanstd(v, axis=0, ddof=1)
     ok = np.isfinite(mean) & np.isfinite(sd)
     df = pd.DataFrame({"mean": mean[ok], "sd": sd[ok]},
-                      index=(genes[ok] if genes is not None else np.flatnonzero(ok)))
-    df = df.sort_values("mean")
+                      index=(genes[ok] if genes is not None else np.flatnonzero(ok))).sort_values("mean")
     df["rank"] = np.arange(1, len(df) + 1)
     w = max(3, int(round(window * len(df))) | 1)
     df["sd_trend"] = df["sd"].rolling(w, center=True, min_periods=1).median().to_numpy()
@@ -372,7 +324,5 @@ def mean_sd_slope(x: Any, window: float = 0.1) -> float:
     """Relative change of the sd trend from the lowest to the highest fifth of mean ranks,
     ``(trend_top - trend_bottom) / median(sd)``: about 0 when the variance is stabilised."""
     df = mean_sd_trend(x, window)
-    n = len(df)
-    lo = df["sd_trend"].iloc[: max(1, n // 5)].median()
-    hi = df["sd_trend"].iloc[-max(1, n // 5):].median()
-    return float((hi - lo) / df["sd"].median())
+    k = max(1, len(df) // 5)
+    return float((df["sd_trend"].iloc[-k:].median() - df["sd_trend"].iloc[:k].median()) / df["sd"].median())
