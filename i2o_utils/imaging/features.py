@@ -180,9 +180,8 @@ def aggregate_wells(cells: pd.DataFrame, by: tuple[str, ...] = ("Metadata_Plate"
     """
     if statistic not in ("mean", "median"):
         raise ValueError(f"statistic must be 'mean' or 'median', got {statistic!r}")
-    by = list(by)
-    feats = [c for c in feature_columns(cells)]
-    g = cells.groupby(by, sort=False, dropna=False)
+    feats = feature_columns(cells)
+    g = cells.groupby(list(by), sort=False, dropna=False)
     agg = getattr(g[feats], statistic)()
     agg.insert(0, "Cells_Count", g.size())
     meta = [c for c in cells.columns if c.startswith("Metadata_") and c not in by

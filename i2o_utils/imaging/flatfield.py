@@ -34,7 +34,7 @@ held in memory.
 
 from __future__ import annotations
 
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -66,28 +66,25 @@ class MeanAccumulator:
             Name of the source (file, well) used in the error message on a shape mismatch.
         """
         image = np.asarray(image)
-        part = image.sum(axis=0, dtype=np.float64) if batch else image.astype(np.float64)
-        n = image.shape[0] if batch else 1
-        if self.sum is None:
-            self.sum = part  # a fresh array: astype and sum both copy
+        if batch:  # astype and sum both copy: the first part can become the running sum
+            self._add(image.sum(axis=0, dtype=np.float64), image.shape[0], where or "image")
         else:
-            if part.shape != self.sum.shape:
-                raise ValueError(f"{where or 'image'}: shape {part.shape} differs from the "
-                                 f"accumulated images' shape {self.sum.shape}")
-            self.sum += part
-        self.count += n
+            self._add(image.astype(np.float64), 1, where or "image")
 
     def merge(self, other: "MeanAccumulator") -> None:
         """Add the images accumulated by another accumulator (e.g. on another worker)."""
-        if other.sum is None:
-            return
+        if other.sum is not None:
+            self._add(other.sum.copy() if self.sum is None else other.sum, other.count, "merged mean")
+
+    def _add(self, part: np.ndarray, n: int, where: str) -> None:
         if self.sum is None:
-            self.sum, self.count = other.sum.copy(), other.count
-            return
-        if other.sum.shape != self.sum.shape:
-            raise ValueError(f"cannot merge means of shapes {other.sum.shape} and {self.sum.shape}")
-        self.sum += other.sum
-        self.count += other.count
+            self.sum = part
+        elif part.shape != self.sum.shape:
+            raise ValueError(f"{where}: shape {part.shape} differs from the accumulated images' shape "
+                             f"{self.sum.shape}")
+        else:
+            self.sum += part
+        self.count += n
 
     @property
     def mean(self) -> np.ndarray:
@@ -121,10 +118,7 @@ def default_step(size: int) -> int:
     more), lowered to a divisor of ``size`` when there is one, so the window is exactly ``size``."""
     size = int(size)
     step = max(2 if size >= 16 else 1, size // FAST_WINDOW)
-    for s in range(step, 1, -1):
-        if size % s == 0:
-            return s
-    return step
+    return next((s for s in range(step, 1, -1) if size % s == 0), step)
 
 
 def flatfield_from_mean(mean: np.ndarray, percentile: float = 10, size: int = 250,
@@ -272,26 +266,6 @@ def grid_percentile(image: np.ndarray, percentile: float, size: int, step: int, 
     before = np.take_along_axis(cum, i[..., None], axis=2)[..., 0] - count
     frac = (rank + 0.5 - before) / np.maximum(count, 1.0)
     return edges[i] + frac * (edges[i + 1] - edges[i])
-
-
-def estimate_flatfield(images: Iterable[np.ndarray] | np.ndarray, percentile: float = 10,
-                       size: int = 250, sigma: float = 50, method: FlatfieldMethod = "fast",
-                       step: int | None = None) -> np.ndarray:
-    """One plate's flat field for one channel, ``G_sigma * (P_k * mean(images))`` (float32).
-
-    ``images``: an iterable of 2-D arrays (consumed in one streaming pass, never held together),
-    a ``(N, H, W)`` stack, or a single 2-D (mean) image; the other arguments are those of
-    :func:`flatfield_from_mean` (paper: percentile 10, ``k = 250``, ``sigma = 50``). Correct with
-    :func:`correct_image`.
-    """
-    if isinstance(images, np.ndarray) and images.ndim == 2:
-        images = images[None]
-    acc = MeanAccumulator()
-    for i, img in enumerate(images):
-        if np.ndim(img) != 2:
-            raise ValueError(f"image {i}: expected a 2-D image, got shape {np.shape(img)}")
-        acc.add(img, where=f"image {i}")
-    return flatfield_from_mean(acc.mean, percentile, size, sigma, method, step)
 
 
 def correct_image(image: np.ndarray, flatfield: np.ndarray, *, dark_offset: float = 0.0,

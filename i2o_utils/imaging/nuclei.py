@@ -33,10 +33,6 @@ from scipy.spatial.distance import cdist
 from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 
-#: ``-sigma^2 LoG`` at the centre of a binary disk of diameter ``2 sqrt 2 sigma``.
-DISK_RESPONSE = 2.0 / np.e
-
-
 def log_sigma(nucleus_diameter_px: float) -> float:
     """The LoG scale tied to a nucleus diameter: ``d / (2 sqrt 2)`` (a disk's radius is sqrt 2 sigma)."""
     return float(nucleus_diameter_px) / (2.0 * np.sqrt(2.0))
@@ -57,12 +53,10 @@ def otsu_threshold(img: np.ndarray, nbins: int = 256) -> tuple[float, float]:
     centres = lo + (np.arange(nbins) + 0.5) * width
     t = float(threshold_otsu(hist=(counts, centres)))
     below = centres <= t
-    n0, n1 = counts[below].sum(), counts[~below].sum()
-    if n0 == 0 or n1 == 0:
+    if counts[below].sum() == 0 or counts[~below].sum() == 0:
         return t, 0.0
-    m0 = float((counts[below] * centres[below]).sum() / n0)
-    m1 = float((counts[~below] * centres[~below]).sum() / n1)
-    sd0 = float(np.sqrt((counts[below] * (centres[below] - m0) ** 2).sum() / n0))
+    m0, m1 = (float(np.average(centres[m], weights=counts[m])) for m in (below, ~below))
+    sd0 = float(np.sqrt(np.average((centres[below] - m0) ** 2, weights=counts[below])))
     return t, (m1 - m0) / max(sd0, width / np.sqrt(12.0))
 
 
@@ -98,8 +92,7 @@ def _block_mean(mask: np.ndarray, k: int) -> np.ndarray:
 def find_nuclei_centres(hoechst: np.ndarray, nucleus_diameter_px: float, *,
                         min_distance: float | None = None, min_response: float = 0.25,
                         smoothing: float | None = None, min_contrast: float = 4.0,
-                        downsample: int | None = None,
-                        return_response: bool = False):
+                        downsample: int | None = None) -> np.ndarray:
     """Nuclei centres of one Hoechst field: Otsu, LoG on the binary mask, foreground maxima.
 
     Parameters
@@ -120,15 +113,12 @@ def find_nuclei_centres(hoechst: np.ndarray, nucleus_diameter_px: float, *,
         brighter than its background holds no nuclei (noise only).
     downsample
         Block size for the LoG (default ``max(1, floor(d / 6))``; 1 for full resolution).
-    return_response
-        Also return the foreground mask and the LoG response (at the LoG's resolution).
 
     Returns
     -------
     numpy.ndarray
         ``(N, 2)`` int64 array of ``(row, col)`` centres, ordered by decreasing response; ``N = 0``
-        for a field without foreground (all dark or constant). With ``return_response``, a tuple
-        ``(centres, mask, response)``.
+        for a field without foreground (all dark or constant).
     """
     img = np.asarray(hoechst)
     if img.ndim != 2:
@@ -142,7 +132,7 @@ def find_nuclei_centres(hoechst: np.ndarray, nucleus_diameter_px: float, *,
     mask = otsu_mask(img, (1.0 if k == 1 else 0.0) if smoothing is None else smoothing, min_contrast)
     empty = np.zeros((0, 2), np.int64)
     if not mask.any():
-        return (empty, mask, np.zeros(mask.shape, np.float32)) if return_response else empty
+        return empty
     small = _block_mean(mask, k) if k > 1 else mask.astype(np.float32)
     sigma = log_sigma(d) / k
     # -sigma^2 LoG as Gaussian smoothing followed by the discrete Laplacian (two separable passes)
@@ -154,8 +144,7 @@ def find_nuclei_centres(hoechst: np.ndarray, nucleus_diameter_px: float, *,
         peaks = peaks * k + (k - 1) // 2
         peaks = np.minimum(peaks, np.array(img.shape) - 1)
     peaks = peaks[mask[peaks[:, 0], peaks[:, 1]]] if len(peaks) else empty
-    peaks = peaks.astype(np.int64).reshape(-1, 2)
-    return (peaks, mask, response) if return_response else peaks
+    return peaks.astype(np.int64).reshape(-1, 2)
 
 
 def match_points(detected: np.ndarray, truth: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -168,14 +157,9 @@ def match_points(detected: np.ndarray, truth: np.ndarray, radius: float) -> tupl
     """
     detected = np.asarray(detected, dtype=float).reshape(-1, 2)
     truth = np.asarray(truth, dtype=float).reshape(-1, 2)
-    if len(detected) == 0 or len(truth) == 0:
-        return np.zeros(0, int), np.zeros(0, int)
     dist = cdist(detected, truth)
     cand = dist <= radius
-    if not cand.any():
-        return np.zeros(0, int), np.zeros(0, int)
-    cost = np.where(cand, dist, radius * 1e6 + 1e6)
-    r, c = linear_sum_assignment(cost)
+    r, c = linear_sum_assignment(np.where(cand, dist, radius * 1e6 + 1e6))  # pairs beyond radius dropped below
     keep = cand[r, c]
     return r[keep], c[keep]
 

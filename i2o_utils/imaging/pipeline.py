@@ -36,6 +36,8 @@ import logging
 import os
 import time
 from dataclasses import dataclass, replace
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Sequence
 
@@ -150,16 +152,13 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
         failed = {(e["plate"], e["well_id"]): e for e in ff_errors}
         failed.update({(tk.plate, tk.well_id): {"error": tk.broken} for tk in tasks if tk.broken})
         rows: dict[int, dict] = {}
-        todo = []
         for i, task in enumerate(tasks):
             k = (task.plate, task.well_id)
-            done = None if k in failed else verify_well(task, key, store)
             if k in failed:
                 rows[i] = {**status_row(task), "skipped": False, **failed[k]}
-            elif done is not None:
+            elif (done := verify_well(task, key, store)) is not None:
                 rows[i] = {**done, "skipped": True}
-            else:
-                todo.append(i)
+        todo = [i for i in range(len(tasks)) if i not in rows]
         if store is not None:
             store.close()
         todo_plates = {tasks[i].plate for i in todo}
@@ -169,15 +168,10 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
                            disable=not progress):
             rows[todo[j]] = {**res, "skipped": False}
         seconds["wells"] = time.perf_counter() - t
-    status = pd.DataFrame([rows[i] for i in range(len(tasks))])
-    status["skipped"] = status["skipped"].fillna(False).astype(bool)
-    for col in ("n_fields", "n_nuclei", "n_tiles", "n_dropped_border"):
-        status[col] = status[col].fillna(0).astype(int)
+    status = pd.DataFrame([rows[i] for i in range(len(tasks))])  # every row is a full status_row
     for c in sorted({k for tk in tasks for k in tk.metadata}):
         status[c] = [tk.metadata.get(c) for tk in tasks]
     status["file"] = [tk.image_path for tk in tasks]
-    for c in ("notes", "error"):
-        status[c] = status[c].fillna("")
     layout.write_csv_atomic(status, out / "wells_status.csv")
     t = time.perf_counter()
     paths = assemble_outputs(tasks, status, store_dir, out, params, scale, keep_shards, progress, on_error)
@@ -192,8 +186,8 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
         raise ImagingError(f"{len(errors)} well(s) failed (the others were processed and are kept; "
                            f"a re-run retries only these):\n{lines}")
     return PreprocessResult(out_dir=out, store_dir=store_dir, status=status,
-                            flatfields=read_flatfields(out / "flatfields.h5") if correct else {},
-                            scale=scale, params=params, corrected=correct, seconds=seconds, paths=paths)
+                            flatfields=dict(sorted((flatfields or {}).items())), scale=scale, params=params,
+                            corrected=correct, seconds=seconds, paths=paths)
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,12 +197,6 @@ def _ff_attrs(params: ImagingConfig) -> dict:
     return {"percentile": params.flatfield_percentile, "size": params.flatfield_size,
             "sigma": params.flatfield_sigma, "method": params.flatfield_method,
             "dark_offset": params.dark_offset}
-
-
-def read_flatfields(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Flat fields saved by :func:`preprocess_images`: plate -> ``(3, H, W)`` float32."""
-    with h5py.File(path, "r") as f:
-        return {k: f[k]["flatfield"][()] for k in f.keys()}
 
 
 def _plate_flatfields(path: Path, tasks: Sequence[WellTask], params: ImagingConfig, runner: Runner,
@@ -245,11 +233,9 @@ def estimate_plate_flatfields(tasks: Sequence[WellTask], params: ImagingConfig, 
     their plate's are left out (and fail in :func:`~i2o_utils.imaging.well.process_well`, named).
     """
     chunks: list[list[WellTask]] = []
-    for t in tasks:
-        if chunks and chunks[-1][0].plate == t.plate and len(chunks[-1]) < wells_per_task:
-            chunks[-1].append(t)
-        else:
-            chunks.append([t])
+    for _, group in groupby(tasks, key=attrgetter("plate")):
+        group = list(group)
+        chunks += [group[i:i + wells_per_task] for i in range(0, len(group), wells_per_task)]
     acc: dict[tuple, MeanAccumulator] = {}  # (plate, field shape) -> running sum
     errors = []
     with tqdm(total=len(tasks), desc="plate means", unit="well", disable=not progress) as bar:

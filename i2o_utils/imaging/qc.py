@@ -83,29 +83,28 @@ def control_fields(result: PreprocessResult, target: str = "NT", fov: int = 0) -
             for stim, g in st[(st["target"] == target) & (st["status"] != STATUS_ERROR)].groupby("cell_state")}
 
 
-def nuclei_accuracy(cells: pd.DataFrame, truth: pd.DataFrame, status: pd.DataFrame,
-                    radius: float) -> pd.DataFrame:
-    """Precision, recall and F1 of the detected nuclei against true centres, per plate and overall.
+def nuclei_accuracy_against_truth(result: PreprocessResult, data_root: str | os.PathLike | None = None,
+                                  radius: float | None = None) -> pd.DataFrame | None:
+    """Precision, recall and F1 of the detected nuclei against ``simulation/nuclei_truth.parquet``
+    (plate, well_id, fov, y, x), per plate and overall; ``None`` without truth.
 
-    Parameters
-    ----------
-    cells
-        ``features_cells`` table (``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Field``,
-        ``Metadata_CentreRow``, ``Metadata_CentreCol``).
-    truth
-        ``simulation/nuclei_truth.parquet`` (plate, well_id, fov, y, x).
-    status
-        Wells status table: only fields of processed wells (not errors) are scored.
-    radius
-        Matching radius in pixels (half a nucleus diameter).
+    Only the fields of processed wells (not errors) are scored; a detected and a true centre match
+    within ``radius`` px (default half a nucleus diameter).
     """
-    done = status[status["status"] != STATUS_ERROR][["plate", "well_id", "n_fields"]]
+    truth_path = layout.nuclei_truth_path(data_root)
+    if not truth_path.exists() or "features_cells" not in result.paths:
+        return None
+    cells = pd.read_parquet(result.paths["features_cells"],
+                            columns=["Metadata_Plate", "Metadata_Well", "Metadata_Field",
+                                     "Metadata_CentreRow", "Metadata_CentreCol"])
+    radius = radius if radius is not None else result.params.nucleus_diameter_px / 2
     det = {k: g[["Metadata_CentreRow", "Metadata_CentreCol"]].to_numpy()
            for k, g in cells.groupby(["Metadata_Plate", "Metadata_Well", "Metadata_Field"])}
-    tru = {k: g[["y", "x"]].to_numpy() for k, g in truth.groupby(["plate", "well_id", "fov"])}
+    tru = {k: g[["y", "x"]].to_numpy() for k, g in pd.read_parquet(truth_path).groupby(["plate", "well_id", "fov"])}
     per_plate: dict[str, list] = {}
     none = np.zeros((0, 2))
-    for r in done.itertuples(index=False):
+    st = result.status
+    for r in st.loc[st["status"] != STATUS_ERROR, ["plate", "well_id", "n_fields"]].itertuples(index=False):
         for f in range(int(r.n_fields)):
             k = (r.plate, r.well_id, f)
             per_plate.setdefault(r.plate, []).append(detection_scores(det.get(k, none), tru.get(k, none), radius))
@@ -113,21 +112,6 @@ def nuclei_accuracy(cells: pd.DataFrame, truth: pd.DataFrame, status: pd.DataFra
     allv = [s for v in per_plate.values() for s in v]
     rows.append({"plate": "all", "fields": len(allv), **sum_scores(allv)})
     return pd.DataFrame(rows)
-
-
-def nuclei_accuracy_against_truth(result: PreprocessResult, data_root: str | os.PathLike | None = None,
-                                  radius: float | None = None) -> pd.DataFrame | None:
-    """:func:`nuclei_accuracy` against ``simulation/nuclei_truth.parquet``; ``None`` without truth.
-
-    The matching radius defaults to half a nucleus diameter.
-    """
-    if not layout.nuclei_truth_path(data_root).exists() or "features_cells" not in result.paths:
-        return None
-    cells = pd.read_parquet(result.paths["features_cells"],
-                            columns=["Metadata_Plate", "Metadata_Well", "Metadata_Field",
-                                     "Metadata_CentreRow", "Metadata_CentreCol"])
-    r = radius if radius is not None else result.params.nucleus_diameter_px / 2
-    return nuclei_accuracy(cells, pd.read_parquet(layout.nuclei_truth_path(data_root)), result.status, r)
 
 
 def shading_summary(result: PreprocessResult, inner: float = 0.35, outer: float = 0.75) -> pd.DataFrame:

@@ -16,9 +16,7 @@ Border rule (``border``):
     Every nucleus gets a tile; pixels outside the field are filled with ``pad_value`` (0, i.e.
     no signal). Corners may then be negative or beyond ``H - s``.
 
-Stored tiles are integers (see :func:`to_tile_dtype`): a corrected intensity ``I`` of channel
-``c`` is stored as ``round(clip(I / scale[c], 0, 1) * M)`` with ``M = 255`` (uint8) or ``65535``
-(uint16), so ``stored / M`` lies in ``[0, 1]`` and 1 means ``scale[c]`` or more.
+Stored tiles are integers: :func:`to_tile_dtype`.
 """
 
 from __future__ import annotations
@@ -58,8 +56,7 @@ def tile_corners(centres: np.ndarray, field_shape: tuple[int, int], tile_size: i
     corners = np.rint(centres).astype(np.int64) - s // 2
     kept = np.arange(len(corners))
     if border == "drop":
-        h, w = int(field_shape[0]), int(field_shape[1])
-        ok = (corners[:, 0] >= 0) & (corners[:, 1] >= 0) & (corners[:, 0] + s <= h) & (corners[:, 1] + s <= w)
+        ok = (corners >= 0).all(axis=1) & (corners + s <= np.asarray(field_shape[:2])).all(axis=1)
         return corners[ok], kept[ok]
     if border != "pad":
         raise ValueError(f"border must be 'drop' or 'pad', got {border!r}")
@@ -73,7 +70,7 @@ def extract_tiles(field: np.ndarray, corners: np.ndarray, tile_size: int,
     Parameters
     ----------
     field
-        ``(C, H, W)`` (or ``(H, W)``) image.
+        ``(C, H, W)`` image.
     corners
         ``(M, 2)`` tile corners ``(r0, c0)`` from :func:`tile_corners`.
     tile_size
@@ -84,24 +81,20 @@ def extract_tiles(field: np.ndarray, corners: np.ndarray, tile_size: int,
     Returns
     -------
     numpy.ndarray
-        ``(M, C, s, s)`` (or ``(M, s, s)``) tiles of the field's dtype.
+        ``(M, C, s, s)`` tiles of the field's dtype.
     """
     field = np.asarray(field)
-    squeeze = field.ndim == 2
-    if squeeze:
-        field = field[None]
     corners = np.asarray(corners, dtype=np.int64).reshape(-1, 2)
     s = int(tile_size)
     _, h, w = field.shape
-    if len(corners) and ((corners < 0).any() or (corners[:, 0] + s > h).any() or (corners[:, 1] + s > w).any()):
+    reach = int(max(0, -corners.min(), (corners + s - (h, w)).max())) if len(corners) else 0  # px outside
+    if reach > s:
+        raise ValueError("a tile corner lies more than a tile outside the field")
+    if reach:
         field = np.pad(field, ((0, 0), (s, s), (s, s)), constant_values=pad_value)
         corners = corners + s
-        if (corners < 0).any() or (corners[:, 0] + s > h + 2 * s).any() or (corners[:, 1] + s > w + 2 * s).any():
-            raise ValueError("a tile corner lies more than a tile outside the field")
     windows = np.lib.stride_tricks.sliding_window_view(field, (s, s), axis=(1, 2))  # (C, H-s+1, W-s+1, s, s)
-    tiles = windows[:, corners[:, 0], corners[:, 1]].transpose(1, 0, 2, 3)  # (M, C, s, s) copy
-    tiles = np.ascontiguousarray(tiles)
-    return tiles[:, 0] if squeeze else tiles
+    return np.ascontiguousarray(windows[:, corners[:, 0], corners[:, 1]].transpose(1, 0, 2, 3))  # (M, C, s, s)
 
 
 def dtype_max(dtype) -> int:
@@ -122,7 +115,7 @@ def to_tile_dtype(tiles: np.ndarray, scale: np.ndarray, dtype="uint8") -> np.nda
     scale
         ``(C,)`` intensity of each channel stored as the maximum value.
     dtype
-        ``"uint8"`` or ``"uint16"``.
+        ``"uint8"`` (``M = 255``) or ``"uint16"`` (``M = 65535``); ``stored / M`` lies in ``[0, 1]``.
     """
     m = dtype_max(dtype)
     scale = np.asarray(scale, dtype=np.float32).reshape(-1, 1, 1)
