@@ -32,6 +32,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
+from skimage.measure import block_reduce
 
 def log_sigma(nucleus_diameter_px: float) -> float:
     """The LoG scale tied to a nucleus diameter: ``d / (2 sqrt 2)`` (a disk's radius is sqrt 2 sigma)."""
@@ -78,17 +79,6 @@ def otsu_mask(hoechst: np.ndarray, smoothing: float = 1.0, min_contrast: float =
     return img > t
 
 
-def _block_mean(mask: np.ndarray, k: int) -> np.ndarray:
-    """Fraction of foreground pixels in each ``k x k`` block (partial blocks padded with background)."""
-    h, w = mask.shape
-    hh, ww = -(-h // k) * k, -(-w // k) * k
-    m = np.zeros((hh, ww), np.uint8)
-    m[:h, :w] = mask
-    s = m.reshape(hh, ww // k, k).sum(axis=2, dtype=np.uint16)
-    s = s.reshape(hh // k, k, ww // k).sum(axis=1, dtype=np.uint16)
-    return s.astype(np.float32) * np.float32(1.0 / (k * k))
-
-
 def find_nuclei_centres(hoechst: np.ndarray, nucleus_diameter_px: float, *,
                         min_distance: float | None = None, min_response: float = 0.25,
                         smoothing: float | None = None, min_contrast: float = 4.0,
@@ -133,7 +123,8 @@ def find_nuclei_centres(hoechst: np.ndarray, nucleus_diameter_px: float, *,
     empty = np.zeros((0, 2), np.int64)
     if not mask.any():
         return empty
-    small = _block_mean(mask, k) if k > 1 else mask.astype(np.float32)
+    # the fraction of foreground pixels in each k x k block (partial blocks padded with background)
+    small = block_reduce(mask, k, np.sum, func_kwargs={"dtype": np.uint16}).astype(np.float32) * np.float32(1 / k**2)
     sigma = log_sigma(d) / k
     # -sigma^2 LoG as Gaussian smoothing followed by the discrete Laplacian (two separable passes)
     response = -(sigma**2) * ndi.laplace(ndi.gaussian_filter(small, sigma, truncate=3.0))

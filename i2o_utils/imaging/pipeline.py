@@ -200,9 +200,15 @@ def _ff_attrs(params: ImagingConfig) -> dict:
 
 
 def _plate_flatfields(path: Path, tasks: Sequence[WellTask], params: ImagingConfig, runner: Runner,
-                      inputs: dict[str, str], progress: bool) -> tuple[dict, list[dict]]:
-    """The flat fields saved at ``path`` if they were computed with these parameters from these
-    inputs (plate -> fingerprint of its image files), else estimated and saved; and error rows."""
+                      inputs: dict[str, str], progress: bool, wells_per_task: int = 16) -> tuple[dict, list[dict]]:
+    """The flat field of each plate (``(3, H, W)``) and the error rows of unreadable wells.
+
+    The flat fields saved at ``path`` are reused if they were computed with these parameters from
+    these inputs (plate -> fingerprint of its image files); else they are estimated and saved.
+    Workers sum the fields of up to ``wells_per_task`` wells of one plate; the sums are added to
+    the plate's running mean as they arrive. Wells whose fields differ in shape from most of
+    their plate's are left out (and fail in :func:`~i2o_utils.imaging.well.process_well`, named).
+    """
     try:
         with h5py.File(path, "r") as f:
             if set(f.keys()) == set(inputs) and all(
@@ -212,26 +218,6 @@ def _plate_flatfields(path: Path, tasks: Sequence[WellTask], params: ImagingConf
             log.info("%s: the images or parameters changed since the flat fields were computed; recomputing", path)
     except OSError:  # none yet, or unreadable
         pass
-    flatfields, counts, errors, means = estimate_plate_flatfields(tasks, params, runner, progress)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        for p, ff in sorted(flatfields.items()):
-            g = f.create_group(p)
-            g.create_dataset("flatfield", data=ff)
-            g.create_dataset("mean", data=means[p])
-            g.attrs.update({**_ff_attrs(params), "n_images": counts[p], "channels": list(CHANNELS),
-                            "inputs": inputs[p]})
-    return flatfields, errors
-
-
-def estimate_plate_flatfields(tasks: Sequence[WellTask], params: ImagingConfig, runner: Runner,
-                              progress: bool = True, wells_per_task: int = 16
-                              ) -> tuple[dict, dict, list[dict], dict]:
-    """Flat field per plate (``(3, H, W)``), images per plate, error rows of unreadable wells, means.
-
-    Workers sum the fields of up to ``wells_per_task`` wells of one plate; the sums are added to
-    the plate's running mean as they arrive. Wells whose fields differ in shape from most of
-    their plate's are left out (and fail in :func:`~i2o_utils.imaging.well.process_well`, named).
-    """
     chunks: list[list[WellTask]] = []
     for _, group in groupby(tasks, key=attrgetter("plate")):
         group = list(group)
@@ -244,15 +230,21 @@ def estimate_plate_flatfields(tasks: Sequence[WellTask], params: ImagingConfig, 
             bar.update(len(chunks[i]))
             for shape, part in groups.items():
                 acc.setdefault((chunks[i][0].plate, shape), MeanAccumulator()).merge(part)
-    flatfields, counts, means = {}, {}, {}
+    # per plate, the running sum of the field shape that most of its fields have
+    best = {plate: max((a for (p, _), a in acc.items() if p == plate), key=lambda a: a.count)
+            for plate in sorted({p for p, _ in acc})}
     d = params.dark_offset
-    for plate in sorted({p for p, _ in acc}):
-        a = max((acc[k] for k in acc if k[0] == plate), key=lambda a: a.count)  # the shape of most fields
-        means[plate], counts[plate] = a.mean.astype(np.float32), a.count
-        flatfields[plate] = np.stack([
-            flatfield_from_mean(m, params.flatfield_percentile, params.flatfield_size, params.flatfield_sigma,
-                                params.flatfield_method) + np.float32(d) for m in a.mean - d])
-    return flatfields, counts, errors, means
+    flatfields = {plate: np.stack([
+        flatfield_from_mean(m, params.flatfield_percentile, params.flatfield_size, params.flatfield_sigma,
+                            params.flatfield_method) + np.float32(d) for m in a.mean - d]) for plate, a in best.items()}
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for p, a in best.items():
+            g = f.create_group(p)
+            g.create_dataset("flatfield", data=flatfields[p])
+            g.create_dataset("mean", data=a.mean.astype(np.float32))
+            g.attrs.update({**_ff_attrs(params), "n_images": a.count, "channels": list(CHANNELS),
+                            "inputs": inputs[p]})
+    return flatfields, errors
 
 
 def _scale_params(params: ImagingConfig) -> dict:
@@ -262,30 +254,19 @@ def _scale_params(params: ImagingConfig) -> dict:
 
 def _tile_scale(path: Path, tasks: Sequence[WellTask], flatfields: dict | None, params: ImagingConfig,
                 inputs: str) -> np.ndarray:
-    """The tile scale saved at ``path`` if computed with these parameters from these inputs (kept
-    so that reused wells stay consistent), else estimated and saved."""
+    """Per-channel tile scale: the ``scale_quantile`` of the corrected intensities of field 0 of up to
+    ``scale_wells_per_plate`` wells drawn from each plate. The scale saved at ``path`` is reused if
+    computed with these parameters from these inputs (so that reused wells stay consistent)."""
     try:
         saved = json.loads(path.read_text())
         if saved.get("params") == _scale_params(params) and saved.get("inputs") == inputs:
             return np.asarray(saved["scale"], np.float32)
     except (OSError, ValueError):
         pass
-    scale = estimate_tile_scale(tasks, flatfields, params)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"params": _scale_params(params), "scale": scale.tolist(),
-                                   "channels": list(CHANNELS), "inputs": inputs}, indent=1))
-    return scale
-
-
-def estimate_tile_scale(tasks: Sequence[WellTask], flatfields: dict[str, np.ndarray] | None,
-                        params: ImagingConfig, seed: int = 0) -> np.ndarray:
-    """Per-channel tile scale: the ``scale_quantile`` of corrected intensities of sampled wells."""
-    rng = np.random.default_rng(seed)
-    by_plate: dict[str, list[WellTask]] = {}
-    for t in tasks:
-        by_plate.setdefault(t.plate, []).append(t)
+    rng = np.random.default_rng(0)
     samples = []
-    for plate, ts in sorted(by_plate.items()):
+    for plate, ts in groupby(sorted(tasks, key=attrgetter("plate")), key=attrgetter("plate")):
+        ts = list(ts)
         pick = rng.choice(len(ts), size=min(params.scale_wells_per_plate, len(ts)), replace=False)
         for j in sorted(pick):
             try:
@@ -301,7 +282,11 @@ def estimate_tile_scale(tasks: Sequence[WellTask], flatfields: dict[str, np.ndar
             samples.append(f)
     if not samples:
         raise ImagingError("no readable well to estimate the tile intensity scale from")
-    return intensity_scale(np.concatenate(samples), params.scale_quantile)
+    scale = intensity_scale(np.concatenate(samples), params.scale_quantile)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"params": _scale_params(params), "scale": scale.tolist(),
+                                   "channels": list(CHANNELS), "inputs": inputs}, indent=1))
+    return scale
 
 
 # --------------------------------------------------------------------------------------------
