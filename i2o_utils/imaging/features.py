@@ -31,12 +31,15 @@ Identity columns carry the ``Metadata_`` prefix, so features are "every other co
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from i2o_utils.config import CHANNEL_SHORT
+from i2o_utils.data.layout import format_well_id
 from i2o_utils.imaging.nuclei import otsu_mask
 
 SER_KINDS = ("Spot", "Hole", "Edge", "Ridge", "Valley", "Saddle", "Bright", "Dark")
@@ -80,23 +83,12 @@ def shape_features(labels: np.ndarray, n: int, prefix: str) -> dict[str, np.ndar
     """Area and shape of labels ``1..n`` from image moments (vectorised over labels).
 
     Area (pixels), Perimeter (the number of pixel edges between the object and the rest, times
-    pi/4, which makes it unbiased for boundaries of random orientation), MajorAxisLength and MinorAxisLength (of the ellipse with the same second moments,
-    as ``skimage.measure.regionprops``), Eccentricity and FormFactor (``4 pi area / perimeter^2``; 1 for a disk,
-    lower for ragged or elongated shapes). Empty labels give NaN.
+    pi/4, which makes it unbiased for boundaries of random orientation), MajorAxisLength and
+    MinorAxisLength (of the ellipse with the same second moments, as ``skimage.measure.regionprops``),
+    Eccentricity and FormFactor (``4 pi area / perimeter^2``; 1 for a disk, lower for ragged or
+    elongated shapes). Empty labels give NaN.
     """
     lab = labels.ravel()
-    rr, cc = np.indices(labels.shape)
-    m00 = np.bincount(lab, minlength=n + 1)[1:n + 1].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mr = np.bincount(lab, rr.ravel(), n + 1)[1:n + 1] / m00
-        mc = np.bincount(lab, cc.ravel(), n + 1)[1:n + 1] / m00
-        mrr = np.bincount(lab, (rr.ravel() ** 2), n + 1)[1:n + 1] / m00 - mr**2
-        mcc = np.bincount(lab, (cc.ravel() ** 2), n + 1)[1:n + 1] / m00 - mc**2
-        mrc = np.bincount(lab, (rr * cc).ravel(), n + 1)[1:n + 1] / m00 - mr * mc
-        common = np.sqrt(((mrr - mcc) / 2) ** 2 + mrc**2)
-        l1, l2 = (mrr + mcc) / 2 + common, np.maximum((mrr + mcc) / 2 - common, 0)
-        major, minor = 4 * np.sqrt(l1), 4 * np.sqrt(l2)
-        ecc = np.sqrt(1 - l2 / l1)
     padded = np.pad(labels, 1)
     edges = np.zeros(n + 1)
     for a, b in ((padded[1:, :], padded[:-1, :]), (padded[:, 1:], padded[:, :-1])):
@@ -104,12 +96,17 @@ def shape_features(labels: np.ndarray, n: int, prefix: str) -> dict[str, np.ndar
         edges += np.bincount(a[diff], minlength=n + 1)[: n + 1]
         edges += np.bincount(b[diff], minlength=n + 1)[: n + 1]
     per = edges[1:n + 1] * (np.pi / 4)  # crack length -> unbiased for isotropic boundaries
-    empty = m00 == 0
-    out = {"Area": m00, "Perimeter": per, "MajorAxisLength": major, "MinorAxisLength": minor,
-           "Eccentricity": ecc}
+    rr, cc = np.indices(labels.shape)
+    m00 = np.bincount(lab, minlength=n + 1)[1:n + 1].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["FormFactor"] = 4 * np.pi * m00 / per**2
-    return {f"{prefix}_AreaShape_{k}": np.where(empty, np.nan, v) for k, v in out.items()}
+        mr, mc, mrr, mcc, mrc = (np.bincount(lab, w.ravel(), n + 1)[1:n + 1] / m00
+                                 for w in (rr, cc, rr**2, cc**2, rr * cc))
+        mrr, mcc, mrc = mrr - mr**2, mcc - mc**2, mrc - mr * mc  # central second moments
+        common = np.sqrt(((mrr - mcc) / 2) ** 2 + mrc**2)
+        l1, l2 = (mrr + mcc) / 2 + common, np.maximum((mrr + mcc) / 2 - common, 0)
+        out = {"Area": m00, "Perimeter": per, "MajorAxisLength": 4 * np.sqrt(l1), "MinorAxisLength": 4 * np.sqrt(l2),
+               "Eccentricity": np.sqrt(1 - l2 / l1), "FormFactor": 4 * np.pi * m00 / per**2}
+    return {f"{prefix}_AreaShape_{k}": np.where(m00 == 0, np.nan, v) for k, v in out.items()}
 
 
 def _label_mean_std(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -277,14 +274,8 @@ def read_harmony_plate_results(path, plate: str | None = None) -> pd.DataFrame:
         the header's or whose Row/Column is not a positive integer: the message names the file and
         the line.
     """
-    from pathlib import Path
-
-    from i2o_utils.data.layout import format_well_id
-
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = path.read_text(encoding="utf-8-sig").splitlines()  # FileNotFoundError names the file
     start = next((i + 1 for i, line in enumerate(lines) if line.strip() == "[Data]"), None)
     if start is None:
         raise ValueError(f"{path}: no '[Data]' line; not a Harmony PlateResults export")

@@ -120,9 +120,6 @@ def find_nuclei_centres(hoechst: np.ndarray, nucleus_diameter_px: float, *,
     if k < 1:
         raise ValueError(f"downsample must be >= 1, got {downsample}")
     mask = otsu_mask(img, (1.0 if k == 1 else 0.0) if smoothing is None else smoothing, min_contrast)
-    empty = np.zeros((0, 2), np.int64)
-    if not mask.any():
-        return empty
     # the fraction of foreground pixels in each k x k block (partial blocks padded with background)
     small = block_reduce(mask, k, np.sum, func_kwargs={"dtype": np.uint16}).astype(np.float32) * np.float32(1 / k**2)
     sigma = log_sigma(d) / k
@@ -131,11 +128,8 @@ def find_nuclei_centres(hoechst: np.ndarray, nucleus_diameter_px: float, *,
     md = max(1, int(round((min_distance if min_distance is not None else d / 2) / k)))
     peaks = peak_local_max(response, min_distance=md, threshold_abs=min_response,
                            exclude_border=False)
-    if k > 1:
-        peaks = peaks * k + (k - 1) // 2
-        peaks = np.minimum(peaks, np.array(img.shape) - 1)
-    peaks = peaks[mask[peaks[:, 0], peaks[:, 1]]] if len(peaks) else empty
-    return peaks.astype(np.int64).reshape(-1, 2)
+    peaks = np.minimum(peaks * k + (k - 1) // 2, np.array(img.shape) - 1)  # block centres, full-resolution px
+    return peaks[mask[peaks[:, 0], peaks[:, 1]]].astype(np.int64).reshape(-1, 2)
 
 
 def match_points(detected: np.ndarray, truth: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:

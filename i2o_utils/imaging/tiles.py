@@ -31,18 +31,8 @@ TILE_DTYPES = (np.dtype("uint8"), np.dtype("uint16"))
 
 def tile_corners(centres: np.ndarray, field_shape: tuple[int, int], tile_size: int,
                  border: BorderRule = "drop") -> tuple[np.ndarray, np.ndarray]:
-    """Top-left corners of the tiles centred on ``centres`` under the border rule.
-
-    Parameters
-    ----------
-    centres
-        ``(N, 2)`` nucleus centres ``(row, col)``.
-    field_shape
-        ``(H, W)`` of the field.
-    tile_size
-        Tile side ``s`` in pixels.
-    border
-        ``"drop"`` or ``"pad"`` (see the module docstring).
+    """Top-left corners of the tiles (side ``tile_size`` px) centred on ``centres`` (``(N, 2)``,
+    ``(row, col)``) in a field of shape ``field_shape`` ``(H, W)``, under the ``border`` rule.
 
     Returns
     -------
@@ -65,23 +55,9 @@ def tile_corners(centres: np.ndarray, field_shape: tuple[int, int], tile_size: i
 
 def extract_tiles(field: np.ndarray, corners: np.ndarray, tile_size: int,
                   pad_value: float = 0) -> np.ndarray:
-    """Cut tiles ``field[:, r0:r0+s, c0:c0+s]`` for each corner; outside pixels get ``pad_value``.
-
-    Parameters
-    ----------
-    field
-        ``(C, H, W)`` image.
-    corners
-        ``(M, 2)`` tile corners ``(r0, c0)`` from :func:`tile_corners`.
-    tile_size
-        Tile side ``s``.
-    pad_value
-        Fill value for tiles reaching outside the field (``border="pad"``).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(M, C, s, s)`` tiles of the field's dtype.
+    """The tiles ``field[:, r0:r0+s, c0:c0+s]`` of a ``(C, H, W)`` field at the ``(M, 2)`` corners of
+    :func:`tile_corners` (``s = tile_size``): ``(M, C, s, s)`` of the field's dtype. Pixels outside
+    the field (``border="pad"``) get ``pad_value``.
     """
     field = np.asarray(field)
     corners = np.asarray(corners, dtype=np.int64).reshape(-1, 2)
@@ -127,13 +103,8 @@ def to_tile_dtype(tiles: np.ndarray, scale: np.ndarray, dtype="uint8") -> np.nda
 
 
 def intensity_scale(fields: np.ndarray, quantile: float = 99.9) -> np.ndarray:
-    """Per-channel scale for :func:`to_tile_dtype`: the ``quantile`` of corrected intensities.
-
-    Parameters
-    ----------
-    fields
-        ``(N, C, H, W)`` corrected fields (a sample of the screen).
-    """
+    """Per-channel scale for :func:`to_tile_dtype`: the ``quantile`` (percent) of the corrected
+    intensities of ``fields``, ``(N, C, H, W)`` (a sample of the screen); 1 where it is not positive."""
     fields = np.asarray(fields)
     if fields.ndim != 4:
         raise ValueError(f"expected (N, C, H, W) fields, got shape {fields.shape}")
