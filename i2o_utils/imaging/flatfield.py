@@ -153,14 +153,12 @@ def flatfield_from_mean(mean: np.ndarray, percentile: float = 10, size: int = 25
     size = int(size)
     if size < 1 or sigma < 0:
         raise ValueError(f"size must be >= 1 and sigma >= 0, got size={size}, sigma={sigma}")
-    if method == "exact":
-        p = percentile_filter_exact(mean, percentile, size)
-        return ndi.gaussian_filter(p, sigma, mode="reflect").astype(np.float32)
-    if method != "fast":
+    if method not in ("fast", "exact"):
         raise ValueError(f"method must be 'fast' or 'exact', got {method!r}")
     step = int(step) if step is not None else default_step(size)
-    if step <= 1:
-        return flatfield_from_mean(mean, percentile, size, sigma, method="exact")
+    if method == "exact" or step <= 1:
+        p = percentile_filter_exact(mean, percentile, size)
+        return ndi.gaussian_filter(p, sigma, mode="reflect").astype(np.float32)
     offset = step // 2
     p = grid_percentile(mean, percentile, size, step, offset)
     p = ndi.gaussian_filter(p, sigma / step, mode="reflect")

@@ -159,8 +159,6 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
             elif (done := verify_well(task, key, store)) is not None:
                 rows[i] = {**done, "skipped": True}
         todo = [i for i in range(len(tasks)) if i not in rows]
-        if store is not None:
-            store.close()
         todo_plates = {tasks[i].plate for i in todo}
         ff_of = {p: runner.scatter(ff) for p, ff in (flatfields or {}).items() if p in todo_plates}
         calls = [(tasks[i], ff_of.get(tasks[i].plate), scale, params) for i in todo]
@@ -371,12 +369,11 @@ def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir:
         tiled = cells[cells["Metadata_TileNumber"] >= 0]
         starts = wells.set_index(["plate", "well_id"])["start"].reindex(
             pd.MultiIndex.from_arrays([tiled["Metadata_Plate"], tiled["Metadata_Well"]])).to_numpy()
-        index = pd.DataFrame({
-            "plate": tiled["Metadata_Plate"].to_numpy(), "well_id": tiled["Metadata_Well"].to_numpy(),
-            "fov": tiled["Metadata_Field"].to_numpy(), "row": tiled["Metadata_CentreRow"].to_numpy(),
-            "col": tiled["Metadata_CentreCol"].to_numpy(), "r0": tiled["Metadata_TileRow0"].to_numpy(),
-            "c0": tiled["Metadata_TileCol0"].to_numpy(),
-            "i": starts + tiled["Metadata_TileNumber"].to_numpy()}).sort_values(["plate", "i"]).reset_index(drop=True)
+        cols = ["Metadata_Plate", "Metadata_Well", "Metadata_Field", "Metadata_CentreRow", "Metadata_CentreCol",
+                "Metadata_TileRow0", "Metadata_TileCol0"]  # INDEX_COLUMNS but the row in the plate array, i
+        index = (tiled[cols].set_axis(INDEX_COLUMNS[:-1], axis=1)
+                 .assign(i=starts + tiled["Metadata_TileNumber"].to_numpy()).sort_values(["plate", "i"])
+                 .reset_index(drop=True))
     finalise_store(store_dir, wells, index, plate_files, params.tile_size, params.tile_dtype, scale, CHANNELS,
                    extra={"border": params.border, "nucleus_diameter_px": params.nucleus_diameter_px,
                           "params_key": params_key(params, scale), "left_out": left_out_wells(status),

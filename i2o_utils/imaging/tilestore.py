@@ -43,8 +43,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from i2o_utils import cache
 from i2o_utils.data.layout import atomic_path, require_columns
 from i2o_utils.imaging.tiles import dtype_max
+from i2o_utils.paths import results_dir
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +145,6 @@ class TileStore:
     def content_key(self) -> str:
         """Fingerprint of what the store holds: its wells (identity, labels, tile counts), the
         preprocessing parameters and, per plate, the inputs its tiles were cut from."""
-        from i2o_utils import cache
-
         layouts = {}
         for plate, path in sorted(self._plate_files.items()):
             try:
@@ -224,8 +224,6 @@ class TileStore:
 def stored_wells_note(store_dir: str | os.PathLike | None = None) -> str | None:
     """:meth:`TileStore.wells_note` (one line) of notebook 20's store; ``None`` when there is none."""
     if store_dir is None:
-        from i2o_utils.paths import results_dir
-
         store_dir = results_dir() / "20_preprocess_images" / "tilestore"
     try:
         return TileStore(store_dir).wells_note(one_line=True)
