@@ -46,25 +46,16 @@ SER_KINDS = ("Spot", "Hole", "Edge", "Ridge", "Valley", "Saddle", "Bright", "Dar
 
 def segment_cells(field: np.ndarray, centres: np.ndarray, nucleus_diameter_px: float,
                   max_cell_radius: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Nucleus and cell label images seeded by the nuclei centres (label ``k + 1`` = centre ``k``).
+    """Nucleus and cell label images of a ``(3, H, W)`` corrected field (Hoechst, MitoTracker,
+    phalloidin) seeded by the ``(N, 2)`` nuclei centres (label ``k + 1`` = centre ``k``).
 
-    Parameters
-    ----------
-    field
-        ``(3, H, W)`` corrected field (Hoechst, MitoTracker, phalloidin).
-    centres
-        ``(N, 2)`` nucleus centres.
-    nucleus_diameter_px
-        Typical nucleus diameter (sets the smoothing and the default cell radius).
-    max_cell_radius
-        Cells are cut at this distance from their centre (default 3 nucleus diameters).
+    ``nucleus_diameter_px`` sets the smoothing and the default ``max_cell_radius`` (3 diameters),
+    the distance from its centre at which a cell is cut.
     """
     centres = np.asarray(centres, dtype=np.int64).reshape(-1, 2)
     h, w = field.shape[1:]
-    nuclei = np.zeros((h, w), np.int32)
-    cells = np.zeros((h, w), np.int32)
     if len(centres) == 0:
-        return nuclei, cells
+        return np.zeros((h, w), np.int32), np.zeros((h, w), np.int32)
     markers = np.zeros((h, w), np.int32)
     markers[centres[:, 0], centres[:, 1]] = np.arange(1, len(centres) + 1)
     smooth = max(1.0, nucleus_diameter_px / 8)
@@ -168,18 +159,16 @@ def feature_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if not c.startswith("Metadata_")]
 
 
-def aggregate_wells(cells: pd.DataFrame, by: tuple[str, ...] = ("Metadata_Plate", "Metadata_Well"),
-                    statistic: str = "mean") -> pd.DataFrame:
-    """Per-well features: the ``statistic`` (mean or median) of each cell feature, plus the count.
+def aggregate_wells(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per-well features: the mean of each cell feature over the cells of a well (``Metadata_Plate``,
+    ``Metadata_Well``), plus the count.
 
     Every ``Metadata_*`` column constant within a well is kept; ``Cells_Count`` is the number of
     cells (rows) of the well.
     """
-    if statistic not in ("mean", "median"):
-        raise ValueError(f"statistic must be 'mean' or 'median', got {statistic!r}")
-    feats = feature_columns(cells)
+    by = ("Metadata_Plate", "Metadata_Well")
     g = cells.groupby(list(by), sort=False, dropna=False)
-    agg = getattr(g[feats], statistic)()
+    agg = g[feature_columns(cells)].mean()
     agg.insert(0, "Cells_Count", g.size())
     meta = [c for c in cells.columns if c.startswith("Metadata_") and c not in by
             and c not in ("Metadata_Field", "Metadata_Cell", "Metadata_CentreRow", "Metadata_CentreCol",

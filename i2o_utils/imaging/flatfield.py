@@ -27,9 +27,8 @@ Two ways to compute the same :math:`F`:
     1080x1080; ``benchmarks/bench_imaging.py`` reports the deviation from ``"exact"`` and the
     speed ratio.
 
-The mean image is accumulated in one streaming pass (:class:`MeanAccumulator`): images are
-added one at a time (or a well's fields at a time) to a float64 running sum, so a plate is never
-held in memory.
+The mean image is accumulated in one streaming pass (:class:`MeanAccumulator`), so a plate is
+never held in memory.
 """
 
 from __future__ import annotations
@@ -54,17 +53,8 @@ class MeanAccumulator:
         self.count: int = 0
 
     def add(self, image: np.ndarray, *, batch: bool = False, where: str = "") -> None:
-        """Add one image, or with ``batch=True`` a stack whose first axis indexes images.
-
-        Parameters
-        ----------
-        image
-            Array of the accumulated shape (or ``(n, *shape)`` with ``batch=True``).
-        batch
-            Whether the first axis of ``image`` indexes several images.
-        where
-            Name of the source (file, well) used in the error message on a shape mismatch.
-        """
+        """Add one image of the accumulated shape, or with ``batch=True`` a stack ``(n, *shape)``;
+        ``where`` (a file or well) is named in the error on a shape mismatch."""
         image = np.asarray(image)
         if batch:  # astype and sum both copy: the first part can become the running sum
             self._add(image.sum(axis=0, dtype=np.float64), image.shape[0], where or "image")
@@ -169,25 +159,13 @@ def flatfield_from_mean(mean: np.ndarray, percentile: float = 10, size: int = 25
 
 def percentile_filter_exact(image: np.ndarray, percentile: float, size: int,
                             rows: slice | None = None, max_bytes: int = 2**28) -> np.ndarray:
-    """The literal percentile filter, identical to ``scipy.ndimage.percentile_filter`` (reflect).
+    """The literal percentile filter of a 2-D image, identical to ``scipy.ndimage.percentile_filter``
+    (``mode="reflect"``, rank ``int(size**2 * percentile / 100)``), as float64; only the output
+    ``rows`` if given (a timing or a spot check).
 
     SciPy precomputes ``size**4`` offsets for a square window (31 GB for ``size = 250``), so for
     large windows the same order statistic is taken row by row from explicit windows
     (``numpy.partition``), in column chunks of at most ``max_bytes``.
-
-    Parameters
-    ----------
-    image
-        2-D image.
-    percentile, size
-        As in ``scipy.ndimage.percentile_filter`` (rank ``int(size**2 * percentile / 100)``).
-    rows
-        Compute only these output rows (a timing or a spot check); default all.
-
-    Returns
-    -------
-    numpy.ndarray
-        The filtered image (float64), or its ``rows``.
     """
     image = np.asarray(image, dtype=np.float64)
     h, w = image.shape

@@ -20,8 +20,8 @@ For speed the LoG is computed on the mask averaged over ``k x k`` blocks when nu
 (``k = floor(d / 6)``, so that a nucleus still spans at least 6 pixels); centres are mapped back
 to full-resolution pixels (within ``k / 2`` px). ``downsample=1`` forces full resolution.
 
-:func:`detection_scores` matches detected to true centres one-to-one (Hungarian assignment,
-matching radius half a diameter by convention) and returns precision, recall and F1.
+:func:`detection_scores` matches detected to true centres one-to-one (Hungarian assignment) and
+returns precision, recall and F1.
 """
 
 from __future__ import annotations

@@ -3,12 +3,10 @@
 :func:`preprocess_images` runs, over the per-well image files of a data root
 (:func:`~i2o_utils.imaging.plan.plan_wells`):
 
-1. **Flat fields** per plate and channel (:mod:`~i2o_utils.imaging.flatfield`): workers sum the
-   fields of a few wells (:func:`~i2o_utils.imaging.well.plate_sums`), added to the plate's
-   running mean as they arrive, so a plate is never held in memory.
-2. **Tile intensity scale** per channel: the 99.9th percentile of corrected intensities over a
-   few sampled wells of every plate (the store's uint8/uint16 scaling, see
-   :mod:`~i2o_utils.imaging.tilestore`).
+1. **Flat fields** per plate and channel (:mod:`~i2o_utils.imaging.flatfield`), from running
+   means to which workers add the fields of a few wells at a time.
+2. **Tile intensity scale** per channel (the store's uint8/uint16 scaling): the 99.9th
+   percentile of corrected intensities over a few sampled wells of every plate.
 3. **Per-well processing**, :func:`~i2o_utils.imaging.well.process_well` (correction, nuclei,
    tiles, features), mapped over wells by :class:`~i2o_utils.imaging.runner.Runner`: a dask
    ``LocalCluster`` by default, a scheduler at an address with no code change, or in-process.
@@ -90,8 +88,8 @@ class PreprocessResult:
 
 def preprocess_images(profile: str | Profile = "quick", data_root: str | os.PathLike | None = None,
                       out_dir: str | os.PathLike | None = None, scheduler: str | None = None,
-                      n_workers: int | None = None, params: ImagingConfig | None = None, keep_shards: bool = False,
-                      on_error: str = "raise", progress: bool = True) -> PreprocessResult:
+                      n_workers: int | None = None, params: ImagingConfig | None = None, on_error: str = "raise",
+                      progress: bool = True) -> PreprocessResult:
     """Run the image preprocessing of notebook 20 over every well of a data root.
 
     Parameters
@@ -108,8 +106,6 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
         Workers of the local cluster (default: the profile's).
     params
         Override the profile's imaging parameters (sizes left at ``None`` come from its screen).
-    keep_shards
-        Keep the per-well tile files once the store is assembled (default: delete them).
     on_error
         ``"raise"``: after every well was tried, raise :class:`ImagingError` listing the failed
         files and wells; ``"record"``: only record them in the status table.
@@ -172,7 +168,7 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
     status["file"] = [tk.image_path for tk in tasks]
     layout.write_csv_atomic(status, out / "wells_status.csv")
     t = time.perf_counter()
-    paths = assemble_outputs(tasks, status, store_dir, out, params, scale, keep_shards, progress, on_error)
+    paths = assemble_outputs(tasks, status, store_dir, out, params, scale, progress, on_error)
     seconds["assembly"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     paths.update({"flatfields": out / "flatfields.h5", "status": out / "wells_status.csv",
@@ -317,9 +313,10 @@ def _stored_layout(path: Path) -> tuple[str | None, dict[str, tuple[int, int]]]:
 
 
 def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir: Path, out: Path,
-                     params: ImagingConfig, scale: np.ndarray, keep_shards: bool = False,
-                     progress: bool = True, on_error: str = "record") -> dict[str, Path]:
-    """Build the tile store and the feature tables from the per-well outputs.
+                     params: ImagingConfig, scale: np.ndarray, progress: bool = True,
+                     on_error: str = "record") -> dict[str, Path]:
+    """Build the tile store and the feature tables from the per-well outputs (then delete the wells'
+    tile files).
 
     A plate whose array already holds exactly its wells' tiles is not rewritten. With
     ``on_error="raise"`` and failed wells, the store is marked as failed (:class:`TileStore`
@@ -387,7 +384,6 @@ def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir:
             with atomic_path(out / f"{name}.parquet") as tmp:
                 table.to_parquet(tmp, index=False)
             paths[name] = out / f"{name}.parquet"
-    if not keep_shards:
-        for t, _ in done:
-            Path(t.shard_path).unlink(missing_ok=True)
+    for t, _ in done:  # the well's tiles are in the store now
+        Path(t.shard_path).unlink(missing_ok=True)
     return paths

@@ -239,17 +239,9 @@ def write_plate_tiles(path: str | os.PathLike, wells: Iterable[tuple[str, np.nda
                       attrs: dict | None = None) -> list[tuple[str, int, int]]:
     """Write one plate's tile array (uncompressed and contiguous), well after well, atomically.
 
-    Parameters
-    ----------
-    path
-        The plate file (``plates/<plate>.h5``).
-    wells
-        ``(well_id, tiles)`` pairs in store order; ``tiles`` is ``(n_i, C, s, s)`` (an iterable,
-        so tiles can be loaded one well at a time and a plate never held in memory).
-    n_total
-        Total number of tiles of the plate (sum of ``n_i``).
-    attrs
-        Attributes stored on the file.
+    ``wells`` yields ``(well_id, tiles)`` pairs in store order, ``tiles`` of shape ``(n_i, C, s, s)``
+    (so tiles can be loaded one well at a time and a plate is never held in memory); ``n_total``
+    is the sum of ``n_i``; ``attrs`` are stored on the file (``plates/<plate>.h5``).
 
     Returns
     -------

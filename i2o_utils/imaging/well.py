@@ -94,18 +94,9 @@ def round_mantissa(x: np.ndarray, bits: int) -> np.ndarray:
 
 def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray,
                  params: ImagingConfig) -> dict[str, Any]:
-    """Process one well and write its outputs (each atomically, the done-marker last).
-
-    Parameters
-    ----------
-    task
-        The well (input file and output paths).
-    flatfield
-        ``(3, H, W)`` flat field of the well's plate, or ``None`` for images already corrected.
-    scale
-        ``(3,)`` per-channel tile intensity scale.
-    params
-        The resolved imaging parameters (:meth:`ImagingConfig.resolved`).
+    """Process one well (``task``: its input file and output paths) and write its outputs (each
+    atomically, the done-marker last), given the ``(3, H, W)`` flat field of its plate (``None`` for
+    images already corrected), the ``(3,)`` tile intensity scale and the resolved imaging parameters.
 
     Returns
     -------
