@@ -20,9 +20,8 @@ from i2o_utils.imaging.well import STATUS_ERROR
 def _corrected_field(result: PreprocessResult, row, fov: int) -> tuple[np.ndarray, np.ndarray]:
     """One field of a well (a status row) as stored and as corrected."""
     raw = layout.read_well_images(row["file"], fields=[fov]).fields[0]
-    if not result.corrected:
-        return raw, raw.astype(np.float32)
-    return raw, correct_image(raw, result.flatfields[row["plate"]], dark_offset=result.params.dark_offset)
+    return raw, (correct_image(raw, result.flatfields[row["plate"]], dark_offset=result.params.dark_offset)
+                 if result.corrected else raw.astype(np.float32))
 
 
 def example_field(result: PreprocessResult, plate: str | None = None, well_id: str | None = None,
@@ -60,9 +59,8 @@ def example_field(result: PreprocessResult, plate: str | None = None, well_id: s
     tiled = cells[cells["Metadata_TileNumber"] >= 0]
     store = TileStore(result.store_dir)
     k = np.flatnonzero((store.wells["plate"] == row["plate"]).to_numpy() & (store.wells["well_id"] == row["well_id"]).to_numpy())
-    tiles = np.zeros((0, 3, result.params.tile_size, result.params.tile_size), np.float32)
-    if len(k) and len(tiled):
-        tiles = store.to_float(store.read_tiles(int(k[0]), tiled["Metadata_TileNumber"].to_numpy()))
+    tiles = (store.to_float(store.read_tiles(int(k[0]), tiled["Metadata_TileNumber"].to_numpy())) if len(k)
+             else np.zeros((0, 3, result.params.tile_size, result.params.tile_size), np.float32))
     store.close()
     truth = None
     if layout.nuclei_truth_path(data_root).exists():

@@ -26,7 +26,6 @@ from typing import Literal
 import numpy as np
 
 BorderRule = Literal["drop", "pad"]
-TILE_DTYPES = (np.dtype("uint8"), np.dtype("uint16"))
 
 
 def tile_corners(centres: np.ndarray, field_shape: tuple[int, int], tile_size: int,
@@ -43,14 +42,12 @@ def tile_corners(centres: np.ndarray, field_shape: tuple[int, int], tile_size: i
     s = int(tile_size)
     if s < 1:
         raise ValueError(f"tile_size must be positive, got {tile_size}")
-    corners = np.rint(centres).astype(np.int64) - s // 2
-    kept = np.arange(len(corners))
-    if border == "drop":
-        ok = (corners >= 0).all(axis=1) & (corners + s <= np.asarray(field_shape[:2])).all(axis=1)
-        return corners[ok], kept[ok]
-    if border != "pad":
+    if border not in ("drop", "pad"):
         raise ValueError(f"border must be 'drop' or 'pad', got {border!r}")
-    return corners, kept
+    corners = np.rint(centres).astype(np.int64) - s // 2
+    ok = ((corners >= 0).all(axis=1) & (corners + s <= np.asarray(field_shape[:2])).all(axis=1)
+          if border == "drop" else np.ones(len(corners), bool))
+    return corners[ok], np.flatnonzero(ok)
 
 
 def extract_tiles(field: np.ndarray, corners: np.ndarray, tile_size: int,
@@ -76,7 +73,7 @@ def extract_tiles(field: np.ndarray, corners: np.ndarray, tile_size: int,
 def dtype_max(dtype) -> int:
     """The value that maps to 1.0 for a tile dtype (255 for uint8, 65535 for uint16)."""
     dtype = np.dtype(dtype)
-    if dtype not in TILE_DTYPES:
+    if dtype not in (np.uint8, np.uint16):
         raise ValueError(f"tile dtype must be uint8 or uint16, got {dtype}")
     return int(np.iinfo(dtype).max)
 
