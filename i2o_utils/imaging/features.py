@@ -295,9 +295,7 @@ def read_harmony_plate_results(path, plate: str | None = None) -> pd.DataFrame:
     if dup.any():
         raise ValueError(f"{path}: well {out.loc[dup, 'Metadata_Well'].iloc[0]} appears more than once")
     feats = {}
-    for col in header:
-        if col in ("Row", "Column"):
-            continue
+    for col in (c for c in header if c not in ("Row", "Column")):
         blank = df[col].str.strip().isin(["", "NaN", "nan"])
         num = pd.to_numeric(df[col].where(~blank), errors="coerce")
         is_numeric = bool((~blank).any()) and int(num.notna().sum()) == int((~blank).sum())

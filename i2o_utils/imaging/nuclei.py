@@ -133,13 +133,8 @@ def find_nuclei_centres(hoechst: np.ndarray, nucleus_diameter_px: float, *,
 
 
 def match_points(detected: np.ndarray, truth: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """One-to-one matching of detected to true points within ``radius`` (minimum total distance).
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        Indices into ``detected`` and ``truth`` of the matched pairs.
-    """
+    """One-to-one matching of detected to true points within ``radius`` (minimum total distance, by
+    the Hungarian assignment): the indices into ``detected`` and into ``truth`` of the matched pairs."""
     detected = np.asarray(detected, dtype=float).reshape(-1, 2)
     truth = np.asarray(truth, dtype=float).reshape(-1, 2)
     dist = cdist(detected, truth)

@@ -241,19 +241,16 @@ def _plate_flatfields(path: Path, tasks: Sequence[WellTask], params: ImagingConf
     return flatfields, errors
 
 
-def _scale_params(params: ImagingConfig) -> dict:
-    return {"quantile": params.scale_quantile, "wells_per_plate": params.scale_wells_per_plate,
-            **_ff_attrs(params)}
-
-
 def _tile_scale(path: Path, tasks: Sequence[WellTask], flatfields: dict | None, params: ImagingConfig,
                 inputs: str) -> np.ndarray:
     """Per-channel tile scale: the ``scale_quantile`` of the corrected intensities of field 0 of up to
     ``scale_wells_per_plate`` wells drawn from each plate. The scale saved at ``path`` is reused if
     computed with these parameters from these inputs (so that reused wells stay consistent)."""
+    settings = {"quantile": params.scale_quantile, "wells_per_plate": params.scale_wells_per_plate,
+                **_ff_attrs(params)}
     try:
         saved = json.loads(path.read_text())
-        if saved.get("params") == _scale_params(params) and saved.get("inputs") == inputs:
+        if saved.get("params") == settings and saved.get("inputs") == inputs:
             return np.asarray(saved["scale"], np.float32)
     except (OSError, ValueError):
         pass
@@ -278,7 +275,7 @@ def _tile_scale(path: Path, tasks: Sequence[WellTask], flatfields: dict | None, 
         raise ImagingError("no readable well to estimate the tile intensity scale from")
     scale = intensity_scale(np.concatenate(samples), params.scale_quantile)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"params": _scale_params(params), "scale": scale.tolist(),
+        tmp.write_text(json.dumps({"params": settings, "scale": scale.tolist(),
                                    "channels": list(CHANNELS), "inputs": inputs}, indent=1))
     return scale
 

@@ -106,10 +106,9 @@ def nuclei_accuracy_against_truth(result: PreprocessResult, data_root: str | os.
         for f in range(int(r.n_fields)):
             k = (r.plate, r.well_id, f)
             per_plate.setdefault(r.plate, []).append(detection_scores(det.get(k, none), tru.get(k, none), radius))
-    rows = [{"plate": p, "fields": len(v), **sum_scores(v)} for p, v in sorted(per_plate.items())]
     allv = [s for v in per_plate.values() for s in v]
-    rows.append({"plate": "all", "fields": len(allv), **sum_scores(allv)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"plate": p, "fields": len(v), **sum_scores(v)}
+                         for p, v in [*sorted(per_plate.items()), ("all", allv)]])
 
 
 def shading_summary(result: PreprocessResult, inner: float = 0.35, outer: float = 0.75) -> pd.DataFrame:

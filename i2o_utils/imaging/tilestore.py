@@ -61,12 +61,8 @@ class TileStoreError(ValueError):
 
 
 class TileStore:
-    """Read a tile store folder (see the module docstring).
-
-    Parameters
-    ----------
-    root
-        The store folder (holding ``store.json``).
+    """Read the tile store folder ``root`` (holding ``store.json``; see the module docstring). A store
+    whose preprocessing had failed wells is refused unless ``allow_failed``.
 
     Attributes
     ----------
