@@ -34,6 +34,7 @@ from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.measure import block_reduce
 
+
 def log_sigma(nucleus_diameter_px: float) -> float:
     """The LoG scale tied to a nucleus diameter: ``d / (2 sqrt 2)`` (a disk's radius is sqrt 2 sigma)."""
     return float(nucleus_diameter_px) / (2.0 * np.sqrt(2.0))
