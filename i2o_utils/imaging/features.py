@@ -104,8 +104,7 @@ def _label_mean_std(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.
     """Mean and standard deviation of ``values`` over labels ``1..n`` (NaN for empty labels)."""
     count = np.bincount(labels, minlength=n + 1)[1:n + 1].astype(np.float64)
     v = values.astype(np.float64)
-    s1 = np.bincount(labels, v, n + 1)[1:n + 1]
-    s2 = np.bincount(labels, v * v, n + 1)[1:n + 1]
+    s1, s2 = (np.bincount(labels, w, n + 1)[1:n + 1] for w in (v, v * v))
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = s1 / count
         return mean, np.sqrt(np.maximum(s2 / count - mean**2, 0.0))
