@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,7 +81,7 @@ def test_scaling_to_integers():
     assert q.shape == (3,) and q[0] < q[1] < q[2]
 
 
-def _write_store(root, n_per_well=(5, 2, 9), plate_of=("P1", "P1", "P2"), s=8, dtype="uint8", compression=None):
+def _write_store(root, n_per_well=(5, 2, 9), plate_of=("P1", "P1", "P2"), s=8, dtype="uint8"):
     rng = np.random.default_rng(0)
     tiles = [rng.integers(0, 255, (n, 3, s, s)).astype(dtype) for n in n_per_well]
     for k, t in enumerate(tiles):
@@ -90,7 +91,7 @@ def _write_store(root, n_per_well=(5, 2, 9), plate_of=("P1", "P1", "P2"), s=8, d
     for plate in sorted(set(plate_of)):
         ks = [k for k, p in enumerate(plate_of) if p == plate]
         placed = write_plate_tiles(root / f"plates/{plate}.h5", ((f"W{k}", tiles[k]) for k in ks),
-                                   sum(n_per_well[k] for k in ks), s, dtype, compression=compression)
+                                   sum(n_per_well[k] for k in ks), s, dtype)
         files[plate] = f"plates/{plate}.h5"
         for (w, start, n), k in zip(placed, ks):
             wells.append({"plate": plate, "well_id": w, "target": "NT", "cell_state": "m1", "n_tiles": n,
@@ -132,16 +133,26 @@ def test_tile_store_reads(tmp_path, caplog):
 
 
 def test_tile_store_sampling_is_seeded(tmp_path):
-    _write_store(tmp_path / "mapped")
-    _write_store(tmp_path / "lzf", compression="lzf")  # chunked and compressed: read through h5py
-    store, packed = TileStore(tmp_path / "mapped"), TileStore(tmp_path / "lzf")
-    assert isinstance(store._dataset("P1"), np.memmap) and not isinstance(packed._dataset("P1"), np.memmap)
+    tiles = _write_store(tmp_path / "mapped")
+    store = TileStore(tmp_path / "mapped")
+    assert isinstance(store._dataset("P1"), np.memmap)
     a = store.sample([2, 0], 3, np.random.default_rng(5))
     b = store.sample([2, 0], 3, np.random.default_rng(5))
-    c = packed.sample([2, 0], 3, np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(a, c)
-    np.testing.assert_array_equal(store.read_well(2), packed.read_well(2))
+    np.testing.assert_array_equal(store.read_tiles(2, [4, 1, 4]), tiles[2][[4, 1, 4]])  # any order, repeats
+
+
+def test_unmappable_plate_array_is_named(tmp_path):
+    _write_store(tmp_path)
+    path = tmp_path / "plates" / "P2.h5"
+    with h5py.File(path, "r") as f:
+        data = f["tiles"][()]
+    with h5py.File(path, "w") as f:  # the same tiles, chunked and compressed
+        f.create_dataset("tiles", data=data, chunks=(1, 3, 8, 8), compression="lzf")
+    store = TileStore(tmp_path)
+    np.testing.assert_array_equal(store.read_well(0).shape, (5, 3, 8, 8))  # plate P1 is still read
+    with pytest.raises(TileStoreError, match=r"P2\.h5: the tile array is not contiguous"):
+        store.read_well(2)
 
 
 def test_unfinished_store_is_refused(tmp_path):

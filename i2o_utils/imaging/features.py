@@ -31,37 +31,31 @@ Identity columns carry the ``Metadata_`` prefix, so features are "every other co
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from i2o_utils.config import CHANNEL_SHORT
+from i2o_utils.data.layout import format_well_id
 from i2o_utils.imaging.nuclei import otsu_mask
 
 SER_KINDS = ("Spot", "Hole", "Edge", "Ridge", "Valley", "Saddle", "Bright", "Dark")
 
 def segment_cells(field: np.ndarray, centres: np.ndarray, nucleus_diameter_px: float,
                   max_cell_radius: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Nucleus and cell label images seeded by the nuclei centres (label ``k + 1`` = centre ``k``).
+    """Nucleus and cell label images of a ``(3, H, W)`` corrected field (Hoechst, MitoTracker,
+    phalloidin) seeded by the ``(N, 2)`` nuclei centres (label ``k + 1`` = centre ``k``).
 
-    Parameters
-    ----------
-    field
-        ``(3, H, W)`` corrected field (Hoechst, MitoTracker, phalloidin).
-    centres
-        ``(N, 2)`` nucleus centres.
-    nucleus_diameter_px
-        Typical nucleus diameter (sets the smoothing and the default cell radius).
-    max_cell_radius
-        Cells are cut at this distance from their centre (default 3 nucleus diameters).
+    ``nucleus_diameter_px`` sets the smoothing and the default ``max_cell_radius`` (3 diameters),
+    the distance from its centre at which a cell is cut.
     """
     centres = np.asarray(centres, dtype=np.int64).reshape(-1, 2)
     h, w = field.shape[1:]
-    nuclei = np.zeros((h, w), np.int32)
-    cells = np.zeros((h, w), np.int32)
     if len(centres) == 0:
-        return nuclei, cells
+        return np.zeros((h, w), np.int32), np.zeros((h, w), np.int32)
     markers = np.zeros((h, w), np.int32)
     markers[centres[:, 0], centres[:, 1]] = np.arange(1, len(centres) + 1)
     smooth = max(1.0, nucleus_diameter_px / 8)
@@ -80,23 +74,12 @@ def shape_features(labels: np.ndarray, n: int, prefix: str) -> dict[str, np.ndar
     """Area and shape of labels ``1..n`` from image moments (vectorised over labels).
 
     Area (pixels), Perimeter (the number of pixel edges between the object and the rest, times
-    pi/4, which makes it unbiased for boundaries of random orientation), MajorAxisLength and MinorAxisLength (of the ellipse with the same second moments,
-    as ``skimage.measure.regionprops``), Eccentricity and FormFactor (``4 pi area / perimeter^2``; 1 for a disk,
-    lower for ragged or elongated shapes). Empty labels give NaN.
+    pi/4, which makes it unbiased for boundaries of random orientation), MajorAxisLength and
+    MinorAxisLength (of the ellipse with the same second moments, as ``skimage.measure.regionprops``),
+    Eccentricity and FormFactor (``4 pi area / perimeter^2``; 1 for a disk, lower for ragged or
+    elongated shapes). Empty labels give NaN.
     """
     lab = labels.ravel()
-    rr, cc = np.indices(labels.shape)
-    m00 = np.bincount(lab, minlength=n + 1)[1:n + 1].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mr = np.bincount(lab, rr.ravel(), n + 1)[1:n + 1] / m00
-        mc = np.bincount(lab, cc.ravel(), n + 1)[1:n + 1] / m00
-        mrr = np.bincount(lab, (rr.ravel() ** 2), n + 1)[1:n + 1] / m00 - mr**2
-        mcc = np.bincount(lab, (cc.ravel() ** 2), n + 1)[1:n + 1] / m00 - mc**2
-        mrc = np.bincount(lab, (rr * cc).ravel(), n + 1)[1:n + 1] / m00 - mr * mc
-        common = np.sqrt(((mrr - mcc) / 2) ** 2 + mrc**2)
-        l1, l2 = (mrr + mcc) / 2 + common, np.maximum((mrr + mcc) / 2 - common, 0)
-        major, minor = 4 * np.sqrt(l1), 4 * np.sqrt(l2)
-        ecc = np.sqrt(1 - l2 / l1)
     padded = np.pad(labels, 1)
     edges = np.zeros(n + 1)
     for a, b in ((padded[1:, :], padded[:-1, :]), (padded[:, 1:], padded[:, :-1])):
@@ -104,20 +87,24 @@ def shape_features(labels: np.ndarray, n: int, prefix: str) -> dict[str, np.ndar
         edges += np.bincount(a[diff], minlength=n + 1)[: n + 1]
         edges += np.bincount(b[diff], minlength=n + 1)[: n + 1]
     per = edges[1:n + 1] * (np.pi / 4)  # crack length -> unbiased for isotropic boundaries
-    empty = m00 == 0
-    out = {"Area": m00, "Perimeter": per, "MajorAxisLength": major, "MinorAxisLength": minor,
-           "Eccentricity": ecc}
+    rr, cc = np.indices(labels.shape)
+    m00 = np.bincount(lab, minlength=n + 1)[1:n + 1].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["FormFactor"] = 4 * np.pi * m00 / per**2
-    return {f"{prefix}_AreaShape_{k}": np.where(empty, np.nan, v) for k, v in out.items()}
+        mr, mc, mrr, mcc, mrc = (np.bincount(lab, w.ravel(), n + 1)[1:n + 1] / m00
+                                 for w in (rr, cc, rr**2, cc**2, rr * cc))
+        mrr, mcc, mrc = mrr - mr**2, mcc - mc**2, mrc - mr * mc  # central second moments
+        common = np.sqrt(((mrr - mcc) / 2) ** 2 + mrc**2)
+        l1, l2 = (mrr + mcc) / 2 + common, np.maximum((mrr + mcc) / 2 - common, 0)
+        out = {"Area": m00, "Perimeter": per, "MajorAxisLength": 4 * np.sqrt(l1), "MinorAxisLength": 4 * np.sqrt(l2),
+               "Eccentricity": np.sqrt(1 - l2 / l1), "FormFactor": 4 * np.pi * m00 / per**2}
+    return {f"{prefix}_AreaShape_{k}": np.where(m00 == 0, np.nan, v) for k, v in out.items()}
 
 
 def _label_mean_std(values: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of ``values`` over labels ``1..n`` (NaN for empty labels)."""
     count = np.bincount(labels, minlength=n + 1)[1:n + 1].astype(np.float64)
     v = values.astype(np.float64)
-    s1 = np.bincount(labels, v, n + 1)[1:n + 1]
-    s2 = np.bincount(labels, v * v, n + 1)[1:n + 1]
+    s1, s2 = (np.bincount(labels, w, n + 1)[1:n + 1] for w in (v, v * v))
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = s1 / count
         return mean, np.sqrt(np.maximum(s2 / count - mean**2, 0.0))
@@ -171,19 +158,16 @@ def feature_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if not c.startswith("Metadata_")]
 
 
-def aggregate_wells(cells: pd.DataFrame, by: tuple[str, ...] = ("Metadata_Plate", "Metadata_Well"),
-                    statistic: str = "mean") -> pd.DataFrame:
-    """Per-well features: the ``statistic`` (mean or median) of each cell feature, plus the count.
+def aggregate_wells(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per-well features: the mean of each cell feature over the cells of a well (``Metadata_Plate``,
+    ``Metadata_Well``), plus the count.
 
     Every ``Metadata_*`` column constant within a well is kept; ``Cells_Count`` is the number of
     cells (rows) of the well.
     """
-    if statistic not in ("mean", "median"):
-        raise ValueError(f"statistic must be 'mean' or 'median', got {statistic!r}")
-    by = list(by)
-    feats = [c for c in feature_columns(cells)]
-    g = cells.groupby(by, sort=False, dropna=False)
-    agg = getattr(g[feats], statistic)()
+    by = ("Metadata_Plate", "Metadata_Well")
+    g = cells.groupby(list(by), sort=False, dropna=False)
+    agg = g[feature_columns(cells)].mean()
     agg.insert(0, "Cells_Count", g.size())
     meta = [c for c in cells.columns if c.startswith("Metadata_") and c not in by
             and c not in ("Metadata_Field", "Metadata_Cell", "Metadata_CentreRow", "Metadata_CentreCol",
@@ -278,14 +262,8 @@ def read_harmony_plate_results(path, plate: str | None = None) -> pd.DataFrame:
         the header's or whose Row/Column is not a positive integer: the message names the file and
         the line.
     """
-    from pathlib import Path
-
-    from i2o_utils.data.layout import format_well_id
-
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = path.read_text(encoding="utf-8-sig").splitlines()  # FileNotFoundError names the file
     start = next((i + 1 for i, line in enumerate(lines) if line.strip() == "[Data]"), None)
     if start is None:
         raise ValueError(f"{path}: no '[Data]' line; not a Harmony PlateResults export")
@@ -316,9 +294,7 @@ def read_harmony_plate_results(path, plate: str | None = None) -> pd.DataFrame:
     if dup.any():
         raise ValueError(f"{path}: well {out.loc[dup, 'Metadata_Well'].iloc[0]} appears more than once")
     feats = {}
-    for col in header:
-        if col in ("Row", "Column"):
-            continue
+    for col in (c for c in header if c not in ("Row", "Column")):
         blank = df[col].str.strip().isin(["", "NaN", "nan"])
         num = pd.to_numeric(df[col].where(~blank), errors="coerce")
         is_numeric = bool((~blank).any()) and int(num.notna().sum()) == int((~blank).sum())

@@ -27,14 +27,13 @@ Two ways to compute the same :math:`F`:
     1080x1080; ``benchmarks/bench_imaging.py`` reports the deviation from ``"exact"`` and the
     speed ratio.
 
-The mean image is accumulated in one streaming pass (:class:`MeanAccumulator`): images are
-added one at a time (or a well's fields at a time) to a float64 running sum, so a plate is never
-held in memory.
+The mean image is accumulated in one streaming pass (:class:`MeanAccumulator`), so a plate is
+never held in memory.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -54,40 +53,28 @@ class MeanAccumulator:
         self.count: int = 0
 
     def add(self, image: np.ndarray, *, batch: bool = False, where: str = "") -> None:
-        """Add one image, or with ``batch=True`` a stack whose first axis indexes images.
-
-        Parameters
-        ----------
-        image
-            Array of the accumulated shape (or ``(n, *shape)`` with ``batch=True``).
-        batch
-            Whether the first axis of ``image`` indexes several images.
-        where
-            Name of the source (file, well) used in the error message on a shape mismatch.
-        """
+        """Add one image of the accumulated shape, or with ``batch=True`` a stack ``(n, *shape)``;
+        ``where`` (a file or well) is named in the error on a shape mismatch."""
         image = np.asarray(image)
-        part = image.sum(axis=0, dtype=np.float64) if batch else image.astype(np.float64)
-        n = image.shape[0] if batch else 1
-        if self.sum is None:
-            self.sum = part  # a fresh array: astype and sum both copy
+        if batch:  # astype and sum both copy: the first part can become the running sum
+            self._add(image.sum(axis=0, dtype=np.float64), image.shape[0], where or "image")
         else:
-            if part.shape != self.sum.shape:
-                raise ValueError(f"{where or 'image'}: shape {part.shape} differs from the "
-                                 f"accumulated images' shape {self.sum.shape}")
-            self.sum += part
-        self.count += n
+            self._add(image.astype(np.float64), 1, where or "image")
 
     def merge(self, other: "MeanAccumulator") -> None:
         """Add the images accumulated by another accumulator (e.g. on another worker)."""
-        if other.sum is None:
-            return
+        if other.sum is not None:
+            self._add(other.sum.copy() if self.sum is None else other.sum, other.count, "merged mean")
+
+    def _add(self, part: np.ndarray, n: int, where: str) -> None:
         if self.sum is None:
-            self.sum, self.count = other.sum.copy(), other.count
-            return
-        if other.sum.shape != self.sum.shape:
-            raise ValueError(f"cannot merge means of shapes {other.sum.shape} and {self.sum.shape}")
-        self.sum += other.sum
-        self.count += other.count
+            self.sum = part
+        elif part.shape != self.sum.shape:
+            raise ValueError(f"{where}: shape {part.shape} differs from the accumulated images' shape "
+                             f"{self.sum.shape}")
+        else:
+            self.sum += part
+        self.count += n
 
     @property
     def mean(self) -> np.ndarray:
@@ -121,10 +108,7 @@ def default_step(size: int) -> int:
     more), lowered to a divisor of ``size`` when there is one, so the window is exactly ``size``."""
     size = int(size)
     step = max(2 if size >= 16 else 1, size // FAST_WINDOW)
-    for s in range(step, 1, -1):
-        if size % s == 0:
-            return s
-    return step
+    return next((s for s in range(step, 1, -1) if size % s == 0), step)
 
 
 def flatfield_from_mean(mean: np.ndarray, percentile: float = 10, size: int = 250,
@@ -159,14 +143,12 @@ def flatfield_from_mean(mean: np.ndarray, percentile: float = 10, size: int = 25
     size = int(size)
     if size < 1 or sigma < 0:
         raise ValueError(f"size must be >= 1 and sigma >= 0, got size={size}, sigma={sigma}")
-    if method == "exact":
-        p = percentile_filter_exact(mean, percentile, size)
-        return ndi.gaussian_filter(p, sigma, mode="reflect").astype(np.float32)
-    if method != "fast":
+    if method not in ("fast", "exact"):
         raise ValueError(f"method must be 'fast' or 'exact', got {method!r}")
     step = int(step) if step is not None else default_step(size)
-    if step <= 1:
-        return flatfield_from_mean(mean, percentile, size, sigma, method="exact")
+    if method == "exact" or step <= 1:
+        p = percentile_filter_exact(mean, percentile, size)
+        return ndi.gaussian_filter(p, sigma, mode="reflect").astype(np.float32)
     offset = step // 2
     p = grid_percentile(mean, percentile, size, step, offset)
     p = ndi.gaussian_filter(p, sigma / step, mode="reflect")
@@ -177,25 +159,13 @@ def flatfield_from_mean(mean: np.ndarray, percentile: float = 10, size: int = 25
 
 def percentile_filter_exact(image: np.ndarray, percentile: float, size: int,
                             rows: slice | None = None, max_bytes: int = 2**28) -> np.ndarray:
-    """The literal percentile filter, identical to ``scipy.ndimage.percentile_filter`` (reflect).
+    """The literal percentile filter of a 2-D image, identical to ``scipy.ndimage.percentile_filter``
+    (``mode="reflect"``, rank ``int(size**2 * percentile / 100)``), as float64; only the output
+    ``rows`` if given (a timing or a spot check).
 
     SciPy precomputes ``size**4`` offsets for a square window (31 GB for ``size = 250``), so for
     large windows the same order statistic is taken row by row from explicit windows
     (``numpy.partition``), in column chunks of at most ``max_bytes``.
-
-    Parameters
-    ----------
-    image
-        2-D image.
-    percentile, size
-        As in ``scipy.ndimage.percentile_filter`` (rank ``int(size**2 * percentile / 100)``).
-    rows
-        Compute only these output rows (a timing or a spot check); default all.
-
-    Returns
-    -------
-    numpy.ndarray
-        The filtered image (float64), or its ``rows``.
     """
     image = np.asarray(image, dtype=np.float64)
     h, w = image.shape
@@ -272,26 +242,6 @@ def grid_percentile(image: np.ndarray, percentile: float, size: int, step: int, 
     before = np.take_along_axis(cum, i[..., None], axis=2)[..., 0] - count
     frac = (rank + 0.5 - before) / np.maximum(count, 1.0)
     return edges[i] + frac * (edges[i + 1] - edges[i])
-
-
-def estimate_flatfield(images: Iterable[np.ndarray] | np.ndarray, percentile: float = 10,
-                       size: int = 250, sigma: float = 50, method: FlatfieldMethod = "fast",
-                       step: int | None = None) -> np.ndarray:
-    """One plate's flat field for one channel, ``G_sigma * (P_k * mean(images))`` (float32).
-
-    ``images``: an iterable of 2-D arrays (consumed in one streaming pass, never held together),
-    a ``(N, H, W)`` stack, or a single 2-D (mean) image; the other arguments are those of
-    :func:`flatfield_from_mean` (paper: percentile 10, ``k = 250``, ``sigma = 50``). Correct with
-    :func:`correct_image`.
-    """
-    if isinstance(images, np.ndarray) and images.ndim == 2:
-        images = images[None]
-    acc = MeanAccumulator()
-    for i, img in enumerate(images):
-        if np.ndim(img) != 2:
-            raise ValueError(f"image {i}: expected a 2-D image, got shape {np.shape(img)}")
-        acc.add(img, where=f"image {i}")
-    return flatfield_from_mean(acc.mean, percentile, size, sigma, method, step)
 
 
 def correct_image(image: np.ndarray, flatfield: np.ndarray, *, dark_offset: float = 0.0,

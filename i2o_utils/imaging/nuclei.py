@@ -20,8 +20,8 @@ For speed the LoG is computed on the mask averaged over ``k x k`` blocks when nu
 (``k = floor(d / 6)``, so that a nucleus still spans at least 6 pixels); centres are mapped back
 to full-resolution pixels (within ``k / 2`` px). ``downsample=1`` forces full resolution.
 
-:func:`detection_scores` matches detected to true centres one-to-one (Hungarian assignment,
-matching radius half a diameter by convention) and returns precision, recall and F1.
+:func:`detection_scores` matches detected to true centres one-to-one (Hungarian assignment) and
+returns precision, recall and F1.
 """
 
 from __future__ import annotations
@@ -32,9 +32,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
-
-#: ``-sigma^2 LoG`` at the centre of a binary disk of diameter ``2 sqrt 2 sigma``.
-DISK_RESPONSE = 2.0 / np.e
+from skimage.measure import block_reduce
 
 
 def log_sigma(nucleus_diameter_px: float) -> float:
@@ -57,12 +55,10 @@ def otsu_threshold(img: np.ndarray, nbins: int = 256) -> tuple[float, float]:
     centres = lo + (np.arange(nbins) + 0.5) * width
     t = float(threshold_otsu(hist=(counts, centres)))
     below = centres <= t
-    n0, n1 = counts[below].sum(), counts[~below].sum()
-    if n0 == 0 or n1 == 0:
+    if counts[below].sum() == 0 or counts[~below].sum() == 0:
         return t, 0.0
-    m0 = float((counts[below] * centres[below]).sum() / n0)
-    m1 = float((counts[~below] * centres[~below]).sum() / n1)
-    sd0 = float(np.sqrt((counts[below] * (centres[below] - m0) ** 2).sum() / n0))
+    m0, m1 = (float(np.average(centres[m], weights=counts[m])) for m in (below, ~below))
+    sd0 = float(np.sqrt(np.average((centres[below] - m0) ** 2, weights=counts[below])))
     return t, (m1 - m0) / max(sd0, width / np.sqrt(12.0))
 
 
@@ -84,22 +80,10 @@ def otsu_mask(hoechst: np.ndarray, smoothing: float = 1.0, min_contrast: float =
     return img > t
 
 
-def _block_mean(mask: np.ndarray, k: int) -> np.ndarray:
-    """Fraction of foreground pixels in each ``k x k`` block (partial blocks padded with background)."""
-    h, w = mask.shape
-    hh, ww = -(-h // k) * k, -(-w // k) * k
-    m = np.zeros((hh, ww), np.uint8)
-    m[:h, :w] = mask
-    s = m.reshape(hh, ww // k, k).sum(axis=2, dtype=np.uint16)
-    s = s.reshape(hh // k, k, ww // k).sum(axis=1, dtype=np.uint16)
-    return s.astype(np.float32) * np.float32(1.0 / (k * k))
-
-
 def find_nuclei_centres(hoechst: np.ndarray, nucleus_diameter_px: float, *,
                         min_distance: float | None = None, min_response: float = 0.25,
                         smoothing: float | None = None, min_contrast: float = 4.0,
-                        downsample: int | None = None,
-                        return_response: bool = False):
+                        downsample: int | None = None) -> np.ndarray:
     """Nuclei centres of one Hoechst field: Otsu, LoG on the binary mask, foreground maxima.
 
     Parameters
@@ -120,15 +104,12 @@ def find_nuclei_centres(hoechst: np.ndarray, nucleus_diameter_px: float, *,
         brighter than its background holds no nuclei (noise only).
     downsample
         Block size for the LoG (default ``max(1, floor(d / 6))``; 1 for full resolution).
-    return_response
-        Also return the foreground mask and the LoG response (at the LoG's resolution).
 
     Returns
     -------
     numpy.ndarray
         ``(N, 2)`` int64 array of ``(row, col)`` centres, ordered by decreasing response; ``N = 0``
-        for a field without foreground (all dark or constant). With ``return_response``, a tuple
-        ``(centres, mask, response)``.
+        for a field without foreground (all dark or constant).
     """
     img = np.asarray(hoechst)
     if img.ndim != 2:
@@ -140,42 +121,26 @@ def find_nuclei_centres(hoechst: np.ndarray, nucleus_diameter_px: float, *,
     if k < 1:
         raise ValueError(f"downsample must be >= 1, got {downsample}")
     mask = otsu_mask(img, (1.0 if k == 1 else 0.0) if smoothing is None else smoothing, min_contrast)
-    empty = np.zeros((0, 2), np.int64)
-    if not mask.any():
-        return (empty, mask, np.zeros(mask.shape, np.float32)) if return_response else empty
-    small = _block_mean(mask, k) if k > 1 else mask.astype(np.float32)
+    # the fraction of foreground pixels in each k x k block (partial blocks padded with background)
+    small = block_reduce(mask, k, np.sum, func_kwargs={"dtype": np.uint16}).astype(np.float32) * np.float32(1 / k**2)
     sigma = log_sigma(d) / k
     # -sigma^2 LoG as Gaussian smoothing followed by the discrete Laplacian (two separable passes)
     response = -(sigma**2) * ndi.laplace(ndi.gaussian_filter(small, sigma, truncate=3.0))
     md = max(1, int(round((min_distance if min_distance is not None else d / 2) / k)))
     peaks = peak_local_max(response, min_distance=md, threshold_abs=min_response,
                            exclude_border=False)
-    if k > 1:
-        peaks = peaks * k + (k - 1) // 2
-        peaks = np.minimum(peaks, np.array(img.shape) - 1)
-    peaks = peaks[mask[peaks[:, 0], peaks[:, 1]]] if len(peaks) else empty
-    peaks = peaks.astype(np.int64).reshape(-1, 2)
-    return (peaks, mask, response) if return_response else peaks
+    peaks = np.minimum(peaks * k + (k - 1) // 2, np.array(img.shape) - 1)  # block centres, full-resolution px
+    return peaks[mask[peaks[:, 0], peaks[:, 1]]].astype(np.int64).reshape(-1, 2)
 
 
 def match_points(detected: np.ndarray, truth: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """One-to-one matching of detected to true points within ``radius`` (minimum total distance).
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        Indices into ``detected`` and ``truth`` of the matched pairs.
-    """
+    """One-to-one matching of detected to true points within ``radius`` (minimum total distance, by
+    the Hungarian assignment): the indices into ``detected`` and into ``truth`` of the matched pairs."""
     detected = np.asarray(detected, dtype=float).reshape(-1, 2)
     truth = np.asarray(truth, dtype=float).reshape(-1, 2)
-    if len(detected) == 0 or len(truth) == 0:
-        return np.zeros(0, int), np.zeros(0, int)
     dist = cdist(detected, truth)
     cand = dist <= radius
-    if not cand.any():
-        return np.zeros(0, int), np.zeros(0, int)
-    cost = np.where(cand, dist, radius * 1e6 + 1e6)
-    r, c = linear_sum_assignment(cost)
+    r, c = linear_sum_assignment(np.where(cand, dist, radius * 1e6 + 1e6))  # pairs beyond radius dropped below
     keep = cand[r, c]
     return r[keep], c[keep]
 

@@ -3,12 +3,10 @@
 :func:`preprocess_images` runs, over the per-well image files of a data root
 (:func:`~i2o_utils.imaging.plan.plan_wells`):
 
-1. **Flat fields** per plate and channel (:mod:`~i2o_utils.imaging.flatfield`): workers sum the
-   fields of a few wells (:func:`~i2o_utils.imaging.well.plate_sums`), added to the plate's
-   running mean as they arrive, so a plate is never held in memory.
-2. **Tile intensity scale** per channel: the 99.9th percentile of corrected intensities over a
-   few sampled wells of every plate (the store's uint8/uint16 scaling, see
-   :mod:`~i2o_utils.imaging.tilestore`).
+1. **Flat fields** per plate and channel (:mod:`~i2o_utils.imaging.flatfield`), from running
+   means to which workers add the fields of a few wells at a time.
+2. **Tile intensity scale** per channel (the store's uint8/uint16 scaling): the 99.9th
+   percentile of corrected intensities over a few sampled wells of every plate.
 3. **Per-well processing**, :func:`~i2o_utils.imaging.well.process_well` (correction, nuclei,
    tiles, features), mapped over wells by :class:`~i2o_utils.imaging.runner.Runner`: a dask
    ``LocalCluster`` by default, a scheduler at an address with no code change, or in-process.
@@ -36,6 +34,8 @@ import logging
 import os
 import time
 from dataclasses import dataclass, replace
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Sequence
 
@@ -88,8 +88,8 @@ class PreprocessResult:
 
 def preprocess_images(profile: str | Profile = "quick", data_root: str | os.PathLike | None = None,
                       out_dir: str | os.PathLike | None = None, scheduler: str | None = None,
-                      n_workers: int | None = None, params: ImagingConfig | None = None, keep_shards: bool = False,
-                      on_error: str = "raise", progress: bool = True) -> PreprocessResult:
+                      n_workers: int | None = None, params: ImagingConfig | None = None, on_error: str = "raise",
+                      progress: bool = True) -> PreprocessResult:
     """Run the image preprocessing of notebook 20 over every well of a data root.
 
     Parameters
@@ -106,8 +106,6 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
         Workers of the local cluster (default: the profile's).
     params
         Override the profile's imaging parameters (sizes left at ``None`` come from its screen).
-    keep_shards
-        Keep the per-well tile files once the store is assembled (default: delete them).
     on_error
         ``"raise"``: after every well was tried, raise :class:`ImagingError` listing the failed
         files and wells; ``"record"``: only record them in the status table.
@@ -150,18 +148,13 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
         failed = {(e["plate"], e["well_id"]): e for e in ff_errors}
         failed.update({(tk.plate, tk.well_id): {"error": tk.broken} for tk in tasks if tk.broken})
         rows: dict[int, dict] = {}
-        todo = []
         for i, task in enumerate(tasks):
             k = (task.plate, task.well_id)
-            done = None if k in failed else verify_well(task, key, store)
             if k in failed:
                 rows[i] = {**status_row(task), "skipped": False, **failed[k]}
-            elif done is not None:
+            elif (done := verify_well(task, key, store)) is not None:
                 rows[i] = {**done, "skipped": True}
-            else:
-                todo.append(i)
-        if store is not None:
-            store.close()
+        todo = [i for i in range(len(tasks)) if i not in rows]
         todo_plates = {tasks[i].plate for i in todo}
         ff_of = {p: runner.scatter(ff) for p, ff in (flatfields or {}).items() if p in todo_plates}
         calls = [(tasks[i], ff_of.get(tasks[i].plate), scale, params) for i in todo]
@@ -169,18 +162,13 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
                            disable=not progress):
             rows[todo[j]] = {**res, "skipped": False}
         seconds["wells"] = time.perf_counter() - t
-    status = pd.DataFrame([rows[i] for i in range(len(tasks))])
-    status["skipped"] = status["skipped"].fillna(False).astype(bool)
-    for col in ("n_fields", "n_nuclei", "n_tiles", "n_dropped_border"):
-        status[col] = status[col].fillna(0).astype(int)
+    status = pd.DataFrame([rows[i] for i in range(len(tasks))])  # every row is a full status_row
     for c in sorted({k for tk in tasks for k in tk.metadata}):
         status[c] = [tk.metadata.get(c) for tk in tasks]
     status["file"] = [tk.image_path for tk in tasks]
-    for c in ("notes", "error"):
-        status[c] = status[c].fillna("")
     layout.write_csv_atomic(status, out / "wells_status.csv")
     t = time.perf_counter()
-    paths = assemble_outputs(tasks, status, store_dir, out, params, scale, keep_shards, progress, on_error)
+    paths = assemble_outputs(tasks, status, store_dir, out, params, scale, progress, on_error)
     seconds["assembly"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     paths.update({"flatfields": out / "flatfields.h5", "status": out / "wells_status.csv",
@@ -192,8 +180,8 @@ def preprocess_images(profile: str | Profile = "quick", data_root: str | os.Path
         raise ImagingError(f"{len(errors)} well(s) failed (the others were processed and are kept; "
                            f"a re-run retries only these):\n{lines}")
     return PreprocessResult(out_dir=out, store_dir=store_dir, status=status,
-                            flatfields=read_flatfields(out / "flatfields.h5") if correct else {},
-                            scale=scale, params=params, corrected=correct, seconds=seconds, paths=paths)
+                            flatfields=dict(sorted((flatfields or {}).items())), scale=scale, params=params,
+                            corrected=correct, seconds=seconds, paths=paths)
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,16 +193,16 @@ def _ff_attrs(params: ImagingConfig) -> dict:
             "dark_offset": params.dark_offset}
 
 
-def read_flatfields(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Flat fields saved by :func:`preprocess_images`: plate -> ``(3, H, W)`` float32."""
-    with h5py.File(path, "r") as f:
-        return {k: f[k]["flatfield"][()] for k in f.keys()}
-
-
 def _plate_flatfields(path: Path, tasks: Sequence[WellTask], params: ImagingConfig, runner: Runner,
-                      inputs: dict[str, str], progress: bool) -> tuple[dict, list[dict]]:
-    """The flat fields saved at ``path`` if they were computed with these parameters from these
-    inputs (plate -> fingerprint of its image files), else estimated and saved; and error rows."""
+                      inputs: dict[str, str], progress: bool, wells_per_task: int = 16) -> tuple[dict, list[dict]]:
+    """The flat field of each plate (``(3, H, W)``) and the error rows of unreadable wells.
+
+    The flat fields saved at ``path`` are reused if they were computed with these parameters from
+    these inputs (plate -> fingerprint of its image files); else they are estimated and saved.
+    Workers sum the fields of up to ``wells_per_task`` wells of one plate; the sums are added to
+    the plate's running mean as they arrive. Wells whose fields differ in shape from most of
+    their plate's are left out (and fail in :func:`~i2o_utils.imaging.well.process_well`, named).
+    """
     try:
         with h5py.File(path, "r") as f:
             if set(f.keys()) == set(inputs) and all(
@@ -224,32 +212,10 @@ def _plate_flatfields(path: Path, tasks: Sequence[WellTask], params: ImagingConf
             log.info("%s: the images or parameters changed since the flat fields were computed; recomputing", path)
     except OSError:  # none yet, or unreadable
         pass
-    flatfields, counts, errors, means = estimate_plate_flatfields(tasks, params, runner, progress)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        for p, ff in sorted(flatfields.items()):
-            g = f.create_group(p)
-            g.create_dataset("flatfield", data=ff)
-            g.create_dataset("mean", data=means[p])
-            g.attrs.update({**_ff_attrs(params), "n_images": counts[p], "channels": list(CHANNELS),
-                            "inputs": inputs[p]})
-    return flatfields, errors
-
-
-def estimate_plate_flatfields(tasks: Sequence[WellTask], params: ImagingConfig, runner: Runner,
-                              progress: bool = True, wells_per_task: int = 16
-                              ) -> tuple[dict, dict, list[dict], dict]:
-    """Flat field per plate (``(3, H, W)``), images per plate, error rows of unreadable wells, means.
-
-    Workers sum the fields of up to ``wells_per_task`` wells of one plate; the sums are added to
-    the plate's running mean as they arrive. Wells whose fields differ in shape from most of
-    their plate's are left out (and fail in :func:`~i2o_utils.imaging.well.process_well`, named).
-    """
     chunks: list[list[WellTask]] = []
-    for t in tasks:
-        if chunks and chunks[-1][0].plate == t.plate and len(chunks[-1]) < wells_per_task:
-            chunks[-1].append(t)
-        else:
-            chunks.append([t])
+    for _, group in groupby(tasks, key=attrgetter("plate")):
+        group = list(group)
+        chunks += [group[i:i + wells_per_task] for i in range(0, len(group), wells_per_task)]
     acc: dict[tuple, MeanAccumulator] = {}  # (plate, field shape) -> running sum
     errors = []
     with tqdm(total=len(tasks), desc="plate means", unit="well", disable=not progress) as bar:
@@ -258,48 +224,40 @@ def estimate_plate_flatfields(tasks: Sequence[WellTask], params: ImagingConfig, 
             bar.update(len(chunks[i]))
             for shape, part in groups.items():
                 acc.setdefault((chunks[i][0].plate, shape), MeanAccumulator()).merge(part)
-    flatfields, counts, means = {}, {}, {}
+    # per plate, the running sum of the field shape that most of its fields have
+    best = {plate: max((a for (p, _), a in acc.items() if p == plate), key=lambda a: a.count)
+            for plate in sorted({p for p, _ in acc})}
     d = params.dark_offset
-    for plate in sorted({p for p, _ in acc}):
-        a = max((acc[k] for k in acc if k[0] == plate), key=lambda a: a.count)  # the shape of most fields
-        means[plate], counts[plate] = a.mean.astype(np.float32), a.count
-        flatfields[plate] = np.stack([
-            flatfield_from_mean(m, params.flatfield_percentile, params.flatfield_size, params.flatfield_sigma,
-                                params.flatfield_method) + np.float32(d) for m in a.mean - d])
-    return flatfields, counts, errors, means
-
-
-def _scale_params(params: ImagingConfig) -> dict:
-    return {"quantile": params.scale_quantile, "wells_per_plate": params.scale_wells_per_plate,
-            **_ff_attrs(params)}
+    flatfields = {plate: np.stack([
+        flatfield_from_mean(m, params.flatfield_percentile, params.flatfield_size, params.flatfield_sigma,
+                            params.flatfield_method) + np.float32(d) for m in a.mean - d]) for plate, a in best.items()}
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for p, a in best.items():
+            g = f.create_group(p)
+            g.create_dataset("flatfield", data=flatfields[p])
+            g.create_dataset("mean", data=a.mean.astype(np.float32))
+            g.attrs.update({**_ff_attrs(params), "n_images": a.count, "channels": list(CHANNELS),
+                            "inputs": inputs[p]})
+    return flatfields, errors
 
 
 def _tile_scale(path: Path, tasks: Sequence[WellTask], flatfields: dict | None, params: ImagingConfig,
                 inputs: str) -> np.ndarray:
-    """The tile scale saved at ``path`` if computed with these parameters from these inputs (kept
-    so that reused wells stay consistent), else estimated and saved."""
+    """Per-channel tile scale: the ``scale_quantile`` of the corrected intensities of field 0 of up to
+    ``scale_wells_per_plate`` wells drawn from each plate. The scale saved at ``path`` is reused if
+    computed with these parameters from these inputs (so that reused wells stay consistent)."""
+    settings = {"quantile": params.scale_quantile, "wells_per_plate": params.scale_wells_per_plate,
+                **_ff_attrs(params)}
     try:
         saved = json.loads(path.read_text())
-        if saved.get("params") == _scale_params(params) and saved.get("inputs") == inputs:
+        if saved.get("params") == settings and saved.get("inputs") == inputs:
             return np.asarray(saved["scale"], np.float32)
     except (OSError, ValueError):
         pass
-    scale = estimate_tile_scale(tasks, flatfields, params)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({"params": _scale_params(params), "scale": scale.tolist(),
-                                   "channels": list(CHANNELS), "inputs": inputs}, indent=1))
-    return scale
-
-
-def estimate_tile_scale(tasks: Sequence[WellTask], flatfields: dict[str, np.ndarray] | None,
-                        params: ImagingConfig, seed: int = 0) -> np.ndarray:
-    """Per-channel tile scale: the ``scale_quantile`` of corrected intensities of sampled wells."""
-    rng = np.random.default_rng(seed)
-    by_plate: dict[str, list[WellTask]] = {}
-    for t in tasks:
-        by_plate.setdefault(t.plate, []).append(t)
+    rng = np.random.default_rng(0)
     samples = []
-    for plate, ts in sorted(by_plate.items()):
+    for plate, ts in groupby(sorted(tasks, key=attrgetter("plate")), key=attrgetter("plate")):
+        ts = list(ts)
         pick = rng.choice(len(ts), size=min(params.scale_wells_per_plate, len(ts)), replace=False)
         for j in sorted(pick):
             try:
@@ -315,7 +273,11 @@ def estimate_tile_scale(tasks: Sequence[WellTask], flatfields: dict[str, np.ndar
             samples.append(f)
     if not samples:
         raise ImagingError("no readable well to estimate the tile intensity scale from")
-    return intensity_scale(np.concatenate(samples), params.scale_quantile)
+    scale = intensity_scale(np.concatenate(samples), params.scale_quantile)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"params": settings, "scale": scale.tolist(),
+                                   "channels": list(CHANNELS), "inputs": inputs}, indent=1))
+    return scale
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,9 +310,10 @@ def _stored_layout(path: Path) -> tuple[str | None, dict[str, tuple[int, int]]]:
 
 
 def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir: Path, out: Path,
-                     params: ImagingConfig, scale: np.ndarray, keep_shards: bool = False,
-                     progress: bool = True, on_error: str = "record") -> dict[str, Path]:
-    """Build the tile store and the feature tables from the per-well outputs.
+                     params: ImagingConfig, scale: np.ndarray, progress: bool = True,
+                     on_error: str = "record") -> dict[str, Path]:
+    """Build the tile store and the feature tables from the per-well outputs (then delete the wells'
+    tile files).
 
     A plate whose array already holds exactly its wells' tiles is not rewritten. With
     ``on_error="raise"`` and failed wells, the store is marked as failed (:class:`TileStore`
@@ -400,12 +363,11 @@ def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir:
         tiled = cells[cells["Metadata_TileNumber"] >= 0]
         starts = wells.set_index(["plate", "well_id"])["start"].reindex(
             pd.MultiIndex.from_arrays([tiled["Metadata_Plate"], tiled["Metadata_Well"]])).to_numpy()
-        index = pd.DataFrame({
-            "plate": tiled["Metadata_Plate"].to_numpy(), "well_id": tiled["Metadata_Well"].to_numpy(),
-            "fov": tiled["Metadata_Field"].to_numpy(), "row": tiled["Metadata_CentreRow"].to_numpy(),
-            "col": tiled["Metadata_CentreCol"].to_numpy(), "r0": tiled["Metadata_TileRow0"].to_numpy(),
-            "c0": tiled["Metadata_TileCol0"].to_numpy(),
-            "i": starts + tiled["Metadata_TileNumber"].to_numpy()}).sort_values(["plate", "i"]).reset_index(drop=True)
+        cols = ["Metadata_Plate", "Metadata_Well", "Metadata_Field", "Metadata_CentreRow", "Metadata_CentreCol",
+                "Metadata_TileRow0", "Metadata_TileCol0"]  # INDEX_COLUMNS but the row in the plate array, i
+        index = (tiled[cols].set_axis(INDEX_COLUMNS[:-1], axis=1)
+                 .assign(i=starts + tiled["Metadata_TileNumber"].to_numpy()).sort_values(["plate", "i"])
+                 .reset_index(drop=True))
     finalise_store(store_dir, wells, index, plate_files, params.tile_size, params.tile_dtype, scale, CHANNELS,
                    extra={"border": params.border, "nucleus_diameter_px": params.nucleus_diameter_px,
                           "params_key": params_key(params, scale), "left_out": left_out_wells(status),
@@ -419,7 +381,6 @@ def assemble_outputs(tasks: Sequence[WellTask], status: pd.DataFrame, store_dir:
             with atomic_path(out / f"{name}.parquet") as tmp:
                 table.to_parquet(tmp, index=False)
             paths[name] = out / f"{name}.parquet"
-    if not keep_shards:
-        for t, _ in done:
-            Path(t.shard_path).unlink(missing_ok=True)
+    for t, _ in done:  # the well's tiles are in the store now
+        Path(t.shard_path).unlink(missing_ok=True)
     return paths

@@ -20,9 +20,8 @@ from i2o_utils.imaging.well import STATUS_ERROR
 def _corrected_field(result: PreprocessResult, row, fov: int) -> tuple[np.ndarray, np.ndarray]:
     """One field of a well (a status row) as stored and as corrected."""
     raw = layout.read_well_images(row["file"], fields=[fov]).fields[0]
-    if not result.corrected:
-        return raw, raw.astype(np.float32)
-    return raw, correct_image(raw, result.flatfields[row["plate"]], dark_offset=result.params.dark_offset)
+    return raw, (correct_image(raw, result.flatfields[row["plate"]], dark_offset=result.params.dark_offset)
+                 if result.corrected else raw.astype(np.float32))
 
 
 def example_field(result: PreprocessResult, plate: str | None = None, well_id: str | None = None,
@@ -60,9 +59,8 @@ def example_field(result: PreprocessResult, plate: str | None = None, well_id: s
     tiled = cells[cells["Metadata_TileNumber"] >= 0]
     store = TileStore(result.store_dir)
     k = np.flatnonzero((store.wells["plate"] == row["plate"]).to_numpy() & (store.wells["well_id"] == row["well_id"]).to_numpy())
-    tiles = np.zeros((0, 3, result.params.tile_size, result.params.tile_size), np.float32)
-    if len(k) and len(tiled):
-        tiles = store.to_float(store.read_tiles(int(k[0]), tiled["Metadata_TileNumber"].to_numpy()))
+    tiles = (store.to_float(store.read_tiles(int(k[0]), tiled["Metadata_TileNumber"].to_numpy())) if len(k)
+             else np.zeros((0, 3, result.params.tile_size, result.params.tile_size), np.float32))
     store.close()
     truth = None
     if layout.nuclei_truth_path(data_root).exists():
@@ -83,51 +81,34 @@ def control_fields(result: PreprocessResult, target: str = "NT", fov: int = 0) -
             for stim, g in st[(st["target"] == target) & (st["status"] != STATUS_ERROR)].groupby("cell_state")}
 
 
-def nuclei_accuracy(cells: pd.DataFrame, truth: pd.DataFrame, status: pd.DataFrame,
-                    radius: float) -> pd.DataFrame:
-    """Precision, recall and F1 of the detected nuclei against true centres, per plate and overall.
-
-    Parameters
-    ----------
-    cells
-        ``features_cells`` table (``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Field``,
-        ``Metadata_CentreRow``, ``Metadata_CentreCol``).
-    truth
-        ``simulation/nuclei_truth.parquet`` (plate, well_id, fov, y, x).
-    status
-        Wells status table: only fields of processed wells (not errors) are scored.
-    radius
-        Matching radius in pixels (half a nucleus diameter).
-    """
-    done = status[status["status"] != STATUS_ERROR][["plate", "well_id", "n_fields"]]
-    det = {k: g[["Metadata_CentreRow", "Metadata_CentreCol"]].to_numpy()
-           for k, g in cells.groupby(["Metadata_Plate", "Metadata_Well", "Metadata_Field"])}
-    tru = {k: g[["y", "x"]].to_numpy() for k, g in truth.groupby(["plate", "well_id", "fov"])}
-    per_plate: dict[str, list] = {}
-    none = np.zeros((0, 2))
-    for r in done.itertuples(index=False):
-        for f in range(int(r.n_fields)):
-            k = (r.plate, r.well_id, f)
-            per_plate.setdefault(r.plate, []).append(detection_scores(det.get(k, none), tru.get(k, none), radius))
-    rows = [{"plate": p, "fields": len(v), **sum_scores(v)} for p, v in sorted(per_plate.items())]
-    allv = [s for v in per_plate.values() for s in v]
-    rows.append({"plate": "all", "fields": len(allv), **sum_scores(allv)})
-    return pd.DataFrame(rows)
-
-
 def nuclei_accuracy_against_truth(result: PreprocessResult, data_root: str | os.PathLike | None = None,
                                   radius: float | None = None) -> pd.DataFrame | None:
-    """:func:`nuclei_accuracy` against ``simulation/nuclei_truth.parquet``; ``None`` without truth.
+    """Precision, recall and F1 of the detected nuclei against ``simulation/nuclei_truth.parquet``
+    (plate, well_id, fov, y, x), per plate and overall; ``None`` without truth.
 
-    The matching radius defaults to half a nucleus diameter.
+    Only the fields of processed wells (not errors) are scored; a detected and a true centre match
+    within ``radius`` px (default half a nucleus diameter).
     """
-    if not layout.nuclei_truth_path(data_root).exists() or "features_cells" not in result.paths:
+    truth_path = layout.nuclei_truth_path(data_root)
+    if not truth_path.exists() or "features_cells" not in result.paths:
         return None
     cells = pd.read_parquet(result.paths["features_cells"],
                             columns=["Metadata_Plate", "Metadata_Well", "Metadata_Field",
                                      "Metadata_CentreRow", "Metadata_CentreCol"])
-    r = radius if radius is not None else result.params.nucleus_diameter_px / 2
-    return nuclei_accuracy(cells, pd.read_parquet(layout.nuclei_truth_path(data_root)), result.status, r)
+    radius = radius if radius is not None else result.params.nucleus_diameter_px / 2
+    det = {k: g[["Metadata_CentreRow", "Metadata_CentreCol"]].to_numpy()
+           for k, g in cells.groupby(["Metadata_Plate", "Metadata_Well", "Metadata_Field"])}
+    tru = {k: g[["y", "x"]].to_numpy() for k, g in pd.read_parquet(truth_path).groupby(["plate", "well_id", "fov"])}
+    per_plate: dict[str, list] = {}
+    none = np.zeros((0, 2))
+    st = result.status
+    for r in st.loc[st["status"] != STATUS_ERROR, ["plate", "well_id", "n_fields"]].itertuples(index=False):
+        for f in range(int(r.n_fields)):
+            k = (r.plate, r.well_id, f)
+            per_plate.setdefault(r.plate, []).append(detection_scores(det.get(k, none), tru.get(k, none), radius))
+    allv = [s for v in per_plate.values() for s in v]
+    return pd.DataFrame([{"plate": p, "fields": len(v), **sum_scores(v)}
+                         for p, v in [*sorted(per_plate.items()), ("all", allv)]])
 
 
 def shading_summary(result: PreprocessResult, inner: float = 0.35, outer: float = 0.75) -> pd.DataFrame:

@@ -16,9 +16,7 @@ Border rule (``border``):
     Every nucleus gets a tile; pixels outside the field are filled with ``pad_value`` (0, i.e.
     no signal). Corners may then be negative or beyond ``H - s``.
 
-Stored tiles are integers (see :func:`to_tile_dtype`): a corrected intensity ``I`` of channel
-``c`` is stored as ``round(clip(I / scale[c], 0, 1) * M)`` with ``M = 255`` (uint8) or ``65535``
-(uint16), so ``stored / M`` lies in ``[0, 1]`` and 1 means ``scale[c]`` or more.
+Stored tiles are integers: :func:`to_tile_dtype`.
 """
 
 from __future__ import annotations
@@ -28,23 +26,12 @@ from typing import Literal
 import numpy as np
 
 BorderRule = Literal["drop", "pad"]
-TILE_DTYPES = (np.dtype("uint8"), np.dtype("uint16"))
 
 
 def tile_corners(centres: np.ndarray, field_shape: tuple[int, int], tile_size: int,
                  border: BorderRule = "drop") -> tuple[np.ndarray, np.ndarray]:
-    """Top-left corners of the tiles centred on ``centres`` under the border rule.
-
-    Parameters
-    ----------
-    centres
-        ``(N, 2)`` nucleus centres ``(row, col)``.
-    field_shape
-        ``(H, W)`` of the field.
-    tile_size
-        Tile side ``s`` in pixels.
-    border
-        ``"drop"`` or ``"pad"`` (see the module docstring).
+    """Top-left corners of the tiles (side ``tile_size`` px) centred on ``centres`` (``(N, 2)``,
+    ``(row, col)``) in a field of shape ``field_shape`` ``(H, W)``, under the ``border`` rule.
 
     Returns
     -------
@@ -55,59 +42,38 @@ def tile_corners(centres: np.ndarray, field_shape: tuple[int, int], tile_size: i
     s = int(tile_size)
     if s < 1:
         raise ValueError(f"tile_size must be positive, got {tile_size}")
-    corners = np.rint(centres).astype(np.int64) - s // 2
-    kept = np.arange(len(corners))
-    if border == "drop":
-        h, w = int(field_shape[0]), int(field_shape[1])
-        ok = (corners[:, 0] >= 0) & (corners[:, 1] >= 0) & (corners[:, 0] + s <= h) & (corners[:, 1] + s <= w)
-        return corners[ok], kept[ok]
-    if border != "pad":
+    if border not in ("drop", "pad"):
         raise ValueError(f"border must be 'drop' or 'pad', got {border!r}")
-    return corners, kept
+    corners = np.rint(centres).astype(np.int64) - s // 2
+    ok = ((corners >= 0).all(axis=1) & (corners + s <= np.asarray(field_shape[:2])).all(axis=1)
+          if border == "drop" else np.ones(len(corners), bool))
+    return corners[ok], np.flatnonzero(ok)
 
 
 def extract_tiles(field: np.ndarray, corners: np.ndarray, tile_size: int,
                   pad_value: float = 0) -> np.ndarray:
-    """Cut tiles ``field[:, r0:r0+s, c0:c0+s]`` for each corner; outside pixels get ``pad_value``.
-
-    Parameters
-    ----------
-    field
-        ``(C, H, W)`` (or ``(H, W)``) image.
-    corners
-        ``(M, 2)`` tile corners ``(r0, c0)`` from :func:`tile_corners`.
-    tile_size
-        Tile side ``s``.
-    pad_value
-        Fill value for tiles reaching outside the field (``border="pad"``).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(M, C, s, s)`` (or ``(M, s, s)``) tiles of the field's dtype.
+    """The tiles ``field[:, r0:r0+s, c0:c0+s]`` of a ``(C, H, W)`` field at the ``(M, 2)`` corners of
+    :func:`tile_corners` (``s = tile_size``): ``(M, C, s, s)`` of the field's dtype. Pixels outside
+    the field (``border="pad"``) get ``pad_value``.
     """
     field = np.asarray(field)
-    squeeze = field.ndim == 2
-    if squeeze:
-        field = field[None]
     corners = np.asarray(corners, dtype=np.int64).reshape(-1, 2)
     s = int(tile_size)
     _, h, w = field.shape
-    if len(corners) and ((corners < 0).any() or (corners[:, 0] + s > h).any() or (corners[:, 1] + s > w).any()):
+    reach = int(max(0, -corners.min(), (corners + s - (h, w)).max())) if len(corners) else 0  # px outside
+    if reach > s:
+        raise ValueError("a tile corner lies more than a tile outside the field")
+    if reach:
         field = np.pad(field, ((0, 0), (s, s), (s, s)), constant_values=pad_value)
         corners = corners + s
-        if (corners < 0).any() or (corners[:, 0] + s > h + 2 * s).any() or (corners[:, 1] + s > w + 2 * s).any():
-            raise ValueError("a tile corner lies more than a tile outside the field")
     windows = np.lib.stride_tricks.sliding_window_view(field, (s, s), axis=(1, 2))  # (C, H-s+1, W-s+1, s, s)
-    tiles = windows[:, corners[:, 0], corners[:, 1]].transpose(1, 0, 2, 3)  # (M, C, s, s) copy
-    tiles = np.ascontiguousarray(tiles)
-    return tiles[:, 0] if squeeze else tiles
+    return np.ascontiguousarray(windows[:, corners[:, 0], corners[:, 1]].transpose(1, 0, 2, 3))  # (M, C, s, s)
 
 
 def dtype_max(dtype) -> int:
     """The value that maps to 1.0 for a tile dtype (255 for uint8, 65535 for uint16)."""
     dtype = np.dtype(dtype)
-    if dtype not in TILE_DTYPES:
+    if dtype not in (np.uint8, np.uint16):
         raise ValueError(f"tile dtype must be uint8 or uint16, got {dtype}")
     return int(np.iinfo(dtype).max)
 
@@ -122,7 +88,7 @@ def to_tile_dtype(tiles: np.ndarray, scale: np.ndarray, dtype="uint8") -> np.nda
     scale
         ``(C,)`` intensity of each channel stored as the maximum value.
     dtype
-        ``"uint8"`` or ``"uint16"``.
+        ``"uint8"`` (``M = 255``) or ``"uint16"`` (``M = 65535``); ``stored / M`` lies in ``[0, 1]``.
     """
     m = dtype_max(dtype)
     scale = np.asarray(scale, dtype=np.float32).reshape(-1, 1, 1)
@@ -134,13 +100,8 @@ def to_tile_dtype(tiles: np.ndarray, scale: np.ndarray, dtype="uint8") -> np.nda
 
 
 def intensity_scale(fields: np.ndarray, quantile: float = 99.9) -> np.ndarray:
-    """Per-channel scale for :func:`to_tile_dtype`: the ``quantile`` of corrected intensities.
-
-    Parameters
-    ----------
-    fields
-        ``(N, C, H, W)`` corrected fields (a sample of the screen).
-    """
+    """Per-channel scale for :func:`to_tile_dtype`: the ``quantile`` (percent) of the corrected
+    intensities of ``fields``, ``(N, C, H, W)`` (a sample of the screen); 1 where it is not positive."""
     fields = np.asarray(fields)
     if fields.ndim != 4:
         raise ValueError(f"expected (N, C, H, W) fields, got shape {fields.shape}")

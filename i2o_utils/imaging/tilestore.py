@@ -23,8 +23,8 @@ dtype and scaling
 Reads
     Each plate array is memory-mapped (its byte offset in the HDF5 file is read once), so
     ``sample`` is one fancy-indexed read per well that touches only the pages of the drawn
-    tiles. A store written with compression or chunks is read through h5py instead. Maps are
-    opened lazily and per process, so a store can be handed to data-loader worker processes.
+    tiles. Maps are opened lazily and per process, so a store can be handed to data-loader
+    worker processes.
 
 Model code depends only on the interface of :class:`TileStore` (``wells``, ``tile_size``,
 ``dtype``, ``sample``, ``read_well``, ``to_float``); :class:`i2o_utils.model.data.InMemoryTiles`
@@ -43,8 +43,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from i2o_utils import cache
 from i2o_utils.data.layout import atomic_path, require_columns
 from i2o_utils.imaging.tiles import dtype_max
+from i2o_utils.paths import results_dir
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +61,8 @@ class TileStoreError(ValueError):
 
 
 class TileStore:
-    """Read a tile store folder (see the module docstring).
-
-    Parameters
-    ----------
-    root
-        The store folder (holding ``store.json``).
+    """Read the tile store folder ``root`` (holding ``store.json``; see the module docstring). A store
+    whose preprocessing had failed wells is refused unless ``allow_failed``.
 
     Attributes
     ----------
@@ -104,12 +102,12 @@ class TileStore:
         self._plate = self.wells["plate"].to_numpy()
         self._start = self.wells["start"].to_numpy(np.int64)
         self._n = self.wells["n_tiles"].to_numpy(np.int64)
-        self._files: dict[str, h5py.File] = {}
+        self._files: dict[str, np.ndarray] = {}
         self._pid = os.getpid()
 
     # -- file handles (lazy, per process) ---------------------------------------------------
-    def _dataset(self, plate: str):
-        """The plate's tile array: a read-only numpy memmap, or an h5py dataset if not mappable."""
+    def _dataset(self, plate: str) -> np.ndarray:
+        """The plate's tile array, a read-only numpy memmap (an empty array for a plate without tiles)."""
         if self._pid != os.getpid():
             self._files, self._pid = {}, os.getpid()
         arr = self._files.get(plate)
@@ -118,23 +116,18 @@ class TileStore:
             try:
                 with h5py.File(path, "r") as f:
                     ds = f["tiles"]
-                    shape, dtype = ds.shape, ds.dtype
-                    offset = ds.id.get_offset() if ds.chunks is None and not ds.compression else None
+                    shape, dtype, offset = ds.shape, ds.dtype, ds.id.get_offset()
             except (OSError, KeyError) as e:
                 raise TileStoreError(f"{path}: not a readable tile array (corrupt or truncated?): {e}") from e
-            if offset is not None:
-                arr = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-            elif int(np.prod(shape)) == 0:
-                arr = np.zeros(shape, dtype)
-            else:
-                arr = h5py.File(path, "r")["tiles"]
+            if offset is None and int(np.prod(shape)) > 0:
+                raise TileStoreError(f"{path}: the tile array is not contiguous (chunked, compressed or never "
+                                     "written), so it cannot be memory-mapped; write it with write_plate_tiles")
+            arr = np.zeros(shape, dtype) if offset is None else np.memmap(path, dtype=dtype, mode="r",
+                                                                          offset=offset, shape=shape)
             self._files[plate] = arr
         return arr
 
     def close(self) -> None:
-        for a in self._files.values():
-            if isinstance(a, h5py.Dataset):
-                a.file.close()
         self._files = {}
 
     def __getstate__(self):
@@ -148,8 +141,6 @@ class TileStore:
     def content_key(self) -> str:
         """Fingerprint of what the store holds: its wells (identity, labels, tile counts), the
         preprocessing parameters and, per plate, the inputs its tiles were cut from."""
-        from i2o_utils import cache
-
         layouts = {}
         for plate, path in sorted(self._plate_files.items()):
             try:
@@ -198,11 +189,7 @@ class TileStore:
         if len(tile_numbers) and (tile_numbers.min() < 0 or tile_numbers.max() >= self._n[i]):
             raise IndexError(f"well {i} ({self._plate[i]} {self.wells['well_id'].iat[i]}) has "
                              f"{self._n[i]} tiles; asked for {tile_numbers.min()}..{tile_numbers.max()}")
-        arr = self._dataset(self._plate[i])
-        if isinstance(arr, np.ndarray):  # memory map: one fancy-indexed read of the drawn tiles
-            return arr[self._start[i] + tile_numbers]
-        unique, inverse = np.unique(tile_numbers, return_inverse=True)  # h5py wants increasing indices
-        return np.asarray(arr[self._start[i] + unique])[inverse]
+        return self._dataset(self._plate[i])[self._start[i] + tile_numbers]  # one read of the drawn tiles
 
     def sample(self, well_idx: Sequence[int] | np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` random tiles from each well: ``(len(well_idx), n, 3, s, s)`` in the store's dtype.
@@ -233,8 +220,6 @@ class TileStore:
 def stored_wells_note(store_dir: str | os.PathLike | None = None) -> str | None:
     """:meth:`TileStore.wells_note` (one line) of notebook 20's store; ``None`` when there is none."""
     if store_dir is None:
-        from i2o_utils.paths import results_dir
-
         store_dir = results_dir() / "20_preprocess_images" / "tilestore"
     try:
         return TileStore(store_dir).wells_note(one_line=True)
@@ -247,23 +232,12 @@ def stored_wells_note(store_dir: str | os.PathLike | None = None) -> str | None:
 # --------------------------------------------------------------------------------------------
 def write_plate_tiles(path: str | os.PathLike, wells: Iterable[tuple[str, np.ndarray]], n_total: int,
                       tile_size: int, dtype="uint8", n_channels: int = 3,
-                      compression: str | None = None, attrs: dict | None = None) -> list[tuple[str, int, int]]:
-    """Write one plate's tile array, well after well, atomically.
+                      attrs: dict | None = None) -> list[tuple[str, int, int]]:
+    """Write one plate's tile array (uncompressed and contiguous), well after well, atomically.
 
-    Parameters
-    ----------
-    path
-        The plate file (``plates/<plate>.h5``).
-    wells
-        ``(well_id, tiles)`` pairs in store order; ``tiles`` is ``(n_i, C, s, s)`` (an iterable,
-        so tiles can be loaded one well at a time and a plate never held in memory).
-    n_total
-        Total number of tiles of the plate (sum of ``n_i``).
-    compression
-        ``None`` (default): an uncompressed contiguous array that :class:`TileStore` memory-maps;
-        ``"lzf"`` or ``"gzip"``: one compressed chunk per tile, read through h5py (smaller, slower).
-    attrs
-        Attributes stored on the file.
+    ``wells`` yields ``(well_id, tiles)`` pairs in store order, ``tiles`` of shape ``(n_i, C, s, s)``
+    (so tiles can be loaded one well at a time and a plate is never held in memory); ``n_total``
+    is the sum of ``n_i``; ``attrs`` are stored on the file (``plates/<plate>.h5``).
 
     Returns
     -------
@@ -274,10 +248,7 @@ def write_plate_tiles(path: str | os.PathLike, wells: Iterable[tuple[str, np.nda
     s = int(tile_size)
     placed = []
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        chunked = bool(compression) and n_total > 0
-        ds = f.create_dataset("tiles", shape=(int(n_total), n_channels, s, s), dtype=dtype,
-                              chunks=(1, n_channels, s, s) if chunked else None,
-                              compression=compression if chunked else None)
+        ds = f.create_dataset("tiles", shape=(int(n_total), n_channels, s, s), dtype=dtype)
         start = 0
         for well_id, tiles in wells:
             tiles = np.asarray(tiles)

@@ -94,18 +94,9 @@ def round_mantissa(x: np.ndarray, bits: int) -> np.ndarray:
 
 def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray,
                  params: ImagingConfig) -> dict[str, Any]:
-    """Process one well and write its outputs (each atomically, the done-marker last).
-
-    Parameters
-    ----------
-    task
-        The well (input file and output paths).
-    flatfield
-        ``(3, H, W)`` flat field of the well's plate, or ``None`` for images already corrected.
-    scale
-        ``(3,)`` per-channel tile intensity scale.
-    params
-        The resolved imaging parameters (:meth:`ImagingConfig.resolved`).
+    """Process one well (``task``: its input file and output paths) and write its outputs (each
+    atomically, the done-marker last), given the ``(3, H, W)`` flat field of its plate (``None`` for
+    images already corrected), the ``(3,)`` tile intensity scale and the resolved imaging parameters.
 
     Returns
     -------
@@ -129,7 +120,7 @@ def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray
         notes, tiles, cell_tables, corners_per_field = [], [], [], []
         corrected = (correct_image(fields, flatfield, dark_offset=params.dark_offset, where=task.where)
                      if flatfield is not None else fields.astype(np.float32))
-        n_nuclei = n_dropped = n_tiles = 0
+        n_nuclei = n_tiles = 0
         for f, raw in enumerate(fields):
             hoechst = corrected[f, 0]
             if not float(raw[0].max()) > float(raw[0].min()) or not float(raw[0].max()) > 0:
@@ -140,7 +131,6 @@ def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray
                 centres = find_nuclei_centres(hoechst, params.nucleus_diameter_px, min_response=params.min_response)
             corners, kept = tile_corners(centres, hoechst.shape, params.tile_size, params.border)
             n_nuclei += len(centres)
-            n_dropped += len(centres) - len(kept)
             corners_per_field.append(corners)
             if len(corners):  # scaled once per field, then cut (tiles overlap)
                 tiles.append(extract_tiles(to_tile_dtype(corrected[f], scale, params.tile_dtype), corners,
@@ -178,7 +168,7 @@ def process_well(task: WellTask, flatfield: np.ndarray | None, scale: np.ndarray
             log.warning("%s: %s", task.where, "no nuclei found" if n_nuclei == 0
                         else f"{n_nuclei} nuclei, all within {s // 2} px of the border: no tiles")
         row = status_row(task, status, n_fields=int(fields.shape[0]), n_nuclei=int(n_nuclei), n_tiles=int(n_tiles),
-                         n_dropped_border=int(n_dropped), notes="; ".join(notes),
+                         n_dropped_border=int(n_nuclei - n_tiles), notes="; ".join(notes),
                          seconds=round(time.perf_counter() - t0, 3), params_key=params_key(params, scale),
                          inputs_key=task.inputs_key)
         with atomic_path(task.marker_path) as tmp:
@@ -212,30 +202,20 @@ def verify_well(task: WellTask, key: str, store=None) -> dict | None:
     :class:`~i2o_utils.imaging.tilestore.TileStore` ``store``).
     """
     try:
-        marker = Path(task.marker_path)
-        if not marker.exists():
-            return None
-        row = json.loads(marker.read_text())
-        if row.get("params_key") != key or row.get("status") == STATUS_ERROR:
-            return None
-        if row.get("inputs_key", "") != task.inputs_key:  # image file, flat field or metadata changed
-            return None
-        if layout.read_well_tiles(task.tiles_path).n_tiles != row["n_tiles"]:
+        row = json.loads(Path(task.marker_path).read_text())  # no marker: OSError
+        n = row["n_tiles"]
+        if (row.get("params_key") != key or row.get("status") == STATUS_ERROR
+                or row.get("inputs_key", "") != task.inputs_key  # image file, flat field or metadata changed
+                or layout.read_well_tiles(task.tiles_path).n_tiles != n or not Path(task.cells_path).exists()):
             return None
         if task.icf_path is not None:
-            layout.read_well_attrs(task.icf_path)
-        if not Path(task.cells_path).exists():
-            return None
-        shard = Path(task.shard_path)
-        if shard.exists():
-            return row if np.load(shard, mmap_mode="r").shape[0] == row["n_tiles"] else None
-        if row["n_tiles"] > 0:
-            if store is None:
-                return None
-            w = store.wells
-            hit = w[(w["plate"] == task.plate) & (w["well_id"] == task.well_id)]
-            if len(hit) != 1 or int(hit["n_tiles"].iat[0]) != row["n_tiles"]:
+            layout.read_well_attrs(task.icf_path)  # an unreadable file raises
+        if Path(task.shard_path).exists():
+            return row if np.load(task.shard_path, mmap_mode="r").shape[0] == n else None
+        if n > 0:  # the shard was removed once the store held the well's tiles
+            w = store.wells if store is not None else pd.DataFrame(columns=["plate", "well_id", "n_tiles"])
+            if w.loc[(w["plate"] == task.plate) & (w["well_id"] == task.well_id), "n_tiles"].tolist() != [n]:
                 return None
         return row
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError):  # LayoutError and JSONDecodeError are ValueErrors
         return None
