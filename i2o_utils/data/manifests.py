@@ -342,14 +342,23 @@ def list_s3(url: str, relative_prefix: str, *, source: str, licence: str = "",
             for obj, etag in zip(objects, etags)]
 
 
+class _Links(html.parser.HTMLParser):
+    """The ``href`` of every ``<a>`` tag fed, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.hrefs += [v for k, v in attrs if tag == "a" and k == "href" and v]
+
+
 def _directory_links(index_html: str) -> list[str]:
     """The file and sub-folder links of an HTTP directory index (no parent, sort or absolute links)."""
-    links: list[str] = []
-    parser = html.parser.HTMLParser()
-    parser.handle_starttag = lambda tag, attrs: links.extend(v for k, v in attrs if tag == "a" and k == "href" and v)
+    parser = _Links()
     parser.feed(index_html)
     skip = ("?", "#", "/", "..", "mailto:")
-    return list(dict.fromkeys(h for h in links if not h.startswith(skip) and "://" not in h))
+    return list(dict.fromkeys(h for h in parser.hrefs if not h.startswith(skip) and "://" not in h))
 
 
 LISTING_ATTEMPTS, LISTING_BACKOFF = 4, 0.5

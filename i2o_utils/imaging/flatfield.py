@@ -16,8 +16,8 @@ Two ways to compute the same :math:`F`:
 
 ``method="exact"``
     The literal computation at full resolution: ``scipy.ndimage.percentile_filter`` with a
-    ``k x k`` window, then ``scipy.ndimage.gaussian_filter``. About 5-10 minutes for one
-    1080x1080 image on one core.
+    ``k x k`` window, then ``scipy.ndimage.gaussian_filter``. Tens of minutes for one
+    1080x1080 image on one core (``benchmarks/bench_imaging.py`` times it).
 ``method="fast"`` (default)
     The flat field is smooth on the scale of ``k`` and ``sigma``, so the same operators are
     applied on the mean image subsampled every ``step`` pixels (``step = k // 25`` by default:

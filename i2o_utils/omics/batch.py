@@ -13,6 +13,7 @@ limma (genes x samples) does::
 
 * factor levels are sorted (R's ``factor`` default); the sum-to-zero contrast of a factor with
   levels ``1..K`` has ``K-1`` columns, column ``j`` is 1 on level ``j``, -1 on level ``K``;
+* covariates are used as given (limma does not centre them, so neither does this);
 * the least-squares fit is per gene; a gene with missing values (NaN) is fitted on its observed
   samples, as ``lmFit`` does, and its NaNs stay NaN;
 * a column that is (numerically) a linear combination of the columns before it is not estimable

@@ -13,7 +13,8 @@ correction. :func:`size_factors` follows DESeq2's ``estimateSizeFactorsForMatrix
 
 for samples ``i`` and genes ``j``: a gene with a zero in any sample has ``g_j = 0`` and takes no
 part. Like DESeq2, the ``"ratio"`` factors are not rescaled (``type="poscounts"``, DESeq2's
-alternative for sparse data, is available too).
+alternative for sparse data, is available too: zeros left out of each gene's geometric mean, factors
+rescaled to a geometric mean of 1).
 
 Arrays are samples x genes, as in AnnData (DESeq2 works genes x samples).
 """
