@@ -192,8 +192,12 @@ def test_cell_features_follow_the_cells():
     np.testing.assert_allclose(t["Nuclei_Intensity_IntegratedIntensity_Hoechst"], ndi.sum(field[0], nuclei, [1, 2]),
                                rtol=1e-5)
     t["Metadata_Plate"], t["Metadata_Well"] = "P", ["A1", "A1"]
+    t["Metadata_Target"], t["Metadata_Field"], t["Metadata_TileNumber"] = "T1", 0, [0, 1]
     w = aggregate_wells(t)
     assert w["Cells_Count"].tolist() == [2] and w["Metadata_Well"].tolist() == ["A1"]
+    # the well's metadata are kept, a cell's own (its field, its tile) are not, even where equal
+    assert w["Metadata_Target"].tolist() == ["T1"]
+    assert "Metadata_TileNumber" not in w and "Metadata_Field" not in w
 
 
 def test_real_data_layout_icf_only(tmp_path):

@@ -158,20 +158,23 @@ def feature_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if not c.startswith("Metadata_")]
 
 
+CELL_METADATA = ("Metadata_Field", "Metadata_Cell", "Metadata_CentreRow", "Metadata_CentreCol",
+                 "Metadata_TileNumber", "Metadata_TileRow0", "Metadata_TileCol0")
+"""The ``Metadata_`` columns that describe one cell (where it is, its tile), not its well."""
+
+
 def aggregate_wells(cells: pd.DataFrame) -> pd.DataFrame:
     """Per-well features: the mean of each cell feature over the cells of a well (``Metadata_Plate``,
     ``Metadata_Well``), plus the count.
 
-    Every ``Metadata_*`` column constant within a well is kept; ``Cells_Count`` is the number of
-    cells (rows) of the well.
+    Every ``Metadata_*`` column but a cell's own (:data:`CELL_METADATA`) is kept, from the well's
+    first cell; ``Cells_Count`` is the number of cells (rows) of the well.
     """
     by = ("Metadata_Plate", "Metadata_Well")
     g = cells.groupby(list(by), sort=False, dropna=False)
     agg = g[feature_columns(cells)].mean()
     agg.insert(0, "Cells_Count", g.size())
-    meta = [c for c in cells.columns if c.startswith("Metadata_") and c not in by
-            and c not in ("Metadata_Field", "Metadata_Cell", "Metadata_CentreRow", "Metadata_CentreCol",
-                          "Metadata_InTile")]
+    meta = [c for c in cells.columns if c.startswith("Metadata_") and c not in by and c not in CELL_METADATA]
     if meta:
         agg = g[meta].first().join(agg)
     return agg.reset_index()
