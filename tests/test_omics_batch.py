@@ -236,3 +236,14 @@ def test_non_finite_values_raise():
     x[2, 1] = np.inf
     with pytest.raises(OmicsInputError, match="infinite"):
         remove_batch_effect(x, ["a", "a", "b", "b"], allow_nan=True)
+
+
+def test_one_level_batch_returns_the_data_without_fitting(monkeypatch):
+    """A batch of one level has no contrast: the data come back as they are, with no per-gene fit
+    of the genes with missing values (a screen of one plate would otherwise pay for one)."""
+    import i2o_utils.omics.batch as batch
+
+    monkeypatch.setattr(batch, "_fit_missing", lambda *a, **k: pytest.fail("fitted a one-level batch"))
+    v = np.random.default_rng(0).normal(size=(12, 40))
+    v[0, :25] = np.nan
+    np.testing.assert_array_equal(remove_batch_effect(v, batch=["p1"] * 12, allow_nan=True), v)

@@ -126,11 +126,25 @@ class FetchSummary:
     def _with(self, status: str) -> list[FileResult]:
         return [r for r in self.results if r.status == status]
 
-    fetched = property(lambda self: self._with("fetched"), doc="Files downloaded and verified.")
-    skipped = property(lambda self: self._with("skipped"), doc="Files already present and intact.")
-    failed = property(lambda self: self._with("failed"), doc="Files that could not be fetched.")
+    @property
+    def fetched(self) -> list[FileResult]:
+        """Files downloaded and verified."""
+        return self._with("fetched")
 
-    ok = property(lambda self: not self.failed, doc="Whether no file failed.")
+    @property
+    def skipped(self) -> list[FileResult]:
+        """Files already present and intact."""
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[FileResult]:
+        """Files that could not be fetched."""
+        return self._with("failed")
+
+    @property
+    def ok(self) -> bool:
+        """Whether no file failed."""
+        return not self.failed
 
     def to_frame(self):
         """The results as a DataFrame (one row per file)."""
@@ -173,30 +187,31 @@ def s3_multipart_etag(path: str | os.PathLike, part_size: int) -> str:
     return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
 
 
-def checksum_matches(path: str | os.PathLike, entry: ManifestEntry,
-                     part_size_hint: int | None = None) -> tuple[bool | None, str]:
-    """Compare a local file with the entry's size and checksum.
+def checked_by(entry: ManifestEntry) -> str:
+    """How a file of ``entry`` is checked: its checksum type, else ``size``, else ``none``."""
+    return entry.checksum_type or ("size" if entry.size is not None else "none")
 
-    Returns ``(matches, how)``: ``how`` is the checksum type, else ``size`` (or ``none`` where the
-    size is unknown too), and ``matches`` is ``None`` when the entry carries no checksum and the
-    size matched or is unknown.
-    """
+
+def checksum_matches(path: str | os.PathLike, entry: ManifestEntry, part_size_hint: int | None = None) -> bool | None:
+    """Whether a local file matches the entry's size and checksum (:func:`checked_by` says by what);
+    ``None`` when the entry carries no checksum and the size matched or is unknown."""
     size = os.path.getsize(path)
     kind = entry.checksum_type
-    how = kind or ("size" if entry.size is not None else "none")
     if entry.size is not None and size != entry.size:
-        return False, how
+        return False
     if not entry.checksum:
-        return None, how
-    if kind in ("sha256", "sha1", "md5") or (kind == "s3etag" and "-" not in entry.checksum):
-        return file_digest(path, "md5" if kind == "s3etag" else kind) == entry.checksum, how
+        return None
+    if kind in ("sha256", "sha1", "md5"):
+        return file_digest(path, kind) == entry.checksum
+    if kind == "s3etag" and "-" not in entry.checksum:  # a single-part upload: the MD5 of the object
+        return file_digest(path, "md5") == entry.checksum
     if kind == "s3etag":
         # part sizes that could have given n parts: the server's hint, common client defaults (8 MiB
         # for the AWS CLI, 5/16/64/100 MiB) and the smallest whole MiB that fits
         n = int(entry.checksum.split("-")[1])
         sizes = [part_size_hint, 8 * MIB, 16 * MIB, 5 * MIB, 64 * MIB, 100 * MIB, math.ceil(size / n / MIB) * MIB]
         return any(s3_multipart_etag(path, ps) == entry.checksum
-                   for ps in dict.fromkeys(sizes) if ps and math.ceil(size / ps) == n), how
+                   for ps in dict.fromkeys(sizes) if ps and math.ceil(size / ps) == n)
     raise ManifestError(f"{entry.relative_path}: unknown checksum_type {kind!r}")
 
 
@@ -273,8 +288,10 @@ class _Fetcher:
 
     def part_size_hint(self, entry: ManifestEntry) -> int | None:
         """Size of part 1 of a multipart S3 object (to recompute its ETag); ``None`` if unknown."""
-        with contextlib.suppress(Exception):  # only a hint (and none for a URL not s3://): common sizes follow
-            bucket, key = split_s3_url(entry.url)
+        if urlparse(entry.url).scheme != "s3":
+            return None
+        bucket, key = split_s3_url(entry.url)
+        with contextlib.suppress(Exception):  # only a hint: the common part sizes are tried after it
             return int(self.s3.head_object(Bucket=bucket, Key=key, PartNumber=1)["ContentLength"])
         return None
 
@@ -319,8 +336,9 @@ class _Fetcher:
             self.total_bar.update(n)
 
     def _verify(self, path: Path, entry: ManifestEntry) -> tuple[bool | None, str]:
+        """:func:`checksum_matches` and :func:`checked_by`."""
         multipart = entry.checksum_type == "s3etag" and "-" in entry.checksum
-        return checksum_matches(path, entry, self.part_size_hint(entry) if multipart else None)
+        return checksum_matches(path, entry, self.part_size_hint(entry) if multipart else None), checked_by(entry)
 
     def fetch(self, entry: ManifestEntry) -> FileResult:
         res = FileResult(entry.relative_path, "failed")
@@ -474,10 +492,13 @@ def fetch_entries(entries: Sequence[ManifestEntry], dest: str | os.PathLike, *,
     if opts.workers < 1:
         raise ValueError("workers must be >= 1")
     dest.mkdir(parents=True, exist_ok=True)
-    # the known bytes still to come: less intact files and partial downloads
-    known = [(e.size, safe_destination(dest, e.relative_path)) for e in entries if e.size is not None]
-    need = sum(max(0, size - (size if _size(t) == size else _size(part_path(t)))) for size, t in known)
-    if need > (free := shutil.disk_usage(dest).free):
+    need = 0  # the known bytes still to come: less intact files and partial downloads
+    for e in entries:
+        target = safe_destination(dest, e.relative_path)
+        if e.size is not None and _size(target) != e.size:
+            need += max(0, e.size - _size(part_path(target)))
+    free = shutil.disk_usage(dest).free
+    if need > free:
         raise FetchError(f"{dest}: {need / 2**30:.1f} GiB still to fetch but only {free / 2**30:.1f} GiB free")
     s3 = None
     if any(urlparse(e.url).scheme == "s3" for e in entries):

@@ -251,7 +251,7 @@ def read_series_matrix(path: str | os.PathLike) -> pd.DataFrame:
     Columns: ``title``, ``geo_accession``, ``source_name`` (where present) and one column per
     ``key: value`` characteristic of ``!Sample_characteristics_ch1``.
     """
-    text = _read_text(path).split("!series_matrix_table_begin")[0]  # the sample lines precede the table
+    text = re.split(r"(?m)^!series_matrix_table_begin", _read_text(path))[0]  # the sample lines precede the table
     lines = csv.reader(text.splitlines(), delimiter="\t")
     rows = [(r[0][len("!Sample_"):], [v.strip() for v in r[1:]]) for r in lines if r and r[0].startswith("!Sample_")]
     fields = dict(reversed(rows))  # the first line of each key
@@ -261,13 +261,18 @@ def read_series_matrix(path: str | os.PathLike) -> pd.DataFrame:
     out = pd.DataFrame({k: fields[k] for k in ("title", "geo_accession", "source_name_ch1")
                         if len(fields.get(k, ())) == n})
     samples: list[dict[str, str]] = [{} for _ in range(n)]  # the characteristics of each sample
+    keys: dict[str, None] = {}  # in the order they first appear, line by line
     for key, vals in rows:
         if key.startswith("characteristics"):
             for sample, v in zip(samples, vals):
                 k, sep, val = v.partition(":")
                 if sep:
                     sample[k.strip()] = val.strip()
-    return out.rename(columns={"source_name_ch1": "source_name"}).assign(**pd.DataFrame(samples, dtype=object))
+                    keys.setdefault(k.strip())
+    out = out.rename(columns={"source_name_ch1": "source_name"})
+    for k in keys:  # None where a sample lacks the characteristic
+        out[k] = pd.Series([s.get(k) for s in samples], dtype=object)
+    return out
 
 
 def samples_from_series_matrix(path: str | os.PathLike, column_map: Mapping[str, str],

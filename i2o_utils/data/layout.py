@@ -411,7 +411,7 @@ def _refuse_blank_cells(df: pd.DataFrame, columns: Sequence[str], path) -> None:
         if blank.any():
             i = int(blank.argmax())
             r = df.iloc[i]
-            where = ", ".join(f"{k} {r[k]}" for k in ("PLATE_ID", "well_id") if k != c and pd.notna(r[k]))
+            where = ", ".join(f"{k} {r[k]}" for k in ("PLATE_ID", "well_id") if k != c and k in df and pd.notna(r[k]))
             raise LayoutError(f"{path}: line {i + 2}{f' ({where})' if where else ''}: blank {c!r} "
                               f"({int(blank.sum())} row(s) with a blank {c!r}); every well needs one")
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -86,10 +87,10 @@ def _extract_table(zip_path: Path, words: tuple[str, ...]) -> Path:
 
 def _write_record(dest: Path, source: str, tier: str, summary: FetchSummary, written: list[Path]) -> Path:
     record = dest / RECORD_FILE
-    try:
-        meta = json.loads(record.read_text())
-    except (OSError, ValueError):  # none yet, or unreadable: start a new record
-        meta = {}
+    meta = {}
+    if record.exists():  # (an unreadable record raises: the other sources' history is not dropped)
+        with contextlib.suppress(ValueError):  # not JSON (cut short): start a new record
+            meta = json.loads(record.read_text())
     meta.setdefault("sources", {})[source] = {
         "tier": tier, "manifest": SOURCES[source],
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),

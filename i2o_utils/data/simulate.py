@@ -307,8 +307,10 @@ def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator,
     fractions = ((sc.frac_visible_genes, sc.frac_hidden_genes) if omics == "transcriptomics"
                  else (sc.frac_visible_proteins, sc.frac_hidden_proteins))
     n_kind = [int(round(f * n_genes)) for f in (*fractions, sc.frac_low_genes)]  # visible, hidden, low
-    kinds = np.empty(n_genes, dtype=object)
-    kinds[perm] = np.repeat(["visible", "hidden", "low", "noise"], [*n_kind, n_genes - sum(n_kind)]).astype(object)
+    kinds = np.full(n_genes, "noise", dtype=object)
+    ends = np.cumsum(n_kind)  # consecutive stretches of the permutation (cut short at n_genes on tiny panels)
+    for kind, start, end in zip(("visible", "hidden", "low"), [0, *ends[:-1]], ends):
+        kinds[perm[start:end]] = kind
     vis, hid = kinds == "visible", kinds == "hidden"
     # loadings: strength varies over genes so predictability ranges from weak to strong
     strength = rng.uniform(*_GENE_STRENGTH, n_genes) * (1.0 if omics == "transcriptomics" else _PROTEIN_RESPONSE)

@@ -205,15 +205,18 @@ def verify_well(task: WellTask, key: str, store=None) -> dict | None:
         row = json.loads(Path(task.marker_path).read_text())  # no marker: OSError
         n = row["n_tiles"]
         if (row.get("params_key") != key or row.get("status") == STATUS_ERROR
-                or row.get("inputs_key", "") != task.inputs_key  # image file, flat field or metadata changed
-                or layout.read_well_tiles(task.tiles_path).n_tiles != n or not Path(task.cells_path).exists()):
+                or row.get("inputs_key", "") != task.inputs_key):  # image file, flat field or metadata changed
+            return None
+        if layout.read_well_tiles(task.tiles_path).n_tiles != n or not Path(task.cells_path).exists():
             return None
         if task.icf_path is not None:
             layout.read_well_attrs(task.icf_path)  # an unreadable file raises
         if Path(task.shard_path).exists():
             return row if np.load(task.shard_path, mmap_mode="r").shape[0] == n else None
         if n > 0:  # the shard was removed once the store held the well's tiles
-            w = store.wells if store is not None else pd.DataFrame(columns=["plate", "well_id", "n_tiles"])
+            if store is None:
+                return None
+            w = store.wells
             if w.loc[(w["plate"] == task.plate) & (w["well_id"] == task.well_id), "n_tiles"].tolist() != [n]:
                 return None
         return row

@@ -180,12 +180,12 @@ def remove_batch_effect(x: Any, batch: Any = None, batch2: Any = None, covariate
              for b, what in ((batch, "batch"), (batch2, "batch2")) if b is not None]
     if covariates is not None:
         parts.append(_as_numeric(covariates, n, samples, "covariates"))
+    Xb = np.column_stack(parts) if parts else np.zeros((n, 0))  # (a batch of one level has no contrast)
     if out is None:
         out = np.empty_like(v)
-    if not parts:
+    if Xb.shape[1] == 0:
         out[...] = v
     else:
-        Xb = np.column_stack(parts)
         X = np.column_stack([D, Xb])
         keep = estimable_columns(X)
         Xk = X[:, keep]

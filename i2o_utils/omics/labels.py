@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from i2o_utils.data.layout import require_columns
-from i2o_utils.omics._checks import OmicsInputError, _name, as_labels, as_matrix, check_no_inf
+from i2o_utils.omics._checks import OmicsInputError, _name, as_labels, check_no_inf
 from i2o_utils.omics.gt import WellLabels
 
 
@@ -188,10 +188,12 @@ def fit_zscore(y_train: Any) -> tuple[np.ndarray, np.ndarray]:
         Fewer than 2 train wells, non-finite values, or a gene constant over the train wells
         (its z-score is undefined); the message names the gene.
     """
-    y, _, genes = as_matrix(y_train, "z-score train values")
-    if y.shape[0] < 2:
+    named = isinstance(y_train, pd.DataFrame)  # names the well and gene at fault (wells may repeat across plates)
+    wells, genes = (y_train.index, y_train.columns) if named else (None, None)
+    y = np.asarray(y_train, dtype=np.float64)
+    if y.ndim != 2 or y.shape[0] < 2:
         raise OmicsInputError(f"z-score: need at least 2 train wells (wells x genes), got shape {y.shape}")
-    check_no_inf(y, "z-score train values", genes=genes)
+    check_no_inf(y, "z-score train values", wells, genes)
     mean = y.mean(axis=0)
     std = y.std(axis=0, ddof=1)
     zero = np.flatnonzero(~(std > 0))

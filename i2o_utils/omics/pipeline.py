@@ -95,7 +95,9 @@ def read_omics_raw(omics: str, root: str | os.PathLike | None = None):
     obs.index = pd.Index([f"{p}:{w}" for p, w in zip(obs["plate_barcode"], obs["well_id"])], name="sample")
     order = np.lexsort((obs["COLUMN"].to_numpy(), obs["ROW"].to_numpy(), obs["plate_barcode"].to_numpy()))
     x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
-    var = a.var.set_axis(a.var.index.astype(str).rename("gene")).assign(symbol=lambda v: v.get("symbol", v.index))
+    var = a.var.set_axis(a.var.index.astype(str).rename("gene"))
+    if "symbol" not in var:
+        var["symbol"] = var.index
     if not np.array_equal(order, np.arange(len(order))):  # (already in order: no copy)
         x, obs = x[order], obs.iloc[order]
     return ad.AnnData(X=x, obs=obs, var=var, uns={"source": str(path)})
@@ -394,8 +396,9 @@ def write_outputs(sets: OmicsSets, gt: GroundTruth, out_dir: str | os.PathLike,
     to ``out_dir`` and the GT tables to ``data/GT`` (when :func:`may_write_gt` allows).
 
     All files are written under staging names and renamed once every one is complete, so a failure
-    replaces none of the files already there and leaves nothing half-written. The GT tables are
-    written in a second thread while the sets are (both writers wait mostly on the disk).
+    replaces none of the files already there and leaves nothing half-written. Everything is computed
+    before the first write. The GT tables are written in a second thread while the sets are (both
+    writers wait mostly on the disk).
     """
     out_dir = Path(out_dir)
     written: list[Path] = []

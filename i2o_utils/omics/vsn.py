@@ -1,11 +1,11 @@
 """Variance-stabilising normalisation (vsn) of protein intensities, after Huber et al. (2002).
 
 The paper normalised the TMT protein quantifications with the R/Bioconductor package ``vsn``.
-The one Python port on PyPI (``vsn`` 0.1.1, single-author) loops over every matrix element in
-Python (seconds per call at the paper's 1,536 x 4,986 per stimulus, called at every trimming
-round) and draws subsamples from NumPy's global random state, so this module implements the
-method after the R package's algorithm (``vsnMatrix`` -> ``vsnLTS`` -> ``vsnML``) and its
-vignette "Likelihood Calculations for vsn".
+The one Python port on PyPI when this module was written (``vsn`` 0.1.1, single-author) loops
+over every matrix element in Python (seconds per call at the paper's 1,536 x 4,986 per stimulus,
+called at every trimming round) and draws subsamples from NumPy's global random state, so this
+module implements the method after the R package's algorithm (``vsnMatrix`` -> ``vsnLTS`` ->
+``vsnML``) and its vignette "Likelihood Calculations for vsn".
 
 Model
 -----
@@ -41,7 +41,8 @@ What differs from R ``vsn``
   the fit agrees with a Python port of R's code (``vsn`` 0.1.1 on PyPI, which reports agreement
   with R's ``justvsn``) to about 1e-9 (``tests/test_omics_vsn.py``). As in R, the stopping rule
   (relative decrease of the likelihood) often fires before the optimum (offsets and log scale
-  factors differ in curvature by orders of magnitude); tighter rules (``factr=10, pgtol=1e-12``)
+  factors differ in curvature by orders of magnitude, and moving all samples together hardly
+  changes the likelihood); tighter rules (``factr=10, pgtol=1e-12``)
   reach it (tested against the port run to the optimum).
 
 Arrays are samples x proteins (R: proteins x samples).
