@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -100,6 +101,18 @@ def test_outputs_and_resume(tmp_path):
     assert redone[["plate", "well_id"]].values.tolist() == [["E_P1", "B2"]]
     assert TileStore(third.store_dir).n_tiles == store.n_tiles
     assert not list(out.rglob("*.part")) and not list(bp["root"].rglob("*.part"))
+
+
+def test_changing_the_flatfield_method_recomputes_the_flat_fields_and_the_wells(tmp_path):
+    _screen(tmp_path / "data", wells_per_plate=1)
+    out = tmp_path / "results"
+    fast = _run(tmp_path / "data", out)
+    exact = preprocess_images(PROFILE.with_overrides(imaging={"flatfield_method": "exact"}), data_root=tmp_path / "data",
+                              out_dir=out, progress=False)
+    with h5py.File(exact.paths["flatfields"]) as f:
+        assert {f[p].attrs["method"] for p in f} == {"exact"}
+    assert not exact.status["skipped"].any()  # corrected with the new flat fields
+    assert any(not np.array_equal(fast.flatfields[p], exact.flatfields[p]) for p in fast.flatfields)
 
 
 def test_bad_files_are_named_and_the_rest_is_kept(tmp_path):

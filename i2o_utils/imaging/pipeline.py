@@ -206,7 +206,7 @@ def _plate_flatfields(path: Path, tasks: Sequence[WellTask], params: ImagingConf
     try:
         with h5py.File(path, "r") as f:
             if set(f.keys()) == set(inputs) and all(
-                    all(f[p].attrs.get(k) == v for k, v in _ff_attrs(params).items() if k != "method")
+                    all(f[p].attrs.get(k) == v for k, v in _ff_attrs(params).items())
                     and f[p].attrs.get("inputs") == inputs[p] for p in inputs):
                 return {p: f[p]["flatfield"][()] for p in inputs}, []
             log.info("%s: the images or parameters changed since the flat fields were computed; recomputing", path)
