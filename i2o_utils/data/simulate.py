@@ -318,8 +318,8 @@ def gene_programme(n_genes: int, profile: Profile, rng: np.random.Generator,
     for name, dim, driven in (("visible", sc.latent_visible, vis), ("hidden", sc.latent_hidden, hid)):
         w = np.zeros((n_genes, dim))
         w[driven] = rng.normal(0, 1, (driven.sum(), dim)) / np.sqrt(dim) * strength[driven, None]
-        idx = np.flatnonzero(driven)  # in random order (perm): consecutive genes form the pairs
-        first, second = idx[0::2][: len(idx) // 2], idx[1::2][: len(idx) // 2]
+        idx = np.flatnonzero(driven)  # in index order (which genes are driven is random): consecutive ones pair
+        first, second = idx[0::2][: len(idx) // 2], idx[1::2]
         w[second], strength[second] = -w[first], strength[first]
         loadings.append(pd.DataFrame(w).add_prefix(f"w_{name}_"))
     df = pd.DataFrame({"kind": kinds, "strength": np.where(vis | hid, strength, 0.0)})

@@ -226,12 +226,11 @@ class BaselineInputs:
         self.split_table, self.notes = split_table, notes
 
     @classmethod
-    def load(cls, keys, *, split_table: pd.DataFrame | None = None, random_tiles_per_well: int = 16, seed: int = 0,
+    def load(cls, keys, *, split_table: pd.DataFrame, random_tiles_per_well: int = 16, seed: int = 0,
              data_root=None) -> "BaselineInputs":
         """Read notebook 20's features and tile store, notebook 30's backbone (for its
         architecture), and the labels of the ``keys`` (omics, stimulus); ``split_table``: the one
-        the evaluation read (default: notebook 10's)."""
-        from i2o_utils.data.splits import load_split_table
+        the evaluation read."""
         from i2o_utils.imaging.tilestore import TileStore
         from i2o_utils.model.finetune import load_labels
         from i2o_utils.model.train import CHECKPOINT_NAME, load_backbone
@@ -239,8 +238,6 @@ class BaselineInputs:
 
         notes: list[str] = []
         features: dict[str, pd.DataFrame] = {}
-        if split_table is None:
-            split_table = load_split_table(check_gt=False)
         store = TileStore(results_dir("20_preprocess_images") / "tilestore")
         try:
             morph = read_well_features(results_dir("20_preprocess_images") / "features_wells.parquet")

@@ -247,7 +247,7 @@ def signal_summary(truth: pd.DataFrame) -> pd.DataFrame:
     for omics, g in truth.groupby("omics", sort=False):
         vis = g["kind"] == "visible"
         if "predictable" in g:
-            vis &= g["predictable"].eq(True)
+            vis &= g["predictable"]  # read_truth_genes gives booleans
         v = g[vis]
         row = {"omics": omics, "genes": len(g), "visible": int(vis.sum())}
         if "strength" in g and len(v):
